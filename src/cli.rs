@@ -1,0 +1,1 @@
+//! The command line of shared/CONTRACT.md (clap derive).

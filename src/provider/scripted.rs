@@ -1,0 +1,1 @@
+//! A deterministic chat model that replays scripted replies as streamed deltas with token usage.

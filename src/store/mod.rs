@@ -1,0 +1,49 @@
+//! Sessions on disk: the append-only event log, its repair and locking, and list / export / fork.
+
+use async_trait::async_trait;
+
+use crate::protocol::Event;
+
+/// A failure to save. The session goes on in memory; the front end shows "not saved".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// I/O failure.
+    #[error("session not saved: {0}")]
+    Io(String),
+    /// Someone else holds the session.
+    #[error("{0}")]
+    Locked(String),
+    /// The log cannot be read.
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+/// Where the orchestrator records events. `append` returns once the event is queued, or, when
+/// `event.kind.needs_sync()`, once it is on disk (fsynced).
+#[async_trait]
+pub trait EventSink: Send {
+    /// Records one persisted event.
+    async fn append(&mut self, event: &Event) -> Result<(), StoreError>;
+    /// Flushes and fsyncs everything appended so far.
+    async fn sync(&mut self) -> Result<(), StoreError>;
+}
+
+/// An in-memory sink for tests and ephemeral runs.
+#[derive(Debug, Default, Clone)]
+pub struct MemorySink {
+    /// Everything appended.
+    pub events: std::sync::Arc<std::sync::Mutex<Vec<Event>>>,
+}
+
+#[async_trait]
+impl EventSink for MemorySink {
+    async fn append(&mut self, event: &Event) -> Result<(), StoreError> {
+        if let Ok(mut v) = self.events.lock() {
+            v.push(event.clone());
+        }
+        Ok(())
+    }
+    async fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
