@@ -103,6 +103,8 @@ pub enum PolicyRule {
         /// Agent name.
         agent: String,
     },
+    /// Session mode `auto` approved it (only in `approval_resolved.by_rule`).
+    Mode {},
 }
 
 /// Why the session paused.
@@ -122,6 +124,8 @@ pub enum PauseKind {
     RetryWait,
     /// A provider call failed; continue retries the turn.
     ProviderError,
+    /// The sandbox could not run code.
+    Sandbox,
 }
 
 /// State of one agent, for the roster.
