@@ -1,1 +1,157 @@
 //! The command line of shared/CONTRACT.md (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::protocol::SessionMode;
+
+/// Supervise a team of LLM coding agents: approve, edit or reject every code block before it runs
+/// in a hardened Docker sandbox.
+#[derive(Debug, Parser)]
+#[command(name = "proctor", version, about, long_about = None)]
+pub struct Cli {
+    /// config.toml to use (default: the user config dir's proctor/config.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where sessions live (default: the user data dir).
+    #[arg(long, global = true, value_name = "DIR", env = "PROCTOR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Colour theme (dark, light, high-contrast).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub theme: Option<String>,
+    /// Sandbox image for this run, over the team's `[executor] image`.
+    #[arg(long, global = true, value_name = "IMAGE", env = "PROCTOR_SANDBOX_IMAGE")]
+    pub image: Option<String>,
+    /// What to do (default: a new session with the default team).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// How a session's code blocks are approved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum ApproveArg {
+    /// The human decides every block (TUI, console prompt, or JSON lines on stdin).
+    #[default]
+    Ask,
+    /// Every block is approved (still sandboxed); for scripts and CI.
+    Auto,
+}
+
+/// Front-end options shared by `run`, `resume` and `demo`.
+#[derive(Debug, Clone, Args, Default)]
+pub struct FrontEnd {
+    /// No TUI: a line-oriented transcript on stdout.
+    #[arg(long)]
+    pub headless: bool,
+    /// With --headless: one JSON event per line on stdout, JSON decisions on stdin.
+    #[arg(long)]
+    pub json: bool,
+    /// Approval of code blocks.
+    #[arg(long, value_enum)]
+    pub approve: Option<ApproveArg>,
+    /// Session mode: step (pause before every turn), gate (pause at every execution), auto.
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+}
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Pause before every agent turn and at every execution.
+    Step,
+    /// Pause at every execution.
+    Gate,
+    /// Approve everything (sandboxed).
+    Auto,
+}
+
+impl FrontEnd {
+    /// The session mode these flags ask for.
+    pub fn session_mode(&self) -> SessionMode {
+        match (self.approve, self.mode) {
+            (Some(ApproveArg::Auto), _) | (_, Some(ModeArg::Auto)) => SessionMode::Auto,
+            (_, Some(ModeArg::Step)) => SessionMode::Step,
+            _ => SessionMode::Gate,
+        }
+    }
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The shipped demo team on the built-in scripted model (no API key, no network; code still runs in Docker).
+    Demo {
+        /// Front end.
+        #[command(flatten)]
+        front: FrontEnd,
+    },
+    /// Start a new session.
+    Run {
+        /// Team file (default: the built-in team).
+        #[arg(long, value_name = "FILE")]
+        team: Option<PathBuf>,
+        /// The task for the team.
+        #[arg(long, value_name = "TEXT")]
+        task: Option<String>,
+        /// Front end.
+        #[command(flatten)]
+        front: FrontEnd,
+    },
+    /// Continue a saved session where it stopped (a pending approval is asked again).
+    Resume {
+        /// Session id (or a unique prefix).
+        id: Option<String>,
+        /// The most recent session.
+        #[arg(long, conflicts_with = "id")]
+        last: bool,
+        /// Front end.
+        #[command(flatten)]
+        front: FrontEnd,
+    },
+    /// Saved sessions.
+    Sessions {
+        /// What to do with them.
+        #[command(subcommand)]
+        action: SessionsCommand,
+    },
+    /// Check Docker, the sandbox image, providers and keys, pricing and the data dir.
+    Doctor,
+}
+
+/// `proctor sessions …`.
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// Table of saved sessions.
+    List,
+    /// Transcript to stdout.
+    Export {
+        /// Session id.
+        id: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "md")]
+        format: ExportFormat,
+    },
+    /// New session holding events 1..SEQ of ID.
+    Fork {
+        /// Session id.
+        id: String,
+        /// Last event to keep.
+        #[arg(long, value_name = "SEQ")]
+        at: u64,
+    },
+    /// Delete a session and its workspace.
+    Rm {
+        /// Session id.
+        id: String,
+    },
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// Markdown transcript.
+    Md,
+    /// The event log as JSON lines.
+    Json,
+}

@@ -146,6 +146,20 @@ pub enum AgentActivity {
     Executing,
 }
 
+/// What the engine waits for from the human.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitingOn {
+    /// Decisions on the open approval.
+    Approval,
+    /// A manual speaker pick.
+    Speaker,
+    /// `continue` or `stop` after a pause.
+    Continue,
+    /// A first message (the session has no task yet).
+    Message,
+}
+
 /// What happened. Serialized with a `type` tag in snake_case.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -360,6 +374,11 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// The engine is idle until the human acts (live-only).
+    Waiting {
+        /// What it needs.
+        on: WaitingOn,
+    },
     /// An error the human should see.
     Error {
         /// Text naming the problem and the fix.
@@ -397,6 +416,7 @@ impl EventKind {
             EventKind::Paused { .. } => "paused",
             EventKind::Resumed {} => "resumed",
             EventKind::Terminated { .. } => "terminated",
+            EventKind::Waiting { .. } => "waiting",
             EventKind::Error { .. } => "error",
         }
     }
@@ -406,7 +426,10 @@ impl EventKind {
     pub fn is_persisted(&self) -> bool {
         !matches!(
             self,
-            EventKind::MessageDelta { .. } | EventKind::AgentStatus { .. } | EventKind::ImagePull { .. }
+            EventKind::MessageDelta { .. }
+                | EventKind::AgentStatus { .. }
+                | EventKind::ImagePull { .. }
+                | EventKind::Waiting { .. }
         )
     }
 

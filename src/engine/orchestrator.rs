@@ -27,7 +27,7 @@ use crate::engine::termination::{Condition, detect_loop};
 use crate::executor::{ExecEvent, ExecRequest, Executor};
 use crate::protocol::{
     AgentActivity, Decision, DecisionKind, EXECUTOR, Event, EventKind, HUMAN, Op, PauseKind, PolicyRule,
-    SCHEMA_VERSION, SessionMode,
+    SCHEMA_VERSION, SessionMode, WaitingOn,
 };
 use crate::provider::{ChatChunk, ChatModel, ChatRequest, ProviderError, TokenUsage};
 use crate::store::EventSink;
@@ -56,6 +56,8 @@ pub struct SessionSetup {
     pub resume: Option<Vec<Event>>,
     /// Seed for random speaker selection (tests).
     pub seed: Option<u64>,
+    /// Sandbox image for this run (`--image`), over the team's.
+    pub image_override: Option<String>,
 }
 
 /// A running session: send `Op`s, receive `Event`s.
@@ -107,6 +109,8 @@ struct Orchestrator {
     last_trim: HashMap<String, usize>,
     unpriced_noted: Vec<String>,
     save_failing: bool,
+    last_waiting: Option<(WaitingOn, u64)>,
+    image_override: Option<String>,
 }
 
 /// How a model call ended.
@@ -155,6 +159,8 @@ impl Orchestrator {
             last_trim: HashMap::new(),
             unpriced_noted: Vec::new(),
             save_failing: false,
+            last_waiting: None,
+            image_override: setup.image_override,
         }
     }
 
@@ -240,14 +246,14 @@ impl Orchestrator {
                 return;
             }
             if self.state.paused.is_some() {
-                self.wait_op().await;
+                self.wait_op(WaitingOn::Continue).await;
                 continue;
             }
             if let Some(p) = &self.state.pending {
                 if p.all_decided() {
                     self.execute_pending().await;
                 } else {
-                    self.wait_op().await;
+                    self.wait_op(WaitingOn::Approval).await;
                 }
                 continue;
             }
@@ -267,11 +273,11 @@ impl Orchestrator {
                 continue;
             }
             if self.state.speaker_requested.is_some() {
-                self.wait_op().await;
+                self.wait_op(WaitingOn::Speaker).await;
                 continue;
             }
             if !self.state.history.iter().any(|h| h.agent == HUMAN) {
-                self.wait_op().await;
+                self.wait_op(WaitingOn::Message).await;
                 continue;
             }
             if let Some(agent) = self.state.speaking.clone() {
@@ -290,7 +296,11 @@ impl Orchestrator {
     }
 
     /// Waits for one op (or the end of the front end) and handles it.
-    async fn wait_op(&mut self) {
+    async fn wait_op(&mut self, on: WaitingOn) {
+        if self.last_waiting != Some((on, self.next_seq - 1)) {
+            self.forward_live(EventKind::Waiting { on });
+            self.last_waiting = Some((on, self.next_seq - 1));
+        }
         match self.ops.recv().await {
             Some(op) => self.handle_op(op).await,
             None => self.front_end_gone = true,
@@ -764,7 +774,7 @@ impl Orchestrator {
         let mut sandbox_error: Option<String> = None;
         let mut interrupted = false;
         let mut policy = self.team.executor.clone();
-        if let Some(img) = std::env::var("PROCTOR_SANDBOX_IMAGE").ok().filter(|s| !s.is_empty()) {
+        if let Some(img) = self.image_override.clone() {
             policy.image = img;
         }
         for (i, block) in p.blocks.iter().enumerate() {

@@ -198,7 +198,10 @@ impl SessionState {
             EventKind::SpeakerRequested { candidates } => {
                 self.speaker_requested = Some(candidates.clone());
             }
-            EventKind::AgentStatus { .. } | EventKind::MessageDelta { .. } | EventKind::ImagePull { .. } => {}
+            EventKind::AgentStatus { .. }
+            | EventKind::MessageDelta { .. }
+            | EventKind::ImagePull { .. }
+            | EventKind::Waiting { .. } => {}
             EventKind::Message { agent, content, to } => {
                 self.history.push(HistoryEntry { agent: agent.clone(), content: content.clone(), to: to.clone() });
                 if agent == HUMAN {

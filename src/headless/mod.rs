@@ -1,2 +1,495 @@
 //! The line-oriented front end: JSON events out and JSON decisions in (`--json`), or a readable
-//! console transcript with prompts on the terminal.
+//! console transcript with prompts on the terminal. Like the TUI, it knows the session only through
+//! `Event`s and acts only through `Op`s.
+
+use std::io::Write;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::sync::mpsc;
+
+use crate::engine::SessionHandle;
+use crate::protocol::{CodeBlock, Decision, Event, EventKind, Op, StreamKind, WaitingOn};
+
+/// How the headless front end talks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadlessOptions {
+    /// JSON lines instead of a readable transcript.
+    pub json: bool,
+    /// `--approve auto`: nobody answers; a pause ends the run.
+    pub auto: bool,
+}
+
+/// How a headless run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The session terminated normally.
+    Terminated(String),
+    /// The session paused and nobody can answer (auto mode): non-zero exit.
+    Paused(String),
+    /// Input ended while the engine waited for the human; the session is saved and resumable.
+    InputClosed(String),
+    /// The session was already finished (resume of a finished session).
+    AlreadyFinished(String),
+}
+
+impl Outcome {
+    /// Process exit code for this outcome.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Outcome::Terminated(_) | Outcome::AlreadyFinished(_) => 0,
+            Outcome::Paused(_) => 2,
+            Outcome::InputClosed(_) => 3,
+        }
+    }
+}
+
+/// Parses one input line into ops. JSON mode takes contract decision lines
+/// (`{"id":1,"block":0,"decision":"approve"}`), any `Op` as `{"op": ...}`, and
+/// `{"decision":"approve_all","id":1}`.
+pub fn parse_json_line(line: &str) -> Result<Op, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("input is not JSON ({e}): {line}"))?;
+    if v.get("op").is_some() {
+        return serde_json::from_value(v).map_err(|e| format!("invalid op ({e}): {line}"));
+    }
+    let Some(decision) = v.get("decision").and_then(|d| d.as_str()) else {
+        return Err(format!(
+            "expected a decision like {{\"id\":1,\"block\":0,\"decision\":\"approve\"}} or an op like {{\"op\":\"continue\"}}, got: {line}"
+        ));
+    };
+    let id = v.get("id").and_then(|x| x.as_u64()).ok_or_else(|| format!("decision without a numeric \"id\": {line}"))?;
+    if decision == "approve_all" {
+        return Ok(Op::ApproveAll { id });
+    }
+    let block = v
+        .get("block")
+        .and_then(|x| x.as_u64())
+        .ok_or_else(|| format!("decision without a numeric \"block\": {line}"))? as usize;
+    let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+    let decision = match decision {
+        "approve" | "approved" => Decision::Approve,
+        "edit" | "edited" => Decision::Edit {
+            code: text("code").ok_or_else(|| format!("an edit needs \"code\": {line}"))?,
+        },
+        "reject" | "rejected" => Decision::Reject { reason: text("reason").unwrap_or_default() },
+        "skip" | "skipped" => Decision::Skip,
+        other => {
+            return Err(format!("unknown decision {other:?}: use approve, edit, reject or skip"));
+        }
+    };
+    let remember = match v.get("remember") {
+        Some(r) => Some(serde_json::from_value(r.clone()).map_err(|e| format!("invalid \"remember\" ({e}): {line}"))?),
+        None => None,
+    };
+    let allow_network = v.get("allow_network").and_then(|x| x.as_bool()).unwrap_or(false);
+    Ok(Op::ResolveApproval { id, block, decision, remember, allow_network })
+}
+
+/// Reads lines from `input` into a channel; `None` marks end of input.
+fn spawn_reader<R: AsyncBufRead + Unpin + Send + 'static>(input: R) -> mpsc::UnboundedReceiver<Option<String>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = input.lines();
+        loop {
+            match lines.next_line().await {
+                Ok(Some(l)) => {
+                    if tx.send(Some(l)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) | Err(_) => {
+                    let _ = tx.send(None);
+                    return;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Console view state: what is open and needs an answer.
+#[derive(Default)]
+struct Console {
+    streaming: Option<String>,
+    pending: Option<(u64, Vec<CodeBlock>, Vec<bool>)>,
+    speaker_candidates: Vec<String>,
+    total_usd: f64,
+    unpriced: bool,
+}
+
+/// Runs the headless front end until the session ends. `out` gets events (JSON) or the transcript;
+/// `err` gets notes for the human that are not part of the stream.
+pub async fn run<R, W, E>(mut handle: SessionHandle, opts: HeadlessOptions, input: R, mut out: W, mut err: E) -> Outcome
+where
+    R: AsyncBufRead + Unpin + Send + 'static,
+    W: Write,
+    E: Write,
+{
+    let mut lines = spawn_reader(input);
+    let mut input_open = true;
+    let mut console = Console::default();
+    let mut waiting: Option<WaitingOn> = None;
+    let mut last_pause = String::new();
+    let mut terminated: Option<String> = None;
+    let mut ops = Some(handle.ops.clone());
+    drop(handle.ops);
+    loop {
+        tokio::select! {
+            ev = handle.events.recv() => {
+                let Some(ev) = ev else { break };
+                if opts.json {
+                    if let Ok(line) = serde_json::to_string(&ev) {
+                        let _ = writeln!(out, "{line}");
+                        let _ = out.flush();
+                    }
+                } else {
+                    render_console(&mut out, &mut console, &ev);
+                }
+                match &ev.kind {
+                    EventKind::Terminated { reason } => terminated = Some(reason.clone()),
+                    EventKind::Paused { reason, .. } => last_pause = reason.clone(),
+                    EventKind::Waiting { on } => {
+                        waiting = Some(*on);
+                        if opts.auto && *on == WaitingOn::Continue {
+                            ops = None; // nobody will answer: end the run, the session stays paused
+                        } else if !input_open {
+                            ops = None;
+                        } else if !opts.json {
+                            prompt(&mut out, &console, *on);
+                        }
+                    }
+                    _ => waiting = None,
+                }
+            }
+            line = lines.recv(), if input_open => {
+                match line.flatten() {
+                    None => {
+                        input_open = false;
+                        if waiting.is_some() {
+                            ops = None;
+                        }
+                    }
+                    Some(line) if line.trim().is_empty() => {
+                        if !opts.json && let Some(on) = waiting {
+                            prompt(&mut out, &console, on);
+                        }
+                    }
+                    Some(line) => {
+                        let parsed = if opts.json {
+                            parse_json_line(line.trim()).map(|op| vec![op])
+                        } else {
+                            console_ops(&mut console, waiting, line.trim())
+                        };
+                        match parsed {
+                            Ok(new_ops) => {
+                                if let Some(tx) = &ops {
+                                    for op in new_ops {
+                                        let _ = tx.send(op);
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                let _ = writeln!(err, "proctor: {e}");
+                                if !opts.json && let Some(on) = waiting {
+                                    prompt(&mut out, &console, on);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let _ = out.flush();
+    let state = handle.task.await.ok();
+    if let Some(reason) = terminated {
+        return Outcome::Terminated(reason);
+    }
+    if let Some(reason) = state.and_then(|s| s.terminated) {
+        return Outcome::AlreadyFinished(reason);
+    }
+    let what = match waiting {
+        Some(WaitingOn::Approval) => "an approval was pending".to_string(),
+        Some(WaitingOn::Speaker) => "a speaker choice was pending".to_string(),
+        Some(WaitingOn::Continue) => format!("the session paused: {last_pause}"),
+        Some(WaitingOn::Message) => "the session waits for a first message".to_string(),
+        None => "the session stopped".to_string(),
+    };
+    if opts.auto && waiting == Some(WaitingOn::Continue) {
+        Outcome::Paused(what)
+    } else {
+        Outcome::InputClosed(what)
+    }
+}
+
+fn prompt<W: Write>(out: &mut W, c: &Console, on: WaitingOn) {
+    let text = match on {
+        WaitingOn::Approval => match &c.pending {
+            Some((id, blocks, decided)) => match decided.iter().position(|d| !d) {
+                Some(i) => format!(
+                    "approval #{id} block {}/{} ({}): [y] approve  [e] edit  [n] reject  [s] skip  [a] approve all > ",
+                    i + 1,
+                    blocks.len(),
+                    blocks[i].language
+                ),
+                None => "waiting for the engine… > ".into(),
+            },
+            None => "approval pending > ".into(),
+        },
+        WaitingOn::Speaker => format!("who speaks next? ({}) > ", c.speaker_candidates.join(", ")),
+        WaitingOn::Continue => "[c] continue  [q] stop  or type a message > ".into(),
+        WaitingOn::Message => "type the task > ".into(),
+    };
+    let _ = write!(out, "{text}");
+    let _ = out.flush();
+}
+
+/// Interprets a console line in the current waiting state.
+fn console_ops(c: &mut Console, waiting: Option<WaitingOn>, line: &str) -> Result<Vec<Op>, String> {
+    if let Some(rest) = line.strip_prefix('@') {
+        let (to, text) = rest.split_once(' ').ok_or("a private note is `@agent text`")?;
+        return Ok(vec![Op::UserMessage { text: text.trim().into(), to: Some(to.into()) }]);
+    }
+    if line == "/stop" || line == "/quit" {
+        return Ok(vec![Op::Stop { reason: None }]);
+    }
+    if line == "/pause" {
+        return Ok(vec![Op::Pause]);
+    }
+    match waiting {
+        Some(WaitingOn::Approval) => {
+            let Some((id, blocks, decided)) = c.pending.as_mut() else {
+                return Err("no approval is open".into());
+            };
+            let Some(i) = decided.iter().position(|d| !d) else {
+                return Err("every block is decided".into());
+            };
+            let id = *id;
+            let (cmd, arg) = line.split_once(' ').map(|(a, b)| (a, b.trim())).unwrap_or((line, ""));
+            let decision = match cmd {
+                "y" | "yes" | "approve" => Decision::Approve,
+                "s" | "skip" => Decision::Skip,
+                "n" | "no" | "reject" => Decision::Reject { reason: arg.to_string() },
+                "a" | "all" => {
+                    decided.iter_mut().for_each(|d| *d = true);
+                    return Ok(vec![Op::ApproveAll { id }]);
+                }
+                "e" | "edit" => {
+                    let code = edit_in_editor(&blocks[i].code)?;
+                    Decision::Edit { code }
+                }
+                other => return Err(format!("unknown answer {other:?}: y, e, n [reason], s or a")),
+            };
+            decided[i] = true;
+            Ok(vec![Op::ResolveApproval { id, block: i, decision, remember: None, allow_network: false }])
+        }
+        Some(WaitingOn::Speaker) => Ok(vec![Op::SelectSpeaker { agent: line.to_string() }]),
+        Some(WaitingOn::Continue) => match line {
+            "c" | "continue" => Ok(vec![Op::Continue]),
+            "q" | "stop" => Ok(vec![Op::Stop { reason: None }]),
+            text => Ok(vec![Op::UserMessage { text: text.into(), to: None }, Op::Continue]),
+        },
+        Some(WaitingOn::Message) | None => Ok(vec![Op::UserMessage { text: line.into(), to: None }]),
+    }
+}
+
+/// Opens `$VISUAL`/`$EDITOR` on the code; returns the edited text.
+fn edit_in_editor(code: &str) -> Result<String, String> {
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .map_err(|_| "set $VISUAL or $EDITOR to edit a block on the console".to_string())?;
+    let file = tempfile::Builder::new()
+        .suffix(".txt")
+        .tempfile()
+        .map_err(|e| format!("cannot create a temp file for editing: {e}"))?;
+    std::fs::write(file.path(), code).map_err(|e| format!("cannot write the temp file: {e}"))?;
+    let mut parts = editor.split_whitespace();
+    let prog = parts.next().ok_or("$EDITOR is empty")?;
+    let status = std::process::Command::new(prog)
+        .args(parts)
+        .arg(file.path())
+        .status()
+        .map_err(|e| format!("cannot start {editor}: {e}"))?;
+    if !status.success() {
+        return Err(format!("{editor} exited with {status}; block left undecided"));
+    }
+    std::fs::read_to_string(file.path()).map_err(|e| format!("cannot read the edited file: {e}"))
+}
+
+fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
+    let end_stream = |out: &mut W, c: &mut Console| {
+        if c.streaming.take().is_some() {
+            let _ = writeln!(out);
+        }
+    };
+    match &ev.kind {
+        EventKind::SessionStarted { team, task, .. } => {
+            let _ = writeln!(out, "proctor session {} · team {team}", ev.session);
+            if !task.is_empty() {
+                let _ = writeln!(out, "task: {task}");
+            }
+        }
+        EventKind::SpeakerSelected { agent, note } => {
+            end_stream(out, c);
+            match note {
+                Some(n) => {
+                    let _ = writeln!(out, "\n── {agent} ── ({n})");
+                }
+                None => {
+                    let _ = writeln!(out, "\n── {agent} ──");
+                }
+            }
+        }
+        EventKind::SpeakerRequested { candidates } => c.speaker_candidates = candidates.clone(),
+        EventKind::AgentStatus { .. } | EventKind::Waiting { .. } | EventKind::Resumed {} => {}
+        EventKind::MessageDelta { agent, delta } => {
+            c.streaming = Some(agent.clone());
+            let _ = write!(out, "{}", sanitize(delta));
+            let _ = out.flush();
+        }
+        EventKind::Message { agent, content, to } => {
+            if c.streaming.take().is_some() {
+                let _ = writeln!(out);
+            } else if agent == "human" {
+                let who = to.as_ref().map(|t| format!("human → {t} (private)")).unwrap_or_else(|| "human".into());
+                let _ = writeln!(out, "\n── {who} ──\n{}", sanitize(content));
+            } else {
+                let _ = writeln!(out, "\n── {agent} ──\n{}", sanitize(content));
+            }
+        }
+        EventKind::Usage { agent, model, input_tokens, output_tokens, usd, estimated, .. } => {
+            match usd {
+                Some(u) => c.total_usd += u,
+                None => c.unpriced = true,
+            }
+            let approx = if *estimated { "≈" } else { "" };
+            let cost = usd.map(|u| format!("${u:.4}")).unwrap_or_else(|| "unpriced".into());
+            let total = if c.unpriced { format!("${:.4}+", c.total_usd) } else { format!("${:.4}", c.total_usd) };
+            let _ = writeln!(
+                out,
+                "   [{agent} · {model} · {approx}{input_tokens} in / {approx}{output_tokens} out · {cost} · session {total}]"
+            );
+        }
+        EventKind::ApprovalRequested { id, agent, blocks } => {
+            end_stream(out, c);
+            let _ = writeln!(out, "\n┌ approval #{id}: {agent} proposes {} block(s)", blocks.len());
+            for b in blocks {
+                let file = b.filename.as_ref().map(|f| format!(" → {f}")).unwrap_or_default();
+                let _ = writeln!(out, "│ block {} ({}){file}", b.index + 1, b.language);
+                for l in b.code.lines() {
+                    let _ = writeln!(out, "│   {}", sanitize(l));
+                }
+            }
+            let _ = writeln!(out, "└");
+            c.pending = Some((*id, blocks.clone(), vec![false; blocks.len()]));
+        }
+        EventKind::ApprovalResolved { block, decision, reason, by_rule, .. } => {
+            if let Some((_, _, decided)) = c.pending.as_mut()
+                && let Some(d) = decided.get_mut(*block)
+            {
+                *d = true;
+            }
+            let by = if by_rule.is_some() { " (by rule)" } else { "" };
+            let why = reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
+            let _ = writeln!(out, "  block {} {decision:?}{by}{why}", block + 1);
+        }
+        EventKind::PolicyAdded { rule } => {
+            let _ = writeln!(out, "  rule added: {rule:?}");
+        }
+        EventKind::ModeChanged { mode } => {
+            let _ = writeln!(out, "  mode: {mode:?}");
+        }
+        EventKind::AgentMuted { agent, muted } => {
+            let _ = writeln!(out, "  {agent} {}", if *muted { "muted" } else { "unmuted" });
+        }
+        EventKind::ImagePull { image, current, total, layers_done, layers, .. } => {
+            let pct = if *total > 0 { current * 100 / total } else { 0 };
+            let _ = writeln!(out, "  pulling {image}: {pct}% ({layers_done}/{layers} layers)");
+        }
+        EventKind::ExecutionStarted { block, language, .. } => {
+            let _ = writeln!(out, "  ▶ running block {} ({language})", block + 1);
+        }
+        EventKind::ExecutionOutput { stream, text, .. } => {
+            let prefix = match stream {
+                StreamKind::Stdout => "  │ ",
+                StreamKind::Stderr => "  ! ",
+            };
+            for l in text.lines() {
+                let _ = writeln!(out, "{prefix}{}", sanitize(l));
+            }
+        }
+        EventKind::ExecutionFinished { block, exit_code, timed_out, duration_ms, oom, interrupted, truncated, .. } => {
+            let mut s = format!("  ■ block {} exit {exit_code} in {duration_ms} ms", block + 1);
+            for (flag, word) in [(*timed_out, "timed out"), (*oom, "out of memory"), (*interrupted, "interrupted"), (*truncated, "output truncated")] {
+                if flag {
+                    s.push_str(&format!(" · {word}"));
+                }
+            }
+            let _ = writeln!(out, "{s}");
+        }
+        EventKind::BudgetWarning { spent_usd, cap_usd } => {
+            let _ = writeln!(out, "  ⚠ budget: ${spent_usd:.4} of ${cap_usd:.2} spent");
+        }
+        EventKind::BudgetChanged { cap_usd } => {
+            let _ = writeln!(out, "  budget now ${cap_usd:.2}");
+        }
+        EventKind::Notice { message } => {
+            end_stream(out, c);
+            let _ = writeln!(out, "  · {}", sanitize(message));
+        }
+        EventKind::Paused { reason, .. } => {
+            end_stream(out, c);
+            let _ = writeln!(out, "\n⏸ paused: {}", sanitize(reason));
+        }
+        EventKind::Terminated { reason } => {
+            end_stream(out, c);
+            let _ = writeln!(out, "\n■ session ended: {}", sanitize(reason));
+        }
+        EventKind::Error { message } => {
+            end_stream(out, c);
+            let _ = writeln!(out, "  ✗ {}", sanitize(message));
+        }
+    }
+    let _ = out.flush();
+}
+
+/// Removes terminal control sequences (ESC and other C0 controls except newline and tab).
+pub fn sanitize(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_decision_lines_parse() {
+        let op = parse_json_line(r#"{"id": 3, "block": 1, "decision": "edit", "code": "print('edited')"}"#).unwrap();
+        assert_eq!(
+            op,
+            Op::ResolveApproval {
+                id: 3,
+                block: 1,
+                decision: Decision::Edit { code: "print('edited')".into() },
+                remember: None,
+                allow_network: false
+            }
+        );
+        let op = parse_json_line(r#"{"id": 3, "block": 0, "decision": "reject", "reason": "use the stdlib only"}"#).unwrap();
+        assert!(matches!(op, Op::ResolveApproval { decision: Decision::Reject { reason }, .. } if reason == "use the stdlib only"));
+        assert!(parse_json_line(r#"{"op":"continue"}"#).is_ok());
+        let e = parse_json_line(r#"{"id": 3, "decision": "approve"}"#).unwrap_err();
+        assert!(e.contains("block"), "{e}");
+        let e = parse_json_line("approve").unwrap_err();
+        assert!(e.contains("not JSON"));
+        let e = parse_json_line(r#"{"id":1,"block":0,"decision":"maybe"}"#).unwrap_err();
+        assert!(e.contains("maybe"));
+    }
+
+    #[test]
+    fn sanitize_strips_escape_sequences() {
+        assert_eq!(sanitize("a\x1b[31mred\x07\n"), "a[31mred\n");
+    }
+}

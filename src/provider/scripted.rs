@@ -57,10 +57,16 @@ impl ScriptedReply {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Script {
+    /// The task this script was written for (the demo's task).
+    #[serde(default)]
+    pub task: Option<String>,
     /// Replies in order.
     #[serde(default)]
     pub reply: Vec<ScriptedReply>,
 }
+
+/// The shipped demo script (sessions/demo/script.toml).
+pub const DEMO_SCRIPT: &str = include_str!("../../sessions/demo/script.toml");
 
 impl Script {
     /// Parses a TOML script.

@@ -160,6 +160,7 @@ impl Builder {
             sink: Box::new(sink.clone()),
             resume: self.resume,
             seed: self.seed,
+            image_override: None,
         });
         Session { handle, model, exec: self.exec, sink, seen: Vec::new() }
     }

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command: sets up what the tests need (Docker daemon, local sandbox image, cargo-nextest),
+# then runs every test against the real Docker engine and loopback servers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PROCTOR_SANDBOX_IMAGE="$(scripts/ensure-docker.sh | tail -n1)"
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing cargo-nextest..." >&2
+  cargo install cargo-nextest --locked
+fi
+cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+cargo test --workspace --doc
