@@ -190,12 +190,12 @@ fn local_ollama_team_needs_the_ollama_provider_from_its_comments() {
         "{err}"
     );
 
-    // The snippet documented in the team file's comments is exactly what makes it work.
+    // The snippet in the team file's comments (up to the first empty comment line) makes it work.
     let text = std::fs::read_to_string(&path).expect("read team");
     let snippet: String = text
         .lines()
         .skip_while(|l| !l.contains("[providers.ollama]"))
-        .take_while(|l| l.starts_with('#'))
+        .take_while(|l| l.starts_with('#') && !l.trim_start_matches('#').trim().is_empty())
         .map(|l| l.trim_start_matches('#').trim_start())
         .collect::<Vec<_>>()
         .join("\n");
