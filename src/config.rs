@@ -1171,3 +1171,281 @@ fn looks_like_api_key(value: &str) -> bool {
     // Variable names are short, or SHOUTY_WITH_UNDERSCORES; keys are long random runs.
     (v.len() >= 24 && !v.contains('_')) || (v.len() >= 32 && has_lower && has_upper && has_digit)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn team(text: &str) -> Result<TeamConfig, ConfigError> {
+        parse_team(Path::new("teams/x.toml"), text)
+    }
+
+    fn checked(text: &str, config: &Config) -> Result<TeamConfig, ConfigError> {
+        let path = Path::new("teams/x.toml");
+        let t = parse_team(path, text)?;
+        validate_team(&t, path, text, config)?;
+        Ok(t)
+    }
+
+    #[test]
+    fn unknown_provider_error_reads_file_line_field_and_the_fix() {
+        let text = "name = \"x\"\n\n[[agents]]\nname = \"a\"\nmodel = \"openai/gpt-4o\"\n\n[[agents]]\nname = \"b\"\nmodel = \"opnai/gpt-4o-mini\"\n";
+        let config = Config {
+            providers: BTreeMap::from([(
+                "openai".into(),
+                ProviderConfig::new(ProviderKind::Openai),
+            )]),
+            ..Config::default()
+        };
+        let err = checked(text, &config).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "teams/x.toml:9: agents[1].model: unknown provider \"opnai\" (known: anthropic, claude, \
+             openai, scripted); model refs are \"<provider>/<model>\"; define others as \
+             [providers.opnai] in config.toml"
+        );
+        assert_eq!(err.line(), Some(9));
+        assert_eq!(err.field(), Some("agents[1].model"));
+    }
+
+    #[test]
+    fn parse_team_alone_does_not_need_providers() {
+        let t = team("name = \"x\"\n[[agents]]\nname = \"a\"\nmodel = \"nowhere/m\"\n").unwrap();
+        assert_eq!(t.agents[0].model, "nowhere/m");
+        let err = checked(
+            "name = \"x\"\n[[agents]]\nname = \"a\"\nmodel = \"nowhere/m\"\n",
+            &Config::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.line(), Some(4));
+    }
+
+    #[test]
+    fn scripted_provider_is_always_known() {
+        let text = "name = \"x\"\n[[agents]]\nname = \"a\"\nmodel = \"scripted/demo\"\n";
+        checked(text, &Config::default()).unwrap();
+    }
+
+    #[test]
+    fn user_providers_override_builtins_of_the_same_name() {
+        let config = parse_config(
+            Path::new("config.toml"),
+            "[providers.openai]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9999/v1\"\n",
+        )
+        .unwrap();
+        let all = config.effective_providers();
+        assert_eq!(
+            all["openai"].base_url.as_deref(),
+            Some("http://127.0.0.1:9999/v1")
+        );
+        assert_eq!(all["openai"].api_key_env, None);
+        assert_eq!(
+            all["claude"].api_key_env.as_deref(),
+            Some("ANTHROPIC_API_KEY")
+        );
+        assert_eq!(all["anthropic"].kind, ProviderKind::Anthropic);
+        assert_eq!(
+            builtin_providers()["openai"].api_key_env.as_deref(),
+            Some("OPENAI_API_KEY")
+        );
+        assert_eq!(all[SCRIPTED_PROVIDER].kind, ProviderKind::Scripted);
+    }
+
+    #[test]
+    fn base_url_defaults_per_kind() {
+        assert_eq!(
+            ProviderConfig::new(ProviderKind::Openai).base_url_or_default(),
+            Some("https://api.openai.com/v1")
+        );
+        assert_eq!(
+            ProviderConfig::new(ProviderKind::Anthropic).base_url_or_default(),
+            Some("https://api.anthropic.com")
+        );
+        assert_eq!(
+            ProviderConfig::new(ProviderKind::Azure).base_url_or_default(),
+            None
+        );
+    }
+
+    #[test]
+    fn model_refs_split_at_the_first_slash() {
+        assert_eq!(split_model_ref("openai/gpt-4o"), Some(("openai", "gpt-4o")));
+        assert_eq!(
+            split_model_ref("router/meta-llama/llama-3.1-8b"),
+            Some(("router", "meta-llama/llama-3.1-8b"))
+        );
+        assert_eq!(split_model_ref("gpt-4o"), None);
+        assert_eq!(split_model_ref("/gpt-4o"), None);
+        assert_eq!(split_model_ref("openai/"), None);
+    }
+
+    #[test]
+    fn defaults_fill_every_omitted_table() {
+        let t =
+            team("name = \"x\"\n[[agents]]\nname = \"a\"\nmodel = \"openai/gpt-4o\"\n").unwrap();
+        assert_eq!(t.orchestration, Orchestration::default());
+        assert_eq!(t.orchestration.max_rounds, 20);
+        assert_eq!(t.termination.text.as_deref(), Some("TERMINATE"));
+        assert_eq!(t.termination.max_consecutive_auto_replies, 10);
+        assert_eq!(t.termination.timeout_s, 1800);
+        assert_eq!(t.budget.usd, None);
+        assert_eq!(t.budget.warn_at, 0.8);
+        assert_eq!(t.executor, ExecutorConfig::default());
+        assert_eq!(t.executor.image, DEFAULT_IMAGE);
+        assert_eq!(
+            (t.executor.memory_mb, t.executor.pids, t.executor.timeout_s),
+            (512, 256, 60)
+        );
+        assert!(!t.executor.network);
+        assert!(!t.agents[0].can_execute);
+    }
+
+    #[test]
+    fn empty_termination_text_turns_text_termination_off() {
+        let t = team("name = \"x\"\n[[agents]]\nname = \"a\"\nmodel = \"openai/gpt-4o\"\n[termination]\ntext = \"\"\n")
+            .unwrap();
+        assert_eq!(t.termination.text, None);
+    }
+
+    #[test]
+    fn default_team_is_a_python_coder_and_a_reviewer_on_openai() {
+        let t = default_team();
+        let names: Vec<&str> = t.agents.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["coder", "reviewer"]);
+        assert!(t.agents.iter().all(|a| a.model == "openai/gpt-4o-mini"));
+        assert!(t.agents[0].can_execute && !t.agents[1].can_execute);
+        assert!(t.agents[0].system.contains("Python"));
+        validate_team(
+            &t,
+            Path::new("teams/default.toml"),
+            DEFAULT_TEAM_TOML,
+            &Config::default(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn demo_team_runs_on_the_scripted_model_without_config() {
+        let t = demo_team();
+        let names: Vec<&str> = t.agents.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["planner", "coder", "reviewer"]);
+        assert!(t.agents.iter().all(|a| a.model == "scripted/demo"));
+        assert_eq!(
+            t.orchestration.speaker_selection,
+            SpeakerSelection::RoundRobin
+        );
+        assert_eq!(t.executor.image, DEFAULT_IMAGE);
+        validate_team(
+            &t,
+            Path::new("teams/demo.toml"),
+            DEMO_TEAM_TOML,
+            &Config::default(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn api_key_in_a_file_is_refused_without_echoing_it() {
+        let key = "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789";
+        let text = format!("[providers.claude]\nkind = \"anthropic\"\napi_key_env = \"{key}\"\n");
+        let err = parse_config(Path::new("config.toml"), &text).unwrap_err();
+        let shown = format!("{err} / {err:?}");
+        assert!(!shown.contains("AbCdEf"), "key leaked: {shown}");
+        assert!(
+            shown.contains("config.toml:3: providers.claude.api_key_env:"),
+            "{shown}"
+        );
+        assert!(shown.contains("environment"), "{shown}");
+    }
+
+    #[test]
+    fn variable_names_are_not_mistaken_for_keys() {
+        for name in [
+            "OPENAI_API_KEY",
+            "ANTHROPIC_API_KEY",
+            "AZURE_OPENAI_API_KEY",
+            "MY_LLM_KEY_2",
+            "together_api_key",
+        ] {
+            assert!(!looks_like_api_key(name), "{name}");
+        }
+        for key in [
+            "sk-abc",
+            "sk-proj-0123456789abcdef",
+            "gsk_abc123",
+            "a8F3kd93JdkQ02mZxP4vLw7sT1nB6cYe",
+            "0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(looks_like_api_key(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn missing_config_file_gives_defaults_and_unreadable_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            load_config(&dir.path().join("nope.toml")).unwrap(),
+            Config::default()
+        );
+        let err = load_config(dir.path()).unwrap_err(); // a directory cannot be read as a file
+        assert!(
+            err.to_string().contains(&dir.path().display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn default_paths_name_proctor() {
+        if let Some(p) = config_path_default() {
+            assert!(p.ends_with("config.toml"), "{}", p.display());
+            assert!(
+                p.display().to_string().contains("proctor"),
+                "{}",
+                p.display()
+            );
+        }
+        if let Some(d) = data_dir_default() {
+            assert!(
+                d.display().to_string().contains("proctor"),
+                "{}",
+                d.display()
+            );
+        }
+    }
+
+    #[test]
+    fn field_paths_quote_keys_that_are_not_bare() {
+        let p = FieldPath::root()
+            .key("pricing")
+            .key("openai/gpt-4o")
+            .key("input_per_mtok");
+        assert_eq!(p.to_string(), "pricing.\"openai/gpt-4o\".input_per_mtok");
+        assert_eq!(
+            FieldPath::root()
+                .key("agents")
+                .index(2)
+                .key("name")
+                .to_string(),
+            "agents[2].name"
+        );
+    }
+
+    #[test]
+    fn dotted_keys_and_inline_tables_get_the_right_line() {
+        let text = "name = \"x\"\nagents = [\n  { name = \"a\", model = \"openai/m\" },\n  { name = \"b\", model = \"m\" },\n]\n";
+        let err = team(text).unwrap_err();
+        assert_eq!(
+            (err.line(), err.field()),
+            (Some(4), Some("agents[1].model"))
+        );
+
+        let text =
+            "name = \"x\"\n[[agents]]\nname = \"a\"\nmodel = \"openai/m\"\n\nexecutor.pids = 2\n";
+        // `executor.pids` after [[agents]] belongs to the agent: serde names the unknown field there.
+        let err = team(text).unwrap_err();
+        assert_eq!(
+            (err.line(), err.field()),
+            (Some(6), Some("agents[0].executor"))
+        );
+    }
+}
