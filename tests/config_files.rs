@@ -221,3 +221,72 @@ fn embedded_teams_equal_the_files_in_teams() {
         load_team(&dir.join("demo.toml")).expect("demo")
     );
 }
+
+#[test]
+fn every_theme_has_every_semantic_role_and_a_syntect_theme() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("themes");
+    let named = [
+        "reset",
+        "black",
+        "red",
+        "green",
+        "yellow",
+        "blue",
+        "magenta",
+        "cyan",
+        "gray",
+        "darkgray",
+        "lightred",
+        "lightgreen",
+        "lightyellow",
+        "lightblue",
+        "lightmagenta",
+        "lightcyan",
+        "white",
+    ];
+    let is_colour = |c: &str| {
+        named.contains(&c)
+            || (c.len() == 7 && c.starts_with('#') && c[1..].chars().all(|h| h.is_ascii_hexdigit()))
+            || c.parse::<u8>().is_ok()
+    };
+    let files = fixtures("themes");
+    let stems: Vec<_> = files
+        .iter()
+        .filter_map(|p| p.file_stem()?.to_str())
+        .collect();
+    assert_eq!(stems, ["dark", "high-contrast", "light"]);
+    for path in &files {
+        let text = std::fs::read_to_string(path).expect("read theme");
+        let theme: toml::Table = toml::from_str(&text).expect("theme is TOML");
+        let shown = path.display();
+        assert_eq!(
+            theme["name"].as_str(),
+            path.file_stem().and_then(|s| s.to_str()),
+            "{shown}"
+        );
+        assert!(
+            theme["syntect_theme"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty()),
+            "{shown}"
+        );
+        let palette = theme["palette"].as_table().expect("[palette]");
+        let agents = palette["agents"].as_array().expect("agents list");
+        assert!(agents.len() >= 4, "{shown}: too few agent colours");
+        for role in [
+            "fg", "bg", "danger", "warning", "success", "muted", "accent", "border", "code_bg",
+        ] {
+            let colour = palette.get(role).and_then(|v| v.as_str());
+            assert!(
+                colour.is_some_and(is_colour),
+                "{shown}: palette.{role} = {colour:?}"
+            );
+        }
+        for c in agents {
+            assert!(
+                c.as_str().is_some_and(is_colour),
+                "{shown}: agent colour {c}"
+            );
+        }
+    }
+}
