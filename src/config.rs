@@ -386,6 +386,22 @@ impl Config {
         all
     }
 
+    /// `default_team` resolved: `~/` expands to the home dir, a relative path is taken from the
+    /// directory of `config_file` (the file this config was loaded from).
+    pub fn default_team_path(&self, config_file: &Path) -> Option<PathBuf> {
+        let team = self.default_team.as_ref()?;
+        if let Ok(rest) = team.strip_prefix("~")
+            && let Some(home) = directories::BaseDirs::new()
+        {
+            return Some(home.home_dir().join(rest));
+        }
+        if team.is_absolute() {
+            return Some(team.clone());
+        }
+        let base = config_file.parent().unwrap_or_else(|| Path::new(""));
+        Some(base.join(team))
+    }
+
     /// Names of providers marked `free = true` (for the price table).
     pub fn free_providers(&self) -> Vec<String> {
         self.effective_providers()
@@ -426,7 +442,8 @@ impl ProviderConfig {
     }
 }
 
-/// Providers every install knows: `openai`, `anthropic` and its alias `claude`, and `scripted`.
+/// Providers every install knows: `openai` (key in `OPENAI_API_KEY`), `claude` (Anthropic, key in
+/// `ANTHROPIC_API_KEY`) and `scripted` (built-in replayed replies, free).
 pub fn builtin_providers() -> BTreeMap<String, ProviderConfig> {
     let openai = ProviderConfig {
         base_url: Some("https://api.openai.com/v1".into()),
@@ -444,7 +461,6 @@ pub fn builtin_providers() -> BTreeMap<String, ProviderConfig> {
     };
     BTreeMap::from([
         ("openai".to_string(), openai),
-        ("anthropic".to_string(), anthropic.clone()),
         ("claude".to_string(), anthropic),
         (SCRIPTED_PROVIDER.to_string(), scripted),
     ])
@@ -1003,12 +1019,48 @@ fn check_model_ref(
         return Err(src.error(
             at,
             format!(
-                "unknown provider \"{provider}\" (known: {known}); model refs are \"<provider>/<model>\"; \
-                 define others as [providers.{provider}] in config.toml"
+                "unknown provider \"{provider}\" (known: {known}){}; model refs are \"<provider>/<model>\"; \
+                 define others as [providers.{provider}] in config.toml",
+                did_you_mean(provider, providers.keys().map(String::as_str))
             ),
         ));
     }
     Ok(())
+}
+
+/// `" — did you mean \"x\"?"` for the closest known name, or nothing.
+fn did_you_mean<'n>(name: &str, known: impl Iterator<Item = &'n str>) -> String {
+    if name.eq_ignore_ascii_case("anthropic") {
+        return " — Anthropic's built-in provider is called \"claude\"".into();
+    }
+    known
+        .map(|k| {
+            (
+                edit_distance(&name.to_ascii_lowercase(), &k.to_ascii_lowercase()),
+                k,
+            )
+        })
+        .filter(|(d, k)| *d <= 2 && *d < k.len())
+        .min()
+        .map(|(_, k)| format!(" — did you mean \"{k}\"?"))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let here = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(here + 1);
+            prev = here;
+        }
+    }
+    row[b.len()]
 }
 
 fn check_executor(src: &Source<'_>, at: &FieldPath, exec: &ExecutorConfig) -> Check {
@@ -1105,7 +1157,7 @@ fn check_provider(src: &Source<'_>, at: &FieldPath, provider: &ProviderConfig) -
         ProviderKind::Azure if provider.base_url.is_none() => {
             return Err(src.error(
                 &at.key("base_url"),
-                "kind \"azure\" needs base_url, e.g. \"https://NAME.openai.azure.com/openai/deployments\"",
+                "kind \"azure\" needs base_url = \"https://<resource>.openai.azure.com\"; model names are deployment names",
             ));
         }
         ProviderKind::Azure
@@ -1200,9 +1252,9 @@ mod tests {
         let err = checked(text, &config).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "teams/x.toml:9: agents[1].model: unknown provider \"opnai\" (known: anthropic, claude, \
-             openai, scripted); model refs are \"<provider>/<model>\"; define others as \
-             [providers.opnai] in config.toml"
+            "teams/x.toml:9: agents[1].model: unknown provider \"opnai\" (known: claude, openai, \
+             scripted) — did you mean \"openai\"?; model refs are \"<provider>/<model>\"; define \
+             others as [providers.opnai] in config.toml"
         );
         assert_eq!(err.line(), Some(9));
         assert_eq!(err.field(), Some("agents[1].model"));
@@ -1243,7 +1295,11 @@ mod tests {
             all["claude"].api_key_env.as_deref(),
             Some("ANTHROPIC_API_KEY")
         );
-        assert_eq!(all["anthropic"].kind, ProviderKind::Anthropic);
+        assert_eq!(all["claude"].kind, ProviderKind::Anthropic);
+        assert!(
+            !all.contains_key("anthropic"),
+            "one name per provider keeps prices unambiguous"
+        );
         assert_eq!(
             builtin_providers()["openai"].api_key_env.as_deref(),
             Some("OPENAI_API_KEY")
@@ -1447,5 +1503,50 @@ mod tests {
             (err.line(), err.field()),
             (Some(6), Some("agents[0].executor"))
         );
+    }
+
+    #[test]
+    fn unknown_provider_suggests_the_closest_name() {
+        let text = |m: &str| format!("name = \"x\"\n[[agents]]\nname = \"a\"\nmodel = \"{m}\"\n");
+        let msg = |m: &str| {
+            checked(&text(m), &Config::default())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            msg("claud/x").contains("did you mean \"claude\"?"),
+            "{}",
+            msg("claud/x")
+        );
+        assert!(msg("anthropic/claude-sonnet-4-5").contains("called \"claude\""));
+        assert!(
+            !msg("gemini/flash").contains("did you mean"),
+            "{}",
+            msg("gemini/flash")
+        );
+    }
+
+    #[test]
+    fn default_team_path_resolves_home_and_relative_paths() {
+        let cfg = |p: &str| Config {
+            default_team: Some(PathBuf::from(p)),
+            ..Config::default()
+        };
+        let file = Path::new("/etc/proctor/config.toml");
+        assert_eq!(
+            cfg("teams/squad.toml").default_team_path(file),
+            Some(PathBuf::from("/etc/proctor/teams/squad.toml"))
+        );
+        assert_eq!(
+            cfg("/srv/t.toml").default_team_path(file),
+            Some(PathBuf::from("/srv/t.toml"))
+        );
+        if let Some(home) = directories::BaseDirs::new() {
+            assert_eq!(
+                cfg("~/t.toml").default_team_path(file),
+                Some(home.home_dir().join("t.toml"))
+            );
+        }
+        assert_eq!(Config::default().default_team_path(file), None);
     }
 }
