@@ -224,7 +224,6 @@ fn embedded_teams_equal_the_files_in_teams() {
 
 #[test]
 fn every_theme_has_every_semantic_role_and_a_syntect_theme() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("themes");
     let named = [
         "reset",
         "black",
