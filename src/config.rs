@@ -661,16 +661,22 @@ struct Source<'a> {
     path: &'a Path,
     text: &'a str,
     tree: Option<toml::de::DeTable<'a>>,
+    /// Whether the text is well-formed TOML (errors are then about the schema, not syntax).
+    syntax_ok: bool,
 }
 
 type SpannedValue<'a> = toml::Spanned<toml::de::DeValue<'a>>;
 
 impl<'a> Source<'a> {
     fn new(path: &'a Path, text: &'a str) -> Self {
-        let tree = toml::de::DeTable::parse(text)
-            .ok()
-            .map(toml::Spanned::into_inner);
-        Self { path, text, tree }
+        // Best-effort tree even for broken TOML, so syntax errors can name a field too.
+        let (tree, errors) = toml::de::DeTable::parse_recoverable(text);
+        Self {
+            path,
+            text,
+            tree: Some(tree.into_inner()),
+            syntax_ok: errors.is_empty(),
+        }
     }
 
     fn line_of(&self, offset: usize) -> usize {
@@ -759,12 +765,10 @@ impl<'a> Source<'a> {
                  with api_key_env, e.g. api_key_env = \"OPENAI_API_KEY\"",
             );
         }
-        let field = if self.tree.is_none() {
-            "(syntax)".to_string()
-        } else if field.0.is_empty() {
-            "(top level)".to_string()
-        } else {
-            field.to_string()
+        let field = match (field.0.is_empty(), self.syntax_ok) {
+            (false, _) => field.to_string(),
+            (true, false) => "(syntax)".to_string(),
+            (true, true) => "(top level)".to_string(),
         };
         ConfigError::Invalid {
             path: self.path.to_path_buf(),
