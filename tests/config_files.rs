@@ -289,3 +289,48 @@ fn every_theme_has_every_semantic_role_and_a_syntect_theme() {
         }
     }
 }
+
+/// Field names of a serialized struct (every field is present: `None` serializes as `null`).
+fn field_names(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_object()
+        .expect("a struct")
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn every_field_is_documented_in_docs_config_md() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config.md"))
+        .expect("docs/config.md");
+    let team = serde_json::to_value(config::default_team()).expect("team to json");
+    let mut fields = field_names(&team);
+    fields.extend(field_names(&team["agents"][0]));
+    for section in ["orchestration", "termination", "budget", "executor"] {
+        fields.extend(field_names(&team[section]));
+    }
+    let providers = serde_json::to_value(config::builtin_providers()).expect("providers to json");
+    fields.extend(field_names(&providers["openai"]));
+    let price = config::PriceConfig {
+        input_per_mtok: 1.0,
+        output_per_mtok: 1.0,
+        cached_input_per_mtok: None,
+        cache_write_per_mtok: None,
+    };
+    fields.extend(field_names(
+        &serde_json::to_value(price).expect("price to json"),
+    ));
+    fields.extend(field_names(
+        &serde_json::to_value(Config::default()).expect("config to json"),
+    ));
+    assert!(fields.len() > 40, "{fields:?}");
+    let missing: Vec<_> = fields
+        .iter()
+        .filter(|f| !doc.contains(&format!("| `{f}` |")) && !doc.contains(&format!("### `[{f}]`")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "fields without a row in docs/config.md: {missing:?}"
+    );
+}
