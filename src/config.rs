@@ -660,7 +660,7 @@ impl std::fmt::Display for FieldPath {
 struct Source<'a> {
     path: &'a Path,
     text: &'a str,
-    tree: Option<toml::de::DeTable<'a>>,
+    tree: toml::de::DeTable<'a>,
     /// Whether the text is well-formed TOML (errors are then about the schema, not syntax).
     syntax_ok: bool,
 }
@@ -674,7 +674,7 @@ impl<'a> Source<'a> {
         Self {
             path,
             text,
-            tree: Some(tree.into_inner()),
+            tree: tree.into_inner(),
             syntax_ok: errors.is_empty(),
         }
     }
@@ -690,7 +690,7 @@ impl<'a> Source<'a> {
 
     /// Span of the value at `field`, or of its deepest ancestor present in the file.
     fn span_of(&self, field: &FieldPath) -> Option<std::ops::Range<usize>> {
-        let tree = self.tree.as_ref()?;
+        let tree = &self.tree;
         let mut best = None;
         let mut current: Option<&SpannedValue<'a>> = None;
         for step in &field.0 {
@@ -713,7 +713,7 @@ impl<'a> Source<'a> {
 
     /// The deepest field whose key or value covers `offset`.
     fn field_at(&self, offset: usize) -> Option<FieldPath> {
-        let tree = self.tree.as_ref()?;
+        let tree = &self.tree;
         let mut best = None;
         field_at_in_table(tree, offset, &FieldPath::root(), &mut best);
         best
