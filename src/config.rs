@@ -235,7 +235,10 @@ pub struct Budget {
 
 impl Default for Budget {
     fn default() -> Self {
-        Self { usd: None, warn_at: default_warn_at() }
+        Self {
+            usd: None,
+            warn_at: default_warn_at(),
+        }
     }
 }
 
@@ -346,40 +349,235 @@ fn default_output_kb() -> u64 {
     1024
 }
 
-/// Turns a toml error into a `ConfigError` naming file, line and field.
-fn toml_error(path: &Path, text: &str, err: &toml::de::Error) -> ConfigError {
-    let line = err
-        .span()
-        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-        .unwrap_or(0);
-    let message = err.message().to_string();
-    let field = field_from_message(&message).unwrap_or_else(|| "(file)".into());
-    ConfigError::Invalid { path: path.to_path_buf(), line, field, message }
+/// Name of the built-in scripted provider: always known, needs no config (demo, tests).
+pub const SCRIPTED_PROVIDER: &str = "scripted";
+
+/// Agent names that the transcript already uses for other speakers.
+pub const RESERVED_AGENT_NAMES: [&str; 3] = ["human", "executor", "selector"];
+
+/// The team used when neither `--team` nor `default_team` names one.
+const DEFAULT_TEAM_TOML: &str = include_str!("../teams/default.toml");
+/// The team of `proctor demo`.
+const DEMO_TEAM_TOML: &str = include_str!("../teams/demo.toml");
+
+impl ConfigError {
+    /// 1-based line of the problem, when the error has one.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Invalid { line, .. } => Some(*line).filter(|l| *l > 0),
+        }
+    }
+
+    /// Dotted field path of the problem, when the error has one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Invalid { field, .. } => Some(field),
+        }
+    }
 }
 
-fn field_from_message(message: &str) -> Option<String> {
-    // serde messages: "unknown field `x`, expected ..." / "missing field `x`"
-    let start = message.find('`')?;
-    let rest = &message[start + 1..];
-    let end = rest.find('`')?;
-    Some(rest[..end].to_string())
+impl Config {
+    /// The built-in providers with the user's `[providers.*]` laid over them (same name: user wins).
+    pub fn effective_providers(&self) -> BTreeMap<String, ProviderConfig> {
+        let mut all = builtin_providers();
+        all.extend(self.providers.iter().map(|(k, v)| (k.clone(), v.clone())));
+        all
+    }
+
+    /// `default_team` resolved: `~/` expands to the home dir, a relative path is taken from the
+    /// directory of `config_file` (the file this config was loaded from).
+    pub fn default_team_path(&self, config_file: &Path) -> Option<PathBuf> {
+        let team = self.default_team.as_ref()?;
+        if let Ok(rest) = team.strip_prefix("~")
+            && let Some(home) = directories::BaseDirs::new()
+        {
+            return Some(home.home_dir().join(rest));
+        }
+        if team.is_absolute() {
+            return Some(team.clone());
+        }
+        let base = config_file.parent().unwrap_or_else(|| Path::new(""));
+        Some(base.join(team))
+    }
+
+    /// Names of providers marked `free = true` (for the price table).
+    pub fn free_providers(&self) -> Vec<String> {
+        self.effective_providers()
+            .into_iter()
+            .filter(|(_, p)| p.free)
+            .map(|(n, _)| n)
+            .collect()
+    }
 }
 
-/// Parses a team file's text.
+impl ProviderConfig {
+    /// A provider of `kind` with everything else left to its defaults.
+    pub fn new(kind: ProviderKind) -> Self {
+        Self {
+            kind,
+            base_url: None,
+            api_key_env: None,
+            api_version: None,
+            anthropic_version: None,
+            idle_timeout_s: None,
+            connect_timeout_s: None,
+            max_retries: None,
+            free: false,
+            script: None,
+        }
+    }
+
+    /// `base_url`, or the public endpoint of its kind when unset (Azure and scripted have none).
+    pub fn base_url_or_default(&self) -> Option<&str> {
+        if let Some(url) = &self.base_url {
+            return Some(url.as_str());
+        }
+        match self.kind {
+            ProviderKind::Openai => Some("https://api.openai.com/v1"),
+            ProviderKind::Anthropic => Some("https://api.anthropic.com"),
+            ProviderKind::Azure | ProviderKind::Scripted => None,
+        }
+    }
+}
+
+/// Providers every install knows: `openai` (key in `OPENAI_API_KEY`), `claude` (Anthropic, key in
+/// `ANTHROPIC_API_KEY`) and `scripted` (built-in replayed replies, free).
+pub fn builtin_providers() -> BTreeMap<String, ProviderConfig> {
+    let openai = ProviderConfig {
+        base_url: Some("https://api.openai.com/v1".into()),
+        api_key_env: Some("OPENAI_API_KEY".into()),
+        ..ProviderConfig::new(ProviderKind::Openai)
+    };
+    let anthropic = ProviderConfig {
+        base_url: Some("https://api.anthropic.com".into()),
+        api_key_env: Some("ANTHROPIC_API_KEY".into()),
+        ..ProviderConfig::new(ProviderKind::Anthropic)
+    };
+    let scripted = ProviderConfig {
+        free: true,
+        ..ProviderConfig::new(ProviderKind::Scripted)
+    };
+    BTreeMap::from([
+        ("openai".to_string(), openai),
+        ("claude".to_string(), anthropic),
+        (SCRIPTED_PROVIDER.to_string(), scripted),
+    ])
+}
+
+/// Splits `"provider/model"` at the first `/`; `None` when either side is empty or there is no `/`.
+pub fn split_model_ref(model_ref: &str) -> Option<(&str, &str)> {
+    let (provider, model) = model_ref.split_once('/')?;
+    (!provider.is_empty() && !model.is_empty()).then_some((provider, model))
+}
+
+/// The built-in default team (teams/default.toml): a Python `coder` and a `reviewer` on OpenAI.
+pub fn default_team() -> TeamConfig {
+    embedded_team(
+        "teams/default.toml",
+        DEFAULT_TEAM_TOML,
+        "openai/gpt-4o-mini",
+    )
+}
+
+/// The team of `proctor demo` (teams/demo.toml): planner, coder, reviewer on `scripted/demo`.
+pub fn demo_team() -> TeamConfig {
+    embedded_team("teams/demo.toml", DEMO_TEAM_TOML, "scripted/demo")
+}
+
+fn embedded_team(name: &str, text: &str, model: &str) -> TeamConfig {
+    match parse_team(Path::new(name), text) {
+        Ok(team) => team,
+        Err(e) => {
+            // Unreachable while the embedded-team tests pass; keep the app usable regardless.
+            tracing::error!("embedded team is invalid: {e}");
+            TeamConfig {
+                name: "fallback".into(),
+                agents: vec![AgentConfig {
+                    name: "coder".into(),
+                    description: "writes Python".into(),
+                    model: model.into(),
+                    system: "You write clean, tested Python. Reply TERMINATE when done.".into(),
+                    can_execute: true,
+                    max_context_tokens: None,
+                    max_tokens: None,
+                    temperature: None,
+                    budget_usd: None,
+                }],
+                orchestration: Orchestration::default(),
+                termination: Termination::default(),
+                budget: Budget::default(),
+                executor: ExecutorConfig::default(),
+            }
+        }
+    }
+}
+
+fn project_dirs() -> Option<directories::ProjectDirs> {
+    directories::ProjectDirs::from("dev", "proctor", "proctor")
+}
+
+/// `config.toml` in the platform config dir (e.g. `~/.config/proctor/config.toml`).
+pub fn config_path_default() -> Option<PathBuf> {
+    project_dirs().map(|d| d.config_dir().join("config.toml"))
+}
+
+/// The platform data dir (e.g. `~/.local/share/proctor`); sessions live in `sessions/` below it.
+pub fn data_dir_default() -> Option<PathBuf> {
+    project_dirs().map(|d| d.data_dir().to_path_buf())
+}
+
+/// Parses a team file's text and checks everything that does not need config.toml
+/// (names, model ref shape, transitions, limits). Provider names are checked by [`validate_team`].
 pub fn parse_team(path: &Path, text: &str) -> Result<TeamConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| toml_error(path, text, &e))
+    let source = Source::new(path, text);
+    let mut team: TeamConfig = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+    if team
+        .termination
+        .text
+        .as_deref()
+        .is_some_and(|t| t.trim().is_empty())
+    {
+        team.termination.text = None;
+    }
+    check_team(&source, &team, None)?;
+    Ok(team)
 }
 
-/// Reads and parses a team file.
+/// Reads and parses a team file (see [`parse_team`]).
 pub fn load_team(path: &Path) -> Result<TeamConfig, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text = read(path)?;
     parse_team(path, &text)
 }
 
-/// Parses config.toml text.
+/// Checks a parsed team against a config: everything [`parse_team`] checks, plus that every
+/// model ref names a provider of `config.effective_providers()`. `text` is the file's text (for lines).
+pub fn validate_team(
+    team: &TeamConfig,
+    path: &Path,
+    text: &str,
+    config: &Config,
+) -> Result<(), ConfigError> {
+    let source = Source::new(path, text);
+    let providers = config.effective_providers();
+    check_team(&source, team, Some(&providers))
+}
+
+/// Reads, parses and validates a team file against `config` in one step.
+pub fn load_team_checked(path: &Path, config: &Config) -> Result<TeamConfig, ConfigError> {
+    let text = read(path)?;
+    let team = parse_team(path, &text)?;
+    validate_team(&team, path, &text, config)?;
+    Ok(team)
+}
+
+/// Parses and validates config.toml text.
 pub fn parse_config(path: &Path, text: &str) -> Result<Config, ConfigError> {
-    toml::from_str(text).map_err(|e| toml_error(path, text, &e))
+    let source = Source::new(path, text);
+    let config: Config = toml::from_str(text).map_err(|e| source.toml_error(&e))?;
+    check_config(&source, &config)?;
+    Ok(config)
 }
 
 /// Reads config.toml; a missing file gives the defaults.
@@ -387,6 +585,972 @@ pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse_config(path, &text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-        Err(source) => Err(ConfigError::Read { path: path.to_path_buf(), source }),
+        Err(source) => Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Field paths and their lines
+
+/// One step of a field path: a table key or an array index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// A dotted field path such as `agents[1].model` or `pricing."openai/gpt-4o".input_per_mtok`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct FieldPath(Vec<Step>);
+
+impl FieldPath {
+    fn root() -> Self {
+        Self::default()
+    }
+
+    fn key(&self, key: &str) -> Self {
+        let mut steps = self.0.clone();
+        steps.push(Step::Key(key.to_string()));
+        Self(steps)
+    }
+
+    fn index(&self, index: usize) -> Self {
+        let mut steps = self.0.clone();
+        steps.push(Step::Index(index));
+        Self(steps)
+    }
+}
+
+impl std::fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, step) in self.0.iter().enumerate() {
+            match step {
+                Step::Key(key) => {
+                    if i > 0 {
+                        f.write_str(".")?;
+                    }
+                    let bare = !key.is_empty()
+                        && key
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                    if bare {
+                        f.write_str(key)?
+                    } else {
+                        write!(f, "{key:?}")?
+                    }
+                }
+                Step::Index(index) => write!(f, "[{index}]")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A file's text with its TOML parse tree kept for spans, so errors can name the line.
+struct Source<'a> {
+    path: &'a Path,
+    text: &'a str,
+    tree: toml::de::DeTable<'a>,
+    /// Whether the text is well-formed TOML (errors are then about the schema, not syntax).
+    syntax_ok: bool,
+}
+
+type SpannedValue<'a> = toml::Spanned<toml::de::DeValue<'a>>;
+
+impl<'a> Source<'a> {
+    fn new(path: &'a Path, text: &'a str) -> Self {
+        // Best-effort tree even for broken TOML, so syntax errors can name a field too.
+        let (tree, errors) = toml::de::DeTable::parse_recoverable(text);
+        Self {
+            path,
+            text,
+            tree: tree.into_inner(),
+            syntax_ok: errors.is_empty(),
+        }
+    }
+
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count()
+            + 1
+    }
+
+    /// Span of the value at `field`, or of its deepest ancestor present in the file.
+    fn span_of(&self, field: &FieldPath) -> Option<std::ops::Range<usize>> {
+        let tree = &self.tree;
+        let mut best = None;
+        let mut current: Option<&SpannedValue<'a>> = None;
+        for step in &field.0 {
+            let next = match (step, current) {
+                (Step::Key(key), None) => tree.get(key.as_str()),
+                (Step::Key(key), Some(value)) => {
+                    value.get_ref().as_table().and_then(|t| t.get(key.as_str()))
+                }
+                (Step::Index(index), Some(value)) => {
+                    value.get_ref().as_array().and_then(|a| a.get(*index))
+                }
+                (Step::Index(_), None) => None,
+            };
+            let Some(next) = next else { break };
+            best = Some(next.span());
+            current = Some(next);
+        }
+        best
+    }
+
+    /// The deepest field whose key or value covers `offset`.
+    fn field_at(&self, offset: usize) -> Option<FieldPath> {
+        let tree = &self.tree;
+        let mut best = None;
+        field_at_in_table(tree, offset, &FieldPath::root(), &mut best);
+        best
+    }
+
+    fn error(&self, field: &FieldPath, message: impl Into<String>) -> ConfigError {
+        let line = self
+            .span_of(field)
+            .map(|s| self.line_of(s.start))
+            .unwrap_or(1);
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Turns a toml/serde error into a `ConfigError` naming file, line and dotted field.
+    fn toml_error(&self, err: &toml::de::Error) -> ConfigError {
+        let span = err.span();
+        let line = span.as_ref().map(|s| self.line_of(s.start)).unwrap_or(0);
+        let mut message = err.message().trim().to_string();
+        let mut field = span
+            .and_then(|s| self.field_at(s.start))
+            .unwrap_or_default();
+        if let Some(name) = message
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+        {
+            field = field.key(name);
+        }
+        if let Some(name) = message
+            .strip_prefix("unknown field `")
+            .and_then(|r| r.split('`').next())
+        {
+            // A header such as `[provider.openai]` covers its sub-tables too: stop at the bad key.
+            if let Some(pos) = field
+                .0
+                .iter()
+                .rposition(|s| *s == Step::Key(name.to_string()))
+            {
+                field.0.truncate(pos + 1);
+            }
+        }
+        if message.starts_with("unknown field `api_key`") {
+            message.push_str(
+                "; API keys never go in a file: set the key in the environment and name the variable \
+                 with api_key_env, e.g. api_key_env = \"OPENAI_API_KEY\"",
+            );
+        }
+        let field = match (field.0.is_empty(), self.syntax_ok) {
+            (false, _) => field.to_string(),
+            (true, false) => "(syntax)".to_string(),
+            (true, true) => "(top level)".to_string(),
+        };
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line,
+            field,
+            message,
+        }
+    }
+}
+
+fn covers(span: &std::ops::Range<usize>, offset: usize) -> bool {
+    span.contains(&offset) || (span.is_empty() && span.start == offset)
+}
+
+fn field_at_in_table(
+    table: &toml::de::DeTable<'_>,
+    offset: usize,
+    prefix: &FieldPath,
+    best: &mut Option<FieldPath>,
+) {
+    for (key, value) in table.iter() {
+        let here = prefix.key(key.get_ref());
+        if covers(&key.span(), offset) || covers(&value.span(), offset) {
+            consider(best, &here);
+        }
+        field_at_in_value(value, offset, &here, best);
+    }
+}
+
+fn field_at_in_value(
+    value: &SpannedValue<'_>,
+    offset: usize,
+    here: &FieldPath,
+    best: &mut Option<FieldPath>,
+) {
+    match value.get_ref() {
+        toml::de::DeValue::Table(table) => field_at_in_table(table, offset, here, best),
+        toml::de::DeValue::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let at = here.index(i);
+                if covers(&item.span(), offset) {
+                    consider(best, &at);
+                }
+                field_at_in_value(item, offset, &at, best);
+            }
+        }
+        toml::de::DeValue::String(_)
+        | toml::de::DeValue::Integer(_)
+        | toml::de::DeValue::Float(_)
+        | toml::de::DeValue::Boolean(_)
+        | toml::de::DeValue::Datetime(_) => {}
+    }
+}
+
+fn consider(best: &mut Option<FieldPath>, candidate: &FieldPath) {
+    if best.as_ref().is_none_or(|b| candidate.0.len() > b.0.len()) {
+        *best = Some(candidate.clone());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Semantic checks
+
+type Check = Result<(), ConfigError>;
+
+fn check_team(
+    src: &Source<'_>,
+    team: &TeamConfig,
+    providers: Option<&BTreeMap<String, ProviderConfig>>,
+) -> Check {
+    let root = FieldPath::root();
+    if team.name.trim().is_empty() {
+        return Err(src.error(
+            &root.key("name"),
+            "the team needs a name, e.g. name = \"squad\"",
+        ));
+    }
+    let agents = root.key("agents");
+    if team.agents.is_empty() {
+        return Err(src.error(
+            &agents,
+            "a team needs at least one agent: add an [[agents]] table",
+        ));
+    }
+    for (i, agent) in team.agents.iter().enumerate() {
+        check_agent(src, team, i, agent, providers)?;
+    }
+
+    let orch = root.key("orchestration");
+    if team.orchestration.max_rounds == 0 {
+        return Err(src.error(
+            &orch.key("max_rounds"),
+            "must be at least 1 (agent turns per session)",
+        ));
+    }
+    if let Some(model) = &team.orchestration.selector_model {
+        check_model_ref(src, &orch.key("selector_model"), model, providers)?;
+    }
+    if let Some(transitions) = &team.orchestration.allowed_transitions {
+        let at = orch.key("allowed_transitions");
+        let known = agent_list(team);
+        for (from, targets) in transitions {
+            if !team.agents.iter().any(|a| &a.name == from) {
+                return Err(src.error(
+                    &at.key(from),
+                    format!("unknown agent \"{from}\" (agents: {known})"),
+                ));
+            }
+            for (j, to) in targets.iter().enumerate() {
+                if !team.agents.iter().any(|a| &a.name == to) {
+                    return Err(src.error(
+                        &at.key(from).index(j),
+                        format!("unknown agent \"{to}\" (agents: {known})"),
+                    ));
+                }
+            }
+        }
+    }
+
+    let term = root.key("termination");
+    if team.termination.max_consecutive_auto_replies == 0 {
+        return Err(src.error(
+            &term.key("max_consecutive_auto_replies"),
+            "must be at least 1",
+        ));
+    }
+    if team.termination.timeout_s == 0 {
+        return Err(src.error(&term.key("timeout_s"), "must be at least 1 second"));
+    }
+
+    let budget = root.key("budget");
+    if let Some(usd) = team.budget.usd
+        && !(usd.is_finite() && usd > 0.0)
+    {
+        return Err(src.error(
+            &budget.key("usd"),
+            format!("must be more than 0 USD (got {usd}); remove `usd` for no cap"),
+        ));
+    }
+    let warn_at = team.budget.warn_at;
+    if !(warn_at > 0.0 && warn_at <= 1.0) {
+        return Err(src.error(
+            &budget.key("warn_at"),
+            format!("must be a fraction of the cap in (0, 1], e.g. 0.8 (got {warn_at})"),
+        ));
+    }
+
+    check_executor(src, &root.key("executor"), &team.executor)
+}
+
+fn agent_list(team: &TeamConfig) -> String {
+    team.agents
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn check_agent(
+    src: &Source<'_>,
+    team: &TeamConfig,
+    i: usize,
+    agent: &AgentConfig,
+    providers: Option<&BTreeMap<String, ProviderConfig>>,
+) -> Check {
+    let at = FieldPath::root().key("agents").index(i);
+    let name = &agent.name;
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(src.error(
+            &at.key("name"),
+            format!("agent name {name:?} must be letters, digits, '_' or '-' (e.g. \"coder\")"),
+        ));
+    }
+    if RESERVED_AGENT_NAMES
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(name))
+    {
+        return Err(src.error(
+            &at.key("name"),
+            format!(
+                "agent name \"{name}\" is reserved (reserved: {}); choose another name",
+                RESERVED_AGENT_NAMES.join(", ")
+            ),
+        ));
+    }
+    if let Some(first) = team.agents[..i].iter().position(|a| &a.name == name) {
+        return Err(src.error(
+            &at.key("name"),
+            format!(
+                "duplicate agent name \"{name}\" (also agents[{first}].name); names must be unique"
+            ),
+        ));
+    }
+    check_model_ref(src, &at.key("model"), &agent.model, providers)?;
+    if agent.max_context_tokens == Some(0) {
+        return Err(src.error(
+            &at.key("max_context_tokens"),
+            "must be more than 0; remove it for no limit",
+        ));
+    }
+    if agent.max_tokens == Some(0) {
+        return Err(src.error(
+            &at.key("max_tokens"),
+            "must be more than 0; remove it for the model's default",
+        ));
+    }
+    if let Some(t) = agent.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(src.error(
+            &at.key("temperature"),
+            format!("must be between 0 and 2 (got {t})"),
+        ));
+    }
+    if let Some(usd) = agent.budget_usd
+        && !(usd.is_finite() && usd > 0.0)
+    {
+        return Err(src.error(
+            &at.key("budget_usd"),
+            format!("must be more than 0 USD (got {usd}); remove it for no per-agent cap"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_model_ref(
+    src: &Source<'_>,
+    at: &FieldPath,
+    model_ref: &str,
+    providers: Option<&BTreeMap<String, ProviderConfig>>,
+) -> Check {
+    let Some((provider, _model)) = split_model_ref(model_ref) else {
+        return Err(src.error(
+            at,
+            format!(
+                "model ref {model_ref:?} is not \"<provider>/<model>\" (e.g. \"openai/gpt-4o-mini\")"
+            ),
+        ));
+    };
+    if let Some(providers) = providers
+        && !providers.contains_key(provider)
+    {
+        let known = providers
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(src.error(
+            at,
+            format!(
+                "unknown provider \"{provider}\" (known: {known}){}; model refs are \"<provider>/<model>\"; \
+                 define others as [providers.{provider}] in config.toml",
+                did_you_mean(provider, providers.keys().map(String::as_str))
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `" — did you mean \"x\"?"` for the closest known name, or nothing.
+fn did_you_mean<'n>(name: &str, known: impl Iterator<Item = &'n str>) -> String {
+    if name.eq_ignore_ascii_case("anthropic") {
+        return " — Anthropic's built-in provider is called \"claude\"".into();
+    }
+    known
+        .map(|k| {
+            (
+                edit_distance(&name.to_ascii_lowercase(), &k.to_ascii_lowercase()),
+                k,
+            )
+        })
+        .filter(|(d, k)| *d <= 2 && *d < k.len())
+        .min()
+        .map(|(_, k)| format!(" — did you mean \"{k}\"?"))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let here = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(here + 1);
+            prev = here;
+        }
+    }
+    row[b.len()]
+}
+
+fn check_executor(src: &Source<'_>, at: &FieldPath, exec: &ExecutorConfig) -> Check {
+    if exec.image.trim().is_empty() {
+        return Err(src.error(
+            &at.key("image"),
+            format!("must name an image, e.g. \"{DEFAULT_IMAGE}\""),
+        ));
+    }
+    if exec.timeout_s == 0 {
+        return Err(src.error(&at.key("timeout_s"), "must be at least 1 second per block"));
+    }
+    if exec.memory_mb < 16 {
+        return Err(src.error(
+            &at.key("memory_mb"),
+            format!(
+                "must be at least 16 MiB (got {}); 512 is a good start",
+                exec.memory_mb
+            ),
+        ));
+    }
+    if !(exec.cpus.is_finite() && exec.cpus > 0.0) {
+        return Err(src.error(
+            &at.key("cpus"),
+            format!("must be more than 0 (got {})", exec.cpus),
+        ));
+    }
+    if exec.pids < 8 {
+        return Err(src.error(
+            &at.key("pids"),
+            format!(
+                "must be at least 8 (got {}); an interpreter needs a few processes",
+                exec.pids
+            ),
+        ));
+    }
+    if exec.output_limit_kb == 0 {
+        return Err(src.error(&at.key("output_limit_kb"), "must be at least 1 KiB"));
+    }
+    for (language, command) in &exec.interpreters {
+        if command.first().is_none_or(|c| c.trim().is_empty()) {
+            return Err(src.error(
+                &at.key("interpreters").key(language),
+                "must be a non-empty command, e.g. [\"node\"]",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_config(src: &Source<'_>, config: &Config) -> Check {
+    let providers = FieldPath::root().key("providers");
+    for (name, provider) in &config.providers {
+        let at = providers.key(name);
+        if name.is_empty() || name.contains('/') || name.chars().any(char::is_whitespace) {
+            return Err(src.error(
+                &at,
+                format!("provider name {name:?} must be non-empty, without '/' or spaces"),
+            ));
+        }
+        check_provider(src, &at, provider)?;
+    }
+    let pricing = FieldPath::root().key("pricing");
+    for (model_ref, price) in &config.pricing {
+        let at = pricing.key(model_ref);
+        if split_model_ref(model_ref).is_none() {
+            return Err(src.error(
+                &at,
+                format!("{model_ref:?} is not \"<provider>/<model>\" (e.g. [pricing.\"openai/gpt-4o-mini\"])"),
+            ));
+        }
+        let prices = [
+            ("input_per_mtok", Some(price.input_per_mtok)),
+            ("output_per_mtok", Some(price.output_per_mtok)),
+            ("cached_input_per_mtok", price.cached_input_per_mtok),
+            ("cache_write_per_mtok", price.cache_write_per_mtok),
+        ];
+        for (field, value) in prices {
+            if let Some(v) = value
+                && !(v.is_finite() && v >= 0.0)
+            {
+                return Err(src.error(
+                    &at.key(field),
+                    format!("must be a price of 0 or more USD per million tokens (got {v})"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_provider(src: &Source<'_>, at: &FieldPath, provider: &ProviderConfig) -> Check {
+    match provider.kind {
+        ProviderKind::Azure if provider.base_url.is_none() => {
+            return Err(src.error(
+                &at.key("base_url"),
+                "kind \"azure\" needs base_url = \"https://<resource>.openai.azure.com\"; model names are deployment names",
+            ));
+        }
+        ProviderKind::Azure
+        | ProviderKind::Openai
+        | ProviderKind::Anthropic
+        | ProviderKind::Scripted => {}
+    }
+    if let Some(url) = &provider.base_url {
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"));
+        if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
+            return Err(src.error(
+                &at.key("base_url"),
+                format!("base_url {url:?} must be an http:// or https:// URL"),
+            ));
+        }
+    }
+    if let Some(var) = &provider.api_key_env {
+        if looks_like_api_key(var) {
+            // Never echo the value: it is probably a secret.
+            return Err(src.error(
+                &at.key("api_key_env"),
+                "this looks like an API key, not the name of an environment variable; keys go in the \
+                 environment, never in a file: export the key (e.g. OPENAI_API_KEY=...) and write \
+                 api_key_env = \"OPENAI_API_KEY\"; if this was a real key, revoke it",
+            ));
+        }
+        if var.is_empty()
+            || var.starts_with(|c: char| c.is_ascii_digit())
+            || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(src.error(
+                &at.key("api_key_env"),
+                "must be the name of an environment variable (letters, digits, '_'), e.g. \"OPENAI_API_KEY\"",
+            ));
+        }
+    }
+    for (field, value) in [
+        ("idle_timeout_s", provider.idle_timeout_s),
+        ("connect_timeout_s", provider.connect_timeout_s),
+    ] {
+        if value == Some(0) {
+            return Err(src.error(&at.key(field), "must be at least 1 second"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether an `api_key_env` value is more likely a key than a variable name.
+fn looks_like_api_key(value: &str) -> bool {
+    let v = value.trim();
+    let lower = v.to_ascii_lowercase();
+    let key_prefixes = [
+        "sk-", "sk_", "sk-ant-", "pk-", "xai-", "gsk_", "aiza", "bearer ",
+    ];
+    if key_prefixes.iter().any(|p| lower.starts_with(p)) {
+        return true;
+    }
+    let has_lower = v.chars().any(|c| c.is_ascii_lowercase());
+    let has_upper = v.chars().any(|c| c.is_ascii_uppercase());
+    let has_digit = v.chars().any(|c| c.is_ascii_digit());
+    // Variable names are short, or SHOUTY_WITH_UNDERSCORES; keys are long random runs.
+    (v.len() >= 24 && !v.contains('_')) || (v.len() >= 32 && has_lower && has_upper && has_digit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn team(text: &str) -> Result<TeamConfig, ConfigError> {
+        parse_team(Path::new("teams/x.toml"), text)
+    }
+
+    fn checked(text: &str, config: &Config) -> Result<TeamConfig, ConfigError> {
+        let path = Path::new("teams/x.toml");
+        let t = parse_team(path, text)?;
+        validate_team(&t, path, text, config)?;
+        Ok(t)
+    }
+
+    #[test]
+    fn unknown_provider_error_reads_file_line_field_and_the_fix() {
+        let text = "name = \"x\"\n\n[[agents]]\nname = \"a\"\nmodel = \"openai/gpt-4o\"\n\n[[agents]]\nname = \"b\"\nmodel = \"opnai/gpt-4o-mini\"\n";
+        let config = Config {
+            providers: BTreeMap::from([(
+                "openai".into(),
+                ProviderConfig::new(ProviderKind::Openai),
+            )]),
+            ..Config::default()
+        };
+        let err = checked(text, &config).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "teams/x.toml:9: agents[1].model: unknown provider \"opnai\" (known: claude, openai, \
+             scripted) — did you mean \"openai\"?; model refs are \"<provider>/<model>\"; define \
+             others as [providers.opnai] in config.toml"
+        );
+        assert_eq!(err.line(), Some(9));
+        assert_eq!(err.field(), Some("agents[1].model"));
+    }
+
+    #[test]
+    fn parse_team_alone_does_not_need_providers() {
+        let t = team("name = \"x\"\n[[agents]]\nname = \"a\"\nmodel = \"nowhere/m\"\n").unwrap();
+        assert_eq!(t.agents[0].model, "nowhere/m");
+        let err = checked(
+            "name = \"x\"\n[[agents]]\nname = \"a\"\nmodel = \"nowhere/m\"\n",
+            &Config::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.line(), Some(4));
+    }
+
+    #[test]
+    fn scripted_provider_is_always_known() {
+        let text = "name = \"x\"\n[[agents]]\nname = \"a\"\nmodel = \"scripted/demo\"\n";
+        checked(text, &Config::default()).unwrap();
+    }
+
+    #[test]
+    fn user_providers_override_builtins_of_the_same_name() {
+        let config = parse_config(
+            Path::new("config.toml"),
+            "[providers.openai]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9999/v1\"\n",
+        )
+        .unwrap();
+        let all = config.effective_providers();
+        assert_eq!(
+            all["openai"].base_url.as_deref(),
+            Some("http://127.0.0.1:9999/v1")
+        );
+        assert_eq!(all["openai"].api_key_env, None);
+        assert_eq!(
+            all["claude"].api_key_env.as_deref(),
+            Some("ANTHROPIC_API_KEY")
+        );
+        assert_eq!(all["claude"].kind, ProviderKind::Anthropic);
+        assert!(
+            !all.contains_key("anthropic"),
+            "one name per provider keeps prices unambiguous"
+        );
+        assert_eq!(
+            builtin_providers()["openai"].api_key_env.as_deref(),
+            Some("OPENAI_API_KEY")
+        );
+        assert_eq!(all[SCRIPTED_PROVIDER].kind, ProviderKind::Scripted);
+    }
+
+    #[test]
+    fn base_url_defaults_per_kind() {
+        assert_eq!(
+            ProviderConfig::new(ProviderKind::Openai).base_url_or_default(),
+            Some("https://api.openai.com/v1")
+        );
+        assert_eq!(
+            ProviderConfig::new(ProviderKind::Anthropic).base_url_or_default(),
+            Some("https://api.anthropic.com")
+        );
+        assert_eq!(
+            ProviderConfig::new(ProviderKind::Azure).base_url_or_default(),
+            None
+        );
+    }
+
+    #[test]
+    fn model_refs_split_at_the_first_slash() {
+        assert_eq!(split_model_ref("openai/gpt-4o"), Some(("openai", "gpt-4o")));
+        assert_eq!(
+            split_model_ref("router/meta-llama/llama-3.1-8b"),
+            Some(("router", "meta-llama/llama-3.1-8b"))
+        );
+        assert_eq!(split_model_ref("gpt-4o"), None);
+        assert_eq!(split_model_ref("/gpt-4o"), None);
+        assert_eq!(split_model_ref("openai/"), None);
+    }
+
+    #[test]
+    fn defaults_fill_every_omitted_table() {
+        let t =
+            team("name = \"x\"\n[[agents]]\nname = \"a\"\nmodel = \"openai/gpt-4o\"\n").unwrap();
+        assert_eq!(t.orchestration, Orchestration::default());
+        assert_eq!(t.orchestration.max_rounds, 20);
+        assert_eq!(t.termination.text.as_deref(), Some("TERMINATE"));
+        assert_eq!(t.termination.max_consecutive_auto_replies, 10);
+        assert_eq!(t.termination.timeout_s, 1800);
+        assert_eq!(t.budget.usd, None);
+        assert_eq!(t.budget.warn_at, 0.8);
+        assert_eq!(t.executor, ExecutorConfig::default());
+        assert_eq!(t.executor.image, DEFAULT_IMAGE);
+        assert_eq!(
+            (t.executor.memory_mb, t.executor.pids, t.executor.timeout_s),
+            (512, 256, 60)
+        );
+        assert!(!t.executor.network);
+        assert!(!t.agents[0].can_execute);
+    }
+
+    #[test]
+    fn empty_termination_text_turns_text_termination_off() {
+        let t = team("name = \"x\"\n[[agents]]\nname = \"a\"\nmodel = \"openai/gpt-4o\"\n[termination]\ntext = \"\"\n")
+            .unwrap();
+        assert_eq!(t.termination.text, None);
+    }
+
+    #[test]
+    fn default_team_is_a_python_coder_and_a_reviewer_on_openai() {
+        let t = default_team();
+        let names: Vec<&str> = t.agents.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["coder", "reviewer"]);
+        assert!(t.agents.iter().all(|a| a.model == "openai/gpt-4o-mini"));
+        assert!(t.agents[0].can_execute && !t.agents[1].can_execute);
+        assert!(t.agents[0].system.contains("Python"));
+        validate_team(
+            &t,
+            Path::new("teams/default.toml"),
+            DEFAULT_TEAM_TOML,
+            &Config::default(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn demo_team_runs_on_the_scripted_model_without_config() {
+        let t = demo_team();
+        let names: Vec<&str> = t.agents.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["planner", "coder", "reviewer"]);
+        assert!(t.agents.iter().all(|a| a.model == "scripted/demo"));
+        assert_eq!(
+            t.orchestration.speaker_selection,
+            SpeakerSelection::RoundRobin
+        );
+        assert_eq!(t.executor.image, DEFAULT_IMAGE);
+        validate_team(
+            &t,
+            Path::new("teams/demo.toml"),
+            DEMO_TEAM_TOML,
+            &Config::default(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn api_key_in_a_file_is_refused_without_echoing_it() {
+        let key = "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789";
+        let text = format!("[providers.claude]\nkind = \"anthropic\"\napi_key_env = \"{key}\"\n");
+        let err = parse_config(Path::new("config.toml"), &text).unwrap_err();
+        let shown = format!("{err} / {err:?}");
+        assert!(!shown.contains("AbCdEf"), "key leaked: {shown}");
+        assert!(
+            shown.contains("config.toml:3: providers.claude.api_key_env:"),
+            "{shown}"
+        );
+        assert!(shown.contains("environment"), "{shown}");
+    }
+
+    #[test]
+    fn variable_names_are_not_mistaken_for_keys() {
+        for name in [
+            "OPENAI_API_KEY",
+            "ANTHROPIC_API_KEY",
+            "AZURE_OPENAI_API_KEY",
+            "MY_LLM_KEY_2",
+            "together_api_key",
+        ] {
+            assert!(!looks_like_api_key(name), "{name}");
+        }
+        for key in [
+            "sk-abc",
+            "sk-proj-0123456789abcdef",
+            "gsk_abc123",
+            "a8F3kd93JdkQ02mZxP4vLw7sT1nB6cYe",
+            "0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(looks_like_api_key(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn missing_config_file_gives_defaults_and_unreadable_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(
+            load_config(&dir.path().join("nope.toml")).unwrap(),
+            Config::default()
+        );
+        let err = load_config(dir.path()).unwrap_err(); // a directory cannot be read as a file
+        assert!(
+            err.to_string().contains(&dir.path().display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn default_paths_name_proctor() {
+        if let Some(p) = config_path_default() {
+            assert!(p.ends_with("config.toml"), "{}", p.display());
+            assert!(
+                p.display().to_string().contains("proctor"),
+                "{}",
+                p.display()
+            );
+        }
+        if let Some(d) = data_dir_default() {
+            assert!(
+                d.display().to_string().contains("proctor"),
+                "{}",
+                d.display()
+            );
+        }
+    }
+
+    #[test]
+    fn field_paths_quote_keys_that_are_not_bare() {
+        let p = FieldPath::root()
+            .key("pricing")
+            .key("openai/gpt-4o")
+            .key("input_per_mtok");
+        assert_eq!(p.to_string(), "pricing.\"openai/gpt-4o\".input_per_mtok");
+        assert_eq!(
+            FieldPath::root()
+                .key("agents")
+                .index(2)
+                .key("name")
+                .to_string(),
+            "agents[2].name"
+        );
+    }
+
+    #[test]
+    fn dotted_keys_and_inline_tables_get_the_right_line() {
+        let text = "name = \"x\"\nagents = [\n  { name = \"a\", model = \"openai/m\" },\n  { name = \"b\", model = \"m\" },\n]\n";
+        let err = team(text).unwrap_err();
+        assert_eq!(
+            (err.line(), err.field()),
+            (Some(4), Some("agents[1].model"))
+        );
+
+        let text =
+            "name = \"x\"\n[[agents]]\nname = \"a\"\nmodel = \"openai/m\"\n\nexecutor.pids = 2\n";
+        // `executor.pids` after [[agents]] belongs to the agent: serde names the unknown field there.
+        let err = team(text).unwrap_err();
+        assert_eq!(
+            (err.line(), err.field()),
+            (Some(6), Some("agents[0].executor"))
+        );
+    }
+
+    #[test]
+    fn unknown_provider_suggests_the_closest_name() {
+        let text = |m: &str| format!("name = \"x\"\n[[agents]]\nname = \"a\"\nmodel = \"{m}\"\n");
+        let msg = |m: &str| {
+            checked(&text(m), &Config::default())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            msg("claud/x").contains("did you mean \"claude\"?"),
+            "{}",
+            msg("claud/x")
+        );
+        assert!(msg("anthropic/claude-sonnet-4-5").contains("called \"claude\""));
+        assert!(
+            !msg("gemini/flash").contains("did you mean"),
+            "{}",
+            msg("gemini/flash")
+        );
+    }
+
+    #[test]
+    fn default_team_path_resolves_home_and_relative_paths() {
+        let cfg = |p: &str| Config {
+            default_team: Some(PathBuf::from(p)),
+            ..Config::default()
+        };
+        let file = Path::new("/etc/proctor/config.toml");
+        assert_eq!(
+            cfg("teams/squad.toml").default_team_path(file),
+            Some(PathBuf::from("/etc/proctor/teams/squad.toml"))
+        );
+        assert_eq!(
+            cfg("/srv/t.toml").default_team_path(file),
+            Some(PathBuf::from("/srv/t.toml"))
+        );
+        if let Some(home) = directories::BaseDirs::new() {
+            assert_eq!(
+                cfg("~/t.toml").default_team_path(file),
+                Some(home.home_dir().join("t.toml"))
+            );
+        }
+        assert_eq!(Config::default().default_team_path(file), None);
     }
 }
