@@ -108,6 +108,11 @@ impl ScriptedModel {
         }
     }
 
+    /// The same script and request log under another model ref (several refs, one script).
+    pub fn renamed(&self, model_ref: &str) -> Self {
+        Self { model_ref: model_ref.into(), ..self.clone() }
+    }
+
     /// Every request received so far, oldest first.
     pub fn requests(&self) -> Vec<ChatRequest> {
         self.requests.lock().map(|r| r.clone()).unwrap_or_default()
