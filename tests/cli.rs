@@ -1,0 +1,353 @@
+//! The real binary, driven as users and scripts drive it: headless JSON and console runs with a
+//! scripted provider, decisions on stdin, closed stdin, resume, and bad input of every kind.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use assert_cmd::cargo::cargo_bin_cmd;
+use predicates::prelude::*;
+use serde_json::Value;
+
+fn image() -> String {
+    std::env::var("PROCTOR_SANDBOX_IMAGE").unwrap_or_else(|_| "proctor-sandbox:bookworm".into())
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// A data dir, a config with a scripted provider playing `script`, and a team file.
+    fn new(script: &str, team: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("script.toml"), script).unwrap();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                "[providers.fake]\nkind = \"scripted\"\nscript = \"{}\"\n",
+                dir.path().join("script.toml").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("team.toml"), team).unwrap();
+        Env { dir }
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_proctor"));
+        c.arg("--config")
+            .arg(self.path("config.toml"))
+            .arg("--data-dir")
+            .arg(self.path("data"))
+            .arg("--image")
+            .arg(image())
+            .env_remove("PROCTOR_DATA_DIR");
+        c
+    }
+    fn run(&self, extra: &[&str], stdin: &str) -> (i32, Vec<Value>, String) {
+        let mut c = self.cmd();
+        c.args(["run", "--team"]).arg(self.path("team.toml")).args(extra);
+        finish(c, stdin)
+    }
+}
+
+fn finish(mut c: Command, stdin: &str) -> (i32, Vec<Value>, String) {
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let events = stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}")))
+        .collect();
+    (out.status.code().unwrap_or(-1), events, String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+const TEAM: &str = r#"
+name = "pair"
+[[agents]]
+name = "coder"
+model = "fake/m"
+can_execute = true
+[[agents]]
+name = "reviewer"
+model = "fake/m"
+"#;
+
+const SCRIPT: &str = r#"
+[[reply]]
+agent = "coder"
+text = """
+```python
+print(6 * 7)
+```
+"""
+[[reply]]
+agent = "reviewer"
+text = "Correct. TERMINATE"
+"#;
+
+fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == t).collect()
+}
+
+#[test]
+fn headless_json_auto_runs_code_in_docker_and_streams_contract_events() {
+    let env = Env::new(SCRIPT, TEAM);
+    let (code, events, stderr) = env.run(&["--task", "compute 6*7", "--headless", "--json", "--approve", "auto"], "");
+    assert_eq!(code, 0, "stderr: {stderr}");
+    let session = events[0]["session"].as_str().unwrap().to_string();
+    let mut last = 0;
+    for e in &events {
+        assert_eq!(e["session"], session.as_str());
+        let seq = e["seq"].as_u64().unwrap();
+        assert!(seq > last, "seq must strictly increase");
+        last = seq;
+    }
+    assert_eq!(events[0]["type"], "session_started");
+    assert_eq!(events[0]["seq"], 1);
+    assert_eq!(events[0]["task"], "compute 6*7");
+    assert_eq!(events[0]["team"], "pair");
+    let req = of_type(&events, "approval_requested");
+    assert_eq!(req.len(), 1);
+    assert_eq!(req[0]["blocks"][0]["language"], "python");
+    assert_eq!(req[0]["blocks"][0]["index"], 0);
+    let res = of_type(&events, "approval_resolved");
+    assert_eq!(res[0]["decision"], "approved");
+    let fin = of_type(&events, "execution_finished");
+    assert_eq!(fin[0]["exit_code"], 0);
+    assert_eq!(fin[0]["output"].as_str().unwrap().trim(), "42");
+    assert_eq!(fin[0]["timed_out"], false);
+    let out = of_type(&events, "execution_output");
+    assert!(out.iter().any(|o| o["stream"] == "stdout" && o["text"].as_str().unwrap().contains("42")));
+    let usage = of_type(&events, "usage");
+    assert!(!usage.is_empty());
+    for u in &usage {
+        for f in ["agent", "model", "input_tokens", "output_tokens", "cached_tokens", "usd", "estimated"] {
+            assert!(u.get(f).is_some(), "usage lacks {f}: {u}");
+        }
+    }
+    assert_eq!(events.last().unwrap()["type"], "terminated");
+
+    // The log on disk holds the persisted events, in the same order, with the same seqs.
+    let log = std::fs::read_to_string(env.path("data").join("sessions").join(&session).join("events.jsonl")).unwrap();
+    let logged: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let persisted: Vec<&Value> = events
+        .iter()
+        .filter(|e| !matches!(e["type"].as_str().unwrap(), "message_delta" | "agent_status" | "image_pull" | "waiting"))
+        .collect();
+    assert_eq!(logged.len(), persisted.len());
+    for (a, b) in logged.iter().zip(persisted) {
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn headless_json_ask_takes_decisions_from_stdin_and_reject_reason_reaches_agent() {
+    let script = r#"
+[[reply]]
+agent = "coder"
+text = """
+```python
+print('one')
+```
+```python
+import requests
+```
+"""
+[[reply]]
+agent = "reviewer"
+text = "TERMINATE"
+"#;
+    let env = Env::new(script, TEAM);
+    let input = concat!(
+        r#"{"id": 1, "block": 0, "decision": "edit", "code": "print('edited')"}"#,
+        "\n",
+        r#"{"id": 1, "block": 1, "decision": "reject", "reason": "use the stdlib only"}"#,
+        "\n"
+    );
+    let (code, events, stderr) = env.run(&["--task", "t", "--headless", "--json"], input);
+    assert_eq!(code, 0, "stderr: {stderr}");
+    let res = of_type(&events, "approval_resolved");
+    assert_eq!(res[0]["decision"], "edited");
+    assert_eq!(res[0]["code"], "print('edited')");
+    assert_eq!(res[1]["decision"], "rejected");
+    assert_eq!(res[1]["reason"], "use the stdlib only");
+    let fin = of_type(&events, "execution_finished");
+    assert_eq!(fin.len(), 1, "the rejected block did not run");
+    assert_eq!(fin[0]["output"].as_str().unwrap().trim(), "edited");
+    let report = events
+        .iter()
+        .find(|e| e["type"] == "message" && e["agent"] == "executor")
+        .unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(report.contains("EDITED"));
+    assert!(report.contains("use the stdlib only"));
+}
+
+#[test]
+fn closed_stdin_with_pending_approval_saves_and_resume_asks_again() {
+    let env = Env::new(SCRIPT, TEAM);
+    let (code, events, stderr) = env.run(&["--task", "t", "--headless", "--json"], "");
+    assert_ne!(code, 0);
+    assert!(stderr.contains("approval was pending"), "{stderr}");
+    assert!(stderr.contains("proctor resume"), "{stderr}");
+    let session = events[0]["session"].as_str().unwrap().to_string();
+    let asked = of_type(&events, "approval_requested");
+    assert_eq!(asked.len(), 1);
+    let id = asked[0]["id"].as_u64().unwrap();
+    let last_seq = events.iter().map(|e| e["seq"].as_u64().unwrap()).max().unwrap();
+
+    // Resume: the same lines are replayed, the same approval is open, and the answer continues it.
+    let mut c = env.cmd();
+    c.args(["resume", &session, "--headless", "--json"]);
+    let answer = format!("{{\"id\": {id}, \"block\": 0, \"decision\": \"approve\"}}\n");
+    let (code, resumed, stderr) = finish(c, &answer);
+    assert_eq!(code, 0, "stderr: {stderr}");
+    let replay_asks = of_type(&resumed, "approval_requested");
+    assert_eq!(replay_asks.len(), 1, "asked again, not duplicated");
+    assert_eq!(replay_asks[0]["id"].as_u64().unwrap(), id);
+    let new: Vec<&Value> = resumed.iter().filter(|e| e["seq"].as_u64().unwrap() > last_seq).collect();
+    assert!(new.iter().any(|e| e["type"] == "execution_finished"));
+    assert_eq!(resumed.last().unwrap()["type"], "terminated");
+    let log = std::fs::read_to_string(env.path("data").join("sessions").join(&session).join("events.jsonl")).unwrap();
+    let seqs: Vec<u64> = log.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "no seq is duplicated in the log: {seqs:?}");
+}
+
+#[test]
+fn console_mode_prints_a_readable_transcript_and_takes_y() {
+    let env = Env::new(SCRIPT, TEAM);
+    let mut c = env.cmd();
+    c.args(["run", "--team"]).arg(env.path("team.toml")).args(["--task", "t", "--headless"]);
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"y\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("── coder ──"));
+    assert!(stdout.contains("approval #1: coder proposes 1 block(s)"));
+    assert!(stdout.contains("[y] approve"));
+    assert!(stdout.contains("│ 42"));
+    assert!(stdout.contains("session ended: reviewer said TERMINATE"));
+}
+
+#[test]
+fn auto_mode_pause_exits_non_zero_with_the_reason() {
+    let script = r#"
+[[reply]]
+agent = "coder"
+error = "the server fell over"
+"#;
+    let env = Env::new(script, TEAM);
+    let (code, events, stderr) = env.run(&["--task", "t", "--headless", "--json", "--approve", "auto"], "");
+    assert_eq!(code, 2);
+    assert!(of_type(&events, "paused").len() == 1);
+    assert!(stderr.contains("the server fell over"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one-line reason: {stderr}");
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn invalid_team_file_names_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let team = write(dir.path(), "bad-team.toml", "name = \"x\"\n[[agents]]\nname = \"coder\"\nmodel = \"opnai/gpt-4o\"\n");
+    cargo_bin_cmd!("proctor")
+        .args(["--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--config"])
+        .arg(write(dir.path(), "config.toml", ""))
+        .args(["run", "--team"])
+        .arg(&team)
+        .args(["--task", "x", "--headless"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("bad-team.toml:4"))
+        .stderr(predicate::str::contains("agents[0].model"))
+        .stderr(predicate::str::contains("opnai"));
+}
+
+#[test]
+fn invalid_config_file_names_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "config.toml", "[providers.openai]\nkind = \"openai\"\nbase_url = \"ftp://x\"\n");
+    cargo_bin_cmd!("proctor")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["sessions", "list"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("config.toml:3"))
+        .stderr(predicate::str::contains("base_url"));
+}
+
+#[test]
+fn unknown_flag_and_missing_team_file_fail_clearly() {
+    cargo_bin_cmd!("proctor").args(["run", "--frobnicate"]).assert().failure().stderr(predicate::str::contains("--frobnicate"));
+    let dir = tempfile::tempdir().unwrap();
+    cargo_bin_cmd!("proctor")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--config")
+        .arg(write(dir.path(), "config.toml", ""))
+        .args(["run", "--team", "/nonexistent/team.toml", "--task", "x", "--headless"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("/nonexistent/team.toml"));
+}
+
+#[test]
+fn missing_api_key_names_the_env_var() {
+    let dir = tempfile::tempdir().unwrap();
+    let team = write(dir.path(), "team.toml", "name = \"x\"\n[[agents]]\nname = \"coder\"\nmodel = \"openai/gpt-4o-mini\"\n");
+    cargo_bin_cmd!("proctor")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--config")
+        .arg(write(dir.path(), "config.toml", ""))
+        .env_remove("OPENAI_API_KEY")
+        .args(["run", "--team"])
+        .arg(&team)
+        .args(["--task", "x", "--headless", "--json"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("OPENAI_API_KEY"));
+}
+
+#[test]
+fn sessions_list_export_fork_rm() {
+    let env = Env::new(SCRIPT, TEAM);
+    let (code, events, _) = env.run(&["--task", "compute 6*7", "--headless", "--json", "--approve", "auto"], "");
+    assert_eq!(code, 0);
+    let session = events[0]["session"].as_str().unwrap().to_string();
+    let out = env.cmd().args(["sessions", "list"]).output().unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains(&session), "{table}");
+    assert!(table.contains("compute 6*7"));
+    assert!(table.contains("finished"));
+    let md = env.cmd().args(["sessions", "export", &session, "--format", "md"]).output().unwrap();
+    let md = String::from_utf8_lossy(&md.stdout);
+    assert!(md.contains("```python"), "{md}");
+    assert!(md.contains("42"));
+    let fork = env.cmd().args(["sessions", "fork", &session, "--at", "3"]).output().unwrap();
+    assert!(fork.status.success());
+    let new_id = String::from_utf8_lossy(&fork.stdout).trim().to_string();
+    assert_ne!(new_id, session);
+    let json = env.cmd().args(["sessions", "export", &new_id, "--format", "json"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&json.stdout).lines().count(), 3);
+    let rm = env.cmd().args(["sessions", "rm", &new_id]).output().unwrap();
+    assert!(rm.status.success());
+    assert!(!env.path("data").join("sessions").join(&new_id).exists());
+}
