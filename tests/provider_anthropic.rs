@@ -10,7 +10,9 @@ use proctor::config::{PriceConfig, ProviderKind};
 use proctor::engine::cost::PriceTable;
 use proctor::provider::anthropic::AnthropicModel;
 use proctor::provider::retry::RetryPolicy;
-use proctor::provider::{ChatChunk, ChatMessage, ChatModel, ProviderError, Role, TokenUsage, build_model};
+use proctor::provider::{
+    ChatChunk, ChatMessage, ChatModel, ProviderError, Role, TokenUsage, build_model,
+};
 use provider_support::*;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -31,9 +33,11 @@ fn fast() -> RetryPolicy {
 
 fn claude(base: &str) -> AnthropicModel {
     let cfg = provider(ProviderKind::Anthropic, base, ENV);
-    with_env(ENV, SECRET, || AnthropicModel::from_config("claude", &cfg, MODEL))
-        .expect("client")
-        .with_retry_policy(fast())
+    with_env(ENV, SECRET, || {
+        AnthropicModel::from_config("claude", &cfg, MODEL)
+    })
+    .expect("client")
+    .with_retry_policy(fast())
 }
 
 fn ev(name: &str, data: Value) -> String {
@@ -57,7 +61,10 @@ fn claude_sse(parts: &[&str], u: &Usage, stop: bool) -> String {
             "usage":{"input_tokens":u.input,"cache_creation_input_tokens":u.cache_write,
                      "cache_read_input_tokens":u.cache_read,"output_tokens":1}}}),
     );
-    s.push_str(&ev("content_block_start", json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}})));
+    s.push_str(&ev(
+        "content_block_start",
+        json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+    ));
     s.push_str(&ev("ping", json!({"type":"ping"})));
     for p in parts {
         s.push_str(&ev(
@@ -65,7 +72,10 @@ fn claude_sse(parts: &[&str], u: &Usage, stop: bool) -> String {
             json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":p}}),
         ));
     }
-    s.push_str(&ev("content_block_stop", json!({"type":"content_block_stop","index":0})));
+    s.push_str(&ev(
+        "content_block_stop",
+        json!({"type":"content_block_stop","index":0}),
+    ));
     s.push_str(&ev(
         "message_delta",
         json!({"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":u.output}}),
@@ -77,7 +87,12 @@ fn claude_sse(parts: &[&str], u: &Usage, stop: bool) -> String {
 }
 
 fn usage(input: u64, output: u64, cache_read: u64, cache_write: u64) -> Usage {
-    Usage { input, output, cache_read, cache_write }
+    Usage {
+        input,
+        output,
+        cache_read,
+        cache_write,
+    }
 }
 
 fn sse_ok(body: String) -> ResponseTemplate {
@@ -108,7 +123,11 @@ async fn streams_text_and_reports_usage_with_cache_counts() {
             "max_tokens": 64,
             "messages": [{"role":"user","content":"hi"}]
         })))
-        .respond_with(sse_ok(claude_sse(&["Hello", ", wörld"], &usage(25, 7, 100, 40), true)))
+        .respond_with(sse_ok(claude_sse(
+            &["Hello", ", wörld"],
+            &usage(25, 7, 100, 40),
+            true,
+        )))
         .expect(1)
         .mount(&server)
         .await;
@@ -123,31 +142,65 @@ async fn streams_text_and_reports_usage_with_cache_counts() {
             ChatChunk::Delta(", wörld".into()),
             ChatChunk::Usage {
                 // input includes cache reads and writes.
-                usage: TokenUsage { input_tokens: 165, output_tokens: 7, cached_tokens: 100, cache_creation_tokens: 40 },
+                usage: TokenUsage {
+                    input_tokens: 165,
+                    output_tokens: 7,
+                    cached_tokens: 100,
+                    cache_creation_tokens: 40
+                },
                 estimated: false
             },
-            ChatChunk::Done { finish_reason: Some("end_turn".into()) },
+            ChatChunk::Done {
+                finish_reason: Some("end_turn".into())
+            },
         ]
     );
     let reqs = server.received_requests().await.unwrap_or_default();
     let body: Value = serde_json::from_slice(&reqs[0].body).expect("json");
-    assert!(body["messages"].as_array().expect("array").iter().all(|m| m["role"] != "system"));
-    assert!(reqs[0].headers.get("authorization").is_none(), "Anthropic takes x-api-key only");
+    assert!(
+        body["messages"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .all(|m| m["role"] != "system")
+    );
+    assert!(
+        reqs[0].headers.get("authorization").is_none(),
+        "Anthropic takes x-api-key only"
+    );
 }
 
 #[tokio::test]
 async fn history_is_sent_as_alternating_turns_starting_with_user() {
     let server = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(sse_ok(claude_sse(&["ok"], &usage(1, 1, 0, 0), true))).mount(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(sse_ok(claude_sse(&["ok"], &usage(1, 1, 0, 0), true)))
+        .mount(&server)
+        .await;
     let model = claude(&server.uri());
     let mut req = request("ignored");
     req.max_tokens = None;
     req.messages = vec![
-        ChatMessage { role: Role::Assistant, content: "I am the coder.".into() },
-        ChatMessage { role: Role::User, content: "human: write fizzbuzz".into() },
-        ChatMessage { role: Role::User, content: "critic: in Python".into() },
-        ChatMessage { role: Role::Assistant, content: "```python\nprint(1)\n```".into() },
-        ChatMessage { role: Role::User, content: "executor: exit 0".into() },
+        ChatMessage {
+            role: Role::Assistant,
+            content: "I am the coder.".into(),
+        },
+        ChatMessage {
+            role: Role::User,
+            content: "human: write fizzbuzz".into(),
+        },
+        ChatMessage {
+            role: Role::User,
+            content: "critic: in Python".into(),
+        },
+        ChatMessage {
+            role: Role::Assistant,
+            content: "```python\nprint(1)\n```".into(),
+        },
+        ChatMessage {
+            role: Role::User,
+            content: "executor: exit 0".into(),
+        },
     ];
     let out = collect(model.stream(req, CancellationToken::new())).await;
     assert!(out.error.is_none(), "{:?}", out.error);
@@ -157,29 +210,51 @@ async fn history_is_sent_as_alternating_turns_starting_with_user() {
     let roles: Vec<&str> = msgs.iter().filter_map(|m| m["role"].as_str()).collect();
     assert_eq!(roles, ["user", "assistant", "user", "assistant", "user"]);
     assert_eq!(msgs[1]["content"], "I am the coder.");
-    assert_eq!(msgs[2]["content"], "human: write fizzbuzz\n\ncritic: in Python");
-    assert_eq!(body["max_tokens"], 4096, "max_tokens is required by the API");
+    assert_eq!(
+        msgs[2]["content"],
+        "human: write fizzbuzz\n\ncritic: in Python"
+    );
+    assert_eq!(
+        body["max_tokens"], 4096,
+        "max_tokens is required by the API"
+    );
 }
 
 #[tokio::test]
 async fn an_error_event_mid_stream_ends_the_call_with_its_message() {
     let mut body = claude_sse(&["par", "tial"], &usage(5, 1, 0, 0), false);
-    body = body.split("event: content_block_stop").next().unwrap_or_default().to_string();
-    body.push_str(&ev("error", json!({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}})));
+    body = body
+        .split("event: content_block_stop")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    body.push_str(&ev(
+        "error",
+        json!({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}),
+    ));
     let server = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(sse_ok(body)).expect(1).mount(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(sse_ok(body))
+        .expect(1)
+        .mount(&server)
+        .await;
     let out = call(&claude(&server.uri()), "hi").await;
     assert_eq!(out.text(), "partial");
     assert!(out.retries().is_empty(), "bytes were streamed: no retry");
     let msg = out.error.expect("error").to_string();
-    assert!(msg.contains("overloaded_error") && msg.contains("Overloaded"), "{msg}");
+    assert!(
+        msg.contains("overloaded_error") && msg.contains("Overloaded"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
 async fn overloaded_529_before_the_stream_is_retried() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(529).set_body_json(json!({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}})))
+        .respond_with(ResponseTemplate::new(529).set_body_json(
+            json!({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}),
+        ))
         .up_to_n_times(2)
         .expect(2)
         .mount(&server)
@@ -194,12 +269,19 @@ async fn overloaded_529_before_the_stream_is_retried() {
     assert_eq!(out.text(), "back");
     let retries = out.retries();
     assert_eq!(retries.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2, 3]);
-    assert!(retries[0].2.contains("529") && retries[0].2.contains("Overloaded"), "{retries:?}");
+    assert!(
+        retries[0].2.contains("529") && retries[0].2.contains("Overloaded"),
+        "{retries:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_stream_without_message_stop_is_an_error() {
-    let server = RawServer::start(vec![sse_head(), write(&claude_sse(&["cut"], &usage(5, 1, 0, 0), false))]).await;
+    let server = RawServer::start(vec![
+        sse_head(),
+        write(&claude_sse(&["cut"], &usage(5, 1, 0, 0), false)),
+    ])
+    .await;
     let out = call(&claude(&server.url()), "hi").await;
     assert_eq!(out.text(), "cut");
     assert!(usage_of(&out).is_empty());
@@ -211,7 +293,11 @@ async fn a_stream_without_message_stop_is_an_error() {
 async fn crlf_and_cr_line_endings_and_comments_are_understood() {
     let body = claude_sse(&["line ", "endings"], &usage(5, 2, 0, 0), true);
     let (a, b) = body.split_at(body.len() / 2);
-    let mixed = format!(": keep-alive comment\r\n\r\n{}{}", a.replace('\n', "\r\n"), b.replace('\n', "\r"));
+    let mixed = format!(
+        ": keep-alive comment\r\n\r\n{}{}",
+        a.replace('\n', "\r\n"),
+        b.replace('\n', "\r")
+    );
     let server = RawServer::start(vec![sse_head(), write(&mixed)]).await;
     let out = call(&claude(&server.url()), "hi").await;
     assert!(out.error.is_none(), "{:?}", out.error);
@@ -232,7 +318,14 @@ async fn a_401_names_the_env_var_holding_the_key() {
     let model = claude(&server.uri());
     let out = call(&model, "hi").await;
     let err = out.error.expect("error");
-    assert_eq!(err, ProviderError::Auth { provider: "claude".into(), status: 401, env: ENV.into() });
+    assert_eq!(
+        err,
+        ProviderError::Auth {
+            provider: "claude".into(),
+            status: 401,
+            env: ENV.into()
+        }
+    );
     assert!(err.to_string().contains(ENV));
     assert!(!format!("{err:?} {model:?}").contains(SECRET));
 }
@@ -250,7 +343,10 @@ async fn build_model_makes_an_anthropic_client_from_config() {
     let env = "PROCTOR_TEST_ANTHROPIC_KEY_2";
     let mut cfg = provider(ProviderKind::Anthropic, &format!("{}/", server.uri()), env);
     cfg.anthropic_version = Some("2024-01-01".into());
-    let model = with_env(env, SECRET, || build_model("work", &cfg, "claude-haiku-4-5")).expect("build");
+    let model = with_env(env, SECRET, || {
+        build_model("work", &cfg, "claude-haiku-4-5")
+    })
+    .expect("build");
     assert_eq!(model.model_ref(), "work/claude-haiku-4-5");
     let out = call(model.as_ref(), "hi").await;
     assert!(out.error.is_none(), "{:?}", out.error);
@@ -261,7 +357,11 @@ async fn build_model_makes_an_anthropic_client_from_config() {
 async fn reported_usage_costs_exactly_tokens_times_configured_price() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(sse_ok(claude_sse(&["ok"], &usage(1_000, 500, 2_000, 400), true)))
+        .respond_with(sse_ok(claude_sse(
+            &["ok"],
+            &usage(1_000, 500, 2_000, 400),
+            true,
+        )))
         .mount(&server)
         .await;
     let out = call(&claude(&server.uri()), "hi").await;
@@ -277,7 +377,9 @@ async fn reported_usage_costs_exactly_tokens_times_configured_price() {
             cache_write_per_mtok: Some(5.0),
         },
     );
-    let usd = PriceTable::new(pricing, vec![]).cost(&format!("claude/{MODEL}"), &u).expect("priced");
+    let usd = PriceTable::new(pricing, vec![])
+        .cost(&format!("claude/{MODEL}"), &u)
+        .expect("priced");
     // 1000 input × $4 + 2000 cache reads × $0.50 + 400 cache writes × $5 + 500 output × $16, per million.
     let expected = (1_000.0 * 4.0 + 2_000.0 * 0.5 + 400.0 * 5.0 + 500.0 * 16.0) / 1_000_000.0;
     assert_eq!(usd, expected);
@@ -289,8 +391,8 @@ async fn a_server_reporting_no_usage_gets_an_estimate() {
     let body = claude_sse(&["no usage here"], &usage(0, 0, 0, 0), true)
         .lines()
         .map(|l| {
-            if l.starts_with("data: ") {
-                let mut v: Value = serde_json::from_str(&l[6..]).unwrap_or(Value::Null);
+            if let Some(data) = l.strip_prefix("data: ") {
+                let mut v: Value = serde_json::from_str(data).unwrap_or(Value::Null);
                 if let Some(m) = v.get_mut("message").and_then(Value::as_object_mut) {
                     m.remove("usage");
                 }
@@ -304,7 +406,10 @@ async fn a_server_reporting_no_usage_gets_an_estimate() {
         })
         .collect::<String>();
     let server = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(sse_ok(body)).mount(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(sse_ok(body))
+        .mount(&server)
+        .await;
     let out = call(&claude(&server.uri()), "hi").await;
     assert!(out.error.is_none(), "{:?}", out.error);
     let (u, estimated) = usage_of(&out)[0];

@@ -32,9 +32,11 @@ fn fast() -> RetryPolicy {
 
 fn openai(base: &str) -> OpenAiModel {
     let cfg = provider(ProviderKind::Openai, base, ENV);
-    with_env(ENV, SECRET, || OpenAiModel::from_config("openai", &cfg, "gpt-4o-mini"))
-        .expect("client")
-        .with_retry_policy(fast())
+    with_env(ENV, SECRET, || {
+        OpenAiModel::from_config("openai", &cfg, "gpt-4o-mini")
+    })
+    .expect("client")
+    .with_retry_policy(fast())
 }
 
 fn chunk(content: &str) -> String {
@@ -112,10 +114,17 @@ async fn streams_deltas_then_reported_usage_then_done() {
             ChatChunk::Delta("lo ".into()),
             ChatChunk::Delta("wörld".into()),
             ChatChunk::Usage {
-                usage: TokenUsage { input_tokens: 20, output_tokens: 3, cached_tokens: 8, cache_creation_tokens: 0 },
+                usage: TokenUsage {
+                    input_tokens: 20,
+                    output_tokens: 3,
+                    cached_tokens: 8,
+                    cache_creation_tokens: 0
+                },
                 estimated: false
             },
-            ChatChunk::Done { finish_reason: Some("stop".into()) },
+            ChatChunk::Done {
+                finish_reason: Some("stop".into())
+            },
         ]
     );
 }
@@ -132,8 +141,13 @@ async fn deltas_reach_the_caller_before_the_reply_is_complete() {
     .await;
     let model = openai(&server.url());
     let mut s = model.stream(request("hi"), CancellationToken::new());
-    let first = tokio::time::timeout(Duration::from_secs(5), s.next()).await.expect("first delta in time");
-    assert_eq!(first.expect("item").expect("ok"), ChatChunk::Delta("first".into()));
+    let first = tokio::time::timeout(Duration::from_secs(5), s.next())
+        .await
+        .expect("first delta in time");
+    assert_eq!(
+        first.expect("item").expect("ok"),
+        ChatChunk::Delta("first".into())
+    );
     server.release();
     let rest = collect(s).await;
     assert_eq!(rest.text(), " second");
@@ -162,7 +176,10 @@ async fn local_server_without_usage_gets_estimated_usage() {
     assert_eq!(u.output_tokens, count_tokens("The answer is 42."));
     assert!(u.input_tokens >= count_tokens("You are terse.") + count_tokens("What is the answer?"));
     let reqs = server.received_requests().await.unwrap_or_default();
-    assert!(reqs[0].headers.get("authorization").is_none(), "no key configured, none sent");
+    assert!(
+        reqs[0].headers.get("authorization").is_none(),
+        "no key configured, none sent"
+    );
 }
 
 #[tokio::test]
@@ -227,7 +244,10 @@ async fn retry_after_ms_and_seconds_are_honoured() {
         .up_to_n_times(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST")).respond_with(sse_ok(openai_sse(&["ok"], None))).mount(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(sse_ok(openai_sse(&["ok"], None)))
+        .mount(&server)
+        .await;
     let started = Instant::now();
     let out = call(&openai(&server.uri()), "hi").await;
     assert!(out.error.is_none(), "{:?}", out.error);
@@ -245,7 +265,10 @@ async fn retry_after_as_http_date_is_honoured() {
         .up_to_n_times(1)
         .mount(&server)
         .await;
-    Mock::given(method("POST")).respond_with(sse_ok(openai_sse(&["ok"], None))).mount(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(sse_ok(openai_sse(&["ok"], None)))
+        .mount(&server)
+        .await;
     let out = call(&openai(&server.uri()), "hi").await;
     assert!(out.error.is_none(), "{:?}", out.error);
     let wait = out.retries()[0].1;
@@ -264,7 +287,13 @@ async fn retry_after_beyond_60_s_is_handed_to_the_human() {
     let started = Instant::now();
     let out = call(&openai(&server.uri()), "hi").await;
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(out.error, Some(ProviderError::RetryAfterTooLong { provider: "openai".into(), wait_s: 120 }));
+    assert_eq!(
+        out.error,
+        Some(ProviderError::RetryAfterTooLong {
+            provider: "openai".into(),
+            wait_s: 120
+        })
+    );
     assert!(out.retries().is_empty());
 }
 
@@ -272,7 +301,11 @@ async fn retry_after_beyond_60_s_is_handed_to_the_human() {
 async fn gives_up_after_max_retries_with_the_last_failure() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503).set_body_json(json!({"error":{"message":"server overloaded","type":"server_error"}})))
+        .respond_with(
+            ResponseTemplate::new(503).set_body_json(
+                json!({"error":{"message":"server overloaded","type":"server_error"}}),
+            ),
+        )
         .expect(4)
         .mount(&server)
         .await;
@@ -282,7 +315,10 @@ async fn gives_up_after_max_retries_with_the_last_failure() {
     match out.error {
         Some(ProviderError::RetriesExhausted { attempts, last, .. }) => {
             assert_eq!(attempts, 4);
-            assert!(last.contains("503") && last.contains("server overloaded"), "{last}");
+            assert!(
+                last.contains("503") && last.contains("server overloaded"),
+                "{last}"
+            );
         }
         other => panic!("expected RetriesExhausted, got {other:?}"),
     }
@@ -347,9 +383,20 @@ async fn insufficient_quota_429_is_not_retried() {
 
 #[tokio::test]
 async fn missing_key_names_the_env_var() {
-    let cfg = provider(ProviderKind::Openai, "http://127.0.0.1:9/v1", "PROCTOR_TEST_KEY_THAT_IS_NOT_SET");
-    let err = build_model("openai", &cfg, "gpt-4o-mini").err().expect("must fail");
-    assert_eq!(err, ProviderError::MissingKey { env: "PROCTOR_TEST_KEY_THAT_IS_NOT_SET".into() });
+    let cfg = provider(
+        ProviderKind::Openai,
+        "http://127.0.0.1:9/v1",
+        "PROCTOR_TEST_KEY_THAT_IS_NOT_SET",
+    );
+    let err = build_model("openai", &cfg, "gpt-4o-mini")
+        .err()
+        .expect("must fail");
+    assert_eq!(
+        err,
+        ProviderError::MissingKey {
+            env: "PROCTOR_TEST_KEY_THAT_IS_NOT_SET".into()
+        }
+    );
     assert!(err.to_string().contains("PROCTOR_TEST_KEY_THAT_IS_NOT_SET"));
 }
 
@@ -376,9 +423,16 @@ async fn the_key_appears_in_no_error_or_debug_output() {
         }
     }
     // Mid-stream errors too.
-    let body = format!("{}data: {}\n\n", chunk("x"), json!({"error":{"message":format!("bad key {SECRET}")}}));
+    let body = format!(
+        "{}data: {}\n\n",
+        chunk("x"),
+        json!({"error":{"message":format!("bad key {SECRET}")}})
+    );
     let server = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(sse_ok(body)).mount(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(sse_ok(body))
+        .mount(&server)
+        .await;
     let out = call(&openai(&server.uri()), "hi").await;
     let err = out.error.expect("error");
     assert!(err.to_string().contains("bad key"), "{err}");
@@ -393,7 +447,11 @@ async fn an_error_object_mid_stream_ends_the_call_with_its_message() {
         json!({"error":{"message":"The server had an error while processing your request.","type":"server_error"}})
     );
     let server = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(sse_ok(body)).expect(1).mount(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(sse_ok(body))
+        .expect(1)
+        .mount(&server)
+        .await;
     let out = call(&openai(&server.uri()), "hi").await;
     assert_eq!(out.text(), "partial");
     let msg = out.error.expect("error").to_string();
@@ -426,7 +484,13 @@ async fn a_reply_sent_one_byte_at_a_time_arrives_intact() {
 #[tokio::test]
 async fn a_10_mb_event_is_refused_with_a_clear_error() {
     let huge = format!("data: {}", "x".repeat(10 * 1024 * 1024));
-    let server = RawServer::start(vec![sse_head(), write(&chunk("ok")), write(&huge), write("\n\n")]).await;
+    let server = RawServer::start(vec![
+        sse_head(),
+        write(&chunk("ok")),
+        write(&huge),
+        write("\n\n"),
+    ])
+    .await;
     let out = call(&openai(&server.url()), "hi").await;
     assert_eq!(out.text(), "ok");
     let msg = out.error.expect("error").to_string();
@@ -440,9 +504,16 @@ async fn a_stalled_stream_hits_the_idle_timeout() {
     let started = Instant::now();
     let out = call(&model, "hi").await;
     assert_eq!(out.text(), "thinking");
-    assert!(matches!(out.error, Some(ProviderError::IdleTimeout { .. })), "{:?}", out.error);
+    assert!(
+        matches!(out.error, Some(ProviderError::IdleTimeout { .. })),
+        "{:?}",
+        out.error
+    );
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
 }
 
 #[tokio::test]
@@ -471,10 +542,14 @@ async fn cancel_mid_stream_drops_the_request_within_100_ms() {
     assert_eq!(first, ChatChunk::Delta("tick".into()));
     let started = Instant::now();
     cancel.cancel();
-    let next = tokio::time::timeout(Duration::from_millis(100), s.next()).await.expect("ended within 100 ms");
+    let next = tokio::time::timeout(Duration::from_millis(100), s.next())
+        .await
+        .expect("ended within 100 ms");
     assert_eq!(next.expect("item"), Err(ProviderError::Cancelled));
     assert!(s.next().await.is_none());
-    let hung_up = tokio::time::timeout(Duration::from_secs(2), server.hangups.recv()).await.expect("server saw the hang-up");
+    let hung_up = tokio::time::timeout(Duration::from_secs(2), server.hangups.recv())
+        .await
+        .expect("server saw the hang-up");
     assert!(hung_up.expect("instant").duration_since(started) < Duration::from_millis(100));
 }
 
@@ -490,10 +565,22 @@ async fn cancel_during_a_backoff_sleep_ends_at_once() {
     let cancel = CancellationToken::new();
     let mut s = model.stream(request("hi"), cancel.clone());
     let retrying = s.next().await.expect("item").expect("ok");
-    assert!(matches!(retrying, ChatChunk::Retrying { attempt: 2, wait_ms: 30_000, .. }), "{retrying:?}");
+    assert!(
+        matches!(
+            retrying,
+            ChatChunk::Retrying {
+                attempt: 2,
+                wait_ms: 30_000,
+                ..
+            }
+        ),
+        "{retrying:?}"
+    );
     let started = Instant::now();
     cancel.cancel();
-    let next = tokio::time::timeout(Duration::from_millis(100), s.next()).await.expect("ended within 100 ms");
+    let next = tokio::time::timeout(Duration::from_millis(100), s.next())
+        .await
+        .expect("ended within 100 ms");
     assert_eq!(next.expect("item"), Err(ProviderError::Cancelled));
     assert!(started.elapsed() < Duration::from_millis(100));
 }
@@ -511,9 +598,16 @@ async fn reported_usage_costs_exactly_tokens_times_configured_price() {
     let mut pricing = BTreeMap::new();
     pricing.insert(
         "openai/gpt-4o-mini".to_string(),
-        PriceConfig { input_per_mtok: 0.5, output_per_mtok: 2.0, cached_input_per_mtok: Some(0.25), cache_write_per_mtok: None },
+        PriceConfig {
+            input_per_mtok: 0.5,
+            output_per_mtok: 2.0,
+            cached_input_per_mtok: Some(0.25),
+            cache_write_per_mtok: None,
+        },
     );
-    let usd = PriceTable::new(pricing, vec![]).cost("openai/gpt-4o-mini", &usage).expect("priced");
+    let usd = PriceTable::new(pricing, vec![])
+        .cost("openai/gpt-4o-mini", &usage)
+        .expect("priced");
     // 800 uncached × $0.50 + 400 cached × $0.25 + 350 output × $2.00, per million.
     let expected = (800.0 * 0.5 + 400.0 * 0.25 + 350.0 * 2.0) / 1_000_000.0;
     assert_eq!(usd, expected);
@@ -523,17 +617,31 @@ async fn reported_usage_costs_exactly_tokens_times_configured_price() {
 #[tokio::test]
 async fn request_bodies_carry_the_whole_history_in_order() {
     let server = MockServer::start().await;
-    Mock::given(method("POST")).respond_with(sse_ok(openai_sse(&["ok"], None))).mount(&server).await;
+    Mock::given(method("POST"))
+        .respond_with(sse_ok(openai_sse(&["ok"], None)))
+        .mount(&server)
+        .await;
     let model = openai(&server.uri());
     let mut req = request("first");
-    req.messages.push(proctor::provider::ChatMessage { role: proctor::provider::Role::Assistant, content: "reply".into() });
-    req.messages.push(proctor::provider::ChatMessage { role: proctor::provider::Role::User, content: "second".into() });
+    req.messages.push(proctor::provider::ChatMessage {
+        role: proctor::provider::Role::Assistant,
+        content: "reply".into(),
+    });
+    req.messages.push(proctor::provider::ChatMessage {
+        role: proctor::provider::Role::User,
+        content: "second".into(),
+    });
     req.temperature = Some(0.25);
     let out = collect(model.stream(req, CancellationToken::new())).await;
     assert!(out.error.is_none());
     let reqs: Vec<Request> = server.received_requests().await.unwrap_or_default();
     let body: Value = serde_json::from_slice(&reqs[0].body).expect("json");
-    let roles: Vec<&str> = body["messages"].as_array().expect("array").iter().filter_map(|m| m["role"].as_str()).collect();
+    let roles: Vec<&str> = body["messages"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|m| m["role"].as_str())
+        .collect();
     assert_eq!(roles, ["system", "user", "assistant", "user"]);
     assert_eq!(body["temperature"], 0.25);
 }

@@ -31,7 +31,12 @@ fn encode(events: &[Ev], eol: &str, comments: bool) -> Vec<u8> {
 fn expected(events: &[Ev]) -> Vec<(String, String)> {
     events
         .iter()
-        .map(|e| (e.name.clone().unwrap_or_else(|| "message".into()), e.lines.join("\n")))
+        .map(|e| {
+            (
+                e.name.clone().unwrap_or_else(|| "message".into()),
+                e.lines.join("\n"),
+            )
+        })
         .collect()
 }
 
@@ -50,7 +55,9 @@ fn parse_split(bytes: &[u8], cuts: &[usize]) -> Result<Vec<SseEvent>, SseError> 
 }
 
 fn names_and_data(evs: &[SseEvent]) -> Vec<(String, String)> {
-    evs.iter().map(|e| (e.event.clone(), e.data.clone())).collect()
+    evs.iter()
+        .map(|e| (e.event.clone(), e.data.clone()))
+        .collect()
 }
 
 fn event_strategy() -> impl Strategy<Value = Ev> {

@@ -77,7 +77,10 @@ pub struct PriceTable {
 impl PriceTable {
     /// Built-in prices plus config overrides; `free_providers` price every model of theirs at 0.
     pub fn new(overrides: BTreeMap<String, PriceConfig>, free_providers: Vec<String>) -> Self {
-        Self { overrides, free_providers }
+        Self {
+            overrides,
+            free_providers,
+        }
     }
 
     /// Price of a model, `None` when unpriced.
@@ -132,14 +135,26 @@ impl PriceTable {
     pub fn project(&self, model_ref: &str, input_tokens: u64, max_output: u64) -> Option<f64> {
         self.cost(
             model_ref,
-            &TokenUsage { input_tokens, output_tokens: max_output, ..Default::default() },
+            &TokenUsage {
+                input_tokens,
+                output_tokens: max_output,
+                ..Default::default()
+            },
         )
     }
 
     /// [`PriceTable::project`] for a request: its prompt counted with the tokenizer, output
     /// bounded by its `max_tokens` (or `default_max_output` when it sets none).
-    pub fn project_request(&self, model_ref: &str, request: &ChatRequest, default_max_output: u64) -> Option<f64> {
-        let max_output = request.max_tokens.map(u64::from).unwrap_or(default_max_output);
+    pub fn project_request(
+        &self,
+        model_ref: &str,
+        request: &ChatRequest,
+        default_max_output: u64,
+    ) -> Option<f64> {
+        let max_output = request
+            .max_tokens
+            .map(u64::from)
+            .unwrap_or(default_max_output);
         self.project(model_ref, estimate_request_tokens(request), max_output)
     }
 }
@@ -261,14 +276,23 @@ pub enum BudgetCheck {
 
 /// Compares `spent + projected` with `cap`; `warn_at` is a fraction of the cap. An unpriced
 /// call (`projected = None`) counts as 0: it cannot be budgeted.
-pub fn check_budget(spent: f64, projected: Option<f64>, cap: Option<f64>, warn_at: f64) -> BudgetCheck {
+pub fn check_budget(
+    spent: f64,
+    projected: Option<f64>,
+    cap: Option<f64>,
+    warn_at: f64,
+) -> BudgetCheck {
     let Some(cap) = cap else {
         return BudgetCheck::NoCap;
     };
     let projected = projected.unwrap_or(0.0);
     let after = spent + projected;
     if after > cap {
-        BudgetCheck::WouldExceed { spent, projected, cap }
+        BudgetCheck::WouldExceed {
+            spent,
+            projected,
+            cap,
+        }
     } else if after >= cap * warn_at {
         BudgetCheck::Warn { after, cap }
     } else {
@@ -288,7 +312,10 @@ pub struct CostMeter {
 impl CostMeter {
     /// An empty meter using `prices`.
     pub fn new(prices: PriceTable) -> Self {
-        Self { prices, ..Self::default() }
+        Self {
+            prices,
+            ..Self::default()
+        }
     }
 
     /// The price table.
@@ -297,20 +324,45 @@ impl CostMeter {
     }
 
     /// Records one call and returns its cost (`None` when the model is unpriced).
-    pub fn record(&mut self, agent: &str, model_ref: &str, usage: &TokenUsage, estimated: bool) -> Option<f64> {
+    pub fn record(
+        &mut self,
+        agent: &str,
+        model_ref: &str,
+        usage: &TokenUsage,
+        estimated: bool,
+    ) -> Option<f64> {
         let usd = self.prices.cost(model_ref, usage);
         self.session.add(usage, usd, estimated);
-        self.by_agent.entry(agent.to_string()).or_default().add(usage, usd, estimated);
-        self.by_model.entry(model_ref.to_string()).or_default().add(usage, usd, estimated);
+        self.by_agent
+            .entry(agent.to_string())
+            .or_default()
+            .add(usage, usd, estimated);
+        self.by_model
+            .entry(model_ref.to_string())
+            .or_default()
+            .add(usage, usd, estimated);
         usd
     }
 
     /// Replays a persisted `usage` event (resume): adds its recorded `usd` as is, so a changed
     /// price table does not rewrite history.
-    pub fn replay(&mut self, agent: &str, model_ref: &str, usage: &TokenUsage, usd: Option<f64>, estimated: bool) {
+    pub fn replay(
+        &mut self,
+        agent: &str,
+        model_ref: &str,
+        usage: &TokenUsage,
+        usd: Option<f64>,
+        estimated: bool,
+    ) {
         self.session.add(usage, usd, estimated);
-        self.by_agent.entry(agent.to_string()).or_default().add(usage, usd, estimated);
-        self.by_model.entry(model_ref.to_string()).or_default().add(usage, usd, estimated);
+        self.by_agent
+            .entry(agent.to_string())
+            .or_default()
+            .add(usage, usd, estimated);
+        self.by_model
+            .entry(model_ref.to_string())
+            .or_default()
+            .add(usage, usd, estimated);
     }
 
     /// Session totals.
@@ -339,7 +391,13 @@ impl CostMeter {
     }
 
     /// Checks an agent's own cap (`budget_usd` in its team entry) before a call.
-    pub fn check_agent(&self, agent: &str, cap: Option<f64>, warn_at: f64, projected: Option<f64>) -> BudgetCheck {
+    pub fn check_agent(
+        &self,
+        agent: &str,
+        cap: Option<f64>,
+        warn_at: f64,
+        projected: Option<f64>,
+    ) -> BudgetCheck {
         check_budget(self.agent(agent).usd, projected, cap, warn_at)
     }
 }
@@ -349,15 +407,26 @@ mod tests {
     use super::*;
 
     fn usage(input: u64, output: u64, cached: u64, written: u64) -> TokenUsage {
-        TokenUsage { input_tokens: input, output_tokens: output, cached_tokens: cached, cache_creation_tokens: written }
+        TokenUsage {
+            input_tokens: input,
+            output_tokens: output,
+            cached_tokens: cached,
+            cache_creation_tokens: written,
+        }
     }
 
     #[test]
     fn builtin_prices_and_snapshots() {
         let t = PriceTable::default();
         assert_eq!(t.source("openai/gpt-4o-mini"), PriceSource::BuiltIn);
-        assert_eq!(t.lookup("openai/gpt-4o-mini-2024-07-18"), t.lookup("openai/gpt-4o-mini"));
-        assert_eq!(t.lookup("claude/claude-sonnet-4-5-20250929"), t.lookup("claude/claude-sonnet-4-5"));
+        assert_eq!(
+            t.lookup("openai/gpt-4o-mini-2024-07-18"),
+            t.lookup("openai/gpt-4o-mini")
+        );
+        assert_eq!(
+            t.lookup("claude/claude-sonnet-4-5-20250929"),
+            t.lookup("claude/claude-sonnet-4-5")
+        );
         // gpt-4o-mini must not fall back to gpt-4o, nor a fine-tune to its base.
         assert_ne!(t.lookup("openai/gpt-4o-mini"), t.lookup("openai/gpt-4o"));
         assert_eq!(t.lookup("openai/gpt-4o-mini-custom"), None);
@@ -370,11 +439,19 @@ mod tests {
         let mut o = BTreeMap::new();
         o.insert(
             "openai/gpt-4o-mini".to_string(),
-            PriceConfig { input_per_mtok: 1.0, output_per_mtok: 2.0, cached_input_per_mtok: None, cache_write_per_mtok: None },
+            PriceConfig {
+                input_per_mtok: 1.0,
+                output_per_mtok: 2.0,
+                cached_input_per_mtok: None,
+                cache_write_per_mtok: None,
+            },
         );
         let t = PriceTable::new(o, vec!["ollama".into()]);
         assert_eq!(t.source("openai/gpt-4o-mini"), PriceSource::Config);
-        assert_eq!(t.cost("openai/gpt-4o-mini", &usage(1_000_000, 1_000_000, 0, 0)), Some(3.0));
+        assert_eq!(
+            t.cost("openai/gpt-4o-mini", &usage(1_000_000, 1_000_000, 0, 0)),
+            Some(3.0)
+        );
         assert_eq!(t.cost("ollama/llama3.2", &usage(500, 500, 0, 0)), Some(0.0));
     }
 
@@ -382,7 +459,10 @@ mod tests {
     fn cached_and_cache_write_tokens_use_their_prices() {
         let t = PriceTable::default();
         // claude-sonnet-4-5: input 3, cache read 0.30, write 3.75, output 15 per MTok.
-        let c = t.cost("claude/claude-sonnet-4-5", &usage(4_000_000, 1_000_000, 2_000_000, 1_000_000));
+        let c = t.cost(
+            "claude/claude-sonnet-4-5",
+            &usage(4_000_000, 1_000_000, 2_000_000, 1_000_000),
+        );
         let expected = 1.0 * 3.0 + 2.0 * 0.30 + 1.0 * 3.75 + 1.0 * 15.0;
         assert!((c.unwrap_or(f64::NAN) - expected).abs() < 1e-9, "{c:?}");
     }
@@ -390,17 +470,36 @@ mod tests {
     #[test]
     fn budget_checks() {
         assert_eq!(check_budget(1.0, Some(0.5), None, 0.8), BudgetCheck::NoCap);
-        assert!(matches!(check_budget(1.0, Some(0.5), Some(2.0), 0.8), BudgetCheck::Within { .. }));
-        assert!(matches!(check_budget(1.5, Some(0.2), Some(2.0), 0.8), BudgetCheck::Warn { .. }));
-        assert!(matches!(check_budget(1.9, Some(0.2), Some(2.0), 0.8), BudgetCheck::WouldExceed { .. }));
+        assert!(matches!(
+            check_budget(1.0, Some(0.5), Some(2.0), 0.8),
+            BudgetCheck::Within { .. }
+        ));
+        assert!(matches!(
+            check_budget(1.5, Some(0.2), Some(2.0), 0.8),
+            BudgetCheck::Warn { .. }
+        ));
+        assert!(matches!(
+            check_budget(1.9, Some(0.2), Some(2.0), 0.8),
+            BudgetCheck::WouldExceed { .. }
+        ));
     }
 
     #[test]
     fn meter_keeps_per_agent_and_model_totals() {
         let mut m = CostMeter::new(PriceTable::default());
-        m.record("coder", "openai/gpt-4o-mini", &usage(1000, 100, 0, 0), false);
+        m.record(
+            "coder",
+            "openai/gpt-4o-mini",
+            &usage(1000, 100, 0, 0),
+            false,
+        );
         m.record("coder", "local/llama", &usage(1000, 100, 0, 0), true);
-        m.record("critic", "openai/gpt-4o-mini", &usage(1000, 100, 0, 0), false);
+        m.record(
+            "critic",
+            "openai/gpt-4o-mini",
+            &usage(1000, 100, 0, 0),
+            false,
+        );
         assert_eq!(m.session().calls, 3);
         assert_eq!(m.session().unpriced_calls, 1);
         assert!(!m.agent("coder").fully_priced());

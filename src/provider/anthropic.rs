@@ -42,7 +42,11 @@ impl AnthropicModel {
     /// Builds the client for `model` of `[providers.<provider_name>]` (`kind = "anthropic"`);
     /// posts to `{base_url}/v1/messages`, reads the key from its env var (default
     /// `ANTHROPIC_API_KEY`) now.
-    pub fn from_config(provider_name: &str, cfg: &ProviderConfig, model: &str) -> Result<Self, ProviderError> {
+    pub fn from_config(
+        provider_name: &str,
+        cfg: &ProviderConfig,
+        model: &str,
+    ) -> Result<Self, ProviderError> {
         match cfg.kind {
             ProviderKind::Anthropic => {}
             ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Scripted => {
@@ -51,10 +55,16 @@ impl AnthropicModel {
                 )));
             }
         }
-        let base = cfg.base_url.as_deref().unwrap_or(ANTHROPIC_BASE_URL).trim_end_matches('/');
+        let base = cfg
+            .base_url
+            .as_deref()
+            .unwrap_or(ANTHROPIC_BASE_URL)
+            .trim_end_matches('/');
         let url = format!("{base}/v1/messages");
         reqwest::Url::parse(&url).map_err(|e| {
-            ProviderError::Config(format!("[providers.{provider_name}]: base_url is not a valid URL ({e})"))
+            ProviderError::Config(format!(
+                "[providers.{provider_name}]: base_url is not a valid URL ({e})"
+            ))
         })?;
         let transport = Transport::from_config(provider_name, cfg, Some("ANTHROPIC_API_KEY"))?;
         Ok(Self {
@@ -62,7 +72,10 @@ impl AnthropicModel {
                 model_ref: format!("{provider_name}/{model}"),
                 model: model.to_string(),
                 url,
-                version: cfg.anthropic_version.clone().unwrap_or_else(|| ANTHROPIC_VERSION.into()),
+                version: cfg
+                    .anthropic_version
+                    .clone()
+                    .unwrap_or_else(|| ANTHROPIC_VERSION.into()),
                 transport,
             },
         })
@@ -106,7 +119,10 @@ pub fn alternate_turns(messages: &[ChatMessage]) -> Vec<ChatMessage> {
         Some(Role::User) => {}
         Some(Role::Assistant) | None => out.insert(
             0,
-            ChatMessage { role: Role::User, content: "(The conversation starts.)".into() },
+            ChatMessage {
+                role: Role::User,
+                content: "(The conversation starts.)".into(),
+            },
         ),
     }
     out
@@ -144,8 +160,9 @@ impl Inner {
         h.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
         h.insert(
             "anthropic-version",
-            HeaderValue::from_str(&self.version)
-                .map_err(|_| ProviderError::Config("anthropic_version is not a valid header value".into()))?,
+            HeaderValue::from_str(&self.version).map_err(|_| {
+                ProviderError::Config("anthropic_version is not a valid header value".into())
+            })?,
         );
         if let Some(key) = &self.transport.key {
             h.insert("x-api-key", key.header("")?);
@@ -158,7 +175,16 @@ impl Inner {
         let body = self.body(&req);
         let headers = self.headers()?;
         let resp = t
-            .send(|| t.client.post(&self.url).headers(headers.clone()).json(&body), &self.model, &mut tx)
+            .send(
+                || {
+                    t.client
+                        .post(&self.url)
+                        .headers(headers.clone())
+                        .json(&body)
+                },
+                &self.model,
+                &mut tx,
+            )
             .await?;
         let resp = t.expect_event_stream(resp).await?;
         let mut events = t.events(resp);
@@ -208,8 +234,14 @@ impl Inner {
                     }
                 }
                 "error" => {
-                    let kind = v.pointer("/error/type").and_then(Value::as_str).unwrap_or("error");
-                    let msg = v.pointer("/error/message").and_then(Value::as_str).unwrap_or(&ev.data);
+                    let kind = v
+                        .pointer("/error/type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("error");
+                    let msg = v
+                        .pointer("/error/message")
+                        .and_then(Value::as_str)
+                        .unwrap_or(&ev.data);
                     return Err(t.bad_chunk(
                         "the server reported an error mid-stream",
                         &format!("{kind}: {msg}"),
@@ -231,7 +263,13 @@ impl Inner {
             ),
         };
         emit(&mut tx, ChatChunk::Usage { usage, estimated }).await?;
-        emit(&mut tx, ChatChunk::Done { finish_reason: stop_reason }).await?;
+        emit(
+            &mut tx,
+            ChatChunk::Done {
+                finish_reason: stop_reason,
+            },
+        )
+        .await?;
         Ok(())
     }
 }
@@ -293,7 +331,10 @@ mod tests {
     use super::*;
 
     fn msg(role: Role, c: &str) -> ChatMessage {
-        ChatMessage { role, content: c.into() }
+        ChatMessage {
+            role,
+            content: c.into(),
+        }
     }
 
     #[test]
@@ -305,7 +346,10 @@ mod tests {
             msg(Role::Assistant, "c"),
         ]);
         let roles: Vec<Role> = out.iter().map(|m| m.role).collect();
-        assert_eq!(roles, [Role::User, Role::Assistant, Role::User, Role::Assistant]);
+        assert_eq!(
+            roles,
+            [Role::User, Role::Assistant, Role::User, Role::Assistant]
+        );
         assert_eq!(out[2].content, "a\n\nb");
     }
 }

@@ -38,7 +38,9 @@ impl ApiKey {
     /// A header value carrying `prefix` + key, marked sensitive so it is never logged.
     pub(crate) fn header(&self, prefix: &str) -> Result<HeaderValue, ProviderError> {
         let mut v = HeaderValue::from_str(&format!("{prefix}{}", self.0)).map_err(|_| {
-            ProviderError::Config("the API key contains characters not allowed in an HTTP header".into())
+            ProviderError::Config(
+                "the API key contains characters not allowed in an HTTP header".into(),
+            )
         })?;
         v.set_sensitive(true);
         Ok(v)
@@ -46,7 +48,11 @@ impl ApiKey {
 
     /// Replaces every occurrence of the key in `text` (servers sometimes echo it back).
     pub(crate) fn redact(&self, text: &str) -> String {
-        if self.0.len() < 4 { text.to_string() } else { text.replace(&self.0, "[redacted]") }
+        if self.0.len() < 4 {
+            text.to_string()
+        } else {
+            text.replace(&self.0, "[redacted]")
+        }
     }
 }
 
@@ -74,7 +80,9 @@ pub(crate) type Emit = mpsc::Sender<Result<ChatChunk, ProviderError>>;
 
 /// Sends a chunk to the consumer; a dropped consumer stops the driver.
 pub(crate) async fn emit(tx: &mut Emit, chunk: ChatChunk) -> Result<(), ProviderError> {
-    tx.send(Ok(chunk)).await.map_err(|_| ProviderError::Cancelled)
+    tx.send(Ok(chunk))
+        .await
+        .map_err(|_| ProviderError::Cancelled)
 }
 
 /// Runs `driver` as the stream a `ChatModel` returns. The driver only runs while the stream is
@@ -113,7 +121,10 @@ impl Transport {
         cfg: &ProviderConfig,
         default_env: Option<&str>,
     ) -> Result<Self, ProviderError> {
-        let key_env = cfg.api_key_env.clone().or_else(|| default_env.map(str::to_string));
+        let key_env = cfg
+            .api_key_env
+            .clone()
+            .or_else(|| default_env.map(str::to_string));
         let key = match &key_env {
             Some(env) => match std::env::var(env) {
                 Ok(k) if !k.trim().is_empty() => Some(ApiKey::new(k.trim().to_string())),
@@ -121,8 +132,14 @@ impl Transport {
             },
             None => None,
         };
-        let connect = cfg.connect_timeout_s.map(Duration::from_secs).unwrap_or(DEFAULT_CONNECT_TIMEOUT);
-        let idle = cfg.idle_timeout_s.map(Duration::from_secs).unwrap_or(DEFAULT_IDLE_TIMEOUT);
+        let connect = cfg
+            .connect_timeout_s
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+        let idle = cfg
+            .idle_timeout_s
+            .map(Duration::from_secs)
+            .unwrap_or(DEFAULT_IDLE_TIMEOUT);
         let mut retry = RetryPolicy::default();
         if let Some(n) = cfg.max_retries {
             retry.max_retries = n;
@@ -181,7 +198,9 @@ impl Transport {
                     let wait = retry_after(resp.headers());
                     let url = resp.url().clone();
                     let body = self.read_error_body(resp).await;
-                    if !is_retryable_status(status) || body.code.as_deref() == Some("insufficient_quota") {
+                    if !is_retryable_status(status)
+                        || body.code.as_deref() == Some("insufficient_quota")
+                    {
                         return Err(self.status_error(status, &body.message, url.as_str(), what));
                     }
                     (format!("HTTP {status}: {}", body.message), wait)
@@ -206,7 +225,11 @@ impl Transport {
             tracing::info!(provider = %self.provider, attempt, wait_ms = wait.as_millis() as u64, %reason, "retrying");
             emit(
                 tx,
-                ChatChunk::Retrying { attempt: attempt + 1, wait_ms: wait.as_millis() as u64, reason },
+                ChatChunk::Retrying {
+                    attempt: attempt + 1,
+                    wait_ms: wait.as_millis() as u64,
+                    reason,
+                },
             )
             .await?;
             tokio::time::sleep(wait).await;
@@ -216,16 +239,12 @@ impl Transport {
 
     async fn read_error_body(&self, mut resp: reqwest::Response) -> ErrorBody {
         let mut raw = Vec::new();
-        loop {
-            match tokio::time::timeout(self.idle_timeout.min(Duration::from_secs(10)), resp.chunk()).await {
-                Ok(Ok(Some(bytes))) => {
-                    raw.extend_from_slice(&bytes);
-                    if raw.len() >= MAX_ERROR_BODY {
-                        raw.truncate(MAX_ERROR_BODY);
-                        break;
-                    }
-                }
-                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => break,
+        let wait = self.idle_timeout.min(Duration::from_secs(10));
+        while let Ok(Ok(Some(bytes))) = tokio::time::timeout(wait, resp.chunk()).await {
+            raw.extend_from_slice(&bytes);
+            if raw.len() >= MAX_ERROR_BODY {
+                raw.truncate(MAX_ERROR_BODY);
+                break;
             }
         }
         let text = String::from_utf8_lossy(&raw);
@@ -238,7 +257,11 @@ impl Transport {
         let provider = self.provider.clone();
         match status {
             401 | 403 => match &self.key_env {
-                Some(env) => ProviderError::Auth { provider, status, env: env.clone() },
+                Some(env) => ProviderError::Auth {
+                    provider,
+                    status,
+                    env: env.clone(),
+                },
                 None => ProviderError::Http {
                     provider: provider.clone(),
                     status,
@@ -250,24 +273,35 @@ impl Transport {
             404 => ProviderError::Http {
                 provider,
                 status,
-                message: format!("{server}; check base_url (posted to {url}) and the model name `{what}`"),
+                message: format!(
+                    "{server}; check base_url (posted to {url}) and the model name `{what}`"
+                ),
             },
             400 | 422 => ProviderError::Http {
                 provider,
                 status,
-                message: format!("{server}; check the model name `{what}` and the request options (max_tokens, temperature)"),
+                message: format!(
+                    "{server}; check the model name `{what}` and the request options (max_tokens, temperature)"
+                ),
             },
             429 => ProviderError::Http {
                 provider,
                 status,
                 message: format!("{server}; the account's quota is used up: check billing"),
             },
-            _ => ProviderError::Http { provider, status, message: server.to_string() },
+            _ => ProviderError::Http {
+                provider,
+                status,
+                message: server.to_string(),
+            },
         }
     }
 
     /// Checks a 2xx response is an event stream; otherwise reads what the server said.
-    pub async fn expect_event_stream(&self, resp: reqwest::Response) -> Result<reqwest::Response, ProviderError> {
+    pub async fn expect_event_stream(
+        &self,
+        resp: reqwest::Response,
+    ) -> Result<reqwest::Response, ProviderError> {
         let ctype = resp
             .headers()
             .get(CONTENT_TYPE)
@@ -352,10 +386,13 @@ impl SseReader {
                 }
                 Ok(Ok(None)) => self.ended = true,
                 Ok(Ok(Some(bytes))) => {
-                    let events = self.parser.push(&bytes).map_err(|e| ProviderError::Stream {
-                        provider: self.provider.clone(),
-                        message: e.to_string(),
-                    })?;
+                    let events = self
+                        .parser
+                        .push(&bytes)
+                        .map_err(|e| ProviderError::Stream {
+                            provider: self.provider.clone(),
+                            message: e.to_string(),
+                        })?;
                     self.queue.extend(events);
                 }
             }
@@ -376,7 +413,14 @@ impl ErrorBody {
     fn parse(text: &str) -> Self {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(text) else {
             let t = text.trim();
-            return Self { message: if t.is_empty() { "(no details)".into() } else { excerpt(t) }, code: None };
+            return Self {
+                message: if t.is_empty() {
+                    "(no details)".into()
+                } else {
+                    excerpt(t)
+                },
+                code: None,
+            };
         };
         let err = v.get("error").unwrap_or(&v);
         let message = err
@@ -433,10 +477,14 @@ mod tests {
 
     #[test]
     fn error_bodies() {
-        let b = ErrorBody::parse(r#"{"error":{"message":"Incorrect model","type":"invalid_request_error","code":"model_not_found"}}"#);
+        let b = ErrorBody::parse(
+            r#"{"error":{"message":"Incorrect model","type":"invalid_request_error","code":"model_not_found"}}"#,
+        );
         assert_eq!(b.code.as_deref(), Some("model_not_found"));
         assert!(b.message.contains("Incorrect model"));
-        let b = ErrorBody::parse(r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#);
+        let b = ErrorBody::parse(
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+        );
         assert_eq!(b.code.as_deref(), Some("overloaded_error"));
         let b = ErrorBody::parse("");
         assert_eq!(b.message, "(no details)");

@@ -55,14 +55,31 @@ impl OpenAiModel {
     /// endpoint and `model` the deployment; posts to
     /// `{base_url}/openai/deployments/{model}/chat/completions?api-version=...` with an `api-key`
     /// header (key env defaults to `AZURE_OPENAI_API_KEY`).
-    pub fn from_config(provider_name: &str, cfg: &ProviderConfig, model: &str) -> Result<Self, ProviderError> {
+    pub fn from_config(
+        provider_name: &str,
+        cfg: &ProviderConfig,
+        model: &str,
+    ) -> Result<Self, ProviderError> {
         let model_ref = format!("{provider_name}/{model}");
         let (flavor, url, default_env, max_completion_tokens) = match cfg.kind {
             ProviderKind::Openai => {
-                let base = cfg.base_url.as_deref().unwrap_or(OPENAI_BASE_URL).trim_end_matches('/');
+                let base = cfg
+                    .base_url
+                    .as_deref()
+                    .unwrap_or(OPENAI_BASE_URL)
+                    .trim_end_matches('/');
                 let official = base.contains("api.openai.com");
-                let env = if cfg.base_url.is_none() || official { Some("OPENAI_API_KEY") } else { None };
-                (Flavor::OpenAi, format!("{base}/chat/completions"), env, official)
+                let env = if cfg.base_url.is_none() || official {
+                    Some("OPENAI_API_KEY")
+                } else {
+                    None
+                };
+                (
+                    Flavor::OpenAi,
+                    format!("{base}/chat/completions"),
+                    env,
+                    official,
+                )
             }
             ProviderKind::Azure => {
                 let Some(base) = cfg.base_url.as_deref() else {
@@ -72,7 +89,9 @@ impl OpenAiModel {
                 };
                 let base = base.trim_end_matches('/');
                 let version = cfg.api_version.as_deref().unwrap_or(AZURE_API_VERSION);
-                let url = format!("{base}/openai/deployments/{model}/chat/completions?api-version={version}");
+                let url = format!(
+                    "{base}/openai/deployments/{model}/chat/completions?api-version={version}"
+                );
                 (Flavor::Azure, url, Some("AZURE_OPENAI_API_KEY"), true)
             }
             ProviderKind::Anthropic | ProviderKind::Scripted => {
@@ -82,7 +101,9 @@ impl OpenAiModel {
             }
         };
         reqwest::Url::parse(&url).map_err(|e| {
-            ProviderError::Config(format!("[providers.{provider_name}]: base_url is not a valid URL ({e})"))
+            ProviderError::Config(format!(
+                "[providers.{provider_name}]: base_url is not a valid URL ({e})"
+            ))
         })?;
         let transport = Transport::from_config(provider_name, cfg, default_env)?;
         Ok(Self {
@@ -137,7 +158,11 @@ impl Inner {
             body["model"] = json!(self.model);
         }
         if let Some(max) = req.max_tokens {
-            let key = if self.max_completion_tokens { "max_completion_tokens" } else { "max_tokens" };
+            let key = if self.max_completion_tokens {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
             body[key] = json!(max);
         }
         if let Some(t) = req.temperature {
@@ -148,7 +173,10 @@ impl Inner {
 
     fn headers(&self) -> Result<HeaderMap, ProviderError> {
         let mut h = HeaderMap::new();
-        h.insert(ACCEPT, reqwest::header::HeaderValue::from_static("text/event-stream"));
+        h.insert(
+            ACCEPT,
+            reqwest::header::HeaderValue::from_static("text/event-stream"),
+        );
         if let Some(key) = &self.transport.key {
             match self.flavor {
                 Flavor::OpenAi => {
@@ -167,7 +195,16 @@ impl Inner {
         let body = self.body(&req);
         let headers = self.headers()?;
         let resp = t
-            .send(|| t.client.post(&self.url).headers(headers.clone()).json(&body), &self.model, &mut tx)
+            .send(
+                || {
+                    t.client
+                        .post(&self.url)
+                        .headers(headers.clone())
+                        .json(&body)
+                },
+                &self.model,
+                &mut tx,
+            )
             .await?;
         let resp = t.expect_event_stream(resp).await?;
         let mut events = t.events(resp);
@@ -221,7 +258,13 @@ impl Inner {
             ),
         };
         emit(&mut tx, ChatChunk::Usage { usage, estimated }).await?;
-        emit(&mut tx, ChatChunk::Done { finish_reason: finish }).await?;
+        emit(
+            &mut tx,
+            ChatChunk::Done {
+                finish_reason: finish,
+            },
+        )
+        .await?;
         Ok(())
     }
 }

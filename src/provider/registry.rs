@@ -27,10 +27,16 @@ pub fn build_model(
     model: &str,
 ) -> Result<Arc<dyn ChatModel>, ProviderError> {
     match provider.kind {
-        ProviderKind::Openai | ProviderKind::Azure => {
-            Ok(Arc::new(OpenAiModel::from_config(provider_name, provider, model)?))
-        }
-        ProviderKind::Anthropic => Ok(Arc::new(AnthropicModel::from_config(provider_name, provider, model)?)),
+        ProviderKind::Openai | ProviderKind::Azure => Ok(Arc::new(OpenAiModel::from_config(
+            provider_name,
+            provider,
+            model,
+        )?)),
+        ProviderKind::Anthropic => Ok(Arc::new(AnthropicModel::from_config(
+            provider_name,
+            provider,
+            model,
+        )?)),
         ProviderKind::Scripted => Err(ProviderError::Config(format!(
             "[providers.{provider_name}] is scripted; the scripted model is built by the engine"
         ))),
@@ -38,13 +44,20 @@ pub fn build_model(
 }
 
 /// [`build_model`] for a model ref, looking its provider up in `config`.
-pub fn build_model_ref(config: &Config, model_ref: &str) -> Result<Arc<dyn ChatModel>, ProviderError> {
+pub fn build_model_ref(
+    config: &Config,
+    model_ref: &str,
+) -> Result<Arc<dyn ChatModel>, ProviderError> {
     let (provider_name, model) = split_model_ref(model_ref)?;
     let Some(provider) = config.providers.get(provider_name) else {
         let known: Vec<&str> = config.providers.keys().map(String::as_str).collect();
         return Err(ProviderError::Config(format!(
             "model `{model_ref}`: no provider `{provider_name}` in config.toml (configured: {})",
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
         )));
     };
     build_model(provider_name, provider, model)

@@ -38,10 +38,17 @@ impl RetryPolicy {
     /// `[d/2, d]` where `d = base * 2^(retry-1)`, capped at `max_delay`.
     pub fn backoff(&self, retry: u32) -> Duration {
         let exp = retry.saturating_sub(1).min(20);
-        let full = self.base_delay.saturating_mul(1u32 << exp).min(self.max_delay);
+        let full = self
+            .base_delay
+            .saturating_mul(1u32 << exp)
+            .min(self.max_delay);
         let half = full / 2;
         let span = full.saturating_sub(half).as_millis() as u64;
-        let jitter = if span == 0 { 0 } else { rand::random_range(0..=span) };
+        let jitter = if span == 0 {
+            0
+        } else {
+            rand::random_range(0..=span)
+        };
         half + Duration::from_millis(jitter)
     }
 }
@@ -70,7 +77,8 @@ pub fn retry_after_at(headers: &HeaderMap, now: SystemTime) -> Option<Duration> 
     }
     let value = headers.get("retry-after")?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_millis((secs * 1000.0) as u64));
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_millis((secs * 1000.0) as u64));
     }
     let when = httpdate::parse_http_date(value).ok()?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
@@ -86,7 +94,10 @@ mod tests {
         let p = RetryPolicy::default();
         for retry in 1..10 {
             let d = p.backoff(retry);
-            let full = p.base_delay.saturating_mul(1 << (retry - 1)).min(p.max_delay);
+            let full = p
+                .base_delay
+                .saturating_mul(1 << (retry - 1))
+                .min(p.max_delay);
             assert!(d >= full / 2 && d <= full, "retry {retry}: {d:?}");
         }
     }

@@ -79,7 +79,9 @@ impl SseParser {
     /// After an error the parser stays failed.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<SseEvent>, SseError> {
         if self.failed {
-            return Err(SseError::EventTooLarge { limit: self.max_event_bytes });
+            return Err(SseError::EventTooLarge {
+                limit: self.max_event_bytes,
+            });
         }
         let mut out = Vec::new();
         let mut rest = chunk;
@@ -127,7 +129,9 @@ impl SseParser {
             self.failed = true;
             self.line = Vec::new();
             self.data = String::new();
-            return Err(SseError::EventTooLarge { limit: self.max_event_bytes });
+            return Err(SseError::EventTooLarge {
+                limit: self.max_event_bytes,
+            });
         }
         self.line.extend_from_slice(bytes);
         Ok(())
@@ -161,7 +165,9 @@ impl SseParser {
                 if self.data.len() + value.len() + 1 > self.max_event_bytes {
                     self.failed = true;
                     self.data = String::new();
-                    return Err(SseError::EventTooLarge { limit: self.max_event_bytes });
+                    return Err(SseError::EventTooLarge {
+                        limit: self.max_event_bytes,
+                    });
                 }
                 if self.has_data {
                     self.data.push('\n');
@@ -169,11 +175,7 @@ impl SseParser {
                 self.data.push_str(value);
                 self.has_data = true;
             }
-            "id" => {
-                if !value.contains('\0') {
-                    self.last_id = Some(value.to_string());
-                }
-            }
+            "id" if !value.contains('\0') => self.last_id = Some(value.to_string()),
             // `retry:` tells browsers how to reconnect; a chat completion is never re-sent.
             _ => {}
         }
@@ -188,7 +190,11 @@ impl SseParser {
             return None;
         }
         Some(SseEvent {
-            event: if event.is_empty() { "message".into() } else { event },
+            event: if event.is_empty() {
+                "message".into()
+            } else {
+                event
+            },
             data,
             id: self.last_id.clone(),
         })
@@ -201,7 +207,10 @@ mod tests {
 
     fn all(chunks: &[&[u8]]) -> Vec<SseEvent> {
         let mut p = SseParser::new();
-        chunks.iter().flat_map(|c| p.push(c).unwrap_or_default()).collect()
+        chunks
+            .iter()
+            .flat_map(|c| p.push(c).unwrap_or_default())
+            .collect()
     }
 
     #[test]

@@ -14,7 +14,9 @@ pub fn count_tokens(text: &str) -> u64 {
     if text.is_empty() {
         return 0;
     }
-    tiktoken_rs::o200k_base_singleton().encode_ordinary(text).len() as u64
+    tiktoken_rs::o200k_base_singleton()
+        .encode_ordinary(text)
+        .len() as u64
 }
 
 /// Loads the vocabulary now (blocking); later counts are fast.
@@ -34,7 +36,10 @@ pub fn count_request_tokens(request: &ChatRequest) -> u64 {
 
 /// Estimated tokens of a list of messages, framing included.
 pub fn count_messages_tokens(messages: &[ChatMessage]) -> u64 {
-    messages.iter().map(|m| count_tokens(&m.content) + PER_MESSAGE_OVERHEAD).sum()
+    messages
+        .iter()
+        .map(|m| count_tokens(&m.content) + PER_MESSAGE_OVERHEAD)
+        .sum()
 }
 
 #[cfg(test)]

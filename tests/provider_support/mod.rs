@@ -48,7 +48,10 @@ pub fn request(text: &str) -> ChatRequest {
     ChatRequest {
         model: String::new(),
         system: "You are terse.".into(),
-        messages: vec![ChatMessage { role: Role::User, content: text.into() }],
+        messages: vec![ChatMessage {
+            role: Role::User,
+            content: text.into(),
+        }],
         max_tokens: Some(64),
         temperature: None,
     }
@@ -75,7 +78,11 @@ impl Outcome {
         self.chunks
             .iter()
             .filter_map(|c| match c {
-                ChatChunk::Retrying { attempt, wait_ms, reason } => Some((*attempt, *wait_ms, reason.clone())),
+                ChatChunk::Retrying {
+                    attempt,
+                    wait_ms,
+                    reason,
+                } => Some((*attempt, *wait_ms, reason.clone())),
                 _ => None,
             })
             .collect()
@@ -97,7 +104,9 @@ pub async fn collect(mut s: BoxStream<'static, Result<ChatChunk, ProviderError>>
             }
         }
     };
-    tokio::time::timeout(Duration::from_secs(30), run).await.expect("stream did not finish within 30 s");
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("stream did not finish within 30 s");
     Outcome { chunks, error }
 }
 
@@ -158,7 +167,12 @@ impl RawServer {
                 tokio::spawn(async move { serve(sock, steps, reqs, g, tx).await });
             }
         });
-        Self { addr, requests, gate, hangups }
+        Self {
+            addr,
+            requests,
+            gate,
+            hangups,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -182,7 +196,9 @@ async fn serve(
     hangups: mpsc::UnboundedSender<Instant>,
 ) {
     let _ = sock.set_nodelay(true);
-    let Some(req) = read_request(&mut sock).await else { return };
+    let Some(req) = read_request(&mut sock).await else {
+        return;
+    };
     if let Ok(mut r) = reqs.lock() {
         r.push(req);
     }
