@@ -498,22 +498,148 @@ async fn a_10_mb_event_is_refused_with_a_clear_error() {
 }
 
 #[tokio::test]
-async fn a_stalled_stream_hits_the_idle_timeout() {
+async fn a_stalled_stream_hits_the_configured_idle_timeout() {
     let server = RawServer::start(vec![sse_head(), write(&chunk("thinking")), Step::Stall]).await;
-    let model = openai(&server.url()).with_idle_timeout(Duration::from_millis(500));
+    let mut cfg = provider(ProviderKind::Openai, &server.url(), ENV);
+    cfg.idle_timeout_s = Some(1);
+    let model =
+        with_env(ENV, SECRET, || build_model("openai", &cfg, "gpt-4o-mini")).expect("build");
     let started = Instant::now();
-    let out = call(&model, "hi").await;
+    let out = call(model.as_ref(), "hi").await;
     assert_eq!(out.text(), "thinking");
+    assert_eq!(
+        out.error,
+        Some(ProviderError::IdleTimeout {
+            provider: "openai".into(),
+            secs: 1
+        })
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_the_request_hits_the_idle_timeout() {
+    let server = RawServer::start(vec![Step::Stall]).await;
+    let model = openai(&server.url()).with_idle_timeout(Duration::from_millis(300));
+    let out = call(&model, "hi").await;
     assert!(
         matches!(out.error, Some(ProviderError::IdleTimeout { .. })),
         "{:?}",
         out.error
     );
+}
+
+#[tokio::test]
+async fn connect_timeout_applies_when_the_server_cannot_accept() {
+    // A listener with a full accept queue drops new SYNs, so connecting hangs.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let _listener = socket.listen(0).expect("listen");
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    let mut cfg = provider(ProviderKind::Openai, &format!("http://{addr}/v1"), ENV);
+    cfg.connect_timeout_s = Some(1);
+    cfg.idle_timeout_s = Some(3);
+    cfg.max_retries = Some(0);
+    let model =
+        with_env(ENV, SECRET, || build_model("openai", &cfg, "gpt-4o-mini")).expect("build");
+    let started = Instant::now();
+    let out = call(model.as_ref(), "hi").await;
     let took = started.elapsed();
+    match out.error {
+        Some(ProviderError::RetriesExhausted {
+            attempts: 1, last, ..
+        }) => {
+            assert!(
+                last.contains("connect timeout: no connection within 1 s"),
+                "{last}"
+            )
+        }
+        other => panic!("expected a connect timeout, got {other:?}"),
+    }
     assert!(
-        took >= Duration::from_millis(500) && took < Duration::from_secs(5),
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
         "{took:?}"
     );
+}
+
+#[tokio::test]
+async fn a_json_reply_instead_of_a_stream_is_reported() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"error":{"message":"streaming is disabled on this server"}})),
+        )
+        .mount(&server)
+        .await;
+    let out = call(&openai(&server.uri()), "hi").await;
+    let msg = out.error.expect("error").to_string();
+    assert!(
+        msg.contains("text/event-stream") && msg.contains("streaming is disabled"),
+        "{msg}"
+    );
+}
+
+#[tokio::test]
+async fn log_lines_never_carry_the_key() {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500).set_body_string(format!("key {SECRET} broke")))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(sse_ok(openai_sse(&["ok"], None)))
+        .mount(&server)
+        .await;
+    let out = call(&openai(&server.uri()), "hi").await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let logs = String::from_utf8_lossy(&buf.0.lock().expect("lock")).into_owned();
+    assert!(logs.contains("retrying"), "the retry is logged: {logs}");
+    assert!(!logs.contains(SECRET), "{logs}");
 }
 
 #[tokio::test]

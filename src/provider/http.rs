@@ -71,6 +71,7 @@ pub(crate) struct Transport {
     pub key_env: Option<String>,
     pub key: Option<ApiKey>,
     pub client: reqwest::Client,
+    pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub retry: RetryPolicy,
 }
@@ -149,6 +150,7 @@ impl Transport {
             key_env,
             key,
             client: Self::client(connect)?,
+            connect_timeout: connect,
             idle_timeout: idle,
             retry,
         })
@@ -160,6 +162,21 @@ impl Transport {
             .connect_timeout(connect_timeout)
             .build()
             .map_err(|e| ProviderError::Config(format!("cannot build the HTTP client: {e}")))
+    }
+
+    /// A transport failure in words: connect timeouts say so plainly.
+    fn transport_reason(&self, e: &reqwest::Error) -> String {
+        let chain = error_chain(e);
+        let timed_out =
+            e.is_timeout() || chain.contains("deadline has elapsed") || chain.contains("timed out");
+        if e.is_connect() && timed_out {
+            format!(
+                "connect timeout: no connection within {} s ({chain})",
+                self.connect_timeout.as_secs_f64()
+            )
+        } else {
+            chain
+        }
     }
 
     fn redact(&self, text: &str) -> String {
@@ -189,7 +206,7 @@ impl Transport {
                         secs: self.idle_timeout.as_secs(),
                     });
                 }
-                Ok(Err(e)) => (self.redact(&error_chain(&e)), None),
+                Ok(Err(e)) => (self.redact(&self.transport_reason(&e)), None),
                 Ok(Ok(resp)) => {
                     let status = resp.status().as_u16();
                     if resp.status().is_success() {
