@@ -50,6 +50,9 @@ pub struct ChatRequest {
     pub max_tokens: Option<u32>,
     /// Temperature.
     pub temperature: Option<f32>,
+    /// Agent the call is for (`selector` for the speaker selector). Not sent to providers.
+    #[serde(default)]
+    pub agent: String,
 }
 
 /// Token usage of one call.

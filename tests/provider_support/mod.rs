@@ -54,6 +54,7 @@ pub fn request(text: &str) -> ChatRequest {
         }],
         max_tokens: Some(64),
         temperature: None,
+        agent: "coder".into(),
     }
 }
 
