@@ -222,13 +222,21 @@ impl Inner {
             if data.is_empty() {
                 continue;
             }
-            let v: Value = serde_json::from_str(data)
-                .map_err(|_| t.bad_chunk("unreadable chunk from the server", data))?;
-            if ev.event == "error" || v.get("error").is_some_and(|e| !e.is_null()) {
-                let err = v.get("error").unwrap_or(&v);
-                let msg = err.get("message").and_then(Value::as_str).unwrap_or(data);
+            let parsed = serde_json::from_str::<Value>(data);
+            let server_error = match &parsed {
+                Ok(v) => v
+                    .get("error")
+                    .filter(|e| !e.is_null())
+                    .or((ev.event == "error").then_some(v)),
+                Err(_) => None,
+            };
+            if ev.event == "error" || server_error.is_some() {
+                let msg = server_error
+                    .and_then(|e| e.get("message").and_then(Value::as_str))
+                    .unwrap_or(data);
                 return Err(t.bad_chunk("the server reported an error mid-stream", msg));
             }
+            let v = parsed.map_err(|_| t.bad_chunk("unreadable chunk from the server", data))?;
             if let Some(choices) = v.get("choices").and_then(Value::as_array) {
                 for choice in choices {
                     if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str)

@@ -62,3 +62,68 @@ pub fn build_model_ref(
     };
     build_model(provider_name, provider, model)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(kind: ProviderKind, base_url: Option<&str>) -> ProviderConfig {
+        ProviderConfig {
+            kind,
+            base_url: base_url.map(str::to_string),
+            api_key_env: None,
+            api_version: None,
+            anthropic_version: None,
+            idle_timeout_s: None,
+            connect_timeout_s: None,
+            max_retries: None,
+            free: false,
+            script: None,
+        }
+    }
+
+    #[test]
+    fn model_refs_split_at_the_first_slash() {
+        assert_eq!(
+            split_model_ref("vllm/meta-llama/Llama-3.1-8B").ok(),
+            Some(("vllm", "meta-llama/Llama-3.1-8B"))
+        );
+        assert!(split_model_ref("gpt-4o").is_err());
+        assert!(split_model_ref("/gpt-4o").is_err());
+    }
+
+    #[test]
+    fn config_mistakes_are_reported_not_built() {
+        let err = build_model("az", &cfg(ProviderKind::Azure, None), "dep")
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("base_url")));
+        let err = build_model("s", &cfg(ProviderKind::Scripted, None), "m").err();
+        assert!(matches!(err, Some(ProviderError::Config(_))));
+        let err = build_model("l", &cfg(ProviderKind::Openai, Some("not a url")), "m")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.is_some_and(|e| e.contains("not a valid URL")),
+            "bad base_url"
+        );
+        let config = Config::default();
+        let err = build_model_ref(&config, "nope/m")
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("no provider `nope`")));
+    }
+
+    #[test]
+    fn a_local_server_needs_no_key() {
+        let m = build_model(
+            "ollama",
+            &cfg(ProviderKind::Openai, Some("http://127.0.0.1:11434/v1")),
+            "llama3.2",
+        );
+        assert_eq!(
+            m.ok().map(|m| m.model_ref().to_string()).as_deref(),
+            Some("ollama/llama3.2")
+        );
+    }
+}
