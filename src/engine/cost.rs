@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Budget, PriceConfig};
+use crate::config::{Budget, Config, PriceConfig};
 use crate::provider::{ChatRequest, TokenUsage};
 
 /// One built-in price row: model name (without provider), USD per million input, cached input,
@@ -81,6 +81,18 @@ impl PriceTable {
             overrides,
             free_providers,
         }
+    }
+
+    /// The table config.toml describes: `[pricing]` overrides, and every provider with
+    /// `free = true` priced at 0.
+    pub fn from_config(config: &Config) -> Self {
+        let free = config
+            .providers
+            .iter()
+            .filter(|(_, p)| p.free)
+            .map(|(name, _)| name.clone())
+            .collect();
+        Self::new(config.pricing.clone(), free)
     }
 
     /// Price of a model, `None` when unpriced.
@@ -453,6 +465,34 @@ mod tests {
             Some(3.0)
         );
         assert_eq!(t.cost("ollama/llama3.2", &usage(500, 500, 0, 0)), Some(0.0));
+    }
+
+    #[test]
+    fn config_free_providers_cost_nothing_and_pricing_overrides() {
+        let text = r#"
+[providers.ollama]
+kind = "openai"
+base_url = "http://127.0.0.1:11434/v1"
+free = true
+[providers.openai]
+kind = "openai"
+[pricing."openai/my-finetune"]
+input_per_mtok = 1.0
+output_per_mtok = 4.0
+"#;
+        let config = crate::config::parse_config(std::path::Path::new("config.toml"), text)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let t = PriceTable::from_config(&config);
+        assert_eq!(t.source("ollama/qwen2.5-coder"), PriceSource::Free);
+        assert_eq!(
+            t.cost("ollama/qwen2.5-coder", &usage(9000, 9000, 0, 0)),
+            Some(0.0)
+        );
+        assert_eq!(
+            t.cost("openai/my-finetune", &usage(1_000_000, 250_000, 0, 0)),
+            Some(2.0)
+        );
+        assert_eq!(t.cost("openai/unknown-model", &usage(1, 1, 0, 0)), None);
     }
 
     #[test]
