@@ -1,4 +1,4 @@
-//! Builds the `ChatModel` for a model ref ("<provider>/<model>") from config.toml's providers.
+//! Builds the `ChatModel` for a model ref (`"<provider>/<model>"`) from config.toml's providers.
 
 use std::sync::Arc;
 
