@@ -771,3 +771,28 @@ async fn request_bodies_carry_the_whole_history_in_order() {
     assert_eq!(roles, ["system", "user", "assistant", "user"]);
     assert_eq!(body["temperature"], 0.25);
 }
+
+#[tokio::test]
+async fn a_server_rejecting_stream_options_is_asked_again_without_them() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(body_partial_json(json!({"stream_options": {"include_usage": true}})))
+        .respond_with(ResponseTemplate::new(400).set_body_json(
+            json!({"error":{"message":"Unrecognized request argument supplied: stream_options","type":"invalid_request_error"}}),
+        ))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(sse_ok(openai_sse(&["old server"], None)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let out = call(&openai(&server.uri()), "hi").await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.text(), "old server");
+    assert!(usage_of(&out)[0].1, "usage estimated");
+    let reqs = server.received_requests().await.unwrap_or_default();
+    let second: Value = serde_json::from_slice(&reqs[1].body).expect("json");
+    assert!(second.get("stream_options").is_none());
+}

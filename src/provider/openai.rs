@@ -192,20 +192,25 @@ impl Inner {
 
     async fn run(self: Arc<Self>, req: ChatRequest, mut tx: Emit) -> Result<(), ProviderError> {
         let t = &self.transport;
-        let body = self.body(&req);
+        let mut body = self.body(&req);
         let headers = self.headers()?;
-        let resp = t
-            .send(
-                || {
-                    t.client
-                        .post(&self.url)
-                        .headers(headers.clone())
-                        .json(&body)
-                },
-                &self.model,
-                &mut tx,
-            )
-            .await?;
+        let post = |body: &Value| t.client.post(&self.url).headers(headers.clone()).json(body);
+        let resp = match t.send(|| post(&body), &self.model, &mut tx).await {
+            // Older compatible servers reject `stream_options`: ask again without it (usage is
+            // then estimated unless the server reports it anyway).
+            Err(ProviderError::Http {
+                status: 400 | 422,
+                message,
+                ..
+            }) if message.contains("stream_options") => {
+                if let Some(obj) = body.as_object_mut() {
+                    obj.remove("stream_options");
+                }
+                tracing::info!(provider = %t.provider, "server rejects stream_options; retrying without it");
+                t.send(|| post(&body), &self.model, &mut tx).await?
+            }
+            other => other?,
+        };
         let resp = t.expect_event_stream(resp).await?;
         let mut events = t.events(resp);
         let mut usage: Option<TokenUsage> = None;
