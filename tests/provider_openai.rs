@@ -465,6 +465,8 @@ async fn a_stream_without_done_is_an_error() {
     assert_eq!(out.text(), "half an ans");
     let msg = out.error.expect("error").to_string();
     assert!(msg.contains("stream closed before completion"), "{msg}");
+    assert!(out.retries().is_empty(), "bytes had streamed: never re-sent");
+    assert_eq!(server.request_count(), 1);
 }
 
 #[tokio::test]
