@@ -463,7 +463,10 @@ async fn a_stream_without_done_is_an_error() {
     let server = RawServer::start(vec![sse_head(), write(&chunk("half an ans"))]).await;
     let out = call(&openai(&server.url()), "hi").await;
     assert_eq!(out.text(), "half an ans");
-    assert!(out.retries().is_empty(), "bytes had streamed: never re-sent");
+    assert!(
+        out.retries().is_empty(),
+        "bytes had streamed: never re-sent"
+    );
     let msg = out.error.expect("error").to_string();
     assert!(msg.contains("stream closed before completion"), "{msg}");
     assert_eq!(server.request_count(), 1);
