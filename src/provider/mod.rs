@@ -7,7 +7,16 @@ use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+pub mod anthropic;
+pub mod http;
+pub mod openai;
+pub mod registry;
+pub mod retry;
 pub mod scripted;
+pub mod sse;
+pub mod tokens;
+
+pub use registry::{build_model, build_model_ref, split_model_ref};
 
 /// Who wrote a chat message, from the requesting agent's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,355 @@
+//! Anthropic Messages API over SSE: named events (`message_start`, `content_block_delta`,
+//! `message_delta`, `message_stop`, `ping`, `error`), the system prompt as the top-level `system`
+//! field, and strictly alternating user/assistant turns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::http::{Emit, Transport, driven_stream, emit};
+use super::retry::RetryPolicy;
+use super::tokens::{count_request_tokens, count_tokens};
+use super::{ChatChunk, ChatMessage, ChatModel, ChatRequest, ProviderError, Role, TokenUsage};
+use crate::config::{ProviderConfig, ProviderKind};
+
+/// Anthropic's public endpoint, used when `base_url` is not set.
+pub const ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+/// `anthropic-version` header used when the config names none.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+/// `max_tokens` is required by the API; used when the request sets none.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+#[derive(Debug, Clone)]
+struct Inner {
+    model_ref: String,
+    model: String,
+    url: String,
+    version: String,
+    transport: Transport,
+}
+
+/// A chat model served by the Anthropic Messages API.
+#[derive(Debug, Clone)]
+pub struct AnthropicModel {
+    inner: Inner,
+}
+
+impl AnthropicModel {
+    /// Builds the client for `model` of `[providers.<provider_name>]` (`kind = "anthropic"`);
+    /// posts to `{base_url}/v1/messages`, reads the key from its env var (default
+    /// `ANTHROPIC_API_KEY`) now.
+    pub fn from_config(
+        provider_name: &str,
+        cfg: &ProviderConfig,
+        model: &str,
+    ) -> Result<Self, ProviderError> {
+        match cfg.kind {
+            ProviderKind::Anthropic => {}
+            ProviderKind::Openai | ProviderKind::Azure | ProviderKind::Scripted => {
+                return Err(ProviderError::Config(format!(
+                    "[providers.{provider_name}] is not an Anthropic provider"
+                )));
+            }
+        }
+        let base = cfg
+            .base_url
+            .as_deref()
+            .unwrap_or(ANTHROPIC_BASE_URL)
+            .trim_end_matches('/');
+        let url = format!("{base}/v1/messages");
+        reqwest::Url::parse(&url).map_err(|e| {
+            ProviderError::Config(format!(
+                "[providers.{provider_name}]: base_url is not a valid URL ({e})"
+            ))
+        })?;
+        let transport = Transport::from_config(provider_name, cfg, Some("ANTHROPIC_API_KEY"))?;
+        Ok(Self {
+            inner: Inner {
+                model_ref: format!("{provider_name}/{model}"),
+                model: model.to_string(),
+                url,
+                version: cfg
+                    .anthropic_version
+                    .clone()
+                    .unwrap_or_else(|| ANTHROPIC_VERSION.into()),
+                transport,
+            },
+        })
+    }
+
+    /// Replaces the retry policy (tests use short waits).
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.inner.transport.retry = policy;
+        self
+    }
+
+    /// Replaces the idle timeout between streamed chunks.
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.inner.transport.idle_timeout = idle;
+        self
+    }
+
+    /// The URL requests are posted to.
+    pub fn endpoint(&self) -> &str {
+        &self.inner.url
+    }
+}
+
+/// The history as Anthropic accepts it: starts with a user turn, roles alternate (consecutive
+/// messages of one role are merged, separated by a blank line), no empty content.
+pub fn alternate_turns(messages: &[ChatMessage]) -> Vec<ChatMessage> {
+    let mut out: Vec<ChatMessage> = Vec::with_capacity(messages.len() + 1);
+    for m in messages {
+        if m.content.trim().is_empty() {
+            continue;
+        }
+        match out.last_mut() {
+            Some(last) if last.role == m.role => {
+                last.content.push_str("\n\n");
+                last.content.push_str(&m.content);
+            }
+            Some(_) | None => out.push(m.clone()),
+        }
+    }
+    match out.first().map(|m| m.role) {
+        Some(Role::User) => {}
+        Some(Role::Assistant) | None => out.insert(
+            0,
+            ChatMessage {
+                role: Role::User,
+                content: "(The conversation starts.)".into(),
+            },
+        ),
+    }
+    out
+}
+
+impl Inner {
+    fn body(&self, req: &ChatRequest) -> Value {
+        let messages: Vec<Value> = alternate_turns(&req.messages)
+            .into_iter()
+            .map(|m| {
+                let role = match m.role {
+                    Role::User => "user",
+                    Role::Assistant => "assistant",
+                };
+                json!({"role": role, "content": m.content})
+            })
+            .collect();
+        let mut body = json!({
+            "model": self.model,
+            "max_tokens": req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+            "messages": messages,
+            "stream": true,
+        });
+        if !req.system.is_empty() {
+            body["system"] = json!(req.system);
+        }
+        if let Some(t) = req.temperature {
+            body["temperature"] = json!(t);
+        }
+        body
+    }
+
+    fn headers(&self) -> Result<HeaderMap, ProviderError> {
+        let mut h = HeaderMap::new();
+        h.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        h.insert(
+            "anthropic-version",
+            HeaderValue::from_str(&self.version).map_err(|_| {
+                ProviderError::Config("anthropic_version is not a valid header value".into())
+            })?,
+        );
+        if let Some(key) = &self.transport.key {
+            h.insert("x-api-key", key.header("")?);
+        }
+        Ok(h)
+    }
+
+    async fn run(self: Arc<Self>, req: ChatRequest, mut tx: Emit) -> Result<(), ProviderError> {
+        let t = &self.transport;
+        let body = self.body(&req);
+        let headers = self.headers()?;
+        let resp = t
+            .send(
+                || {
+                    t.client
+                        .post(&self.url)
+                        .headers(headers.clone())
+                        .json(&body)
+                },
+                &self.model,
+                &mut tx,
+            )
+            .await?;
+        let resp = t.expect_event_stream(resp).await?;
+        let mut events = t.events(resp);
+        let mut usage = UsageParts::default();
+        let mut stop_reason: Option<String> = None;
+        let mut output = String::new();
+        loop {
+            let Some(ev) = events.next().await? else {
+                return Err(t.closed_early());
+            };
+            match ev.event.as_str() {
+                "ping" | "content_block_stop" => continue,
+                "message_stop" => break,
+                _ => {}
+            }
+            let v: Value = serde_json::from_str(&ev.data)
+                .map_err(|_| t.bad_chunk(&format!("unreadable `{}` event", ev.event), &ev.data))?;
+            match ev.event.as_str() {
+                "message_start" => {
+                    if let Some(u) = v.pointer("/message/usage") {
+                        usage.update(u);
+                    }
+                }
+                "content_block_start" => {
+                    if let Some(text) = v.pointer("/content_block/text").and_then(Value::as_str)
+                        && !text.is_empty()
+                    {
+                        output.push_str(text);
+                        emit(&mut tx, ChatChunk::Delta(text.to_string())).await?;
+                    }
+                }
+                "content_block_delta" => {
+                    if v.pointer("/delta/type").and_then(Value::as_str) == Some("text_delta")
+                        && let Some(text) = v.pointer("/delta/text").and_then(Value::as_str)
+                        && !text.is_empty()
+                    {
+                        output.push_str(text);
+                        emit(&mut tx, ChatChunk::Delta(text.to_string())).await?;
+                    }
+                }
+                "message_delta" => {
+                    if let Some(r) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                        stop_reason = Some(r.to_string());
+                    }
+                    if let Some(u) = v.get("usage") {
+                        usage.update(u);
+                    }
+                }
+                "error" => {
+                    let kind = v
+                        .pointer("/error/type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("error");
+                    let msg = v
+                        .pointer("/error/message")
+                        .and_then(Value::as_str)
+                        .unwrap_or(&ev.data);
+                    return Err(t.bad_chunk(
+                        "the server reported an error mid-stream",
+                        &format!("{kind}: {msg}"),
+                    ));
+                }
+                // Events added to the API later are ignored, as Anthropic's versioning asks.
+                _ => {}
+            }
+        }
+        let (usage, estimated) = match usage.total() {
+            Some(u) => (u, false),
+            None => (
+                TokenUsage {
+                    input_tokens: count_request_tokens(&req),
+                    output_tokens: count_tokens(&output),
+                    ..TokenUsage::default()
+                },
+                true,
+            ),
+        };
+        emit(&mut tx, ChatChunk::Usage { usage, estimated }).await?;
+        emit(
+            &mut tx,
+            ChatChunk::Done {
+                finish_reason: stop_reason,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Anthropic reports usage in pieces: `message_start` has the input side, `message_delta` the
+/// (cumulative) output and sometimes updated input counts. Later values replace earlier ones.
+#[derive(Debug, Default)]
+struct UsageParts {
+    input: Option<u64>,
+    output: Option<u64>,
+    cache_read: Option<u64>,
+    cache_creation: Option<u64>,
+}
+
+impl UsageParts {
+    fn update(&mut self, u: &Value) {
+        let get = |k: &str| u.get(k).and_then(Value::as_u64);
+        self.input = get("input_tokens").or(self.input);
+        self.output = get("output_tokens").or(self.output);
+        self.cache_read = get("cache_read_input_tokens").or(self.cache_read);
+        self.cache_creation = get("cache_creation_input_tokens").or(self.cache_creation);
+    }
+
+    /// Usage in proctor's terms (input includes cache reads and writes), `None` if the server
+    /// reported nothing.
+    fn total(&self) -> Option<TokenUsage> {
+        if self.input.is_none() && self.output.is_none() {
+            return None;
+        }
+        let read = self.cache_read.unwrap_or(0);
+        let creation = self.cache_creation.unwrap_or(0);
+        Some(TokenUsage {
+            input_tokens: self.input.unwrap_or(0) + read + creation,
+            output_tokens: self.output.unwrap_or(0),
+            cached_tokens: read,
+            cache_creation_tokens: creation,
+        })
+    }
+}
+
+impl ChatModel for AnthropicModel {
+    fn model_ref(&self) -> &str {
+        &self.inner.model_ref
+    }
+
+    /// Streams a message. The model named at construction is used (`request.model` is ignored).
+    fn stream(
+        &self,
+        request: ChatRequest,
+        cancel: CancellationToken,
+    ) -> BoxStream<'static, Result<ChatChunk, ProviderError>> {
+        let inner = Arc::new(self.inner.clone());
+        driven_stream(cancel, move |tx| inner.run(request, tx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: Role, c: &str) -> ChatMessage {
+        ChatMessage {
+            role,
+            content: c.into(),
+        }
+    }
+
+    #[test]
+    fn turns_alternate_and_start_with_user() {
+        let out = alternate_turns(&[
+            msg(Role::Assistant, "hi"),
+            msg(Role::User, "a"),
+            msg(Role::User, "b"),
+            msg(Role::Assistant, "c"),
+        ]);
+        let roles: Vec<Role> = out.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [Role::User, Role::Assistant, Role::User, Role::Assistant]
+        );
+        assert_eq!(out[2].content, "a\n\nb");
+    }
+}
