@@ -19,7 +19,9 @@ use proctor::protocol::{Event, EventKind, Op, SessionMode};
 use proctor::provider::ChatModel;
 use proctor::provider::registry::build_model;
 use proctor::provider::scripted::{DEMO_SCRIPT, Script, ScriptedModel};
-use proctor::store::{EventSink, SessionStore, SessionWriter, StoreError, format_session_table, new_session_id};
+use proctor::store::{
+    EventSink, SessionStore, SessionWriter, StoreError, format_session_table, new_session_id,
+};
 
 /// Everything resolved from global options.
 struct Context_ {
@@ -38,7 +40,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             session_new(&ctx, team, String::new(), FrontEnd::default(), None).await
         }
         Some(Command::Demo { front }) => {
-            let script = Script::parse(DEMO_SCRIPT).map_err(|e| anyhow!("the built-in demo script is broken: {e}"))?;
+            let script = Script::parse(DEMO_SCRIPT)
+                .map_err(|e| anyhow!("the built-in demo script is broken: {e}"))?;
             let task = script.task.clone().unwrap_or_default();
             session_new(&ctx, config::demo_team(), task, front, Some(script)).await
         }
@@ -63,7 +66,10 @@ fn context(cli: &Cli) -> anyhow::Result<Context_> {
     let config = match &cli.config {
         // An explicit --config must exist.
         Some(path) if !path.exists() => {
-            bail!("config file {} does not exist (check --config)", path.display())
+            bail!(
+                "config file {} does not exist (check --config)",
+                path.display()
+            )
         }
         _ => match &config_path {
             Some(p) => config::load_config(p)?,
@@ -72,11 +78,17 @@ fn context(cli: &Cli) -> anyhow::Result<Context_> {
     };
     let data_dir = match &cli.data_dir {
         Some(d) => d.clone(),
-        None => config::data_dir_default()
-            .ok_or_else(|| anyhow!("cannot find a data directory: pass --data-dir DIR or set PROCTOR_DATA_DIR"))?,
+        None => config::data_dir_default().ok_or_else(|| {
+            anyhow!("cannot find a data directory: pass --data-dir DIR or set PROCTOR_DATA_DIR")
+        })?,
     };
     let image = cli.image.clone().filter(|i| !i.trim().is_empty());
-    Ok(Context_ { config, config_path, data_dir, image })
+    Ok(Context_ {
+        config,
+        config_path,
+        data_dir,
+        image,
+    })
 }
 
 fn default_team(ctx: &Context_) -> anyhow::Result<TeamConfig> {
@@ -114,19 +126,31 @@ fn build_models(
             })?;
             if provider.kind == ProviderKind::Scripted {
                 // All scripted refs share one script so replies keep their order across agents.
-                let key = provider.script.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+                let key = provider
+                    .script
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
                 if let Some(m) = scripted.get(&key) {
                     return Ok(Arc::new(m.renamed(&model_ref)) as Arc<dyn ChatModel>);
                 }
                 let replies = match (&provider.script, script) {
                     (Some(path), _) => {
-                        let text = std::fs::read_to_string(path)
-                            .with_context(|| format!("cannot read the script {} of [providers.{provider_name}]", path.display()))?;
-                        Script::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?.reply
+                        let text = std::fs::read_to_string(path).with_context(|| {
+                            format!(
+                                "cannot read the script {} of [providers.{provider_name}]",
+                                path.display()
+                            )
+                        })?;
+                        Script::parse(&text)
+                            .map_err(|e| anyhow!("{}: {e}", path.display()))?
+                            .reply
                     }
                     (None, Some(s)) => s.reply.clone(),
                     (None, None) => {
-                        bail!("model {model_ref}: the scripted provider needs `script = \"FILE\"` in [providers.{provider_name}]")
+                        bail!(
+                            "model {model_ref}: the scripted provider needs `script = \"FILE\"` in [providers.{provider_name}]"
+                        )
                     }
                 };
                 let m = ScriptedModel::new(&model_ref, replies);
@@ -180,7 +204,9 @@ impl EventSink for StoreSink {
 
 fn headless_note(front: &FrontEnd) {
     if !front.headless {
-        eprintln!("proctor: the full-screen TUI is not in this build yet; using the console front end (--headless)");
+        eprintln!(
+            "proctor: the full-screen TUI is not in this build yet; using the console front end (--headless)"
+        );
     }
 }
 
@@ -196,7 +222,11 @@ async fn session_new(
     let store = SessionStore::open(&ctx.data_dir)?;
     let id = new_session_id();
     let workspace = store.workspace_dir(&id);
-    let sink = StoreSink { store, id: id.clone(), writer: None };
+    let sink = StoreSink {
+        store,
+        id: id.clone(),
+        writer: None,
+    };
     let mode = front.session_mode();
     let setup = SessionSetup {
         id: id.clone(),
@@ -215,7 +245,12 @@ async fn session_new(
     drive(setup, &front, &id).await
 }
 
-async fn session_resume(ctx: &Context_, id: Option<String>, last: bool, front: FrontEnd) -> anyhow::Result<i32> {
+async fn session_resume(
+    ctx: &Context_,
+    id: Option<String>,
+    last: bool,
+    front: FrontEnd,
+) -> anyhow::Result<i32> {
     headless_note(&front);
     let store = SessionStore::open(&ctx.data_dir)?;
     let id = match (id, last) {
@@ -231,13 +266,18 @@ async fn session_resume(ctx: &Context_, id: Option<String>, last: bool, front: F
     let team = events
         .iter()
         .find_map(|e| match &e.kind {
-            EventKind::SessionStarted { team_config: Some(t), .. } => Some((**t).clone()),
+            EventKind::SessionStarted {
+                team_config: Some(t),
+                ..
+            } => Some((**t).clone()),
             _ => None,
         })
         .ok_or_else(|| anyhow!("session {id} has no team recorded; it cannot be resumed"))?;
     let (models, problems) = build_models(ctx, &team, None, true)?;
     for p in &problems {
-        eprintln!("proctor: session {id} opens without a model: {p}; agents using it cannot speak until this is fixed");
+        eprintln!(
+            "proctor: session {id} opens without a model: {p}; agents using it cannot speak until this is fixed"
+        );
     }
     let logged_mode = events.iter().fold(SessionMode::Gate, |m, e| match &e.kind {
         EventKind::SessionStarted { mode, .. } | EventKind::ModeChanged { mode } => *mode,
@@ -266,18 +306,27 @@ async fn drive(setup: SessionSetup, front: &FrontEnd, id: &str) -> anyhow::Resul
     drive_with(setup, front, id, None).await
 }
 
-async fn drive_with(setup: SessionSetup, front: &FrontEnd, id: &str, set_mode: Option<SessionMode>) -> anyhow::Result<i32> {
+async fn drive_with(
+    setup: SessionSetup,
+    front: &FrontEnd,
+    id: &str,
+    set_mode: Option<SessionMode>,
+) -> anyhow::Result<i32> {
     let executor = setup.executor.clone();
     // Sandboxes left by a proctor that died: removed in the background, bounded.
     let live = vec![id.to_string()];
     tokio::spawn(async move {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sweep_orphans(&live)).await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(10), sweep_orphans(&live)).await;
     });
     let handle = start(setup);
     if let Some(mode) = set_mode {
         let _ = handle.ops.send(Op::SetMode { mode });
     }
-    let opts = HeadlessOptions { json: front.json, auto: front.session_mode() == SessionMode::Auto };
+    let opts = HeadlessOptions {
+        json: front.json,
+        auto: front.session_mode() == SessionMode::Auto,
+    };
     let stdin = BufReader::new(tokio::io::stdin());
     let run = headless::run(handle, opts, stdin, std::io::stdout(), std::io::stderr());
     let outcome = tokio::select! {
@@ -295,7 +344,9 @@ async fn drive_with(setup: SessionSetup, front: &FrontEnd, id: &str, set_mode: O
             eprintln!("proctor: {why}; session {id} saved — `proctor resume {id}` continues it")
         }
         Outcome::InputClosed(why) => {
-            eprintln!("proctor: input ended while {why}; session {id} saved — `proctor resume {id}` continues it")
+            eprintln!(
+                "proctor: input ended while {why}; session {id} saved — `proctor resume {id}` continues it"
+            )
         }
     }
     Ok(outcome.exit_code())
@@ -303,7 +354,10 @@ async fn drive_with(setup: SessionSetup, front: &FrontEnd, id: &str, set_mode: O
 
 async fn shutdown_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {
@@ -371,12 +425,18 @@ async fn doctor(ctx: &Context_) -> anyhow::Result<i32> {
             None => Ok("no key needed".to_string()),
             Some(env) => match std::env::var(env) {
                 Ok(v) if !v.trim().is_empty() => Ok(format!("key found in ${env}")),
-                _ => Err(format!("${env} is not set: export {env}=... to use models of [providers.{name}]")),
+                _ => Err(format!(
+                    "${env} is not set: export {env}=... to use models of [providers.{name}]"
+                )),
             },
         };
         // A provider without its key is only a problem if the default team uses it.
         let needed = default_team(ctx)
-            .map(|t| t.agents.iter().any(|a| a.model.starts_with(&format!("{name}/"))))
+            .map(|t| {
+                t.agents
+                    .iter()
+                    .any(|a| a.model.starts_with(&format!("{name}/")))
+            })
             .unwrap_or(false);
         match r {
             Err(e) if !needed => println!("note  provider {name}: {e}"),
@@ -385,8 +445,12 @@ async fn doctor(ctx: &Context_) -> anyhow::Result<i32> {
     }
     if let Ok(team) = default_team(ctx) {
         let table = prices(ctx);
-        let unpriced: Vec<String> =
-            team.agents.iter().map(|a| a.model.clone()).filter(|m| table.lookup(m).is_none()).collect();
+        let unpriced: Vec<String> = team
+            .agents
+            .iter()
+            .map(|a| a.model.clone())
+            .filter(|m| table.lookup(m).is_none())
+            .collect();
         line(
             "pricing",
             if unpriced.is_empty() {
@@ -411,9 +475,14 @@ async fn doctor(ctx: &Context_) -> anyhow::Result<i32> {
 }
 
 fn check_data_dir(dir: &Path) -> Result<String, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}; pass --data-dir DIR", dir.display()))?;
-    let probe = tempfile::NamedTempFile::new_in(dir)
-        .map_err(|e| format!("{} is not writable: {e}; pass --data-dir DIR", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create {}: {e}; pass --data-dir DIR", dir.display()))?;
+    let probe = tempfile::NamedTempFile::new_in(dir).map_err(|e| {
+        format!(
+            "{} is not writable: {e}; pass --data-dir DIR",
+            dir.display()
+        )
+    })?;
     drop(probe);
     Ok(format!("{} is writable", dir.display()))
 }

@@ -21,7 +21,12 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "NAME")]
     pub theme: Option<String>,
     /// Sandbox image for this run, over the team's `[executor] image`.
-    #[arg(long, global = true, value_name = "IMAGE", env = "PROCTOR_SANDBOX_IMAGE")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "IMAGE",
+        env = "PROCTOR_SANDBOX_IMAGE"
+    )]
     pub image: Option<String>,
     /// What to do (default: a new session with the default team).
     #[command(subcommand)]

@@ -49,21 +49,40 @@ impl Env {
     }
     fn run(&self, extra: &[&str], stdin: &str) -> (i32, Vec<Value>, String) {
         let mut c = self.cmd();
-        c.args(["run", "--team"]).arg(self.path("team.toml")).args(extra);
+        c.args(["run", "--team"])
+            .arg(self.path("team.toml"))
+            .args(extra);
         finish(c, stdin)
     }
 }
 
 fn finish(mut c: Command, stdin: &str) -> (i32, Vec<Value>, String) {
-    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let events = stdout
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}")))
+        .map(|l| {
+            serde_json::from_str::<Value>(l)
+                .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l}"))
+        })
         .collect();
-    (out.status.code().unwrap_or(-1), events, String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        out.status.code().unwrap_or(-1),
+        events,
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 const TEAM: &str = r#"
@@ -97,7 +116,17 @@ fn of_type<'a>(events: &'a [Value], t: &str) -> Vec<&'a Value> {
 #[test]
 fn headless_json_auto_runs_code_in_docker_and_streams_contract_events() {
     let env = Env::new(SCRIPT, TEAM);
-    let (code, events, stderr) = env.run(&["--task", "compute 6*7", "--headless", "--json", "--approve", "auto"], "");
+    let (code, events, stderr) = env.run(
+        &[
+            "--task",
+            "compute 6*7",
+            "--headless",
+            "--json",
+            "--approve",
+            "auto",
+        ],
+        "",
+    );
     assert_eq!(code, 0, "stderr: {stderr}");
     let session = events[0]["session"].as_str().unwrap().to_string();
     let mut last = 0;
@@ -122,22 +151,47 @@ fn headless_json_auto_runs_code_in_docker_and_streams_contract_events() {
     assert_eq!(fin[0]["output"].as_str().unwrap().trim(), "42");
     assert_eq!(fin[0]["timed_out"], false);
     let out = of_type(&events, "execution_output");
-    assert!(out.iter().any(|o| o["stream"] == "stdout" && o["text"].as_str().unwrap().contains("42")));
+    assert!(
+        out.iter()
+            .any(|o| o["stream"] == "stdout" && o["text"].as_str().unwrap().contains("42"))
+    );
     let usage = of_type(&events, "usage");
     assert!(!usage.is_empty());
     for u in &usage {
-        for f in ["agent", "model", "input_tokens", "output_tokens", "cached_tokens", "usd", "estimated"] {
+        for f in [
+            "agent",
+            "model",
+            "input_tokens",
+            "output_tokens",
+            "cached_tokens",
+            "usd",
+            "estimated",
+        ] {
             assert!(u.get(f).is_some(), "usage lacks {f}: {u}");
         }
     }
     assert_eq!(events.last().unwrap()["type"], "terminated");
 
     // The log on disk holds the persisted events, in the same order, with the same seqs.
-    let log = std::fs::read_to_string(env.path("data").join("sessions").join(&session).join("events.jsonl")).unwrap();
-    let logged: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let log = std::fs::read_to_string(
+        env.path("data")
+            .join("sessions")
+            .join(&session)
+            .join("events.jsonl"),
+    )
+    .unwrap();
+    let logged: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let persisted: Vec<&Value> = events
         .iter()
-        .filter(|e| !matches!(e["type"].as_str().unwrap(), "message_delta" | "agent_status" | "image_pull" | "waiting"))
+        .filter(|e| {
+            !matches!(
+                e["type"].as_str().unwrap(),
+                "message_delta" | "agent_status" | "image_pull" | "waiting"
+            )
+        })
         .collect();
     assert_eq!(logged.len(), persisted.len());
     for (a, b) in logged.iter().zip(persisted) {
@@ -201,7 +255,11 @@ fn closed_stdin_with_pending_approval_saves_and_resume_asks_again() {
     let asked = of_type(&events, "approval_requested");
     assert_eq!(asked.len(), 1);
     let id = asked[0]["id"].as_u64().unwrap();
-    let last_seq = events.iter().map(|e| e["seq"].as_u64().unwrap()).max().unwrap();
+    let last_seq = events
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .max()
+        .unwrap();
 
     // Resume: the same lines are replayed, the same approval is open, and the answer continues it.
     let mut c = env.cmd();
@@ -212,24 +270,54 @@ fn closed_stdin_with_pending_approval_saves_and_resume_asks_again() {
     let replay_asks = of_type(&resumed, "approval_requested");
     assert_eq!(replay_asks.len(), 1, "asked again, not duplicated");
     assert_eq!(replay_asks[0]["id"].as_u64().unwrap(), id);
-    let new: Vec<&Value> = resumed.iter().filter(|e| e["seq"].as_u64().unwrap() > last_seq).collect();
+    let new: Vec<&Value> = resumed
+        .iter()
+        .filter(|e| e["seq"].as_u64().unwrap() > last_seq)
+        .collect();
     assert!(new.iter().any(|e| e["type"] == "execution_finished"));
     assert_eq!(resumed.last().unwrap()["type"], "terminated");
-    let log = std::fs::read_to_string(env.path("data").join("sessions").join(&session).join("events.jsonl")).unwrap();
-    let seqs: Vec<u64> = log.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap()).collect();
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "no seq is duplicated in the log: {seqs:?}");
+    let log = std::fs::read_to_string(
+        env.path("data")
+            .join("sessions")
+            .join(&session)
+            .join("events.jsonl"),
+    )
+    .unwrap();
+    let seqs: Vec<u64> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "no seq is duplicated in the log: {seqs:?}"
+    );
 }
 
 #[test]
 fn console_mode_prints_a_readable_transcript_and_takes_y() {
     let env = Env::new(SCRIPT, TEAM);
     let mut c = env.cmd();
-    c.args(["run", "--team"]).arg(env.path("team.toml")).args(["--task", "t", "--headless"]);
-    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    c.args(["run", "--team"])
+        .arg(env.path("team.toml"))
+        .args(["--task", "t", "--headless"]);
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(b"y\n").unwrap();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("── coder ──"));
     assert!(stdout.contains("approval #1: coder proposes 1 block(s)"));
     assert!(stdout.contains("[y] approve"));
@@ -245,7 +333,10 @@ agent = "coder"
 error = "the server fell over"
 "#;
     let env = Env::new(script, TEAM);
-    let (code, events, stderr) = env.run(&["--task", "t", "--headless", "--json", "--approve", "auto"], "");
+    let (code, events, stderr) = env.run(
+        &["--task", "t", "--headless", "--json", "--approve", "auto"],
+        "",
+    );
     assert_eq!(code, 2);
     assert!(of_type(&events, "paused").len() == 1);
     assert!(stderr.contains("the server fell over"), "{stderr}");
@@ -261,7 +352,11 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 #[test]
 fn invalid_team_file_names_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
-    let team = write(dir.path(), "bad-team.toml", "name = \"x\"\n[[agents]]\nname = \"coder\"\nmodel = \"opnai/gpt-4o\"\n");
+    let team = write(
+        dir.path(),
+        "bad-team.toml",
+        "name = \"x\"\n[[agents]]\nname = \"coder\"\nmodel = \"opnai/gpt-4o\"\n",
+    );
     cargo_bin_cmd!("proctor")
         .args(["--data-dir"])
         .arg(dir.path().join("data"))
@@ -280,7 +375,11 @@ fn invalid_team_file_names_file_line_and_field() {
 #[test]
 fn invalid_config_file_names_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(dir.path(), "config.toml", "[providers.openai]\nkind = \"openai\"\nbase_url = \"ftp://x\"\n");
+    let cfg = write(
+        dir.path(),
+        "config.toml",
+        "[providers.openai]\nkind = \"openai\"\nbase_url = \"ftp://x\"\n",
+    );
     cargo_bin_cmd!("proctor")
         .arg("--config")
         .arg(&cfg)
@@ -295,14 +394,25 @@ fn invalid_config_file_names_file_line_and_field() {
 
 #[test]
 fn unknown_flag_and_missing_team_file_fail_clearly() {
-    cargo_bin_cmd!("proctor").args(["run", "--frobnicate"]).assert().failure().stderr(predicate::str::contains("--frobnicate"));
+    cargo_bin_cmd!("proctor")
+        .args(["run", "--frobnicate"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--frobnicate"));
     let dir = tempfile::tempdir().unwrap();
     cargo_bin_cmd!("proctor")
         .arg("--data-dir")
         .arg(dir.path())
         .arg("--config")
         .arg(write(dir.path(), "config.toml", ""))
-        .args(["run", "--team", "/nonexistent/team.toml", "--task", "x", "--headless"])
+        .args([
+            "run",
+            "--team",
+            "/nonexistent/team.toml",
+            "--task",
+            "x",
+            "--headless",
+        ])
         .assert()
         .failure()
         .stderr(predicate::str::contains("/nonexistent/team.toml"));
@@ -311,7 +421,11 @@ fn unknown_flag_and_missing_team_file_fail_clearly() {
 #[test]
 fn missing_api_key_names_the_env_var() {
     let dir = tempfile::tempdir().unwrap();
-    let team = write(dir.path(), "team.toml", "name = \"x\"\n[[agents]]\nname = \"coder\"\nmodel = \"openai/gpt-4o-mini\"\n");
+    let team = write(
+        dir.path(),
+        "team.toml",
+        "name = \"x\"\n[[agents]]\nname = \"coder\"\nmodel = \"openai/gpt-4o-mini\"\n",
+    );
     cargo_bin_cmd!("proctor")
         .arg("--data-dir")
         .arg(dir.path())
@@ -329,7 +443,17 @@ fn missing_api_key_names_the_env_var() {
 #[test]
 fn sessions_list_export_fork_rm() {
     let env = Env::new(SCRIPT, TEAM);
-    let (code, events, _) = env.run(&["--task", "compute 6*7", "--headless", "--json", "--approve", "auto"], "");
+    let (code, events, _) = env.run(
+        &[
+            "--task",
+            "compute 6*7",
+            "--headless",
+            "--json",
+            "--approve",
+            "auto",
+        ],
+        "",
+    );
     assert_eq!(code, 0);
     let session = events[0]["session"].as_str().unwrap().to_string();
     let out = env.cmd().args(["sessions", "list"]).output().unwrap();
@@ -337,17 +461,33 @@ fn sessions_list_export_fork_rm() {
     assert!(table.contains(&session), "{table}");
     assert!(table.contains("compute 6*7"));
     assert!(table.contains("finished"));
-    let md = env.cmd().args(["sessions", "export", &session, "--format", "md"]).output().unwrap();
+    let md = env
+        .cmd()
+        .args(["sessions", "export", &session, "--format", "md"])
+        .output()
+        .unwrap();
     let md = String::from_utf8_lossy(&md.stdout);
     assert!(md.contains("```python"), "{md}");
     assert!(md.contains("42"));
-    let fork = env.cmd().args(["sessions", "fork", &session, "--at", "3"]).output().unwrap();
+    let fork = env
+        .cmd()
+        .args(["sessions", "fork", &session, "--at", "3"])
+        .output()
+        .unwrap();
     assert!(fork.status.success());
     let new_id = String::from_utf8_lossy(&fork.stdout).trim().to_string();
     assert_ne!(new_id, session);
-    let json = env.cmd().args(["sessions", "export", &new_id, "--format", "json"]).output().unwrap();
+    let json = env
+        .cmd()
+        .args(["sessions", "export", &new_id, "--format", "json"])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&json.stdout).lines().count(), 3);
-    let rm = env.cmd().args(["sessions", "rm", &new_id]).output().unwrap();
+    let rm = env
+        .cmd()
+        .args(["sessions", "rm", &new_id])
+        .output()
+        .unwrap();
     assert!(rm.status.success());
     assert!(!env.path("data").join("sessions").join(&new_id).exists());
 }

@@ -22,7 +22,9 @@ pub fn matching_rule(
         .iter()
         .find(|r| match r {
             PolicyRule::CodeOnce { hash: h } | PolicyRule::CodeSession { hash: h } => *h == hash,
-            PolicyRule::LanguageAgent { language, agent: a } => *language == block.language && a == agent,
+            PolicyRule::LanguageAgent { language, agent: a } => {
+                *language == block.language && a == agent
+            }
             PolicyRule::Mode {} => false,
         })
         .cloned()
@@ -41,7 +43,10 @@ fn clip(output: &str, max: usize) -> String {
 
 /// The executor's message to the proposing agent for a finished approval.
 pub fn report(p: &PendingApproval, sandbox_error: Option<&str>) -> String {
-    let mut out = format!("Results of the code blocks you proposed (approval #{}):\n", p.id);
+    let mut out = format!(
+        "Results of the code blocks you proposed (approval #{}):\n",
+        p.id
+    );
     for (i, block) in p.blocks.iter().enumerate() {
         let n = i + 1;
         let lang = &block.language;
@@ -59,7 +64,9 @@ pub fn report(p: &PendingApproval, sandbox_error: Option<&str>) -> String {
                 continue;
             }
             DecisionKind::Skipped => {
-                out.push_str(&format!("\nBlock {n} ({lang}): skipped by the human, not run.\n"));
+                out.push_str(&format!(
+                    "\nBlock {n} ({lang}): skipped by the human, not run.\n"
+                ));
                 continue;
             }
             DecisionKind::Edited => {
@@ -69,7 +76,9 @@ pub fn report(p: &PendingApproval, sandbox_error: Option<&str>) -> String {
                 ));
             }
             DecisionKind::Approved => {
-                out.push_str(&format!("\nBlock {n} ({lang}): approved and run as proposed.\n"));
+                out.push_str(&format!(
+                    "\nBlock {n} ({lang}): approved and run as proposed.\n"
+                ));
             }
         }
         match p.results.get(i).and_then(|r| r.as_ref()) {
@@ -91,7 +100,10 @@ pub fn report(p: &PendingApproval, sandbox_error: Option<&str>) -> String {
                 if output.trim().is_empty() {
                     out.push_str(&format!("{status}; no output.\n"));
                 } else {
-                    out.push_str(&format!("{status}; output:\n```\n{}\n```\n", output.trim_end()));
+                    out.push_str(&format!(
+                        "{status}; output:\n```\n{}\n```\n",
+                        output.trim_end()
+                    ));
                 }
             }
             None => {

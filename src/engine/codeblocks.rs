@@ -52,7 +52,12 @@ pub fn extract_blocks(text: &str) -> Vec<CodeBlock> {
             normalize_language(&tag)
         };
         let filename = filename_hint(&code);
-        blocks.push(CodeBlock { index: blocks.len(), language, code, filename });
+        blocks.push(CodeBlock {
+            index: blocks.len(),
+            language,
+            code,
+            filename,
+        });
     }
     blocks
 }
@@ -68,8 +73,16 @@ fn fence_of(line: &str) -> Option<(char, usize)> {
 
 /// Maps common tags to the names the executor uses (`py` → `python`, `shell` → `sh`, ...).
 pub fn normalize_language(tag: &str) -> String {
-    let lower = tag.trim_start_matches('{').trim_end_matches('}').to_ascii_lowercase();
-    let lower = lower.split([',', '{']).next().unwrap_or("").trim().to_string();
+    let lower = tag
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .to_ascii_lowercase();
+    let lower = lower
+        .split([',', '{'])
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
     match lower.as_str() {
         "py" | "python3" | "python" | "py3" => "python".into(),
         "bash" | "zsh" => "bash".into(),
@@ -82,7 +95,11 @@ pub fn normalize_language(tag: &str) -> String {
 /// Guesses the language of an untagged block: shebangs first, then telltale lines; `text` when
 /// nothing fits (a `text` block is shown but never offered for execution).
 pub fn infer_language(code: &str) -> String {
-    let first = code.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let first = code
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
     if first.starts_with("#!") {
         if first.contains("python") {
             return "python".into();
@@ -112,8 +129,24 @@ pub fn infer_language(code: &str) -> String {
         let word = line.split_whitespace().next().unwrap_or("");
         if matches!(
             word,
-            "echo" | "ls" | "cd" | "cat" | "pip" | "mkdir" | "rm" | "cp" | "mv" | "export" | "grep"
-                | "apt-get" | "curl" | "chmod" | "touch" | "python" | "python3" | "set"
+            "echo"
+                | "ls"
+                | "cd"
+                | "cat"
+                | "pip"
+                | "mkdir"
+                | "rm"
+                | "cp"
+                | "mv"
+                | "export"
+                | "grep"
+                | "apt-get"
+                | "curl"
+                | "chmod"
+                | "touch"
+                | "python"
+                | "python3"
+                | "set"
         ) || line.starts_with("$ ")
             || line.starts_with("fi")
             || line.ends_with("; then")
@@ -144,7 +177,10 @@ pub fn filename_hint(code: &str) -> Option<String> {
 }
 
 /// Whether blocks in `language` can be offered for execution, given the team's extra interpreters.
-pub fn is_executable(language: &str, extra: &std::collections::BTreeMap<String, Vec<String>>) -> bool {
+pub fn is_executable(
+    language: &str,
+    extra: &std::collections::BTreeMap<String, Vec<String>>,
+) -> bool {
     DEFAULT_EXECUTABLE.contains(&language) || extra.contains_key(language)
 }
 
@@ -154,7 +190,8 @@ mod tests {
 
     #[test]
     fn several_blocks_each_with_language_and_hint() {
-        let text = "Plan:\n```python\n# filename: a.py\nprint(1)\n```\nthen\n```bash\necho hi\n```\n";
+        let text =
+            "Plan:\n```python\n# filename: a.py\nprint(1)\n```\nthen\n```bash\necho hi\n```\n";
         let b = extract_blocks(text);
         assert_eq!(b.len(), 2);
         assert_eq!(b[0].language, "python");
@@ -167,7 +204,9 @@ mod tests {
 
     #[test]
     fn untagged_blocks_are_inferred() {
-        let b = extract_blocks("```\nimport os\nprint(os.getcwd())\n```\n```\nls -la\necho done\n```\n```\nhello world\n```");
+        let b = extract_blocks(
+            "```\nimport os\nprint(os.getcwd())\n```\n```\nls -la\necho done\n```\n```\nhello world\n```",
+        );
         let langs: Vec<_> = b.iter().map(|b| b.language.as_str()).collect();
         assert_eq!(langs, ["python", "sh", "text"]);
     }

@@ -26,13 +26,22 @@ fn system_prompt(team: &TeamConfig, agent: &AgentConfig) -> String {
         .agents
         .iter()
         .filter(|a| a.name != agent.name)
-        .map(|a| if a.description.is_empty() { a.name.clone() } else { format!("{} ({})", a.name, a.description) })
+        .map(|a| {
+            if a.description.is_empty() {
+                a.name.clone()
+            } else {
+                format!("{} ({})", a.name, a.description)
+            }
+        })
         .collect();
     if !s.is_empty() {
         s.push_str("\n\n");
     }
     if others.is_empty() {
-        s.push_str(&format!("You are {}, working with a human supervisor.", agent.name));
+        s.push_str(&format!(
+            "You are {}, working with a human supervisor.",
+            agent.name
+        ));
     } else {
         s.push_str(&format!(
             "You are {} in a group chat with {}, supervised by a human.",
@@ -50,7 +59,12 @@ fn system_prompt(team: &TeamConfig, agent: &AgentConfig) -> String {
 }
 
 /// Builds `agent`'s next request from the session state.
-pub fn build_request(team: &TeamConfig, agent: &AgentConfig, state: &SessionState, model: &str) -> BuiltRequest {
+pub fn build_request(
+    team: &TeamConfig,
+    agent: &AgentConfig,
+    state: &SessionState,
+    model: &str,
+) -> BuiltRequest {
     let mut messages: Vec<ChatMessage> = Vec::new();
     for h in &state.history {
         if let Some(to) = &h.to
@@ -59,14 +73,20 @@ pub fn build_request(team: &TeamConfig, agent: &AgentConfig, state: &SessionStat
             continue;
         }
         let msg = if h.agent == agent.name {
-            ChatMessage { role: Role::Assistant, content: h.content.clone() }
+            ChatMessage {
+                role: Role::Assistant,
+                content: h.content.clone(),
+            }
         } else {
             let label = match (&h.to, h.agent.as_str()) {
                 (Some(_), HUMAN) => "human, privately to you".to_string(),
                 (Some(_), other) => format!("{other}, privately to you"),
                 (None, other) => other.to_string(),
             };
-            ChatMessage { role: Role::User, content: format!("[{label}]: {}", h.content) }
+            ChatMessage {
+                role: Role::User,
+                content: format!("[{label}]: {}", h.content),
+            }
         };
         messages.push(msg);
     }
@@ -90,7 +110,11 @@ pub fn build_request(team: &TeamConfig, agent: &AgentConfig, state: &SessionStat
     }
     BuiltRequest {
         request: ChatRequest {
-            model: model.split_once('/').map(|(_, m)| m).unwrap_or(model).to_string(),
+            model: model
+                .split_once('/')
+                .map(|(_, m)| m)
+                .unwrap_or(model)
+                .to_string(),
             system,
             messages,
             max_tokens: Some(agent.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),

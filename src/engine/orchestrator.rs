@@ -26,8 +26,8 @@ use crate::engine::state::SessionState;
 use crate::engine::termination::{Condition, detect_loop};
 use crate::executor::{ExecEvent, ExecRequest, Executor};
 use crate::protocol::{
-    AgentActivity, Decision, DecisionKind, EXECUTOR, Event, EventKind, HUMAN, Op, PauseKind, PolicyRule,
-    SCHEMA_VERSION, SessionMode, WaitingOn,
+    AgentActivity, Decision, DecisionKind, EXECUTOR, Event, EventKind, HUMAN, Op, PauseKind,
+    PolicyRule, SCHEMA_VERSION, SessionMode, WaitingOn,
 };
 use crate::provider::{ChatChunk, ChatModel, ChatRequest, ProviderError, TokenUsage};
 use crate::store::EventSink;
@@ -78,7 +78,11 @@ pub fn start(setup: SessionSetup) -> SessionHandle {
         let orch = Orchestrator::new(setup, ops_rx, ev_tx);
         orch.run().await
     });
-    SessionHandle { ops: ops_tx, events: ev_rx, task }
+    SessionHandle {
+        ops: ops_tx,
+        events: ev_rx,
+        task,
+    }
 }
 
 struct Orchestrator {
@@ -121,11 +125,18 @@ struct CallOutcome {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Orchestrator {
-    fn new(setup: SessionSetup, ops: mpsc::UnboundedReceiver<Op>, events: mpsc::UnboundedSender<Event>) -> Self {
+    fn new(
+        setup: SessionSetup,
+        ops: mpsc::UnboundedReceiver<Op>,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Self {
         let termination = Condition::from_team(&setup.team);
         let rng = match setup.seed {
             Some(s) => StdRng::seed_from_u64(s),
@@ -166,20 +177,29 @@ impl Orchestrator {
 
     /// Records, folds and forwards one event.
     async fn emit(&mut self, kind: EventKind) {
-        let ev = Event { seq: self.next_seq, session: self.id.clone(), ts_ms: now_ms(), kind };
+        let ev = Event {
+            seq: self.next_seq,
+            session: self.id.clone(),
+            ts_ms: now_ms(),
+            kind,
+        };
         self.next_seq += 1;
         if ev.kind.is_persisted() {
             match self.sink.append(&ev).await {
                 Ok(()) => {
                     if self.save_failing {
                         self.save_failing = false;
-                        self.forward_live(EventKind::Notice { message: "session saving again".into() });
+                        self.forward_live(EventKind::Notice {
+                            message: "session saving again".into(),
+                        });
                     }
                 }
                 Err(e) => {
                     self.save_failing = true;
                     tracing::error!("save failed: {e}");
-                    self.forward_live(EventKind::Error { message: format!("{e} (the session goes on in memory)") });
+                    self.forward_live(EventKind::Error {
+                        message: format!("{e} (the session goes on in memory)"),
+                    });
                 }
             }
         }
@@ -189,7 +209,12 @@ impl Orchestrator {
 
     /// Sends a live-only event to the front end (not recorded, no seq of its own).
     fn forward_live(&mut self, kind: EventKind) {
-        let ev = Event { seq: self.next_seq, session: self.id.clone(), ts_ms: now_ms(), kind };
+        let ev = Event {
+            seq: self.next_seq,
+            session: self.id.clone(),
+            ts_ms: now_ms(),
+            kind,
+        };
         self.next_seq += 1;
         let _ = self.events.send(ev);
     }
@@ -206,7 +231,10 @@ impl Orchestrator {
                 self.team = team;
             }
             if self.state.terminated.is_none() {
-                self.emit(EventKind::Notice { message: "session resumed".into() }).await;
+                self.emit(EventKind::Notice {
+                    message: "session resumed".into(),
+                })
+                .await;
             }
         } else {
             self.emit(EventKind::SessionStarted {
@@ -219,12 +247,19 @@ impl Orchestrator {
             .await;
             if !self.task.trim().is_empty() {
                 let task = self.task.clone();
-                self.emit(EventKind::Message { agent: HUMAN.into(), content: task, to: None }).await;
+                self.emit(EventKind::Message {
+                    agent: HUMAN.into(),
+                    content: task,
+                    to: None,
+                })
+                .await;
             }
         }
         self.turn_loop().await;
         if let Err(e) = self.sink.sync().await {
-            self.forward_live(EventKind::Error { message: e.to_string() });
+            self.forward_live(EventKind::Error {
+                message: e.to_string(),
+            });
         }
         self.executor.shutdown(&self.id).await;
         self.state
@@ -263,13 +298,20 @@ impl Orchestrator {
             }
             if let Some(reason) = detect_loop(&self.state) {
                 let reason = format!("{reason}; continue, send a message, or stop");
-                self.emit(EventKind::Paused { reason, kind: PauseKind::Loop }).await;
+                self.emit(EventKind::Paused {
+                    reason,
+                    kind: PauseKind::Loop,
+                })
+                .await;
                 continue;
             }
             if self.pause_requested {
                 self.pause_requested = false;
-                self.emit(EventKind::Paused { reason: "paused by the human".into(), kind: PauseKind::Human })
-                    .await;
+                self.emit(EventKind::Paused {
+                    reason: "paused by the human".into(),
+                    kind: PauseKind::Human,
+                })
+                .await;
                 continue;
             }
             if self.state.speaker_requested.is_some() {
@@ -284,7 +326,11 @@ impl Orchestrator {
                 if self.state.mode == SessionMode::Step && !self.step_acknowledged {
                     self.step_acknowledged = true;
                     let reason = format!("step mode: {agent} speaks next; continue to let it");
-                    self.emit(EventKind::Paused { reason, kind: PauseKind::Step }).await;
+                    self.emit(EventKind::Paused {
+                        reason,
+                        kind: PauseKind::Step,
+                    })
+                    .await;
                     continue;
                 }
                 self.step_acknowledged = false;
@@ -317,20 +363,40 @@ impl Orchestrator {
 
     async fn handle_op(&mut self, op: Op) {
         match op {
-            Op::ResolveApproval { id, block, decision, remember, allow_network } => {
+            Op::ResolveApproval {
+                id,
+                block,
+                decision,
+                remember,
+                allow_network,
+            } => {
                 let Some(p) = self.state.pending.as_ref() else {
-                    return self.error(format!("no approval is open (got a decision for #{id})")).await;
+                    return self
+                        .error(format!("no approval is open (got a decision for #{id})"))
+                        .await;
                 };
                 if p.id != id {
                     let open = p.id;
-                    return self.error(format!("approval #{id} is not open; the open one is #{open}")).await;
+                    return self
+                        .error(format!(
+                            "approval #{id} is not open; the open one is #{open}"
+                        ))
+                        .await;
                 }
                 let Some(slot) = p.decisions.get(block) else {
                     let n = p.blocks.len();
-                    return self.error(format!("approval #{id} has {n} blocks; there is no block {block}")).await;
+                    return self
+                        .error(format!(
+                            "approval #{id} has {n} blocks; there is no block {block}"
+                        ))
+                        .await;
                 };
                 if slot.is_some() {
-                    return self.error(format!("block {block} of approval #{id} is already decided")).await;
+                    return self
+                        .error(format!(
+                            "block {block} of approval #{id} is already decided"
+                        ))
+                        .await;
                 }
                 let original = p.blocks[block].code.clone();
                 if let Some(rule) = remember
@@ -340,21 +406,37 @@ impl Orchestrator {
                 }
                 let (decision, code, reason) = match decision {
                     Decision::Approve => (DecisionKind::Approved, None, None),
-                    Decision::Edit { code } if code == original => (DecisionKind::Approved, None, None),
+                    Decision::Edit { code } if code == original => {
+                        (DecisionKind::Approved, None, None)
+                    }
                     Decision::Edit { code } => (DecisionKind::Edited, Some(code), None),
                     Decision::Reject { reason } => (DecisionKind::Rejected, None, Some(reason)),
                     Decision::Skip => (DecisionKind::Skipped, None, None),
                 };
-                let allow_network = allow_network && matches!(decision, DecisionKind::Approved | DecisionKind::Edited);
-                self.emit(EventKind::ApprovalResolved { id, block, decision, code, reason, by_rule: None, allow_network })
-                    .await;
+                let allow_network = allow_network
+                    && matches!(decision, DecisionKind::Approved | DecisionKind::Edited);
+                self.emit(EventKind::ApprovalResolved {
+                    id,
+                    block,
+                    decision,
+                    code,
+                    reason,
+                    by_rule: None,
+                    allow_network,
+                })
+                .await;
             }
             Op::ApproveAll { id } => {
                 let Some(p) = self.state.pending.as_ref().filter(|p| p.id == id) else {
                     return self.error(format!("approval #{id} is not open")).await;
                 };
-                let open: Vec<usize> =
-                    p.decisions.iter().enumerate().filter(|(_, d)| d.is_none()).map(|(i, _)| i).collect();
+                let open: Vec<usize> = p
+                    .decisions
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| d.is_none())
+                    .map(|(i, _)| i)
+                    .collect();
                 for block in open {
                     self.emit(EventKind::ApprovalResolved {
                         id,
@@ -372,24 +454,45 @@ impl Orchestrator {
                 if let Some(t) = &to
                     && !self.is_agent(t)
                 {
-                    return self.error(format!("no agent named {t:?} for a private note")).await;
+                    return self
+                        .error(format!("no agent named {t:?} for a private note"))
+                        .await;
                 }
-                self.emit(EventKind::Message { agent: HUMAN.into(), content: text, to }).await;
+                self.emit(EventKind::Message {
+                    agent: HUMAN.into(),
+                    content: text,
+                    to,
+                })
+                .await;
             }
             Op::SelectSpeaker { agent } => {
                 let Some(cands) = self.state.speaker_requested.clone() else {
-                    return self.error("no speaker choice is pending; use pin_next_speaker".into()).await;
+                    return self
+                        .error("no speaker choice is pending; use pin_next_speaker".into())
+                        .await;
                 };
                 if !cands.contains(&agent) {
-                    return self.error(format!("{agent:?} cannot speak next; choose one of {}", cands.join(", "))).await;
+                    return self
+                        .error(format!(
+                            "{agent:?} cannot speak next; choose one of {}",
+                            cands.join(", ")
+                        ))
+                        .await;
                 }
-                self.emit(EventKind::SpeakerSelected { agent, note: Some("chosen by the human".into()) }).await;
+                self.emit(EventKind::SpeakerSelected {
+                    agent,
+                    note: Some("chosen by the human".into()),
+                })
+                .await;
             }
             Op::PinNextSpeaker { agent } => {
                 if !self.is_agent(&agent) {
                     return self.error(format!("no agent named {agent:?}")).await;
                 }
-                self.emit(EventKind::Notice { message: format!("{agent} will speak next (pinned by the human)") }).await;
+                self.emit(EventKind::Notice {
+                    message: format!("{agent} will speak next (pinned by the human)"),
+                })
+                .await;
                 self.pin = Some(agent);
             }
             Op::Mute { agent, muted } => {
@@ -405,7 +508,11 @@ impl Orchestrator {
             }
             Op::SetBudget { usd } => {
                 if !(usd.is_finite() && usd > 0.0) {
-                    return self.error(format!("budget must be a positive amount of USD, got {usd}")).await;
+                    return self
+                        .error(format!(
+                            "budget must be a positive amount of USD, got {usd}"
+                        ))
+                        .await;
                 }
                 self.emit(EventKind::BudgetChanged { cap_usd: usd }).await;
             }
@@ -434,12 +541,16 @@ impl Orchestrator {
 
     /// Resolves undecided blocks of the open approval that a rule or the mode approves.
     async fn auto_resolve(&mut self) {
-        let Some(p) = self.state.pending.clone() else { return };
+        let Some(p) = self.state.pending.clone() else {
+            return;
+        };
         for (i, block) in p.blocks.iter().enumerate() {
             if p.decisions[i].is_some() {
                 continue;
             }
-            if let Some(rule) = approval::matching_rule(self.state.mode, &self.state.rules, &p.agent, block) {
+            if let Some(rule) =
+                approval::matching_rule(self.state.mode, &self.state.rules, &p.agent, block)
+            {
                 self.emit(EventKind::ApprovalResolved {
                     id: p.id,
                     block: i,
@@ -459,7 +570,11 @@ impl Orchestrator {
         if let Some(agent) = self.pin.take()
             && !self.state.muted.contains(&agent)
         {
-            self.emit(EventKind::SpeakerSelected { agent, note: Some("pinned by the human".into()) }).await;
+            self.emit(EventKind::SpeakerSelected {
+                agent,
+                note: Some("pinned by the human".into()),
+            })
+            .await;
             return;
         }
         let (cands, graph_note) = selection::candidates(&team, &self.state);
@@ -473,10 +588,13 @@ impl Orchestrator {
         }
         let last = self.state.last_speaker.clone();
         let (agent, mut note) = match team.orchestration.speaker_selection {
-            SpeakerSelection::RoundRobin => (selection::round_robin(&team, last.as_deref(), &cands), None),
+            SpeakerSelection::RoundRobin => {
+                (selection::round_robin(&team, last.as_deref(), &cands), None)
+            }
             SpeakerSelection::Random => (cands.choose(&mut self.rng).cloned(), None),
             SpeakerSelection::Manual => {
-                self.emit(EventKind::SpeakerRequested { candidates: cands }).await;
+                self.emit(EventKind::SpeakerRequested { candidates: cands })
+                    .await;
                 return;
             }
             SpeakerSelection::Auto => {
@@ -508,25 +626,42 @@ impl Orchestrator {
             .unwrap_or_default();
         let fallback = selection::round_robin(&team, self.state.last_speaker.as_deref(), cands);
         let Some(model) = self.models.get(&model_ref).cloned() else {
-            return (fallback, Some(format!("selector model {model_ref} is not available; fell back to round robin")));
+            return (
+                fallback,
+                Some(format!(
+                    "selector model {model_ref} is not available; fell back to round robin"
+                )),
+            );
         };
         let mut answers = Vec::new();
         for strict in [false, true] {
             let req = selection::selector_request(&team, &self.state, cands, &model_ref, strict);
             let out = self.call_model("selector", model.clone(), req, false).await;
             if let Some(e) = out.error {
-                return (fallback, Some(format!("selector call failed ({e}); fell back to round robin")));
+                return (
+                    fallback,
+                    Some(format!(
+                        "selector call failed ({e}); fell back to round robin"
+                    )),
+                );
             }
             if out.interrupted {
-                return (fallback, Some("selector interrupted; fell back to round robin".into()));
+                return (
+                    fallback,
+                    Some("selector interrupted; fell back to round robin".into()),
+                );
             }
             if let Some(a) = selection::parse_selector_answer(&out.text, cands) {
-                let note = (!answers.is_empty()).then(|| "selector named an agent on its second try".to_string());
+                let note = (!answers.is_empty())
+                    .then(|| "selector named an agent on its second try".to_string());
                 return (Some(a), note);
             }
             answers.push(out.text);
         }
-        let shown: Vec<String> = answers.iter().map(|a| format!("{:?}", a.chars().take(60).collect::<String>())).collect();
+        let shown: Vec<String> = answers
+            .iter()
+            .map(|a| format!("{:?}", a.chars().take(60).collect::<String>()))
+            .collect();
         (
             fallback,
             Some(format!(
@@ -538,7 +673,12 @@ impl Orchestrator {
 
     /// Projects the next call's cost; pauses (and returns false) when it would cross a cap.
     async fn budget_allows(&mut self, agent: &str, model_ref: &str, req: &ChatRequest) -> bool {
-        let input = estimate_tokens(&req.system) + req.messages.iter().map(|m| estimate_tokens(&m.content) + 4).sum::<u64>();
+        let input = estimate_tokens(&req.system)
+            + req
+                .messages
+                .iter()
+                .map(|m| estimate_tokens(&m.content) + 4)
+                .sum::<u64>();
         let max_out = u64::from(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS));
         let Some(projected) = self.prices.project(model_ref, input, max_out) else {
             if (self.state.budget_usd.is_some() || self.agent_cap(agent).is_some())
@@ -565,34 +705,65 @@ impl Orchestrator {
             let reason = format!(
                 "budget: the next call ({agent}, {model_ref}) could cost up to ${projected:.4}; ${spent:.4} of ${cap:.2} spent. Raise the budget or continue once, or stop"
             );
-            self.emit(EventKind::Paused { reason, kind: PauseKind::Budget }).await;
+            self.emit(EventKind::Paused {
+                reason,
+                kind: PauseKind::Budget,
+            })
+            .await;
             return false;
         }
-        let agent_spent = self.state.spend_by_agent.get(agent).map(|s| s.usd).unwrap_or(0.0);
+        let agent_spent = self
+            .state
+            .spend_by_agent
+            .get(agent)
+            .map(|s| s.usd)
+            .unwrap_or(0.0);
         if let Some(cap) = self.agent_cap(agent)
             && agent_spent + projected > cap
         {
             let reason = format!(
                 "budget: {agent}'s next call could cost up to ${projected:.4}; it has spent ${agent_spent:.4} of its ${cap:.2}. Continue once, or stop"
             );
-            self.emit(EventKind::Paused { reason, kind: PauseKind::Budget }).await;
+            self.emit(EventKind::Paused {
+                reason,
+                kind: PauseKind::Budget,
+            })
+            .await;
             return false;
         }
         true
     }
 
     fn agent_cap(&self, agent: &str) -> Option<f64> {
-        self.team.agents.iter().find(|a| a.name == agent).and_then(|a| a.budget_usd)
+        self.team
+            .agents
+            .iter()
+            .find(|a| a.name == agent)
+            .and_then(|a| a.budget_usd)
     }
 
     /// Streams one model call, handling ops meanwhile; emits deltas (when `visible`) and usage.
-    async fn call_model(&mut self, label: &str, model: Arc<dyn ChatModel>, req: ChatRequest, visible: bool) -> CallOutcome {
+    async fn call_model(
+        &mut self,
+        label: &str,
+        model: Arc<dyn ChatModel>,
+        req: ChatRequest,
+        visible: bool,
+    ) -> CallOutcome {
         let cancel = CancellationToken::new();
         self.current_cancel = Some(cancel.clone());
-        let input_estimate =
-            estimate_tokens(&req.system) + req.messages.iter().map(|m| estimate_tokens(&m.content) + 4).sum::<u64>();
+        let input_estimate = estimate_tokens(&req.system)
+            + req
+                .messages
+                .iter()
+                .map(|m| estimate_tokens(&m.content) + 4)
+                .sum::<u64>();
         let mut stream = model.stream(req, cancel.clone());
-        let mut out = CallOutcome { text: String::new(), interrupted: false, error: None };
+        let mut out = CallOutcome {
+            text: String::new(),
+            interrupted: false,
+            error: None,
+        };
         let mut usage: Option<(TokenUsage, bool)> = None;
         let mut ops_open = true;
         loop {
@@ -662,7 +833,11 @@ impl Orchestrator {
             let spent = self.state.spend.usd;
             let warn_at = self.team.budget.warn_at;
             if !self.state.budget_warned && spent >= cap * warn_at {
-                self.emit(EventKind::BudgetWarning { spent_usd: spent, cap_usd: cap }).await;
+                self.emit(EventKind::BudgetWarning {
+                    spent_usd: spent,
+                    cap_usd: cap,
+                })
+                .await;
             }
         }
         out
@@ -673,7 +848,11 @@ impl Orchestrator {
         let Some(spec) = team.agents.iter().find(|a| a.name == agent).cloned() else {
             let message = format!("agent {agent:?} is not in the team; pick another speaker");
             self.error(message.clone()).await;
-            self.emit(EventKind::Paused { reason: message, kind: PauseKind::Human }).await;
+            self.emit(EventKind::Paused {
+                reason: message,
+                kind: PauseKind::Human,
+            })
+            .await;
             return;
         };
         let Some(model) = self.models.get(&spec.model).cloned() else {
@@ -682,7 +861,11 @@ impl Orchestrator {
                 spec.model
             );
             self.error(message.clone()).await;
-            self.emit(EventKind::Paused { reason: message, kind: PauseKind::ProviderError }).await;
+            self.emit(EventKind::Paused {
+                reason: message,
+                kind: PauseKind::ProviderError,
+            })
+            .await;
             return;
         };
         let built = context::build_request(&team, &spec, &self.state, &spec.model);
@@ -700,13 +883,26 @@ impl Orchestrator {
         if !self.budget_allows(agent, &spec.model, &built.request).await {
             return;
         }
-        self.emit(EventKind::AgentStatus { agent: agent.into(), state: AgentActivity::Thinking }).await;
+        self.emit(EventKind::AgentStatus {
+            agent: agent.into(),
+            state: AgentActivity::Thinking,
+        })
+        .await;
         let out = self.call_model(agent, model, built.request, true).await;
         if let Some(e) = out.error {
-            self.emit(EventKind::AgentStatus { agent: agent.into(), state: AgentActivity::Idle }).await;
+            self.emit(EventKind::AgentStatus {
+                agent: agent.into(),
+                state: AgentActivity::Idle,
+            })
+            .await;
             if !out.text.is_empty() {
                 let content = format!("{}\n\n[reply cut off: {e}]", out.text);
-                self.emit(EventKind::Message { agent: agent.into(), content, to: None }).await;
+                self.emit(EventKind::Message {
+                    agent: agent.into(),
+                    content,
+                    to: None,
+                })
+                .await;
             }
             let kind = match e {
                 ProviderError::RetryAfterTooLong { .. } => PauseKind::RetryWait,
@@ -714,9 +910,16 @@ impl Orchestrator {
             };
             let message = e.to_string();
             self.error(format!("{agent}: {message}")).await;
-            let what = if out.text.is_empty() { format!("retry {agent}'s turn") } else { "go on".into() };
-            self.emit(EventKind::Paused { reason: format!("{agent}: {message}; continue to {what}, or stop"), kind })
-                .await;
+            let what = if out.text.is_empty() {
+                format!("retry {agent}'s turn")
+            } else {
+                "go on".into()
+            };
+            self.emit(EventKind::Paused {
+                reason: format!("{agent}: {message}; continue to {what}, or stop"),
+                kind,
+            })
+            .await;
             return;
         }
         if out.interrupted {
@@ -725,38 +928,74 @@ impl Orchestrator {
             } else {
                 format!("{}\n\n[interrupted by the human]", out.text)
             };
-            self.emit(EventKind::Message { agent: agent.into(), content, to: None }).await;
-            self.emit(EventKind::AgentStatus { agent: agent.into(), state: AgentActivity::Idle }).await;
+            self.emit(EventKind::Message {
+                agent: agent.into(),
+                content,
+                to: None,
+            })
+            .await;
+            self.emit(EventKind::AgentStatus {
+                agent: agent.into(),
+                state: AgentActivity::Idle,
+            })
+            .await;
             if self.stop_requested.is_none() && !self.front_end_gone {
-                self.emit(EventKind::Paused { reason: format!("{agent} interrupted by the human"), kind: PauseKind::Human })
-                    .await;
+                self.emit(EventKind::Paused {
+                    reason: format!("{agent} interrupted by the human"),
+                    kind: PauseKind::Human,
+                })
+                .await;
             }
             return;
         }
-        self.emit(EventKind::Message { agent: agent.into(), content: out.text.clone(), to: None }).await;
+        self.emit(EventKind::Message {
+            agent: agent.into(),
+            content: out.text.clone(),
+            to: None,
+        })
+        .await;
         if spec.can_execute {
             let mut blocks: Vec<_> = crate::engine::codeblocks::extract_blocks(&out.text)
                 .into_iter()
-                .filter(|b| crate::engine::codeblocks::is_executable(&b.language, &team.executor.interpreters))
+                .filter(|b| {
+                    crate::engine::codeblocks::is_executable(
+                        &b.language,
+                        &team.executor.interpreters,
+                    )
+                })
                 .collect();
             for (i, b) in blocks.iter_mut().enumerate() {
                 b.index = i;
             }
             if !blocks.is_empty() {
                 let id = self.state.last_approval_id + 1;
-                self.emit(EventKind::ApprovalRequested { id, agent: agent.into(), blocks }).await;
-                self.emit(EventKind::AgentStatus { agent: agent.into(), state: AgentActivity::AwaitingApproval })
-                    .await;
+                self.emit(EventKind::ApprovalRequested {
+                    id,
+                    agent: agent.into(),
+                    blocks,
+                })
+                .await;
+                self.emit(EventKind::AgentStatus {
+                    agent: agent.into(),
+                    state: AgentActivity::AwaitingApproval,
+                })
+                .await;
                 self.auto_resolve().await;
                 return;
             }
         }
-        self.emit(EventKind::AgentStatus { agent: agent.into(), state: AgentActivity::Idle }).await;
+        self.emit(EventKind::AgentStatus {
+            agent: agent.into(),
+            state: AgentActivity::Idle,
+        })
+        .await;
     }
 
     /// Runs the approved blocks of the pending approval in order and reports back to the agent.
     async fn execute_pending(&mut self) {
-        let Some(p) = self.state.pending.clone() else { return };
+        let Some(p) = self.state.pending.clone() else {
+            return;
+        };
         for block in p.running.iter().copied() {
             self.emit(EventKind::ExecutionFinished {
                 id: p.id,
@@ -765,7 +1004,9 @@ impl Orchestrator {
                 timed_out: false,
                 truncated: false,
                 duration_ms: 0,
-                output: "interrupted: proctor stopped while this block was running; it was not re-run".into(),
+                output:
+                    "interrupted: proctor stopped while this block was running; it was not re-run"
+                        .into(),
                 oom: false,
                 interrupted: true,
             })
@@ -778,8 +1019,19 @@ impl Orchestrator {
             policy.image = img;
         }
         for (i, block) in p.blocks.iter().enumerate() {
-            let Some(d) = self.state.pending.as_ref().and_then(|p| p.decisions[i].clone()) else { continue };
-            let already = self.state.pending.as_ref().is_some_and(|p| p.results[i].is_some());
+            let Some(d) = self
+                .state
+                .pending
+                .as_ref()
+                .and_then(|p| p.decisions[i].clone())
+            else {
+                continue;
+            };
+            let already = self
+                .state
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.results[i].is_some());
             if already || !matches!(d.decision, DecisionKind::Approved | DecisionKind::Edited) {
                 continue;
             }
@@ -796,7 +1048,11 @@ impl Orchestrator {
                 policy: policy.clone(),
                 allow_network: d.allow_network,
             };
-            self.emit(EventKind::AgentStatus { agent: p.agent.clone(), state: AgentActivity::Executing }).await;
+            self.emit(EventKind::AgentStatus {
+                agent: p.agent.clone(),
+                state: AgentActivity::Executing,
+            })
+            .await;
             let cancel = CancellationToken::new();
             self.current_cancel = Some(cancel.clone());
             let mut stream = self.executor.run(req, cancel.clone());
@@ -879,10 +1135,21 @@ impl Orchestrator {
                 }
             }
         }
-        let Some(done) = self.state.pending.clone() else { return };
+        let Some(done) = self.state.pending.clone() else {
+            return;
+        };
         let report = approval::report(&done, sandbox_error.as_deref());
-        self.emit(EventKind::Message { agent: EXECUTOR.into(), content: report, to: None }).await;
-        self.emit(EventKind::AgentStatus { agent: done.agent.clone(), state: AgentActivity::Idle }).await;
+        self.emit(EventKind::Message {
+            agent: EXECUTOR.into(),
+            content: report,
+            to: None,
+        })
+        .await;
+        self.emit(EventKind::AgentStatus {
+            agent: done.agent.clone(),
+            state: AgentActivity::Idle,
+        })
+        .await;
         if self.front_end_gone || self.stop_requested.is_some() {
             return;
         }
@@ -893,8 +1160,11 @@ impl Orchestrator {
             })
             .await;
         } else if interrupted {
-            self.emit(EventKind::Paused { reason: "execution interrupted by the human".into(), kind: PauseKind::Human })
-                .await;
+            self.emit(EventKind::Paused {
+                reason: "execution interrupted by the human".into(),
+                kind: PauseKind::Human,
+            })
+            .await;
         }
     }
 }

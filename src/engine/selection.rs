@@ -8,14 +8,23 @@ use crate::provider::{ChatMessage, ChatRequest, Role};
 /// The agents allowed to speak next, in roster order, and a note when the graph had to be ignored.
 pub fn candidates(team: &TeamConfig, state: &SessionState) -> (Vec<String>, Option<String>) {
     let roster: Vec<String> = team.agents.iter().map(|a| a.name.clone()).collect();
-    let unmuted: Vec<String> = roster.iter().filter(|a| !state.muted.contains(*a)).cloned().collect();
-    let mut allowed: Vec<String> = match (&team.orchestration.allowed_transitions, &state.last_speaker) {
-        (Some(graph), Some(last)) => match graph.get(last) {
-            Some(next) => unmuted.iter().filter(|a| next.contains(a)).cloned().collect(),
-            None => unmuted.clone(),
-        },
-        _ => unmuted.clone(),
-    };
+    let unmuted: Vec<String> = roster
+        .iter()
+        .filter(|a| !state.muted.contains(*a))
+        .cloned()
+        .collect();
+    let mut allowed: Vec<String> =
+        match (&team.orchestration.allowed_transitions, &state.last_speaker) {
+            (Some(graph), Some(last)) => match graph.get(last) {
+                Some(next) => unmuted
+                    .iter()
+                    .filter(|a| next.contains(a))
+                    .cloned()
+                    .collect(),
+                None => unmuted.clone(),
+            },
+            _ => unmuted.clone(),
+        };
     if !team.orchestration.allow_repeat_speaker && allowed.len() > 1 {
         if let Some(last) = &state.last_speaker {
             allowed.retain(|a| a != last);
@@ -24,7 +33,10 @@ pub fn candidates(team: &TeamConfig, state: &SessionState) -> (Vec<String>, Opti
     if allowed.is_empty() && !unmuted.is_empty() {
         return (
             unmuted,
-            Some("no allowed transition leads to an unmuted agent; choosing from all unmuted agents".into()),
+            Some(
+                "no allowed transition leads to an unmuted agent; choosing from all unmuted agents"
+                    .into(),
+            ),
         );
     }
     (allowed, None)
@@ -33,7 +45,10 @@ pub fn candidates(team: &TeamConfig, state: &SessionState) -> (Vec<String>, Opti
 /// The next agent after the last speaker in roster order, among the candidates.
 pub fn round_robin(team: &TeamConfig, last: Option<&str>, candidates: &[String]) -> Option<String> {
     let roster: Vec<&str> = team.agents.iter().map(|a| a.name.as_str()).collect();
-    let start = last.and_then(|l| roster.iter().position(|a| *a == l)).map(|i| i + 1).unwrap_or(0);
+    let start = last
+        .and_then(|l| roster.iter().position(|a| *a == l))
+        .map(|i| i + 1)
+        .unwrap_or(0);
     (0..roster.len())
         .map(|k| roster[(start + k) % roster.len()])
         .find(|a| candidates.iter().any(|c| c == a))
@@ -70,12 +85,18 @@ pub fn selector_request(
             candidates.join(", ")
         )
     } else {
-        format!("{convo}\nWho speaks next? Choose one of: {}.", candidates.join(", "))
+        format!(
+            "{convo}\nWho speaks next? Choose one of: {}.",
+            candidates.join(", ")
+        )
     };
     ChatRequest {
         model: model.to_string(),
         system,
-        messages: vec![ChatMessage { role: Role::User, content: ask }],
+        messages: vec![ChatMessage {
+            role: Role::User,
+            content: ask,
+        }],
         max_tokens: Some(20),
         temperature: Some(0.0),
         agent: "selector".into(),
@@ -84,7 +105,9 @@ pub fn selector_request(
 
 /// The one candidate the selector's answer names, if exactly one is named.
 pub fn parse_selector_answer(answer: &str, candidates: &[String]) -> Option<String> {
-    let trimmed = answer.trim().trim_matches(|c: char| !c.is_alphanumeric() && c != '_' && c != '-');
+    let trimmed = answer
+        .trim()
+        .trim_matches(|c: char| !c.is_alphanumeric() && c != '_' && c != '-');
     if let Some(exact) = candidates.iter().find(|c| c.eq_ignore_ascii_case(trimmed)) {
         return Some(exact.clone());
     }
@@ -93,7 +116,10 @@ pub fn parse_selector_answer(answer: &str, candidates: &[String]) -> Option<Stri
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
         .collect();
-    let named: Vec<&String> = candidates.iter().filter(|c| words.contains(&c.to_lowercase())).collect();
+    let named: Vec<&String> = candidates
+        .iter()
+        .filter(|c| words.contains(&c.to_lowercase()))
+        .collect();
     match named.as_slice() {
         [one] => Some((*one).clone()),
         _ => None,
@@ -107,8 +133,14 @@ mod tests {
     #[test]
     fn selector_answers() {
         let c = vec!["planner".to_string(), "coder".to_string()];
-        assert_eq!(parse_selector_answer(" Coder.", &c).as_deref(), Some("coder"));
-        assert_eq!(parse_selector_answer("I think the coder should go", &c).as_deref(), Some("coder"));
+        assert_eq!(
+            parse_selector_answer(" Coder.", &c).as_deref(),
+            Some("coder")
+        );
+        assert_eq!(
+            parse_selector_answer("I think the coder should go", &c).as_deref(),
+            Some("coder")
+        );
         assert_eq!(parse_selector_answer("planner or coder", &c), None);
         assert_eq!(parse_selector_answer("nobody", &c), None);
     }

@@ -172,7 +172,13 @@ pub fn code_hash(code: &str) -> String {
 
 /// The line of output that identifies an error: the last non-empty line.
 pub fn error_signature(output: &str) -> String {
-    output.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string()
+    output
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 impl SessionState {
@@ -183,7 +189,12 @@ impl SessionState {
             self.id = ev.session.clone();
         }
         match &ev.kind {
-            EventKind::SessionStarted { task, team_config, mode, .. } => {
+            EventKind::SessionStarted {
+                task,
+                team_config,
+                mode,
+                ..
+            } => {
                 self.task = task.clone();
                 self.mode = *mode;
                 if let Some(t) = team_config {
@@ -203,7 +214,11 @@ impl SessionState {
             | EventKind::ImagePull { .. }
             | EventKind::Waiting { .. } => {}
             EventKind::Message { agent, content, to } => {
-                self.history.push(HistoryEntry { agent: agent.clone(), content: content.clone(), to: to.clone() });
+                self.history.push(HistoryEntry {
+                    agent: agent.clone(),
+                    content: content.clone(),
+                    to: to.clone(),
+                });
                 if agent == HUMAN {
                     self.consecutive_auto = 0;
                 } else if agent == EXECUTOR {
@@ -217,14 +232,35 @@ impl SessionState {
                     self.loop_messages.push((agent.clone(), content.clone()));
                 }
             }
-            EventKind::Usage { agent, model, input_tokens, output_tokens, cached_tokens, usd, estimated, .. } => {
+            EventKind::Usage {
+                agent,
+                model,
+                input_tokens,
+                output_tokens,
+                cached_tokens,
+                usd,
+                estimated,
+                ..
+            } => {
                 for s in [
                     self.spend_by_agent.entry(agent.clone()).or_default(),
                     self.spend_by_model.entry(model.clone()).or_default(),
                 ] {
-                    s.add(*input_tokens, *output_tokens, *cached_tokens, *usd, *estimated);
+                    s.add(
+                        *input_tokens,
+                        *output_tokens,
+                        *cached_tokens,
+                        *usd,
+                        *estimated,
+                    );
                 }
-                self.spend.add(*input_tokens, *output_tokens, *cached_tokens, *usd, *estimated);
+                self.spend.add(
+                    *input_tokens,
+                    *output_tokens,
+                    *cached_tokens,
+                    *usd,
+                    *estimated,
+                );
             }
             EventKind::ApprovalRequested { id, agent, blocks } => {
                 self.last_approval_id = self.last_approval_id.max(*id);
@@ -240,9 +276,18 @@ impl SessionState {
                     running: BTreeSet::new(),
                 });
             }
-            EventKind::ApprovalResolved { id, block, decision, code, reason, by_rule, allow_network } => {
+            EventKind::ApprovalResolved {
+                id,
+                block,
+                decision,
+                code,
+                reason,
+                by_rule,
+                allow_network,
+            } => {
                 if let Some(PolicyRule::CodeOnce { hash }) = by_rule {
-                    self.rules.retain(|r| !matches!(r, PolicyRule::CodeOnce { hash: h } if h == hash));
+                    self.rules
+                        .retain(|r| !matches!(r, PolicyRule::CodeOnce { hash: h } if h == hash));
                 }
                 if by_rule.is_none() {
                     self.consecutive_auto = 0;
@@ -278,7 +323,17 @@ impl SessionState {
                 }
             }
             EventKind::ExecutionOutput { .. } => {}
-            EventKind::ExecutionFinished { id, block, exit_code, timed_out, truncated, output, oom, interrupted, .. } => {
+            EventKind::ExecutionFinished {
+                id,
+                block,
+                exit_code,
+                timed_out,
+                truncated,
+                output,
+                oom,
+                interrupted,
+                ..
+            } => {
                 if *exit_code != 0 && !*interrupted {
                     self.loop_errors.push(error_signature(output));
                 } else {
@@ -324,6 +379,9 @@ impl SessionState {
 
     /// The agents of the team, in roster order.
     pub fn agent_names(&self) -> Vec<String> {
-        self.team.as_ref().map(|t| t.agents.iter().map(|a| a.name.clone()).collect()).unwrap_or_default()
+        self.team
+            .as_ref()
+            .map(|t| t.agents.iter().map(|a| a.name.clone()).collect())
+            .unwrap_or_default()
     }
 }

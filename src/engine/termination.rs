@@ -33,10 +33,14 @@ impl Condition {
         }
         any.push(Condition::MaxRounds(team.orchestration.max_rounds));
         if team.termination.max_consecutive_auto_replies > 0 {
-            any.push(Condition::MaxConsecutiveAutoReplies(team.termination.max_consecutive_auto_replies));
+            any.push(Condition::MaxConsecutiveAutoReplies(
+                team.termination.max_consecutive_auto_replies,
+            ));
         }
         if team.termination.timeout_s > 0 {
-            any.push(Condition::Timeout(Duration::from_secs(team.termination.timeout_s)));
+            any.push(Condition::Timeout(Duration::from_secs(
+                team.termination.timeout_s,
+            )));
         }
         Condition::Any(any)
     }
@@ -45,7 +49,11 @@ impl Condition {
     pub fn check(&self, state: &SessionState, elapsed: Duration) -> Option<String> {
         match self {
             Condition::TextMention(text) => {
-                let last = state.history.iter().rev().find(|h| state.agent_names().contains(&h.agent))?;
+                let last = state
+                    .history
+                    .iter()
+                    .rev()
+                    .find(|h| state.agent_names().contains(&h.agent))?;
                 last.content
                     .contains(text.as_str())
                     .then(|| format!("{} said {text}", last.agent))
@@ -53,14 +61,16 @@ impl Condition {
             Condition::MaxRounds(n) => {
                 (state.rounds >= *n).then(|| format!("max_rounds reached ({n} agent turns)"))
             }
-            Condition::MaxConsecutiveAutoReplies(n) => (state.consecutive_auto >= *n)
-                .then(|| format!("max_consecutive_auto_replies reached ({n} agent turns without the human)")),
+            Condition::MaxConsecutiveAutoReplies(n) => (state.consecutive_auto >= *n).then(|| {
+                format!("max_consecutive_auto_replies reached ({n} agent turns without the human)")
+            }),
             Condition::Timeout(d) => {
                 (elapsed >= *d).then(|| format!("session timeout reached ({} s)", d.as_secs()))
             }
             Condition::Any(cs) => cs.iter().find_map(|c| c.check(state, elapsed)),
             Condition::All(cs) => {
-                let reasons: Option<Vec<String>> = cs.iter().map(|c| c.check(state, elapsed)).collect();
+                let reasons: Option<Vec<String>> =
+                    cs.iter().map(|c| c.check(state, elapsed)).collect();
                 reasons.filter(|r| !r.is_empty()).map(|r| r.join(" and "))
             }
         }
@@ -72,8 +82,16 @@ pub const LOOP_REPEATS: u32 = 3;
 
 /// Why the session looks stuck, if it does.
 pub fn detect_loop(state: &SessionState) -> Option<String> {
-    if let Some((_, n)) = state.loop_code_counts.iter().find(|(_, n)| **n >= LOOP_REPEATS) {
-        let who = state.pending.as_ref().map(|p| p.agent.as_str()).or(state.last_speaker.as_deref());
+    if let Some((_, n)) = state
+        .loop_code_counts
+        .iter()
+        .find(|(_, n)| **n >= LOOP_REPEATS)
+    {
+        let who = state
+            .pending
+            .as_ref()
+            .map(|p| p.agent.as_str())
+            .or(state.last_speaker.as_deref());
         return Some(format!(
             "loop detected: {} proposed the same code {n} times",
             who.unwrap_or("an agent")
@@ -94,21 +112,34 @@ pub fn detect_loop(state: &SessionState) -> Option<String> {
         let n = msgs.len();
         let (a1, a2, b1, b2) = (&msgs[n - 4], &msgs[n - 2], &msgs[n - 3], &msgs[n - 1]);
         if a1.0 == a2.0 && b1.0 == b2.0 && similar(&a1.1, &a2.1) && similar(&b1.1, &b2.1) {
-            let who = if a1.0 == b1.0 { a1.0.clone() } else { format!("{} and {}", a1.0, b1.0) };
-            return Some(format!("loop detected: {who} keep repeating near-identical messages"));
+            let who = if a1.0 == b1.0 {
+                a1.0.clone()
+            } else {
+                format!("{} and {}", a1.0, b1.0)
+            };
+            return Some(format!(
+                "loop detected: {who} keep repeating near-identical messages"
+            ));
         }
     }
     None
 }
 
 fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n { s.to_string() } else { s.chars().take(n).collect::<String>() + "…" }
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n).collect::<String>() + "…"
+    }
 }
 
 /// Near-identical: word-set Jaccard similarity of at least 0.9 (or equal after normalising).
 pub fn similar(a: &str, b: &str) -> bool {
     let words = |s: &str| -> BTreeSet<String> {
-        s.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+        s.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect()
     };
     let (wa, wb) = (words(a), words(b));
     if wa.is_empty() && wb.is_empty() {

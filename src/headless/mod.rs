@@ -57,36 +57,58 @@ pub fn parse_json_line(line: &str) -> Result<Op, String> {
             "expected a decision like {{\"id\":1,\"block\":0,\"decision\":\"approve\"}} or an op like {{\"op\":\"continue\"}}, got: {line}"
         ));
     };
-    let id = v.get("id").and_then(|x| x.as_u64()).ok_or_else(|| format!("decision without a numeric \"id\": {line}"))?;
+    let id = v
+        .get("id")
+        .and_then(|x| x.as_u64())
+        .ok_or_else(|| format!("decision without a numeric \"id\": {line}"))?;
     if decision == "approve_all" {
         return Ok(Op::ApproveAll { id });
     }
     let block = v
         .get("block")
         .and_then(|x| x.as_u64())
-        .ok_or_else(|| format!("decision without a numeric \"block\": {line}"))? as usize;
+        .ok_or_else(|| format!("decision without a numeric \"block\": {line}"))?
+        as usize;
     let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
     let decision = match decision {
         "approve" | "approved" => Decision::Approve,
         "edit" | "edited" => Decision::Edit {
             code: text("code").ok_or_else(|| format!("an edit needs \"code\": {line}"))?,
         },
-        "reject" | "rejected" => Decision::Reject { reason: text("reason").unwrap_or_default() },
+        "reject" | "rejected" => Decision::Reject {
+            reason: text("reason").unwrap_or_default(),
+        },
         "skip" | "skipped" => Decision::Skip,
         other => {
-            return Err(format!("unknown decision {other:?}: use approve, edit, reject or skip"));
+            return Err(format!(
+                "unknown decision {other:?}: use approve, edit, reject or skip"
+            ));
         }
     };
     let remember = match v.get("remember") {
-        Some(r) => Some(serde_json::from_value(r.clone()).map_err(|e| format!("invalid \"remember\" ({e}): {line}"))?),
+        Some(r) => Some(
+            serde_json::from_value(r.clone())
+                .map_err(|e| format!("invalid \"remember\" ({e}): {line}"))?,
+        ),
         None => None,
     };
-    let allow_network = v.get("allow_network").and_then(|x| x.as_bool()).unwrap_or(false);
-    Ok(Op::ResolveApproval { id, block, decision, remember, allow_network })
+    let allow_network = v
+        .get("allow_network")
+        .and_then(|x| x.as_bool())
+        .unwrap_or(false);
+    Ok(Op::ResolveApproval {
+        id,
+        block,
+        decision,
+        remember,
+        allow_network,
+    })
 }
 
 /// Reads lines from `input` into a channel; `None` marks end of input.
-fn spawn_reader<R: AsyncBufRead + Unpin + Send + 'static>(input: R) -> mpsc::UnboundedReceiver<Option<String>> {
+fn spawn_reader<R: AsyncBufRead + Unpin + Send + 'static>(
+    input: R,
+) -> mpsc::UnboundedReceiver<Option<String>> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut lines = input.lines();
@@ -119,7 +141,13 @@ struct Console {
 
 /// Runs the headless front end until the session ends. `out` gets events (JSON) or the transcript;
 /// `err` gets notes for the human that are not part of the stream.
-pub async fn run<R, W, E>(mut handle: SessionHandle, opts: HeadlessOptions, input: R, mut out: W, mut err: E) -> Outcome
+pub async fn run<R, W, E>(
+    mut handle: SessionHandle,
+    opts: HeadlessOptions,
+    input: R,
+    mut out: W,
+    mut err: E,
+) -> Outcome
 where
     R: AsyncBufRead + Unpin + Send + 'static,
     W: Write,
@@ -247,8 +275,13 @@ fn prompt<W: Write>(out: &mut W, c: &Console, on: WaitingOn) {
 /// Interprets a console line in the current waiting state.
 fn console_ops(c: &mut Console, waiting: Option<WaitingOn>, line: &str) -> Result<Vec<Op>, String> {
     if let Some(rest) = line.strip_prefix('@') {
-        let (to, text) = rest.split_once(' ').ok_or("a private note is `@agent text`")?;
-        return Ok(vec![Op::UserMessage { text: text.trim().into(), to: Some(to.into()) }]);
+        let (to, text) = rest
+            .split_once(' ')
+            .ok_or("a private note is `@agent text`")?;
+        return Ok(vec![Op::UserMessage {
+            text: text.trim().into(),
+            to: Some(to.into()),
+        }]);
     }
     if line == "/stop" || line == "/quit" {
         return Ok(vec![Op::Stop { reason: None }]);
@@ -265,11 +298,16 @@ fn console_ops(c: &mut Console, waiting: Option<WaitingOn>, line: &str) -> Resul
                 return Err("every block is decided".into());
             };
             let id = *id;
-            let (cmd, arg) = line.split_once(' ').map(|(a, b)| (a, b.trim())).unwrap_or((line, ""));
+            let (cmd, arg) = line
+                .split_once(' ')
+                .map(|(a, b)| (a, b.trim()))
+                .unwrap_or((line, ""));
             let decision = match cmd {
                 "y" | "yes" | "approve" => Decision::Approve,
                 "s" | "skip" => Decision::Skip,
-                "n" | "no" | "reject" => Decision::Reject { reason: arg.to_string() },
+                "n" | "no" | "reject" => Decision::Reject {
+                    reason: arg.to_string(),
+                },
                 "a" | "all" => {
                     decided.iter_mut().for_each(|d| *d = true);
                     return Ok(vec![Op::ApproveAll { id }]);
@@ -278,18 +316,39 @@ fn console_ops(c: &mut Console, waiting: Option<WaitingOn>, line: &str) -> Resul
                     let code = edit_in_editor(&blocks[i].code)?;
                     Decision::Edit { code }
                 }
-                other => return Err(format!("unknown answer {other:?}: y, e, n [reason], s or a")),
+                other => {
+                    return Err(format!(
+                        "unknown answer {other:?}: y, e, n [reason], s or a"
+                    ));
+                }
             };
             decided[i] = true;
-            Ok(vec![Op::ResolveApproval { id, block: i, decision, remember: None, allow_network: false }])
+            Ok(vec![Op::ResolveApproval {
+                id,
+                block: i,
+                decision,
+                remember: None,
+                allow_network: false,
+            }])
         }
-        Some(WaitingOn::Speaker) => Ok(vec![Op::SelectSpeaker { agent: line.to_string() }]),
+        Some(WaitingOn::Speaker) => Ok(vec![Op::SelectSpeaker {
+            agent: line.to_string(),
+        }]),
         Some(WaitingOn::Continue) => match line {
             "c" | "continue" => Ok(vec![Op::Continue]),
             "q" | "stop" => Ok(vec![Op::Stop { reason: None }]),
-            text => Ok(vec![Op::UserMessage { text: text.into(), to: None }, Op::Continue]),
+            text => Ok(vec![
+                Op::UserMessage {
+                    text: text.into(),
+                    to: None,
+                },
+                Op::Continue,
+            ]),
         },
-        Some(WaitingOn::Message) | None => Ok(vec![Op::UserMessage { text: line.into(), to: None }]),
+        Some(WaitingOn::Message) | None => Ok(vec![Op::UserMessage {
+            text: line.into(),
+            to: None,
+        }]),
     }
 }
 
@@ -311,7 +370,9 @@ fn edit_in_editor(code: &str) -> Result<String, String> {
         .status()
         .map_err(|e| format!("cannot start {editor}: {e}"))?;
     if !status.success() {
-        return Err(format!("{editor} exited with {status}; block left undecided"));
+        return Err(format!(
+            "{editor} exited with {status}; block left undecided"
+        ));
     }
     std::fs::read_to_string(file.path()).map_err(|e| format!("cannot read the edited file: {e}"))
 }
@@ -351,20 +412,37 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             if c.streaming.take().is_some() {
                 let _ = writeln!(out);
             } else if agent == "human" {
-                let who = to.as_ref().map(|t| format!("human → {t} (private)")).unwrap_or_else(|| "human".into());
+                let who = to
+                    .as_ref()
+                    .map(|t| format!("human → {t} (private)"))
+                    .unwrap_or_else(|| "human".into());
                 let _ = writeln!(out, "\n── {who} ──\n{}", sanitize(content));
             } else {
                 let _ = writeln!(out, "\n── {agent} ──\n{}", sanitize(content));
             }
         }
-        EventKind::Usage { agent, model, input_tokens, output_tokens, usd, estimated, .. } => {
+        EventKind::Usage {
+            agent,
+            model,
+            input_tokens,
+            output_tokens,
+            usd,
+            estimated,
+            ..
+        } => {
             match usd {
                 Some(u) => c.total_usd += u,
                 None => c.unpriced = true,
             }
             let approx = if *estimated { "≈" } else { "" };
-            let cost = usd.map(|u| format!("${u:.4}")).unwrap_or_else(|| "unpriced".into());
-            let total = if c.unpriced { format!("${:.4}+", c.total_usd) } else { format!("${:.4}", c.total_usd) };
+            let cost = usd
+                .map(|u| format!("${u:.4}"))
+                .unwrap_or_else(|| "unpriced".into());
+            let total = if c.unpriced {
+                format!("${:.4}+", c.total_usd)
+            } else {
+                format!("${:.4}", c.total_usd)
+            };
             let _ = writeln!(
                 out,
                 "   [{agent} · {model} · {approx}{input_tokens} in / {approx}{output_tokens} out · {cost} · session {total}]"
@@ -372,9 +450,17 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
         }
         EventKind::ApprovalRequested { id, agent, blocks } => {
             end_stream(out, c);
-            let _ = writeln!(out, "\n┌ approval #{id}: {agent} proposes {} block(s)", blocks.len());
+            let _ = writeln!(
+                out,
+                "\n┌ approval #{id}: {agent} proposes {} block(s)",
+                blocks.len()
+            );
             for b in blocks {
-                let file = b.filename.as_ref().map(|f| format!(" → {f}")).unwrap_or_default();
+                let file = b
+                    .filename
+                    .as_ref()
+                    .map(|f| format!(" → {f}"))
+                    .unwrap_or_default();
                 let _ = writeln!(out, "│ block {} ({}){file}", b.index + 1, b.language);
                 for l in b.code.lines() {
                     let _ = writeln!(out, "│   {}", sanitize(l));
@@ -383,14 +469,23 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             let _ = writeln!(out, "└");
             c.pending = Some((*id, blocks.clone(), vec![false; blocks.len()]));
         }
-        EventKind::ApprovalResolved { block, decision, reason, by_rule, .. } => {
+        EventKind::ApprovalResolved {
+            block,
+            decision,
+            reason,
+            by_rule,
+            ..
+        } => {
             if let Some((_, _, decided)) = c.pending.as_mut()
                 && let Some(d) = decided.get_mut(*block)
             {
                 *d = true;
             }
             let by = if by_rule.is_some() { " (by rule)" } else { "" };
-            let why = reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
+            let why = reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
             let _ = writeln!(out, "  block {} {decision:?}{by}{why}", block + 1);
         }
         EventKind::PolicyAdded { rule } => {
@@ -400,13 +495,29 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             let _ = writeln!(out, "  mode: {mode:?}");
         }
         EventKind::AgentMuted { agent, muted } => {
-            let _ = writeln!(out, "  {agent} {}", if *muted { "muted" } else { "unmuted" });
+            let _ = writeln!(
+                out,
+                "  {agent} {}",
+                if *muted { "muted" } else { "unmuted" }
+            );
         }
-        EventKind::ImagePull { image, current, total, layers_done, layers, .. } => {
+        EventKind::ImagePull {
+            image,
+            current,
+            total,
+            layers_done,
+            layers,
+            ..
+        } => {
             let pct = if *total > 0 { current * 100 / total } else { 0 };
-            let _ = writeln!(out, "  pulling {image}: {pct}% ({layers_done}/{layers} layers)");
+            let _ = writeln!(
+                out,
+                "  pulling {image}: {pct}% ({layers_done}/{layers} layers)"
+            );
         }
-        EventKind::ExecutionStarted { block, language, .. } => {
+        EventKind::ExecutionStarted {
+            block, language, ..
+        } => {
             let _ = writeln!(out, "  ▶ running block {} ({language})", block + 1);
         }
         EventKind::ExecutionOutput { stream, text, .. } => {
@@ -418,9 +529,26 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
                 let _ = writeln!(out, "{prefix}{}", sanitize(l));
             }
         }
-        EventKind::ExecutionFinished { block, exit_code, timed_out, duration_ms, oom, interrupted, truncated, .. } => {
-            let mut s = format!("  ■ block {} exit {exit_code} in {duration_ms} ms", block + 1);
-            for (flag, word) in [(*timed_out, "timed out"), (*oom, "out of memory"), (*interrupted, "interrupted"), (*truncated, "output truncated")] {
+        EventKind::ExecutionFinished {
+            block,
+            exit_code,
+            timed_out,
+            duration_ms,
+            oom,
+            interrupted,
+            truncated,
+            ..
+        } => {
+            let mut s = format!(
+                "  ■ block {} exit {exit_code} in {duration_ms} ms",
+                block + 1
+            );
+            for (flag, word) in [
+                (*timed_out, "timed out"),
+                (*oom, "out of memory"),
+                (*interrupted, "interrupted"),
+                (*truncated, "output truncated"),
+            ] {
                 if flag {
                     s.push_str(&format!(" · {word}"));
                 }
@@ -466,19 +594,29 @@ mod tests {
 
     #[test]
     fn contract_decision_lines_parse() {
-        let op = parse_json_line(r#"{"id": 3, "block": 1, "decision": "edit", "code": "print('edited')"}"#).unwrap();
+        let op = parse_json_line(
+            r#"{"id": 3, "block": 1, "decision": "edit", "code": "print('edited')"}"#,
+        )
+        .unwrap();
         assert_eq!(
             op,
             Op::ResolveApproval {
                 id: 3,
                 block: 1,
-                decision: Decision::Edit { code: "print('edited')".into() },
+                decision: Decision::Edit {
+                    code: "print('edited')".into()
+                },
                 remember: None,
                 allow_network: false
             }
         );
-        let op = parse_json_line(r#"{"id": 3, "block": 0, "decision": "reject", "reason": "use the stdlib only"}"#).unwrap();
-        assert!(matches!(op, Op::ResolveApproval { decision: Decision::Reject { reason }, .. } if reason == "use the stdlib only"));
+        let op = parse_json_line(
+            r#"{"id": 3, "block": 0, "decision": "reject", "reason": "use the stdlib only"}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(op, Op::ResolveApproval { decision: Decision::Reject { reason }, .. } if reason == "use the stdlib only")
+        );
         assert!(parse_json_line(r#"{"op":"continue"}"#).is_ok());
         let e = parse_json_line(r#"{"id": 3, "decision": "approve"}"#).unwrap_err();
         assert!(e.contains("block"), "{e}");

@@ -45,11 +45,18 @@ pub struct ScriptedReply {
 impl ScriptedReply {
     /// A reply for a given agent.
     pub fn for_agent(agent: &str, text: &str) -> Self {
-        Self { agent: Some(agent.into()), text: text.into(), ..Default::default() }
+        Self {
+            agent: Some(agent.into()),
+            text: text.into(),
+            ..Default::default()
+        }
     }
     /// A reply for whoever asks next.
     pub fn next(text: &str) -> Self {
-        Self { text: text.into(), ..Default::default() }
+        Self {
+            text: text.into(),
+            ..Default::default()
+        }
     }
 }
 
@@ -110,7 +117,10 @@ impl ScriptedModel {
 
     /// The same script and request log under another model ref (several refs, one script).
     pub fn renamed(&self, model_ref: &str) -> Self {
-        Self { model_ref: model_ref.into(), ..self.clone() }
+        Self {
+            model_ref: model_ref.into(),
+            ..self.clone()
+        }
     }
 
     /// Every request received so far, oldest first.
@@ -174,24 +184,40 @@ impl ChatModel for ScriptedModel {
         };
         if let Some(err) = reply.error.clone() {
             return futures::stream::once(async move {
-                Err(ProviderError::Stream { provider: "scripted".into(), message: err })
+                Err(ProviderError::Stream {
+                    provider: "scripted".into(),
+                    message: err,
+                })
             })
             .boxed();
         }
         let input = reply.input_tokens.unwrap_or_else(|| {
             estimate_tokens(&request.system)
-                + request.messages.iter().map(|m| estimate_tokens(&m.content) + 4).sum::<u64>()
+                + request
+                    .messages
+                    .iter()
+                    .map(|m| estimate_tokens(&m.content) + 4)
+                    .sum::<u64>()
         });
         let usage = TokenUsage {
             input_tokens: input,
-            output_tokens: reply.output_tokens.unwrap_or_else(|| estimate_tokens(&reply.text)),
+            output_tokens: reply
+                .output_tokens
+                .unwrap_or_else(|| estimate_tokens(&reply.text)),
             cached_tokens: reply.cached_tokens,
             cache_creation_tokens: 0,
         };
-        let mut items: VecDeque<ChatChunk> =
-            chunks(&reply.text, self.chunk_chars).into_iter().map(ChatChunk::Delta).collect();
-        items.push_back(ChatChunk::Usage { usage, estimated: false });
-        items.push_back(ChatChunk::Done { finish_reason: Some("stop".into()) });
+        let mut items: VecDeque<ChatChunk> = chunks(&reply.text, self.chunk_chars)
+            .into_iter()
+            .map(ChatChunk::Delta)
+            .collect();
+        items.push_back(ChatChunk::Usage {
+            usage,
+            estimated: false,
+        });
+        items.push_back(ChatChunk::Done {
+            finish_reason: Some("stop".into()),
+        });
         let delay = Duration::from_millis(reply.delay_ms);
         futures::stream::unfold((items, cancel, false), move |(mut items, cancel, done)| async move {
             if done {

@@ -27,12 +27,19 @@ pub struct FakeExecutor {
 }
 
 impl Executor for FakeExecutor {
-    fn run(&self, request: ExecRequest, cancel: CancellationToken) -> BoxStream<'static, Result<ExecEvent, ExecError>> {
+    fn run(
+        &self,
+        request: ExecRequest,
+        cancel: CancellationToken,
+    ) -> BoxStream<'static, Result<ExecEvent, ExecError>> {
         self.runs.lock().unwrap().push(request.clone());
         if let Some(msg) = self.fail_with.clone() {
             return futures::stream::once(async move { Err(ExecError::Docker(msg)) }).boxed();
         }
-        let hang = self.hang_on.as_ref().is_some_and(|h| request.code.contains(h.as_str()));
+        let hang = self
+            .hang_on
+            .as_ref()
+            .is_some_and(|h| request.code.contains(h.as_str()));
         let code = request.code.clone();
         let started = futures::stream::iter([Ok(ExecEvent::Started)]);
         let rest = futures::stream::once(async move {
@@ -56,7 +63,14 @@ impl Executor for FakeExecutor {
             } else {
                 format!("ran {} bytes\n", code.len())
             };
-            events.push(Ok(ExecEvent::Output { stream: if fails { StreamKind::Stderr } else { StreamKind::Stdout }, text: output.clone() }));
+            events.push(Ok(ExecEvent::Output {
+                stream: if fails {
+                    StreamKind::Stderr
+                } else {
+                    StreamKind::Stdout
+                },
+                text: output.clone(),
+            }));
             events.push(Ok(ExecEvent::Finished(ExecOutcome {
                 exit_code: if fails { 1 } else { 0 },
                 duration_ms: 5,
@@ -162,7 +176,13 @@ impl Builder {
             seed: self.seed,
             image_override: None,
         });
-        Session { handle, model, exec: self.exec, sink, seen: Vec::new() }
+        Session {
+            handle,
+            model,
+            exec: self.exec,
+            sink,
+            seen: Vec::new(),
+        }
     }
 }
 
@@ -177,7 +197,9 @@ impl Session {
         loop {
             let ev = tokio::time::timeout_at(deadline, self.handle.events.recv())
                 .await
-                .unwrap_or_else(|_| panic!("timed out waiting for {what}; saw: {:#?}", self.types()))
+                .unwrap_or_else(|_| {
+                    panic!("timed out waiting for {what}; saw: {:#?}", self.types())
+                })
                 .unwrap_or_else(|| panic!("engine ended before {what}; saw: {:#?}", self.types()));
             self.seen.push(ev.clone());
             if pred(&ev.kind) {
@@ -189,13 +211,17 @@ impl Session {
     /// Reads every event until the session task ends.
     pub async fn finish(&mut self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.handle.events.recv()).await {
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.handle.events.recv()).await
+        {
             self.seen.push(ev);
         }
     }
 
     pub fn types(&self) -> Vec<String> {
-        self.seen.iter().map(|e| e.kind.type_name().to_string()).collect()
+        self.seen
+            .iter()
+            .map(|e| e.kind.type_name().to_string())
+            .collect()
     }
 
     pub fn speakers(&self) -> Vec<String> {
@@ -214,8 +240,17 @@ impl Session {
 
     /// Text of the last request sent for `agent`, all messages joined.
     pub fn last_request_text(&self, agent: &str) -> String {
-        let r = self.requests().into_iter().rev().find(|r| r.agent == agent).expect("a request for agent");
-        r.messages.iter().map(|m| format!("{:?}: {}", m.role, m.content)).collect::<Vec<_>>().join("\n")
+        let r = self
+            .requests()
+            .into_iter()
+            .rev()
+            .find(|r| r.agent == agent)
+            .expect("a request for agent");
+        r.messages
+            .iter()
+            .map(|m| format!("{:?}: {}", m.role, m.content))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub fn terminated_reason(&self) -> Option<String> {

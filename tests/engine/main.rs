@@ -9,7 +9,9 @@ use std::time::Duration;
 use harness::*;
 use proctor::config::PriceConfig;
 use proctor::engine::cost::PriceTable;
-use proctor::protocol::{Decision, DecisionKind, EventKind, Op, PauseKind, PolicyRule, SessionMode};
+use proctor::protocol::{
+    Decision, DecisionKind, EventKind, Op, PauseKind, PolicyRule, SessionMode,
+};
 use proctor::provider::scripted::{ScriptedModel, ScriptedReply};
 
 const CODE: &str = "Here:\n```python\nprint('hi')\n```\n";
@@ -25,7 +27,13 @@ fn is_paused(k: &EventKind) -> bool {
 }
 
 fn resolve(id: u64, block: usize, decision: Decision) -> Op {
-    Op::ResolveApproval { id, block, decision, remember: None, allow_network: false }
+    Op::ResolveApproval {
+        id,
+        block,
+        decision,
+        remember: None,
+        allow_network: false,
+    }
 }
 
 #[tokio::test]
@@ -41,7 +49,11 @@ async fn round_robin_alternates_and_text_mention_terminates() {
     // Deltas are streamed before the full message.
     let types = s.types();
     let first_delta = types.iter().position(|t| t == "message_delta").unwrap();
-    let first_agent_msg = s.seen.iter().position(|e| matches!(&e.kind, EventKind::Message { agent, .. } if agent == "coder")).unwrap();
+    let first_agent_msg = s
+        .seen
+        .iter()
+        .position(|e| matches!(&e.kind, EventKind::Message { agent, .. } if agent == "coder"))
+        .unwrap();
     assert!(first_delta < first_agent_msg);
     // The reviewer saw the coder's message labelled with its name, and its own system prompt.
     let r = s.requests();
@@ -54,7 +66,11 @@ async fn round_robin_alternates_and_text_mention_terminates() {
 #[tokio::test]
 async fn max_rounds_terminates() {
     let team = format!("{PAIR}\n[orchestration]\nmax_rounds = 3\n");
-    let mut s = Builder::new(&team).reply("coder", "1").reply("reviewer", "2").reply("coder", "3").start();
+    let mut s = Builder::new(&team)
+        .reply("coder", "1")
+        .reply("reviewer", "2")
+        .reply("coder", "3")
+        .start();
     s.wait_for("end", is_terminated).await;
     assert_eq!(s.speakers().len(), 3);
     assert!(s.terminated_reason().unwrap().contains("max_rounds"));
@@ -63,9 +79,16 @@ async fn max_rounds_terminates() {
 #[tokio::test]
 async fn max_consecutive_auto_replies_terminates_and_human_resets_it() {
     let team = format!("{PAIR}\n[termination]\nmax_consecutive_auto_replies = 2\n");
-    let mut s = Builder::new(&team).reply("coder", "1").reply("reviewer", "2").start();
+    let mut s = Builder::new(&team)
+        .reply("coder", "1")
+        .reply("reviewer", "2")
+        .start();
     s.wait_for("end", is_terminated).await;
-    assert!(s.terminated_reason().unwrap().contains("max_consecutive_auto_replies"));
+    assert!(
+        s.terminated_reason()
+            .unwrap()
+            .contains("max_consecutive_auto_replies")
+    );
     assert_eq!(s.speakers().len(), 2);
 }
 
@@ -73,8 +96,18 @@ async fn max_consecutive_auto_replies_terminates_and_human_resets_it() {
 async fn session_timeout_terminates() {
     let team = format!("{PAIR}\n[termination]\ntimeout_s = 1\n");
     let replies = vec![
-        ScriptedReply { agent: Some("coder".into()), text: "slow reply".into(), delay_ms: 700, ..Default::default() },
-        ScriptedReply { agent: Some("reviewer".into()), text: "slow too".into(), delay_ms: 700, ..Default::default() },
+        ScriptedReply {
+            agent: Some("coder".into()),
+            text: "slow reply".into(),
+            delay_ms: 700,
+            ..Default::default()
+        },
+        ScriptedReply {
+            agent: Some("reviewer".into()),
+            text: "slow too".into(),
+            delay_ms: 700,
+            ..Default::default()
+        },
         ScriptedReply::for_agent("coder", "never asked"),
     ];
     let mut s = Builder::new(&team).replies(replies).start();
@@ -87,16 +120,29 @@ async fn session_timeout_terminates() {
 async fn composable_all_condition() {
     use proctor::engine::state::SessionState;
     use proctor::engine::termination::Condition;
-    let state = SessionState { rounds: 5, ..Default::default() };
-    let all = Condition::All(vec![Condition::MaxRounds(3), Condition::MaxConsecutiveAutoReplies(10)]);
+    let state = SessionState {
+        rounds: 5,
+        ..Default::default()
+    };
+    let all = Condition::All(vec![
+        Condition::MaxRounds(3),
+        Condition::MaxConsecutiveAutoReplies(10),
+    ]);
     assert_eq!(all.check(&state, Duration::ZERO), None);
-    let state = SessionState { rounds: 5, consecutive_auto: 10, ..Default::default() };
+    let state = SessionState {
+        rounds: 5,
+        consecutive_auto: 10,
+        ..Default::default()
+    };
     assert!(all.check(&state, Duration::ZERO).unwrap().contains(" and "));
 }
 
 #[tokio::test]
 async fn approve_runs_block_and_result_reaches_the_agent() {
-    let mut s = Builder::new(PAIR).reply("coder", CODE).reply("reviewer", "ok TERMINATE").start();
+    let mut s = Builder::new(PAIR)
+        .reply("coder", CODE)
+        .reply("reviewer", "ok TERMINATE")
+        .start();
     let ev = s.wait_for("approval", is_approval).await;
     let id = approval_id(&ev);
     if let EventKind::ApprovalRequested { blocks, agent, .. } = &ev.kind {
@@ -121,16 +167,28 @@ async fn approve_runs_block_and_result_reaches_the_agent() {
 
 #[tokio::test]
 async fn edit_runs_edited_code_and_tells_the_agent() {
-    let mut s = Builder::new(PAIR).reply("coder", CODE).reply("reviewer", "TERMINATE").start();
+    let mut s = Builder::new(PAIR)
+        .reply("coder", CODE)
+        .reply("reviewer", "TERMINATE")
+        .start();
     let id = approval_id(&s.wait_for("approval", is_approval).await);
-    s.send(resolve(id, 0, Decision::Edit { code: "print('edited')".into() }));
+    s.send(resolve(
+        id,
+        0,
+        Decision::Edit {
+            code: "print('edited')".into(),
+        },
+    ));
     s.wait_for("end", is_terminated).await;
     assert_eq!(s.exec.runs.lock().unwrap()[0].code, "print('edited')");
     let resolved = s.seen.iter().find_map(|e| match &e.kind {
         EventKind::ApprovalResolved { decision, code, .. } => Some((*decision, code.clone())),
         _ => None,
     });
-    assert_eq!(resolved, Some((DecisionKind::Edited, Some("print('edited')".into()))));
+    assert_eq!(
+        resolved,
+        Some((DecisionKind::Edited, Some("print('edited')".into())))
+    );
     let next = s.last_request_text("reviewer");
     assert!(next.contains("the human EDITED this block"), "{next}");
     assert!(next.contains("print('edited')"));
@@ -145,23 +203,47 @@ name = "coder"
 model = "scripted/m"
 can_execute = true
 "#;
-    let mut s = Builder::new(team).reply("coder", CODE).reply("coder", "ok, TERMINATE").start();
+    let mut s = Builder::new(team)
+        .reply("coder", CODE)
+        .reply("coder", "ok, TERMINATE")
+        .start();
     let id = approval_id(&s.wait_for("approval", is_approval).await);
-    s.send(resolve(id, 0, Decision::Reject { reason: "use the stdlib only".into() }));
+    s.send(resolve(
+        id,
+        0,
+        Decision::Reject {
+            reason: "use the stdlib only".into(),
+        },
+    ));
     s.wait_for("end", is_terminated).await;
-    assert!(s.exec.runs.lock().unwrap().is_empty(), "a rejected block must not run");
+    assert!(
+        s.exec.runs.lock().unwrap().is_empty(),
+        "a rejected block must not run"
+    );
     let next = s.last_request_text("coder");
-    assert!(next.contains("REJECTED by the human, not run. Reason: use the stdlib only"), "{next}");
+    assert!(
+        next.contains("REJECTED by the human, not run. Reason: use the stdlib only"),
+        "{next}"
+    );
 }
 
 #[tokio::test]
 async fn skip_and_several_blocks_each_decided_separately() {
     let text = "```python\nprint(1)\n```\n```bash\necho two\n```\n```python\nprint(3)\n```\n";
-    let mut s = Builder::new(PAIR).reply("coder", text).reply("reviewer", "TERMINATE").start();
+    let mut s = Builder::new(PAIR)
+        .reply("coder", text)
+        .reply("reviewer", "TERMINATE")
+        .start();
     let id = approval_id(&s.wait_for("approval", is_approval).await);
     s.send(resolve(id, 0, Decision::Skip));
     s.send(resolve(id, 1, Decision::Approve));
-    s.send(resolve(id, 2, Decision::Reject { reason: "no".into() }));
+    s.send(resolve(
+        id,
+        2,
+        Decision::Reject {
+            reason: "no".into(),
+        },
+    ));
     s.wait_for("end", is_terminated).await;
     let runs = s.exec.runs.lock().unwrap().clone();
     assert_eq!(runs.len(), 1);
@@ -175,10 +257,16 @@ async fn skip_and_several_blocks_each_decided_separately() {
 #[tokio::test]
 async fn nothing_runs_until_every_block_is_decided() {
     let text = "```python\nprint(1)\n```\n```python\nprint(2)\n```\n";
-    let mut s = Builder::new(PAIR).reply("coder", text).reply("reviewer", "TERMINATE").start();
+    let mut s = Builder::new(PAIR)
+        .reply("coder", text)
+        .reply("reviewer", "TERMINATE")
+        .start();
     let id = approval_id(&s.wait_for("approval", is_approval).await);
     s.send(resolve(id, 0, Decision::Approve));
-    s.wait_for("first decision", |k| matches!(k, EventKind::ApprovalResolved { .. })).await;
+    s.wait_for("first decision", |k| {
+        matches!(k, EventKind::ApprovalResolved { .. })
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(s.exec.runs.lock().unwrap().is_empty());
     s.send(Op::ApproveAll { id });
@@ -208,7 +296,15 @@ async fn policy_code_session_and_once_rules() {
     let second = s.wait_for("second approval", is_approval).await;
     let rid = approval_id(&second);
     let by_rule = s
-        .wait_for("auto resolution", |k| matches!(k, EventKind::ApprovalResolved { by_rule: Some(_), .. }))
+        .wait_for("auto resolution", |k| {
+            matches!(
+                k,
+                EventKind::ApprovalResolved {
+                    by_rule: Some(_),
+                    ..
+                }
+            )
+        })
         .await;
     if let EventKind::ApprovalResolved { id, by_rule, .. } = by_rule.kind {
         assert_eq!(id, rid);
@@ -224,23 +320,54 @@ async fn policy_code_session_and_once_rules() {
 
 #[tokio::test]
 async fn policy_language_agent_rule_and_auto_mode() {
-    let mut s = Builder::new(PAIR).reply("coder", CODE).reply("reviewer", "TERMINATE").start();
-    s.send(Op::AddPolicy { rule: PolicyRule::LanguageAgent { language: "python".into(), agent: "coder".into() } });
+    let mut s = Builder::new(PAIR)
+        .reply("coder", CODE)
+        .reply("reviewer", "TERMINATE")
+        .start();
+    s.send(Op::AddPolicy {
+        rule: PolicyRule::LanguageAgent {
+            language: "python".into(),
+            agent: "coder".into(),
+        },
+    });
     s.wait_for("end", is_terminated).await;
     assert_eq!(s.exec.runs.lock().unwrap().len(), 1);
 
-    let mut s = Builder::new(PAIR).reply("coder", CODE).reply("reviewer", "TERMINATE").mode(SessionMode::Auto).start();
+    let mut s = Builder::new(PAIR)
+        .reply("coder", CODE)
+        .reply("reviewer", "TERMINATE")
+        .mode(SessionMode::Auto)
+        .start();
     s.wait_for("end", is_terminated).await;
     assert_eq!(s.exec.runs.lock().unwrap().len(), 1);
-    assert!(s.seen.iter().any(|e| matches!(&e.kind, EventKind::ApprovalResolved { by_rule: Some(PolicyRule::Mode {}), .. })));
+    assert!(s.seen.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::ApprovalResolved {
+            by_rule: Some(PolicyRule::Mode {}),
+            ..
+        }
+    )));
 }
 
 #[tokio::test]
 async fn step_mode_pauses_before_every_agent_turn() {
-    let mut s = Builder::new(PAIR).reply("coder", "one").reply("reviewer", "TERMINATE").mode(SessionMode::Step).start();
+    let mut s = Builder::new(PAIR)
+        .reply("coder", "one")
+        .reply("reviewer", "TERMINATE")
+        .mode(SessionMode::Step)
+        .start();
     let p = s.wait_for("step pause", is_paused).await;
-    assert!(matches!(p.kind, EventKind::Paused { kind: PauseKind::Step, .. }));
-    assert!(s.requests().is_empty(), "no call before the human continues");
+    assert!(matches!(
+        p.kind,
+        EventKind::Paused {
+            kind: PauseKind::Step,
+            ..
+        }
+    ));
+    assert!(
+        s.requests().is_empty(),
+        "no call before the human continues"
+    );
     s.send(Op::Continue);
     s.wait_for("second step pause", is_paused).await;
     assert_eq!(s.requests().len(), 1);
@@ -252,11 +379,17 @@ async fn step_mode_pauses_before_every_agent_turn() {
 async fn manual_selection_asks_the_human() {
     let team = format!("{PAIR}\n[orchestration]\nspeaker_selection = \"manual\"\n");
     let mut s = Builder::new(&team).reply("reviewer", "TERMINATE").start();
-    let ev = s.wait_for("speaker request", |k| matches!(k, EventKind::SpeakerRequested { .. })).await;
+    let ev = s
+        .wait_for("speaker request", |k| {
+            matches!(k, EventKind::SpeakerRequested { .. })
+        })
+        .await;
     if let EventKind::SpeakerRequested { candidates } = ev.kind {
         assert_eq!(candidates, ["coder", "reviewer"]);
     }
-    s.send(Op::SelectSpeaker { agent: "reviewer".into() });
+    s.send(Op::SelectSpeaker {
+        agent: "reviewer".into(),
+    });
     s.wait_for("end", is_terminated).await;
     assert_eq!(s.speakers(), ["reviewer"]);
 }
@@ -275,16 +408,27 @@ async fn auto_selection_uses_the_selector_and_falls_back_after_one_retry() {
         .start();
     s.wait_for("end", is_terminated).await;
     assert_eq!(s.speakers(), ["reviewer", "coder"]);
-    let selector_reqs: Vec<_> = s.requests().into_iter().filter(|r| r.agent == "selector").collect();
+    let selector_reqs: Vec<_> = s
+        .requests()
+        .into_iter()
+        .filter(|r| r.agent == "selector")
+        .collect();
     assert_eq!(selector_reqs.len(), 3, "one call, then one retry");
-    assert!(selector_reqs[0].system.contains("coder: writes python"), "roster descriptions are given");
+    assert!(
+        selector_reqs[0].system.contains("coder: writes python"),
+        "roster descriptions are given"
+    );
     let note = s.seen.iter().find_map(|e| match &e.kind {
         EventKind::SpeakerSelected { note: Some(n), .. } => Some(n.clone()),
         _ => None,
     });
     assert!(note.unwrap().contains("fell back to round robin"));
     // The selector's calls are costed too.
-    assert!(s.seen.iter().any(|e| matches!(&e.kind, EventKind::Usage { agent, .. } if agent == "selector")));
+    assert!(
+        s.seen
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::Usage { agent, .. } if agent == "selector"))
+    );
 }
 
 #[tokio::test]
@@ -307,13 +451,18 @@ allowed_transitions = { a = ["b"], b = ["c"], c = ["a"] }
 [termination]
 max_consecutive_auto_replies = 100
 "#;
-    let replies = (0..12).map(|i| ScriptedReply::next(&format!("turn {i}"))).collect();
+    let replies = (0..12)
+        .map(|i| ScriptedReply::next(&format!("turn {i}")))
+        .collect();
     let mut s = Builder::new(team).replies(replies).start();
     s.wait_for("end", is_terminated).await;
     let sp = s.speakers();
     assert_eq!(sp.len(), 12);
     for w in sp.windows(2) {
-        let ok = matches!((w[0].as_str(), w[1].as_str()), ("a", "b") | ("b", "c") | ("c", "a"));
+        let ok = matches!(
+            (w[0].as_str(), w[1].as_str()),
+            ("a", "b") | ("b", "c") | ("c", "a")
+        );
         assert!(ok, "transition {w:?} not allowed");
     }
 }
@@ -321,31 +470,62 @@ max_consecutive_auto_replies = 100
 #[tokio::test]
 async fn random_selection_uses_every_candidate() {
     let team = "name='r'\n[[agents]]\nname='a'\nmodel='scripted/m'\n[[agents]]\nname='b'\nmodel='scripted/m'\n[[agents]]\nname='c'\nmodel='scripted/m'\n[orchestration]\nspeaker_selection='random'\nmax_rounds=30\n[termination]\nmax_consecutive_auto_replies=100\n";
-    let replies = (0..30).map(|i| ScriptedReply::next(&format!("turn {i}"))).collect();
+    let replies = (0..30)
+        .map(|i| ScriptedReply::next(&format!("turn {i}")))
+        .collect();
     let mut s = Builder::new(team).replies(replies).start();
     s.wait_for("end", is_terminated).await;
     let sp = s.speakers();
     for name in ["a", "b", "c"] {
-        assert!(sp.iter().any(|x| x == name), "{name} never picked in {sp:?}");
+        assert!(
+            sp.iter().any(|x| x == name),
+            "{name} never picked in {sp:?}"
+        );
     }
-    assert!(sp.windows(3).any(|w| !(w[0] != w[1] && w[1] != w[2] && w[0] != w[2])), "not just round robin: {sp:?}");
+    assert!(
+        sp.windows(3)
+            .any(|w| !(w[0] != w[1] && w[1] != w[2] && w[0] != w[2])),
+        "not just round robin: {sp:?}"
+    );
 }
 
 #[tokio::test]
 async fn private_note_reaches_only_its_agent_and_group_message_reaches_all() {
     let team = format!("{PAIR}\n[orchestration]\nspeaker_selection = \"manual\"\n");
-    let mut s = Builder::new(&team).reply("coder", "ok").reply("reviewer", "TERMINATE").start();
-    s.wait_for("speaker request", |k| matches!(k, EventKind::SpeakerRequested { .. })).await;
-    s.send(Op::UserMessage { text: "psst coder: keep it short".into(), to: Some("coder".into()) });
-    s.send(Op::UserMessage { text: "everyone: use python 3.12".into(), to: None });
-    s.send(Op::SelectSpeaker { agent: "coder".into() });
-    s.wait_for("second request", |k| matches!(k, EventKind::SpeakerRequested { .. })).await;
-    s.send(Op::SelectSpeaker { agent: "reviewer".into() });
+    let mut s = Builder::new(&team)
+        .reply("coder", "ok")
+        .reply("reviewer", "TERMINATE")
+        .start();
+    s.wait_for("speaker request", |k| {
+        matches!(k, EventKind::SpeakerRequested { .. })
+    })
+    .await;
+    s.send(Op::UserMessage {
+        text: "psst coder: keep it short".into(),
+        to: Some("coder".into()),
+    });
+    s.send(Op::UserMessage {
+        text: "everyone: use python 3.12".into(),
+        to: None,
+    });
+    s.send(Op::SelectSpeaker {
+        agent: "coder".into(),
+    });
+    s.wait_for("second request", |k| {
+        matches!(k, EventKind::SpeakerRequested { .. })
+    })
+    .await;
+    s.send(Op::SelectSpeaker {
+        agent: "reviewer".into(),
+    });
     s.wait_for("end", is_terminated).await;
     let coder = s.last_request_text("coder");
     let reviewer = s.last_request_text("reviewer");
     assert!(coder.contains("[human, privately to you]: psst coder: keep it short"));
-    assert!(!reviewer.contains("psst"), "a private note leaked: {reviewer}");
+    assert!(
+        !reviewer.contains("psst"),
+        "a private note leaked: {reviewer}"
+    );
     assert!(coder.contains("everyone: use python 3.12"));
     assert!(reviewer.contains("everyone: use python 3.12"));
 }
@@ -366,11 +546,24 @@ model = "scripted/m"
 [orchestration]
 speaker_selection = "manual"
 "#;
-    let mut s = Builder::new(team).reply("c", "from c").reply("a", "TERMINATE").start();
-    s.wait_for("request", |k| matches!(k, EventKind::SpeakerRequested { .. })).await;
-    s.send(Op::Mute { agent: "b".into(), muted: true });
+    let mut s = Builder::new(team)
+        .reply("c", "from c")
+        .reply("a", "TERMINATE")
+        .start();
+    s.wait_for("request", |k| {
+        matches!(k, EventKind::SpeakerRequested { .. })
+    })
+    .await;
+    s.send(Op::Mute {
+        agent: "b".into(),
+        muted: true,
+    });
     s.send(Op::SelectSpeaker { agent: "c".into() });
-    let ev = s.wait_for("second request", |k| matches!(k, EventKind::SpeakerRequested { .. })).await;
+    let ev = s
+        .wait_for("second request", |k| {
+            matches!(k, EventKind::SpeakerRequested { .. })
+        })
+        .await;
     if let EventKind::SpeakerRequested { candidates } = ev.kind {
         assert_eq!(candidates, ["a", "c"], "muted agent is not offered");
     }
@@ -378,49 +571,111 @@ speaker_selection = "manual"
     s.wait_for("end", is_terminated).await;
 
     // Pinning overrides round robin.
-    let mut s = Builder::new(PAIR).replies(vec![ScriptedReply { agent: Some("coder".into()), text: "slow".into(), delay_ms: 50, ..Default::default() }]).reply("coder", "TERMINATE").start();
-    s.wait_for("coder streaming", |k| matches!(k, EventKind::MessageDelta { .. })).await;
-    s.send(Op::PinNextSpeaker { agent: "coder".into() });
+    let mut s = Builder::new(PAIR)
+        .replies(vec![ScriptedReply {
+            agent: Some("coder".into()),
+            text: "slow".into(),
+            delay_ms: 50,
+            ..Default::default()
+        }])
+        .reply("coder", "TERMINATE")
+        .start();
+    s.wait_for("coder streaming", |k| {
+        matches!(k, EventKind::MessageDelta { .. })
+    })
+    .await;
+    s.send(Op::PinNextSpeaker {
+        agent: "coder".into(),
+    });
     s.wait_for("end", is_terminated).await;
-    assert_eq!(s.speakers(), ["coder", "coder"], "round robin would have picked the reviewer");
+    assert_eq!(
+        s.speakers(),
+        ["coder", "coder"],
+        "round robin would have picked the reviewer"
+    );
 }
 
 #[tokio::test]
 async fn interrupt_cancels_a_model_call_within_100ms() {
-    let slow = ScriptedReply { agent: Some("coder".into()), text: "a b c d e f g h i j k l m n o p q r s t u v w x y z ".repeat(20), delay_ms: 200, ..Default::default() };
+    let slow = ScriptedReply {
+        agent: Some("coder".into()),
+        text: "a b c d e f g h i j k l m n o p q r s t u v w x y z ".repeat(20),
+        delay_ms: 200,
+        ..Default::default()
+    };
     let mut s = Builder::new(PAIR).replies(vec![slow]).start();
-    s.wait_for("streaming", |k| matches!(k, EventKind::MessageDelta { .. })).await;
+    s.wait_for("streaming", |k| matches!(k, EventKind::MessageDelta { .. }))
+        .await;
     let t0 = std::time::Instant::now();
     s.send(Op::Interrupt);
-    s.wait_for("message", |k| matches!(k, EventKind::Message { agent, .. } if agent == "coder")).await;
-    assert!(t0.elapsed() < Duration::from_millis(100), "took {:?}", t0.elapsed());
+    s.wait_for(
+        "message",
+        |k| matches!(k, EventKind::Message { agent, .. } if agent == "coder"),
+    )
+    .await;
+    assert!(
+        t0.elapsed() < Duration::from_millis(100),
+        "took {:?}",
+        t0.elapsed()
+    );
     let p = s.wait_for("pause", is_paused).await;
-    assert!(matches!(p.kind, EventKind::Paused { kind: PauseKind::Human, .. }));
+    assert!(matches!(
+        p.kind,
+        EventKind::Paused {
+            kind: PauseKind::Human,
+            ..
+        }
+    ));
     s.send(Op::Stop { reason: None });
     s.wait_for("end", is_terminated).await;
 }
 
 #[tokio::test]
 async fn interrupt_cancels_an_execution_within_100ms() {
-    let exec = FakeExecutor { hang_on: Some("forever".into()), ..Default::default() };
+    let exec = FakeExecutor {
+        hang_on: Some("forever".into()),
+        ..Default::default()
+    };
     let mut b = Builder::new(PAIR).reply("coder", "```python\n# forever\nwhile True: pass\n```");
     b.exec = exec;
     let mut s = b.start();
     let id = approval_id(&s.wait_for("approval", is_approval).await);
     s.send(resolve(id, 0, Decision::Approve));
-    s.wait_for("started", |k| matches!(k, EventKind::ExecutionStarted { .. })).await;
+    s.wait_for("started", |k| {
+        matches!(k, EventKind::ExecutionStarted { .. })
+    })
+    .await;
     let t0 = std::time::Instant::now();
     s.send(Op::Interrupt);
-    let fin = s.wait_for("finished", |k| matches!(k, EventKind::ExecutionFinished { .. })).await;
-    assert!(t0.elapsed() < Duration::from_millis(100), "took {:?}", t0.elapsed());
-    assert!(matches!(fin.kind, EventKind::ExecutionFinished { interrupted: true, .. }));
+    let fin = s
+        .wait_for("finished", |k| {
+            matches!(k, EventKind::ExecutionFinished { .. })
+        })
+        .await;
+    assert!(
+        t0.elapsed() < Duration::from_millis(100),
+        "took {:?}",
+        t0.elapsed()
+    );
+    assert!(matches!(
+        fin.kind,
+        EventKind::ExecutionFinished {
+            interrupted: true,
+            ..
+        }
+    ));
     s.wait_for("pause", is_paused).await;
 }
 
 #[tokio::test]
 async fn same_code_three_times_pauses_for_the_human() {
     let solo = "name='s'\n[[agents]]\nname='coder'\nmodel='scripted/m'\ncan_execute=true\n";
-    let mut s = Builder::new(solo).reply("coder", CODE).reply("coder", CODE).reply("coder", CODE).reply("coder", "TERMINATE").start();
+    let mut s = Builder::new(solo)
+        .reply("coder", CODE)
+        .reply("coder", CODE)
+        .reply("coder", CODE)
+        .reply("coder", "TERMINATE")
+        .start();
     for _ in 0..3 {
         let id = approval_id(&s.wait_for("approval", is_approval).await);
         s.send(resolve(id, 0, Decision::Approve));
@@ -442,11 +697,16 @@ async fn same_error_three_times_pauses() {
     let solo = "name='s'\n[[agents]]\nname='coder'\nmodel='scripted/m'\ncan_execute=true\n";
     let mut b = Builder::new(solo);
     for i in 0..3 {
-        b = b.reply("coder", &format!("```python\nx = {i}\nraise ValueError('boom')\n```"));
+        b = b.reply(
+            "coder",
+            &format!("```python\nx = {i}\nraise ValueError('boom')\n```"),
+        );
     }
     let mut s = b.mode(SessionMode::Auto).start();
     let p = s.wait_for("loop pause", is_paused).await;
-    assert!(matches!(&p.kind, EventKind::Paused { kind: PauseKind::Loop, reason } if reason.contains("same error 3 times")));
+    assert!(
+        matches!(&p.kind, EventKind::Paused { kind: PauseKind::Loop, reason } if reason.contains("same error 3 times"))
+    );
     s.send(Op::Stop { reason: None });
     s.wait_for("end", is_terminated).await;
 }
@@ -460,29 +720,61 @@ async fn two_agents_repeating_themselves_pause() {
         .reply("reviewer", "yes please write the code")
         .start();
     let p = s.wait_for("loop pause", is_paused).await;
-    assert!(matches!(&p.kind, EventKind::Paused { kind: PauseKind::Loop, reason } if reason.contains("near-identical")));
+    assert!(
+        matches!(&p.kind, EventKind::Paused { kind: PauseKind::Loop, reason } if reason.contains("near-identical"))
+    );
 }
 
 #[tokio::test]
 async fn budget_pauses_before_a_call_that_would_cross_it() {
     let team = format!("{PAIR}\n[budget]\nusd = 0.01\n");
     let mut prices = std::collections::BTreeMap::new();
-    prices.insert("scripted/m".to_string(), PriceConfig { input_per_mtok: 1.0, output_per_mtok: 2.0, cached_input_per_mtok: None, cache_write_per_mtok: None });
+    prices.insert(
+        "scripted/m".to_string(),
+        PriceConfig {
+            input_per_mtok: 1.0,
+            output_per_mtok: 2.0,
+            cached_input_per_mtok: None,
+            cache_write_per_mtok: None,
+        },
+    );
     let mut b = Builder::new(&team).replies(vec![
-        ScriptedReply { agent: Some("coder".into()), text: "expensive".into(), input_tokens: Some(1000), output_tokens: Some(4000), ..Default::default() },
+        ScriptedReply {
+            agent: Some("coder".into()),
+            text: "expensive".into(),
+            input_tokens: Some(1000),
+            output_tokens: Some(4000),
+            ..Default::default()
+        },
         ScriptedReply::for_agent("reviewer", "TERMINATE"),
     ]);
     b.prices = PriceTable::new(prices, vec![]);
     let mut s = b.start();
-    let usage = s.wait_for("usage", |k| matches!(k, EventKind::Usage { .. })).await;
+    let usage = s
+        .wait_for("usage", |k| matches!(k, EventKind::Usage { .. }))
+        .await;
     if let EventKind::Usage { usd, .. } = usage.kind {
         // 1000 in × $1/M + 4000 out × $2/M = $0.009
         assert!((usd.unwrap() - 0.009).abs() < 1e-12);
     }
     let p = s.wait_for("budget pause", is_paused).await;
-    assert!(matches!(&p.kind, EventKind::Paused { kind: PauseKind::Budget, .. }));
-    assert_eq!(s.requests().len(), 1, "the call that would cross the cap did not start");
-    assert!(s.seen.iter().any(|e| matches!(e.kind, EventKind::BudgetWarning { .. })));
+    assert!(matches!(
+        &p.kind,
+        EventKind::Paused {
+            kind: PauseKind::Budget,
+            ..
+        }
+    ));
+    assert_eq!(
+        s.requests().len(),
+        1,
+        "the call that would cross the cap did not start"
+    );
+    assert!(
+        s.seen
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::BudgetWarning { .. }))
+    );
     s.send(Op::SetBudget { usd: 1.0 });
     s.send(Op::Continue);
     s.wait_for("end", is_terminated).await;
@@ -492,12 +784,18 @@ async fn budget_pauses_before_a_call_that_would_cross_it() {
 #[tokio::test]
 async fn provider_error_pauses_and_continue_retries_the_turn() {
     let mut s = Builder::new(PAIR)
-        .replies(vec![ScriptedReply { agent: Some("coder".into()), error: Some("upstream exploded".into()), ..Default::default() }])
+        .replies(vec![ScriptedReply {
+            agent: Some("coder".into()),
+            error: Some("upstream exploded".into()),
+            ..Default::default()
+        }])
         .reply("coder", "second try")
         .reply("reviewer", "TERMINATE")
         .start();
     let p = s.wait_for("pause", is_paused).await;
-    assert!(matches!(&p.kind, EventKind::Paused { kind: PauseKind::ProviderError, reason } if reason.contains("upstream exploded")));
+    assert!(
+        matches!(&p.kind, EventKind::Paused { kind: PauseKind::ProviderError, reason } if reason.contains("upstream exploded"))
+    );
     s.send(Op::Continue);
     s.wait_for("end", is_terminated).await;
     assert_eq!(s.speakers(), ["coder", "reviewer"]);
@@ -506,12 +804,17 @@ async fn provider_error_pauses_and_continue_retries_the_turn() {
 #[tokio::test]
 async fn sandbox_failure_is_reported_to_agent_and_pauses() {
     let mut b = Builder::new(PAIR).reply("coder", CODE);
-    b.exec = FakeExecutor { fail_with: Some("Docker is not running: start the daemon".into()), ..Default::default() };
+    b.exec = FakeExecutor {
+        fail_with: Some("Docker is not running: start the daemon".into()),
+        ..Default::default()
+    };
     let mut s = b.start();
     let id = approval_id(&s.wait_for("approval", is_approval).await);
     s.send(resolve(id, 0, Decision::Approve));
     let p = s.wait_for("pause", is_paused).await;
-    assert!(matches!(&p.kind, EventKind::Paused { kind: PauseKind::Sandbox, reason } if reason.contains("Docker is not running")));
+    assert!(
+        matches!(&p.kind, EventKind::Paused { kind: PauseKind::Sandbox, reason } if reason.contains("Docker is not running"))
+    );
     assert!(s.seen.iter().any(|e| matches!(&e.kind, EventKind::Message { agent, content, .. } if agent == "executor" && content.contains("could not run"))));
 }
 
@@ -535,11 +838,27 @@ model = "scripted/m"
         .reply("coder", "TERMINATE")
         .start();
     s.wait_for("end", is_terminated).await;
-    let last = s.requests().into_iter().filter(|r| r.agent == "coder").last().unwrap();
+    let last = s
+        .requests()
+        .into_iter()
+        .filter(|r| r.agent == "coder")
+        .last()
+        .unwrap();
     assert!(last.system.contains("SYSTEM PROMPT"));
-    assert!(last.messages[0].content.contains("write hello world"), "task kept");
-    assert!(!last.messages.iter().any(|m| m.content.contains("first word")), "oldest turn dropped");
-    assert!(s.seen.iter().any(|e| matches!(&e.kind, EventKind::Notice { message } if message.contains("context trimmed"))));
+    assert!(
+        last.messages[0].content.contains("write hello world"),
+        "task kept"
+    );
+    assert!(
+        !last
+            .messages
+            .iter()
+            .any(|m| m.content.contains("first word")),
+        "oldest turn dropped"
+    );
+    assert!(s.seen.iter().any(
+        |e| matches!(&e.kind, EventKind::Notice { message } if message.contains("context trimmed"))
+    ));
 }
 
 #[tokio::test]
@@ -560,20 +879,33 @@ async fn resume_asks_the_pending_approval_again_without_duplicating_it() {
     r.send(resolve(id, 0, Decision::Approve));
     r.wait_for("end", is_terminated).await;
     let new: Vec<_> = r.sink.events.lock().unwrap().clone();
-    assert!(new.iter().all(|e| e.seq > last_seq), "resumed events continue the seq");
-    assert!(!new.iter().any(|e| matches!(e.kind, EventKind::ApprovalRequested { .. })), "approval not duplicated");
+    assert!(
+        new.iter().all(|e| e.seq > last_seq),
+        "resumed events continue the seq"
+    );
+    assert!(
+        !new.iter()
+            .any(|e| matches!(e.kind, EventKind::ApprovalRequested { .. })),
+        "approval not duplicated"
+    );
     assert_eq!(r.exec.runs.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn resume_reports_a_block_that_was_running_as_interrupted() {
-    let exec = FakeExecutor { hang_on: Some("forever".into()), ..Default::default() };
+    let exec = FakeExecutor {
+        hang_on: Some("forever".into()),
+        ..Default::default()
+    };
     let mut b = Builder::new(PAIR).reply("coder", "```python\n# forever\n```");
     b.exec = exec;
     let mut s = b.start();
     let id = approval_id(&s.wait_for("approval", is_approval).await);
     s.send(resolve(id, 0, Decision::Approve));
-    s.wait_for("started", |k| matches!(k, EventKind::ExecutionStarted { .. })).await;
+    s.wait_for("started", |k| {
+        matches!(k, EventKind::ExecutionStarted { .. })
+    })
+    .await;
     let log = s.sink.events.lock().unwrap().clone();
     s.handle.task.abort();
 
@@ -581,7 +913,10 @@ async fn resume_reports_a_block_that_was_running_as_interrupted() {
     b.resume = Some(log);
     let mut r = b.start();
     r.wait_for("end", is_terminated).await;
-    assert!(r.exec.runs.lock().unwrap().is_empty(), "not re-run silently");
+    assert!(
+        r.exec.runs.lock().unwrap().is_empty(),
+        "not re-run silently"
+    );
     assert!(r.seen.iter().any(|e| matches!(&e.kind, EventKind::ExecutionFinished { interrupted: true, output, .. } if output.contains("not re-run"))));
 }
 
@@ -590,13 +925,22 @@ async fn bad_ops_get_errors_naming_the_problem() {
     let mut s = Builder::new(PAIR).reply("coder", CODE).start();
     let id = approval_id(&s.wait_for("approval", is_approval).await);
     s.send(resolve(id + 5, 0, Decision::Approve));
-    let e = s.wait_for("error", |k| matches!(k, EventKind::Error { .. })).await;
+    let e = s
+        .wait_for("error", |k| matches!(k, EventKind::Error { .. }))
+        .await;
     assert!(matches!(&e.kind, EventKind::Error { message } if message.contains("not open")));
     s.send(resolve(id, 9, Decision::Approve));
-    let e = s.wait_for("error", |k| matches!(k, EventKind::Error { .. })).await;
+    let e = s
+        .wait_for("error", |k| matches!(k, EventKind::Error { .. }))
+        .await;
     assert!(matches!(&e.kind, EventKind::Error { message } if message.contains("no block 9")));
-    s.send(Op::UserMessage { text: "hi".into(), to: Some("ghost".into()) });
-    let e = s.wait_for("error", |k| matches!(k, EventKind::Error { .. })).await;
+    s.send(Op::UserMessage {
+        text: "hi".into(),
+        to: Some("ghost".into()),
+    });
+    let e = s
+        .wait_for("error", |k| matches!(k, EventKind::Error { .. }))
+        .await;
     assert!(matches!(&e.kind, EventKind::Error { message } if message.contains("ghost")));
 }
 
@@ -605,7 +949,9 @@ async fn missing_model_pauses_with_a_message_naming_it() {
     let team = "name='t'\n[[agents]]\nname='coder'\nmodel='openai/gpt-4o'\n";
     let mut s = Builder::new(team).start();
     let p = s.wait_for("pause", is_paused).await;
-    assert!(matches!(&p.kind, EventKind::Paused { reason, .. } if reason.contains("openai/gpt-4o")));
+    assert!(
+        matches!(&p.kind, EventKind::Paused { reason, .. } if reason.contains("openai/gpt-4o"))
+    );
 }
 
 #[tokio::test]
@@ -613,18 +959,34 @@ async fn closing_the_front_end_while_an_approval_is_pending_ends_without_termina
     let mut s = Builder::new(PAIR).reply("coder", CODE).start();
     s.wait_for("approval", is_approval).await;
     let Session { handle, sink, .. } = s;
-    let proctor::engine::SessionHandle { ops, mut events, task } = handle;
+    let proctor::engine::SessionHandle {
+        ops,
+        mut events,
+        task,
+    } = handle;
     drop(ops);
     while events.recv().await.is_some() {}
-    let state = tokio::time::timeout(Duration::from_secs(2), task).await.unwrap().unwrap();
+    let state = tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(state.terminated.is_none());
     assert!(state.pending.is_some());
-    assert!(!sink.events.lock().unwrap().iter().any(|e| matches!(e.kind, EventKind::Terminated { .. })));
+    assert!(
+        !sink
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Terminated { .. }))
+    );
 }
 
 #[tokio::test]
 async fn selector_model_can_differ_from_agents() {
-    let team = format!("{PAIR}\n[orchestration]\nspeaker_selection = \"auto\"\nselector_model = \"scripted/sel\"\n");
+    let team = format!(
+        "{PAIR}\n[orchestration]\nspeaker_selection = \"auto\"\nselector_model = \"scripted/sel\"\n"
+    );
     let sel = ScriptedModel::new("scripted/sel", vec![ScriptedReply::next("coder")]);
     let mut b = Builder::new(&team).reply("coder", "TERMINATE");
     b.extra_models.push(sel.clone());
