@@ -1,11 +1,28 @@
 //! Sessions on disk: the append-only event log, its repair and locking, and list / export / fork.
+//!
+//! Layout: `DATA_DIR/sessions/<id>/` holds `events.jsonl` (the log), `workspace/` (the sandbox's
+//! `/workspace`), `session.lock` and a cached `summary.json`.
 
 use async_trait::async_trait;
+
+mod diff;
+pub mod export;
+pub mod lock;
+pub mod log;
+pub mod sessions;
+pub mod summary;
+pub mod writer;
+
+pub use lock::{LockState, SessionLock};
+pub use log::{LoadReport, ParsedLog, parse_log};
+pub use sessions::{SessionStore, default_data_dir, new_session_id, resolve_data_dir};
+pub use summary::{SessionState, SessionSummary, format_session_table};
+pub use writer::{LogTarget, SessionWriter};
 
 use crate::protocol::Event;
 
 /// A failure to save. The session goes on in memory; the front end shows "not saved".
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// I/O failure.
     #[error("session not saved: {0}")]
@@ -16,6 +33,15 @@ pub enum StoreError {
     /// The log cannot be read.
     #[error("{0}")]
     Corrupt(String),
+    /// No session with that id (or prefix).
+    #[error("{0}")]
+    NotFound(String),
+    /// Reading, listing or removing sessions failed (I/O outside the writer).
+    #[error("{0}")]
+    Read(String),
+    /// A request the store cannot carry out (bad id, seq out of range, ambiguous prefix).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Where the orchestrator records events. `append` returns once the event is queued, or, when
