@@ -24,7 +24,14 @@ async fn lock_holder_child() {
     let (data_dir, id) = spec.split_once('|').unwrap();
     let store = SessionStore::open(data_dir).unwrap();
     let (_, _, mut writer) = store.open_existing(id).unwrap();
-    let ev = Event { seq: 3, session: id.into(), ts_ms: 3, kind: EventKind::Notice { message: "child".into() } };
+    let ev = Event {
+        seq: 3,
+        session: id.into(),
+        ts_ms: 3,
+        kind: EventKind::Notice {
+            message: "child".into(),
+        },
+    };
     writer.append(&ev).await.unwrap();
     writer.sync().await.unwrap();
     println!("LOCKED {}", std::process::id());
@@ -38,7 +45,14 @@ async fn unfinished_session(store: &SessionStore) -> String {
     let id = new_session_id();
     let events = events_of(
         &id,
-        vec![started("hold me"), EventKind::Message { agent: "human".into(), content: "go".into(), to: None }],
+        vec![
+            started("hold me"),
+            EventKind::Message {
+                agent: "human".into(),
+                content: "go".into(),
+                to: None,
+            },
+        ],
     );
     let mut writer = store.create(&id, &events[0]).unwrap();
     writer.append(&events[1]).await.unwrap();
@@ -53,7 +67,12 @@ async fn a_second_process_is_refused_with_the_holders_pid() {
     let id = unfinished_session(&store).await;
 
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["lock_holder_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "lock_holder_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, format!("{}|{id}", tmp.path().display()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -70,19 +89,35 @@ async fn a_second_process_is_refused_with_the_holders_pid() {
             }
         }
     });
-    let pid = rx.recv_timeout(Duration::from_secs(30)).expect("child never locked the session");
+    let pid = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("child never locked the session");
     assert_eq!(pid, child.id());
     assert_ne!(pid, std::process::id());
 
     // Another process holds it: opening and removing are refused, naming that process.
-    let err = store.open_existing(&id).err().expect("second open must be refused");
+    let err = store
+        .open_existing(&id)
+        .err()
+        .expect("second open must be refused");
     assert!(matches!(err, StoreError::Locked(_)), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains(&format!("process {pid}")) && msg.contains("another proctor"), "{msg}");
-    let err = store.remove(&id).err().expect("rm must be refused while open");
+    assert!(
+        msg.contains(&format!("process {pid}")) && msg.contains("another proctor"),
+        "{msg}"
+    );
+    let err = store
+        .remove(&id)
+        .err()
+        .expect("rm must be refused while open");
     assert!(err.to_string().contains(&format!("process {pid}")), "{err}");
     assert!(store.session_dir(&id).exists());
-    let row = store.list().unwrap().into_iter().find(|s| s.id == id).unwrap();
+    let row = store
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id == id)
+        .unwrap();
     assert_eq!(row.state, SessionState::Running);
     assert_eq!(row.pid, Some(pid));
     assert_eq!(row.last_seq, 3, "the child's append is listed");
@@ -90,10 +125,17 @@ async fn a_second_process_is_refused_with_the_holders_pid() {
     // kill -9: the OS drops the lock with the process; the session is crashed, and free.
     child.kill().unwrap();
     child.wait().unwrap();
-    let row = store.list().unwrap().into_iter().find(|s| s.id == id).unwrap();
+    let row = store
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.id == id)
+        .unwrap();
     assert_eq!(row.state, SessionState::Crashed);
     assert_eq!(row.pid, None);
-    let (events, _, writer) = store.open_existing(&id).expect("free after the holder died");
+    let (events, _, writer) = store
+        .open_existing(&id)
+        .expect("free after the holder died");
     assert_eq!(events.len(), 3);
     writer.close().await.unwrap();
     store.remove(&id).unwrap();
@@ -107,7 +149,11 @@ async fn open_twice_in_one_process_is_refused_until_closed() {
     let id = unfinished_session(&store).await;
     let (_, _, writer) = store.open_existing(&id).unwrap();
     let err = store.open_existing(&id).err().expect("refused");
-    assert!(err.to_string().contains(&format!("process {}", std::process::id())), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("process {}", std::process::id())),
+        "{err}"
+    );
     writer.close().await.unwrap();
     let (_, _, writer) = store.open_existing(&id).expect("free after close");
     writer.close().await.unwrap();

@@ -339,7 +339,8 @@ impl WriterTask {
         if self.pending.is_empty() && !sync {
             return Ok(());
         }
-        let mut last_error = String::new();
+        // The first failure names the cause (disk full); later attempts may fail differently.
+        let mut first_error: Option<String> = None;
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(BACKOFF[(attempt - 1) as usize % BACKOFF.len()]).await;
@@ -371,7 +372,7 @@ impl WriterTask {
                 }
                 Err(e) => {
                     self.pending = buf;
-                    last_error = e.to_string();
+                    first_error.get_or_insert_with(|| e.to_string());
                     tracing::warn!(
                         "session {}: write attempt {} failed: {e}",
                         self.id,
@@ -381,8 +382,10 @@ impl WriterTask {
             }
         }
         let message = format!(
-            "{last_error} (events up to seq {} of session {} are kept in memory and retried)",
-            self.pending_last_seq, self.id
+            "{} (events up to seq {} of session {} are kept in memory and retried)",
+            first_error.unwrap_or_default(),
+            self.pending_last_seq,
+            self.id
         );
         if let Ok(mut f) = self.failing.lock() {
             *f = Some(message.clone());
