@@ -122,7 +122,16 @@ pub fn to_markdown(id: &str, events: &[Event]) -> String {
                 mode,
                 ..
             } => {
-                let _ = writeln!(out, "- **Task:** {}", task.trim());
+                let task = task.trim();
+                if task.contains('\n') {
+                    out.push_str("- **Task:**\n\n");
+                    for line in task.lines() {
+                        let _ = writeln!(out, "  > {line}");
+                    }
+                    out.push('\n');
+                } else {
+                    let _ = writeln!(out, "- **Task:** {task}");
+                }
                 let _ = writeln!(out, "- **Team:** {team}");
                 if let Some(cfg) = team_config {
                     for a in &cfg.agents {
@@ -200,9 +209,10 @@ pub fn to_markdown(id: &str, events: &[Event]) -> String {
                         .map(|f| format!(" · `{f}`"))
                         .unwrap_or_default();
                     let lines = b.code.lines().count();
+                    let unit = if lines == 1 { "line" } else { "lines" };
                     let _ = writeln!(
                         out,
-                        "- Block {} · {}{file} · {lines} lines",
+                        "- Block {} · {}{file} · {lines} {unit}",
                         b.index, b.language
                     );
                     proposed.insert((*id, b.index), (b.language.clone(), b.code.clone()));
