@@ -304,7 +304,7 @@ async fn fork_copies_events_up_to_seq_under_a_new_id() {
     assert_eq!(store.read(FINISHED).unwrap().0, events);
 
     for bad in [0, 19] {
-        let err = store.fork(FINISHED, bad).err().expect("out of range");
+        let err = store.fork(FINISHED, bad).expect_err("out of range");
         assert!(matches!(err, StoreError::Invalid(_)), "{err:?}");
         assert!(err.to_string().contains("1..18"), "{err}");
     }

@@ -98,8 +98,7 @@ async fn a_second_process_is_refused_with_the_holders_pid() {
     // Another process holds it: opening and removing are refused, naming that process.
     let err = store
         .open_existing(&id)
-        .err()
-        .expect("second open must be refused");
+        .expect_err("second open must be refused");
     assert!(matches!(err, StoreError::Locked(_)), "{err:?}");
     let msg = err.to_string();
     assert!(
@@ -108,8 +107,7 @@ async fn a_second_process_is_refused_with_the_holders_pid() {
     );
     let err = store
         .remove(&id)
-        .err()
-        .expect("rm must be refused while open");
+        .expect_err("rm must be refused while open");
     assert!(err.to_string().contains(&format!("process {pid}")), "{err}");
     assert!(store.session_dir(&id).exists());
     let row = store
@@ -148,7 +146,7 @@ async fn open_twice_in_one_process_is_refused_until_closed() {
     let store = SessionStore::open(tmp.path()).unwrap();
     let id = unfinished_session(&store).await;
     let (_, _, writer) = store.open_existing(&id).unwrap();
-    let err = store.open_existing(&id).err().expect("refused");
+    let err = store.open_existing(&id).expect_err("refused");
     assert!(
         err.to_string()
             .contains(&format!("process {}", std::process::id())),

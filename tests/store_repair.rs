@@ -225,8 +225,7 @@ async fn a_log_from_a_newer_proctor_is_refused_and_left_alone() {
     std::fs::write(store.log_path(&id), &newer).unwrap();
     let err = store
         .open_existing(&id)
-        .err()
-        .expect("newer schema must be refused");
+        .expect_err("newer schema must be refused");
     assert!(matches!(err, StoreError::Corrupt(_)));
     let msg = err.to_string();
     assert!(
@@ -267,7 +266,7 @@ async fn a_log_whose_first_record_is_unreadable_is_not_resumed_or_changed() {
     damaged[2] = b'!';
     damaged.extend_from_slice(b"{\"torn");
     std::fs::write(store.log_path(&id), &damaged).unwrap();
-    let err = store.open_existing(&id).err().expect("refused");
+    let err = store.open_existing(&id).expect_err("refused");
     assert!(err.to_string().contains("session_started"), "{err}");
     assert_eq!(std::fs::read(store.log_path(&id)).unwrap(), damaged);
     // Reading and exporting still work from what is left.

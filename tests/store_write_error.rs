@@ -171,7 +171,6 @@ async fn a_session_directory_that_cannot_be_created_is_an_error_not_a_panic() {
     };
     let err = store
         .create("taken", &first)
-        .err()
-        .expect("cannot create over a file");
+        .expect_err("cannot create over a file");
     assert!(err.to_string().contains("taken"), "{err}");
 }

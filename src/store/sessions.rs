@@ -324,8 +324,10 @@ impl SessionStore {
             match self.summarize(&id) {
                 Ok(s) => out.push(s),
                 Err(e) => {
-                    let mut fold = Fold::default();
-                    fold.task = format!("(cannot read: {e})");
+                    let fold = Fold {
+                        task: format!("(cannot read: {e})"),
+                        ..Fold::default()
+                    };
                     out.push(SessionSummary::from_fold(&id, &fold, None));
                 }
             }
