@@ -56,7 +56,8 @@ impl LoadReport {
                 None => out.push(format!("cut {} bytes of padding at the end of the log", self.truncated_bytes)),
             }
         }
-        if self.nul_bytes > 0 {
+        // NULs in the cut tail are already counted there.
+        if self.nul_bytes > self.truncated_bytes {
             out.push(format!(
                 "ignored {} NUL bytes left by a crash",
                 self.nul_bytes

@@ -8,7 +8,7 @@ use crate::protocol::{Event, EventKind, SCHEMA_VERSION};
 
 use super::lock::{LockState, SessionLock};
 use super::log::{LoadReport, parse_from, parse_log, started};
-use super::summary::{Fold, SessionSummary, SummaryFile};
+use super::summary::{Fold, SUMMARY_FILE, SessionSummary, SummaryFile};
 use super::writer::{SessionFiles, SessionWriter};
 use super::{StoreError, export};
 
@@ -297,9 +297,10 @@ impl SessionStore {
         for ev in &parsed.events {
             fold.apply(ev);
         }
-        // The log may have changed under an older summary: replace it.
+        // The log may have changed under an older summary: replace it, or at least drop it.
         if let Err(e) = SummaryFile::write(&dir, good_len, &fold) {
             tracing::warn!("session {id}: cannot write summary: {e}");
+            let _ = std::fs::remove_file(dir.join(SUMMARY_FILE));
         }
         let last_seq = fold.last_seq;
         let writer = SessionWriter::start(

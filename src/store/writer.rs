@@ -295,7 +295,11 @@ impl WriterTask {
                 }
             }
             let result = if want_sync || self.pending.len() >= FLUSH_BYTES {
-                self.flush(want_sync).await
+                let r = self.flush(want_sync).await;
+                if r.is_ok() {
+                    idle_wait = IDLE_FLUSH;
+                }
+                r
             } else {
                 Ok(())
             };
