@@ -327,6 +327,10 @@ async fn rm_deletes_the_session_and_its_workspace() {
     ));
     assert!(matches!(store.remove(""), Err(StoreError::Invalid(_))));
     assert!(store.root().exists());
+    // A directory a crash left without a log can still be removed.
+    std::fs::create_dir_all(store.workspace_dir("half-made")).unwrap();
+    store.remove("half-made").unwrap();
+    assert!(!store.session_dir("half-made").exists());
 }
 
 #[tokio::test]

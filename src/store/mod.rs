@@ -2,6 +2,18 @@
 //!
 //! Layout: `DATA_DIR/sessions/<id>/` holds `events.jsonl` (the log), `workspace/` (the sandbox's
 //! `/workspace`), `session.lock` and a cached `summary.json`.
+//!
+//! How the engine uses it:
+//! - `SessionStore::open(resolve_data_dir(flag)?)?` once.
+//! - New session: `let id = new_session_id();` then `store.create(&id, &session_started_event)?`
+//!   gives a [`SessionWriter`], the session's [`EventSink`].
+//! - Resume: `store.open_existing(&store.resolve(arg)?)?` (or `resolve_last()`) takes the lock,
+//!   repairs the log and gives `(events, report, writer)`: show `report.warnings()`, replay the
+//!   events, go on from seq `writer.last_seq() + 1`.
+//! - At the end, `writer.close().await` (fsync, summary, lock released).
+//!
+//! The writer runs as a tokio task and uses tokio's timer: it needs a runtime with time enabled
+//! (`#[tokio::main]` has it).
 
 use async_trait::async_trait;
 

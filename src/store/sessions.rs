@@ -473,8 +473,13 @@ impl SessionStore {
     }
 
     /// Deletes a session and its workspace; refused while a proctor has it open.
+    /// A directory left without a log (a crash while creating it) can be removed too.
     pub fn remove(&self, id: &str) -> Result<(), StoreError> {
-        let dir = self.existing_dir(id)?;
+        let dir = match self.existing_dir(id) {
+            Ok(dir) => dir,
+            Err(StoreError::NotFound(_)) if self.session_dir(id).is_dir() => self.session_dir(id),
+            Err(e) => return Err(e),
+        };
         let lock = SessionLock::acquire(&dir, id).map_err(|e| match e {
             StoreError::Locked(m) => StoreError::Locked(format!("not removed: {m}")),
             other => other,
