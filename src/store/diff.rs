@@ -1,0 +1,194 @@
+//! A small unified line diff, so an export shows what the human changed in an edited block.
+
+/// Lines compared with the LCS table above this many cells fall back to "all removed, all added".
+const MAX_CELLS: usize = 4_000_000;
+/// Context lines around each change.
+const CONTEXT: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Same(usize, usize),
+    Del(usize),
+    Add(usize),
+}
+
+fn edit_script(a: &[&str], b: &[&str]) -> Vec<Op> {
+    let (n, m) = (a.len(), b.len());
+    if n.saturating_mul(m) > MAX_CELLS {
+        let mut ops: Vec<Op> = (0..n).map(Op::Del).collect();
+        ops.extend((0..m).map(Op::Add));
+        return ops;
+    }
+    // lcs[i][j] = length of the LCS of a[i..] and b[j..]
+    let w = m + 1;
+    let mut lcs = vec![0u32; (n + 1) * w];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i * w + j] = if a[i] == b[j] {
+                lcs[(i + 1) * w + j + 1] + 1
+            } else {
+                lcs[(i + 1) * w + j].max(lcs[i * w + j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut ops = Vec::with_capacity(n + m);
+    while i < n || j < m {
+        if i < n && j < m && a[i] == b[j] {
+            ops.push(Op::Same(i, j));
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || lcs[i * w + j + 1] >= lcs[(i + 1) * w + j]) {
+            ops.push(Op::Add(j));
+            j += 1;
+        } else {
+            ops.push(Op::Del(i));
+            i += 1;
+        }
+    }
+    // Within each run of changes, show removals before additions.
+    let mut k = 0;
+    while k < ops.len() {
+        if matches!(ops[k], Op::Same(..)) {
+            k += 1;
+            continue;
+        }
+        let start = k;
+        while k < ops.len() && !matches!(ops[k], Op::Same(..)) {
+            k += 1;
+        }
+        ops[start..k].sort_by_key(|op| match op {
+            Op::Del(i) => (0, *i),
+            Op::Add(j) => (1, *j),
+            Op::Same(..) => (2, 0),
+        });
+    }
+    ops
+}
+
+/// A unified diff of `old` against `new` (`---`/`+++` headers, `@@` hunks, three lines of context).
+/// Empty when the texts have the same lines.
+pub(crate) fn unified(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    let ops = edit_script(&a, &b);
+    if ops.iter().all(|op| matches!(op, Op::Same(..))) {
+        return String::new();
+    }
+    let mut out = format!("--- {old_name}\n+++ {new_name}\n");
+    let changed: Vec<usize> = ops
+        .iter()
+        .enumerate()
+        .filter(|(_, op)| !matches!(op, Op::Same(..)))
+        .map(|(k, _)| k)
+        .collect();
+    // Group changes whose context overlaps into hunks of op indices.
+    let mut hunks: Vec<(usize, usize)> = Vec::new();
+    for &k in &changed {
+        let lo = k.saturating_sub(CONTEXT);
+        let hi = (k + CONTEXT + 1).min(ops.len());
+        match hunks.last_mut() {
+            Some((_, end)) if lo <= *end => *end = hi,
+            _ => hunks.push((lo, hi)),
+        }
+    }
+    for (lo, hi) in hunks {
+        // Line numbers where the hunk starts in each text (1-based), and its lengths.
+        let (mut a_start, mut b_start) = (None, None);
+        let (mut a_len, mut b_len) = (0usize, 0usize);
+        let mut body = String::new();
+        for op in &ops[lo..hi] {
+            match *op {
+                Op::Same(i, j) => {
+                    a_start.get_or_insert(i);
+                    b_start.get_or_insert(j);
+                    a_len += 1;
+                    b_len += 1;
+                    body.push_str(&format!(" {}\n", a[i]));
+                }
+                Op::Del(i) => {
+                    a_start.get_or_insert(i);
+                    a_len += 1;
+                    body.push_str(&format!("-{}\n", a[i]));
+                }
+                Op::Add(j) => {
+                    b_start.get_or_insert(j);
+                    b_len += 1;
+                    body.push_str(&format!("+{}\n", b[j]));
+                }
+            }
+        }
+        // An empty side starts "after" the line before the hunk, as diff -u prints it.
+        let a_pos = a_start.map_or_else(|| before(&ops[..lo], true), |i| i + 1);
+        let b_pos = b_start.map_or_else(|| before(&ops[..lo], false), |j| j + 1);
+        out.push_str(&format!(
+            "@@ -{} +{} @@\n",
+            range(a_pos, a_len),
+            range(b_pos, b_len)
+        ));
+        out.push_str(&body);
+    }
+    out
+}
+
+/// Number of lines of one side that come before a hunk.
+fn before(ops: &[Op], old_side: bool) -> usize {
+    ops.iter()
+        .filter(|op| match op {
+            Op::Same(..) => true,
+            Op::Del(_) => old_side,
+            Op::Add(_) => !old_side,
+        })
+        .count()
+}
+
+fn range(start: usize, len: usize) -> String {
+    if len == 1 {
+        start.to_string()
+    } else {
+        format!("{start},{len}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_changed_line() {
+        let d = unified("a\nb\nc\n", "a\nB\nc\n", "proposed", "edited");
+        assert_eq!(
+            d,
+            "--- proposed\n+++ edited\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n"
+        );
+    }
+
+    #[test]
+    fn same_text_gives_no_diff() {
+        assert_eq!(unified("x\ny", "x\ny\n", "a", "b"), "");
+    }
+
+    #[test]
+    fn far_apart_changes_make_two_hunks() {
+        let old: String = (1..=20).map(|i| format!("{i}\n")).collect();
+        let new: String = (1..=20)
+            .map(|i| match i {
+                2 => "two\n".to_string(),
+                19 => "nineteen\n".to_string(),
+                _ => format!("{i}\n"),
+            })
+            .collect();
+        let d = unified(&old, &new, "a", "b");
+        assert_eq!(d.matches("@@").count(), 4, "{d}");
+        assert!(d.contains("@@ -1,5 +1,5 @@"), "{d}");
+        assert!(d.contains("@@ -16,5 +16,5 @@"), "{d}");
+    }
+
+    #[test]
+    fn lines_added_to_empty() {
+        assert_eq!(
+            unified("", "x\n", "a", "b"),
+            "--- a\n+++ b\n@@ -0,0 +1 @@\n+x\n"
+        );
+    }
+}

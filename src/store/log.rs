@@ -1,0 +1,300 @@
+//! Reading a session log back: parse every record, skip corrupt ones, find the torn tail a crash
+//! left behind, and refuse logs written by a newer proctor.
+//!
+//! A log is JSON lines. Neither `\n` nor NUL can occur inside a serialized record (JSON escapes
+//! control characters), so both are record boundaries here: a crash can leave NUL padding where the
+//! filesystem extended the file but never wrote the data, and whatever sits between two boundaries is
+//! either a whole record or garbage.
+
+use crate::protocol::{Event, EventKind, SCHEMA_VERSION};
+
+use super::StoreError;
+
+/// What loading a log found and fixed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LoadReport {
+    /// Corrupt records that were skipped, each with its byte offset in the log and the parse error.
+    /// Every good record after them is kept.
+    pub skipped: Vec<(u64, String)>,
+    /// Bytes cut from the end of the log: a record torn by a crash, NUL padding, or both.
+    pub truncated_bytes: u64,
+    /// Why the cut tail did not parse, when it held more than padding.
+    pub torn_tail: Option<String>,
+    /// NUL bytes met while reading (crash padding), wherever they were.
+    pub nul_bytes: u64,
+    /// The last good record lacked its newline, which was added back.
+    pub newline_added: bool,
+    /// Schema version of the log as written.
+    pub schema: u32,
+    /// The log was written with an older schema and was migrated to the current one in memory.
+    pub migrated_from: Option<u32>,
+}
+
+impl LoadReport {
+    /// Whether the log was read exactly as written, with nothing skipped or cut.
+    pub fn is_clean(&self) -> bool {
+        self.skipped.is_empty()
+            && self.truncated_bytes == 0
+            && self.nul_bytes == 0
+            && !self.newline_added
+    }
+
+    /// One line per problem, for the human (empty when clean).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (offset, error) in &self.skipped {
+            out.push(format!(
+                "skipped a corrupt record at byte {offset}: {error}"
+            ));
+        }
+        if self.truncated_bytes > 0 {
+            match &self.torn_tail {
+                Some(e) => out.push(format!(
+                    "cut {} bytes of a torn last record ({e}); the session continues from the record before it",
+                    self.truncated_bytes
+                )),
+                None => out.push(format!("cut {} bytes of padding at the end of the log", self.truncated_bytes)),
+            }
+        }
+        // NULs in the cut tail are already counted there.
+        if self.nul_bytes > self.truncated_bytes {
+            out.push(format!(
+                "ignored {} NUL bytes left by a crash",
+                self.nul_bytes
+            ));
+        }
+        if let Some(from) = self.migrated_from {
+            out.push(format!(
+                "log schema {from} migrated to schema {SCHEMA_VERSION} on read"
+            ));
+        }
+        out
+    }
+}
+
+/// A parsed log and where its valid part ends.
+#[derive(Debug, Clone, Default)]
+pub struct ParsedLog {
+    /// The good records, in order, with strictly increasing `seq`.
+    pub events: Vec<Event>,
+    /// What was skipped or found torn.
+    pub report: LoadReport,
+    /// Length of the valid prefix of the log, in bytes; anything after it is a torn tail.
+    pub good_len: u64,
+    /// The valid prefix does not end in a newline (the last good record was cut right before it).
+    pub needs_newline: bool,
+}
+
+/// Migrations from older schemas: entry `i` lifts a record from schema `i + 1` to `i + 2`.
+/// Schema 1 is the first, so there is nothing to lift yet; add a function here when the format
+/// changes and bump `protocol::SCHEMA_VERSION`.
+const MIGRATIONS: [fn(&mut serde_json::Value); (SCHEMA_VERSION - 1) as usize] = [];
+
+/// Lifts one record written with `from` to the current schema and parses it.
+fn parse_migrated(bytes: &[u8], from: u32) -> Result<Event, String> {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let start = from.saturating_sub(1) as usize;
+    for lift in MIGRATIONS.iter().skip(start) {
+        lift(&mut value);
+    }
+    if let Some(obj) = value.as_object_mut()
+        && obj.get("type").and_then(|t| t.as_str()) == Some("session_started")
+    {
+        obj.insert("schema".into(), SCHEMA_VERSION.into());
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+/// Reads the schema a log was written with from its first record, if that record is readable.
+fn schema_of(bytes: &[u8]) -> Option<u32> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        schema: Option<u64>,
+    }
+    let head: Head = serde_json::from_slice(bytes).ok()?;
+    if head.kind != "session_started" {
+        return None;
+    }
+    Some(
+        head.schema
+            .map_or(SCHEMA_VERSION, |s| u32::try_from(s).unwrap_or(u32::MAX)),
+    )
+}
+
+/// The message shown when a log is newer than this build.
+pub(crate) fn newer_schema_message(schema: u32) -> String {
+    format!(
+        "this session was written by a newer proctor (log schema {schema}; this build reads up to \
+         schema {SCHEMA_VERSION}); upgrade proctor to open it"
+    )
+}
+
+fn trim(seg: &[u8]) -> (usize, &[u8]) {
+    let start = seg
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(seg.len());
+    let end = seg
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    (start, &seg[start..end.max(start)])
+}
+
+/// Parses a whole log. Fails only when the log was written with a schema newer than this build
+/// knows (or an unknown older one); every other problem is skipped and reported.
+pub fn parse_log(bytes: &[u8]) -> Result<ParsedLog, StoreError> {
+    parse_from(bytes, 0, None, 0)
+}
+
+/// Parses log bytes that start at `base` in the file, after records up to `last_seq`. `schema` is
+/// the log's schema when already known from its head.
+pub(crate) fn parse_from(
+    bytes: &[u8],
+    base: u64,
+    schema: Option<u32>,
+    last_seq: u64,
+) -> Result<ParsedLog, StoreError> {
+    let mut out = ParsedLog::default();
+    let mut schema = schema;
+    let mut last_seq = last_seq;
+    // First bad segment since the last good record: reported as skipped once a good one follows,
+    // or cut as the torn tail when none does.
+    let mut bad: Option<(u64, String)> = None;
+    // End of the last good record's bytes, and whether a newline follows it.
+    let mut good: Option<(usize, bool)> = None;
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        let rest = &bytes[pos..];
+        let len = rest
+            .iter()
+            .position(|&b| b == b'\n' || b == 0)
+            .unwrap_or(rest.len());
+        let end = pos + len;
+        let (lead, seg) = trim(&bytes[pos..end]);
+        if !seg.is_empty() {
+            let offset = base + (pos + lead) as u64;
+            let known = match schema {
+                Some(s) => s,
+                None => {
+                    let s = schema_of(seg).unwrap_or(SCHEMA_VERSION);
+                    if s > SCHEMA_VERSION {
+                        return Err(StoreError::Corrupt(newer_schema_message(s)));
+                    }
+                    if s == 0 {
+                        return Err(StoreError::Corrupt(
+                            "log schema 0 is unknown to proctor".into(),
+                        ));
+                    }
+                    if s < SCHEMA_VERSION {
+                        out.report.migrated_from = Some(s);
+                    }
+                    schema = Some(s);
+                    s
+                }
+            };
+            let parsed = if known == SCHEMA_VERSION {
+                serde_json::from_slice::<Event>(seg).map_err(|e| e.to_string())
+            } else {
+                parse_migrated(seg, known)
+            };
+            match parsed {
+                Ok(event) => {
+                    if let Some(skip) = bad.take() {
+                        out.report.skipped.push(skip);
+                    }
+                    if event.seq <= last_seq {
+                        out.report.skipped.push((
+                            offset,
+                            format!("record seq {} does not follow seq {last_seq}", event.seq),
+                        ));
+                    } else {
+                        last_seq = event.seq;
+                        out.events.push(event);
+                    }
+                    good = Some((end, end < bytes.len() && bytes[end] == b'\n'));
+                }
+                Err(e) => {
+                    if bad.is_none() {
+                        bad = Some((offset, e));
+                    }
+                }
+            }
+        }
+        if end < bytes.len() && bytes[end] == 0 {
+            out.report.nul_bytes += 1;
+        }
+        pos = end + 1;
+    }
+    let good_len = match good {
+        Some((end, true)) => end + 1,
+        Some((end, false)) => end,
+        None => 0,
+    };
+    out.needs_newline = matches!(good, Some((_, false)));
+    out.good_len = base + good_len as u64;
+    out.report.truncated_bytes = (bytes.len() - good_len) as u64;
+    out.report.torn_tail = bad.map(|(_, e)| e);
+    out.report.schema = schema.unwrap_or(SCHEMA_VERSION);
+    Ok(out)
+}
+
+/// The first record of a log, when it is the `session_started` record every log begins with.
+pub(crate) fn started(events: &[Event]) -> Option<&Event> {
+    events
+        .first()
+        .filter(|e| matches!(e.kind, EventKind::SessionStarted { .. }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(seq: u64, text: &str) -> String {
+        let ev = Event {
+            seq,
+            session: "s".into(),
+            ts_ms: 0,
+            kind: EventKind::Notice {
+                message: text.into(),
+            },
+        };
+        let mut s = serde_json::to_string(&ev).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+
+    #[test]
+    fn clean_log_reads_whole() {
+        let log = format!("{}{}", line(1, "a"), line(2, "b"));
+        let p = parse_log(log.as_bytes()).unwrap();
+        assert_eq!(p.events.len(), 2);
+        assert_eq!(p.good_len, log.len() as u64);
+        assert!(p.report.is_clean());
+    }
+
+    #[test]
+    fn record_missing_only_its_newline_is_kept() {
+        let log = format!("{}{}", line(1, "a"), line(2, "b"));
+        let cut = &log[..log.len() - 1];
+        let p = parse_log(cut.as_bytes()).unwrap();
+        assert_eq!(p.events.len(), 2);
+        assert!(p.needs_newline);
+        assert_eq!(p.good_len, cut.len() as u64);
+    }
+
+    #[test]
+    fn duplicate_seq_is_skipped() {
+        let log = format!("{}{}{}", line(1, "a"), line(1, "a"), line(2, "b"));
+        let p = parse_log(log.as_bytes()).unwrap();
+        assert_eq!(
+            p.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(p.report.skipped.len(), 1);
+        assert_eq!(p.report.skipped[0].0, line(1, "a").len() as u64);
+    }
+}
