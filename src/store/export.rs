@@ -65,6 +65,7 @@ fn pause_name(kind: PauseKind) -> &'static str {
         PauseKind::Human => "by the human",
         PauseKind::RetryWait => "waiting to retry",
         PauseKind::ProviderError => "provider error",
+        PauseKind::Sandbox => "sandbox unavailable",
     }
 }
 
@@ -79,6 +80,7 @@ fn rule_text(rule: &PolicyRule) -> String {
         PolicyRule::LanguageAgent { language, agent } => {
             format!("any {language} block from {agent}")
         }
+        PolicyRule::Mode {} => "session mode auto".to_string(),
     }
 }
 
@@ -161,7 +163,8 @@ pub fn to_markdown(id: &str, events: &[Event]) -> String {
             }
             EventKind::AgentStatus { .. }
             | EventKind::MessageDelta { .. }
-            | EventKind::ImagePull { .. } => {}
+            | EventKind::ImagePull { .. }
+            | EventKind::Waiting { .. } => {}
             EventKind::Message { agent, content, to } => {
                 if agent == EXECUTOR {
                     continue;

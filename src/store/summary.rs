@@ -113,6 +113,7 @@ impl Fold {
             | EventKind::ModeChanged { .. }
             | EventKind::AgentMuted { .. }
             | EventKind::ImagePull { .. }
+            | EventKind::Waiting { .. }
             | EventKind::ExecutionFinished { .. }
             | EventKind::BudgetWarning { .. }
             | EventKind::BudgetChanged { .. }
