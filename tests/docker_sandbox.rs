@@ -115,7 +115,8 @@ fn stray_processes(container: &str) -> Vec<String> {
             !(l.contains("docker-init")
                 || l.contains("sleep 2147483647")
                 || l.contains("ps -eo")
-                || l.contains("proctor-launcher"))
+                || l.contains("proctor-launcher")
+                || l.contains("proctor-warm"))
         })
         .map(str::to_owned)
         .collect()
@@ -588,5 +589,48 @@ async fn network_for_one_block_uses_a_separate_container() {
     // The session's own sandbox stays offline.
     let ran = run(&exec, &s, ws.path(), code, &policy()).await;
     assert_eq!(ran.outcome.output, "lo\n");
+    exec.shutdown(&s).await;
+}
+
+#[tokio::test]
+async fn python_blocks_behave_like_python3_file_py_every_time() {
+    let exec = DockerExecutor::new().unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let s = session("semantics");
+    std::fs::write(ws.path().join("helper.py"), "VALUE = 41\n").unwrap();
+    let probe = "import sys, os, helper\n\
+                 print(__name__, __file__, sys.argv, sys.path[0], helper.VALUE + 1)\n\
+                 print(sorted(k for k in globals() if not k.startswith('__')))\n";
+    let mut outputs = Vec::new();
+    // The first block starts a fresh interpreter; later ones may use one started in advance.
+    for _ in 0..3 {
+        let mut req = request(&s, ws.path(), "python", probe, &policy());
+        req.filename = Some("probe.py".into());
+        let ran = run_req(&exec, req, CancellationToken::new()).await.unwrap();
+        assert_eq!(ran.outcome.exit_code, 0, "{}", ran.outcome.output);
+        outputs.push(ran.outcome.output);
+    }
+    assert_eq!(
+        outputs[0],
+        "__main__ /workspace/probe.py ['/workspace/probe.py'] /workspace 42\n['helper', 'os', 'sys']\n"
+    );
+    assert!(outputs.iter().all(|o| o == &outputs[0]), "{outputs:?}");
+    let mut tracebacks = Vec::new();
+    for _ in 0..2 {
+        let ran = run(&exec, &s, ws.path(), "def f():\n    raise ValueError('bad')\nf()\n", &policy()).await;
+        assert_eq!(ran.outcome.exit_code, 1);
+        tracebacks.push(ran.outcome.output);
+    }
+    assert_eq!(tracebacks[0], tracebacks[1]);
+    let lines: Vec<&str> = tracebacks[0].lines().collect();
+    assert_eq!(lines[0], "Traceback (most recent call last):");
+    assert!(lines[1].starts_with("  File \"/workspace/tmp_code_"), "{}", tracebacks[0]);
+    assert_eq!(*lines.last().unwrap(), "ValueError: bad");
+    let ran = run(&exec, &s, ws.path(), "import sys\nsys.exit(5)", &policy()).await;
+    assert_eq!(ran.outcome.exit_code, 5);
+    let ran = run(&exec, &s, ws.path(), "print('unclosed'", &policy()).await;
+    assert_eq!(ran.outcome.exit_code, 1);
+    assert!(ran.outcome.output.contains("SyntaxError"), "{}", ran.outcome.output);
+    assert!(!ran.outcome.output.contains("Traceback"), "{}", ran.outcome.output);
     exec.shutdown(&s).await;
 }

@@ -47,6 +47,8 @@ struct Inner {
     /// Container ids per session, readable without waiting for a running block.
     containers: Mutex<HashMap<String, Vec<String>>>,
     owner: String,
+    /// Images already seen present: a block does not pay an inspect round trip.
+    images: Mutex<std::collections::HashSet<String>>,
     use_launcher: std::sync::atomic::AtomicBool,
 }
 
@@ -90,6 +92,7 @@ impl DockerExecutor {
                 sessions: Mutex::new(HashMap::new()),
                 containers: Mutex::new(HashMap::new()),
                 owner: owner_id(),
+                images: Mutex::new(std::collections::HashSet::new()),
                 use_launcher: std::sync::atomic::AtomicBool::new(true),
             }),
         })
@@ -376,16 +379,20 @@ impl Inner {
         let mut argv = interp.argv.clone();
         argv.push(container_path(&rel));
 
-        let tx = out.tx.clone();
-        let pulled = ensure_image(&docker, &spec.image, |p| {
-            let _ = tx.try_send(Ok(ExecEvent::Pull(p)));
-        })
-        .await;
-        if let Err(e) = pulled {
-            if matches!(e, ExecError::Docker(_)) {
-                self.reset_connection().await;
+        let known = lock(&self.images).contains(&spec.image);
+        if !known {
+            let tx = out.tx.clone();
+            let pulled = ensure_image(&docker, &spec.image, |p| {
+                let _ = tx.try_send(Ok(ExecEvent::Pull(p)));
+            })
+            .await;
+            if let Err(e) = pulled {
+                if matches!(e, ExecError::Docker(_)) {
+                    self.reset_connection().await;
+                }
+                return Err(e);
             }
-            return Err(e);
+            lock(&self.images).insert(spec.image.clone());
         }
 
         if ephemeral {
@@ -587,8 +594,15 @@ impl Inner {
         let name = format!("proctor-{}-{:06x}", name_part(key), rand::random::<u32>() & 0xff_ffff);
         let body = spec.container_body(key, &self.owner);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = call("create the sandbox container", docker.create_container(Some(options), body))
-            .await?;
+        let created =
+            match call("create the sandbox container", docker.create_container(Some(options), body)).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Perhaps the image was removed meanwhile: check it again next time.
+                    lock(&self.images).remove(&spec.image);
+                    return Err(e);
+                }
+            };
         lock(&self.containers)
             .entry(key.to_owned())
             .or_default()

@@ -105,30 +105,143 @@ class Stdin:
                 yield json.loads(line)
 
 
-def run_block(cmd, stdin):
-    limit = int(cmd.get("limit", 1 << 20))
-    timeout = max(0.0, cmd.get("timeout_ms", 60000) / 1000.0)
-    oom_before = oom_kills()
-    start = time.monotonic()
+# A Python interpreter started ahead of the next block (after the previous block's processes are
+# all gone, so no block code ever ran next to it). Given a script path on the fd named by argv[1], it runs the script
+# as `python3 PATH` would: fresh __main__ module, sys.argv, sys.path[0], exit code, tracebacks.
+WARM_STUB = r"""#proctor-warm
+import os as _os, sys as _sys
+def _proctor_load():
+    import types
+    r = _os.fdopen(int(_sys.argv[1]), "rb", buffering=0)
+    line = r.readline()
+    r.close()
+    if not line:
+        _os._exit(0)
+    path = _os.fsdecode(line.rstrip(b"\n"))
+    _sys.argv = [path]
+    _sys.path[0] = _os.path.dirname(_os.path.abspath(path))
+    main = types.ModuleType("__main__")
+    main.__file__ = path
+    main.__builtins__ = __builtins__
+    _sys.modules["__main__"] = main
+    with open(path, "rb") as f:
+        src = f.read()
     try:
-        child = subprocess.Popen(
-            cmd["argv"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=cmd.get("cwd") or "/",
-            env=dict(os.environ, **(cmd.get("env") or {})),
-            start_new_session=True,
-            close_fds=True,
-        )
-    except OSError as e:
-        send(b"X", json.dumps({"code": 127, "spawn_error": str(e)}).encode())
-        return True
+        return compile(src, path, "exec"), main.__dict__
+    except SyntaxError as e:
+        e.__traceback__ = None
+        _sys.excepthook(type(e), e, None)
+        _sys.exit(1)
+_c, _g = _proctor_load()
+del _proctor_load
+try:
+    exec(_c, _g)
+except SystemExit:
+    raise
+except BaseException as _e:
+    _e.__traceback__ = _e.__traceback__.tb_next
+    _sys.excepthook(type(_e), _e, _e.__traceback__)
+    _sys.exit(1)
+"""
+
+
+class Warm:
+    """At most one pre-started interpreter, with the argv/env/cwd it was started for."""
+
+    def __init__(self):
+        self.proc = None
+        self.key = None
+        self.control = None
+
+    def start(self, key):
+        self.discard()
+        interp, env, cwd = key
+        r, w = os.pipe()
+        try:
+            proc = spawn([interp, "-c", WARM_STUB, str(r)], dict(env), cwd, pass_fds=(r,))
+        except OSError:
+            os.close(r)
+            os.close(w)
+            return
+        os.close(r)
+        self.proc, self.key, self.control = proc, key, w
+
+    def take(self, key):
+        """The warm interpreter for `key`, told to run `path`, or None."""
+        return self.proc if self.proc is not None and self.key == key and self.proc.poll() is None else None
+
+    def hand_over(self, path):
+        proc, w = self.proc, self.control
+        self.proc = self.key = self.control = None
+        try:
+            os.write(w, os.fsencode(path) + b"\n")
+        except OSError:
+            os.close(w)
+            self.proc, self.control = proc, None
+            self.discard()
+            return None
+        os.close(w)
+        return proc
+
+    def discard(self):
+        if self.control is not None:
+            os.close(self.control)
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            self.proc.wait()
+            self.proc.stdout.close()
+            self.proc.stderr.close()
+        self.proc = self.key = self.control = None
+
+
+def spawn(argv, env, cwd, pass_fds=()):
+    child = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env,
+        start_new_session=True,
+        close_fds=True,
+        pass_fds=pass_fds,
+    )
     try:
         with open("/proc/%d/oom_score_adj" % child.pid, "w") as f:
             f.write("1000")
     except OSError:
         pass
+    return child
+
+
+WARM = Warm()
+
+
+def run_block(cmd, stdin):
+    limit = int(cmd.get("limit", 1 << 20))
+    timeout = max(0.0, cmd.get("timeout_ms", 60000) / 1000.0)
+    oom_before = oom_kills()
+    argv = cmd["argv"]
+    env = dict(os.environ, **(cmd.get("env") or {}))
+    cwd = cmd.get("cwd") or "/"
+    warm_key = None
+    if len(argv) == 2 and argv[0] in ("python3", "python"):
+        warm_key = (argv[0], tuple(sorted(env.items())), cwd)
+    start = time.monotonic()
+    child = None
+    if warm_key is not None and WARM.take(warm_key) is not None:
+        child = WARM.hand_over(argv[1])
+    else:
+        WARM.discard()
+    if child is None:
+        try:
+            child = spawn(argv, env, cwd)
+        except OSError as e:
+            send(b"X", json.dumps({"code": 127, "spawn_error": str(e)}).encode())
+            return True
     deadline = start + timeout
     sel = selectors.DefaultSelector()
     sel.register(child.stdout.fileno(), selectors.EVENT_READ, b"1")
@@ -239,6 +352,8 @@ def run_block(cmd, stdin):
             }
         ).encode(),
     )
+    if warm_key is not None and not host_gone:
+        WARM.start(warm_key)
     return not host_gone
 
 
