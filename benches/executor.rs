@@ -10,7 +10,12 @@ use proctor::config::ExecutorConfig;
 use proctor::executor::{DockerExecutor, ExecEvent, ExecRequest, Executor};
 use tokio_util::sync::CancellationToken;
 
-async fn block(exec: &DockerExecutor, session: &str, ws: &std::path::Path, image: &str) -> Duration {
+async fn block(
+    exec: &DockerExecutor,
+    session: &str,
+    ws: &std::path::Path,
+    image: &str,
+) -> Duration {
     let req = ExecRequest {
         session: session.into(),
         workspace: ws.to_path_buf(),
@@ -83,7 +88,9 @@ fn main() {
         println!("blocks {n}");
         let exec = DockerExecutor::new().expect("executor");
         series(&exec, "proctor_launcher", &image, n).await;
-        let exec = DockerExecutor::new().expect("executor").with_exec_per_block();
+        let exec = DockerExecutor::new()
+            .expect("executor")
+            .with_exec_per_block();
         series(&exec, "proctor_exec_per_block", &image, n).await;
     });
 }

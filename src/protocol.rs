@@ -402,7 +402,9 @@ impl EventKind {
     pub fn is_persisted(&self) -> bool {
         !matches!(
             self,
-            EventKind::MessageDelta { .. } | EventKind::AgentStatus { .. } | EventKind::ImagePull { .. }
+            EventKind::MessageDelta { .. }
+                | EventKind::AgentStatus { .. }
+                | EventKind::ImagePull { .. }
         )
     }
 

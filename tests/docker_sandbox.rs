@@ -63,7 +63,13 @@ impl Ran {
     }
 }
 
-fn request(session: &str, ws: &Path, language: &str, code: &str, policy: &ExecutorConfig) -> ExecRequest {
+fn request(
+    session: &str,
+    ws: &Path,
+    language: &str,
+    code: &str,
+    policy: &ExecutorConfig,
+) -> ExecRequest {
     ExecRequest {
         session: session.into(),
         workspace: ws.to_path_buf(),
@@ -75,7 +81,11 @@ fn request(session: &str, ws: &Path, language: &str, code: &str, policy: &Execut
     }
 }
 
-async fn run_req(exec: &DockerExecutor, req: ExecRequest, cancel: CancellationToken) -> Result<Ran, ExecError> {
+async fn run_req(
+    exec: &DockerExecutor,
+    req: ExecRequest,
+    cancel: CancellationToken,
+) -> Result<Ran, ExecError> {
     let mut stream = exec.run(req, cancel);
     let mut events = Vec::new();
     while let Some(item) = stream.next().await {
@@ -83,25 +93,48 @@ async fn run_req(exec: &DockerExecutor, req: ExecRequest, cancel: CancellationTo
         if let ExecEvent::Finished(outcome) = &ev {
             let outcome = outcome.clone();
             events.push((Instant::now(), ev));
-            assert!(stream.next().await.is_none(), "Finished must be the last item");
+            assert!(
+                stream.next().await.is_none(),
+                "Finished must be the last item"
+            );
             return Ok(Ran { events, outcome });
         }
         events.push((Instant::now(), ev));
     }
-    panic!("stream ended without Finished: {events:?}", events = events.iter().map(|e| &e.1).collect::<Vec<_>>());
+    panic!(
+        "stream ended without Finished: {events:?}",
+        events = events.iter().map(|e| &e.1).collect::<Vec<_>>()
+    );
 }
 
-async fn run(exec: &DockerExecutor, session: &str, ws: &Path, code: &str, policy: &ExecutorConfig) -> Ran {
-    run_req(exec, request(session, ws, "python", code, policy), CancellationToken::new())
-        .await
-        .unwrap_or_else(|e| panic!("block failed to run: {e}"))
+async fn run(
+    exec: &DockerExecutor,
+    session: &str,
+    ws: &Path,
+    code: &str,
+    policy: &ExecutorConfig,
+) -> Ran {
+    run_req(
+        exec,
+        request(session, ws, "python", code, policy),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("block failed to run: {e}"))
 }
 
 fn docker(args: &[&str]) -> (bool, String) {
-    let out = Command::new("docker").args(args).output().expect("docker CLI");
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
     (
         out.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 
@@ -132,11 +165,17 @@ async fn hello_world_runs_and_exits_zero() {
     assert_eq!(ran.outcome.output, "hello, world\n");
     assert!(!ran.outcome.timed_out && !ran.outcome.truncated && !ran.outcome.oom);
     assert!(matches!(ran.events[0].1, ExecEvent::Started));
-    assert_eq!(ran.outputs(), vec![(StreamKind::Stdout, "hello, world\n".into())]);
+    assert_eq!(
+        ran.outputs(),
+        vec![(StreamKind::Stdout, "hello, world\n".into())]
+    );
     // bash and a non-zero exit code, in the same sandbox.
     let req = request(&s, ws.path(), "bash", "echo from bash; exit 3", &policy());
     let ran = run_req(&exec, req, CancellationToken::new()).await.unwrap();
-    assert_eq!((ran.outcome.exit_code, ran.outcome.output.as_str()), (3, "from bash\n"));
+    assert_eq!(
+        (ran.outcome.exit_code, ran.outcome.output.as_str()),
+        (3, "from bash\n")
+    );
     exec.shutdown(&s).await;
 }
 
@@ -165,9 +204,18 @@ async fn stdout_and_stderr_stream_in_order_while_the_block_runs() {
     );
     assert_eq!(ran.outcome.output, "one\ntwo\nthree\nfour\n");
     // Streamed live: the first line arrived long before the block finished.
-    let first = ran.events.iter().find(|(_, e)| matches!(e, ExecEvent::Output { .. })).unwrap().0;
+    let first = ran
+        .events
+        .iter()
+        .find(|(_, e)| matches!(e, ExecEvent::Output { .. }))
+        .unwrap()
+        .0;
     let finished = ran.events.last().unwrap().0;
-    assert!(finished - first >= Duration::from_millis(900), "{:?}", finished - first);
+    assert!(
+        finished - first >= Duration::from_millis(900),
+        "{:?}",
+        finished - first
+    );
     exec.shutdown(&s).await;
 }
 
@@ -179,13 +227,28 @@ async fn while_true_times_out_within_a_second_of_the_deadline() {
     let mut p = policy();
     p.timeout_s = 2;
     let t0 = Instant::now();
-    let ran = run(&exec, &s, ws.path(), "print('spinning', flush=True)\nwhile True: pass", &p).await;
+    let ran = run(
+        &exec,
+        &s,
+        ws.path(),
+        "print('spinning', flush=True)\nwhile True: pass",
+        &p,
+    )
+    .await;
     let took = t0.elapsed();
     assert!(ran.outcome.timed_out, "{:?}", ran.outcome);
     assert_eq!(ran.outcome.exit_code, 137);
     assert!(ran.outcome.output.starts_with("spinning\n"));
-    assert!(ran.outcome.output.contains("timed out after 2 s"), "{}", ran.outcome.output);
-    assert!(ran.outcome.duration_ms >= 2000 && ran.outcome.duration_ms < 3000, "{:?}", ran.outcome);
+    assert!(
+        ran.outcome.output.contains("timed out after 2 s"),
+        "{}",
+        ran.outcome.output
+    );
+    assert!(
+        ran.outcome.duration_ms >= 2000 && ran.outcome.duration_ms < 3000,
+        "{:?}",
+        ran.outcome
+    );
     assert!(took < Duration::from_secs(8), "{took:?}");
     let id = exec.container_of(&s).unwrap();
     assert_eq!(stray_processes(&id), Vec::<String>::new());
@@ -227,7 +290,10 @@ async fn background_processes_do_not_outlive_a_block_that_exits() {
     let s = session("bg");
     let t0 = Instant::now();
     let ran = run(&exec, &s, ws.path(), "import subprocess\nsubprocess.Popen(['sleep', '1000'], start_new_session=True)\nprint('left one behind')", &policy()).await;
-    assert_eq!((ran.outcome.exit_code, ran.outcome.output.as_str()), (0, "left one behind\n"));
+    assert_eq!(
+        (ran.outcome.exit_code, ran.outcome.output.as_str()),
+        (0, "left one behind\n")
+    );
     // The leftover held stdout open, yet the block did not wait for it.
     assert!(t0.elapsed() < Duration::from_secs(10));
     let id = exec.container_of(&s).unwrap();
@@ -247,9 +313,23 @@ async fn cancel_kills_the_block_and_its_children() {
         c2.cancel();
     });
     let code = "import subprocess, time\nsubprocess.Popen(['sleep', '1000'])\nprint('waiting', flush=True)\ntime.sleep(1000)";
-    let ran = run_req(&exec, request(&s, ws.path(), "python", code, &policy()), cancel).await.unwrap();
-    assert!(ran.outcome.cancelled && !ran.outcome.timed_out, "{:?}", ran.outcome);
-    assert!(ran.outcome.output.contains("cancelled"), "{}", ran.outcome.output);
+    let ran = run_req(
+        &exec,
+        request(&s, ws.path(), "python", code, &policy()),
+        cancel,
+    )
+    .await
+    .unwrap();
+    assert!(
+        ran.outcome.cancelled && !ran.outcome.timed_out,
+        "{:?}",
+        ran.outcome
+    );
+    assert!(
+        ran.outcome.output.contains("cancelled"),
+        "{}",
+        ran.outcome.output
+    );
     assert!(ran.outcome.duration_ms < 3000, "{:?}", ran.outcome);
     let id = exec.container_of(&s).unwrap();
     assert_eq!(stray_processes(&id), Vec::<String>::new());
@@ -287,7 +367,11 @@ async fn memory_bomb_is_named_out_of_memory() {
     assert!(ran.outcome.oom, "{:?}", ran.outcome);
     assert_eq!(ran.outcome.exit_code, 137);
     assert!(!ran.outcome.timed_out);
-    assert!(ran.outcome.output.contains("out of memory"), "{}", ran.outcome.output);
+    assert!(
+        ran.outcome.output.contains("out of memory"),
+        "{}",
+        ran.outcome.output
+    );
     let ran = run(&exec, &s, ws.path(), "print('recovered')", &p).await;
     assert_eq!(ran.outcome.output, "recovered\n");
     exec.shutdown(&s).await;
@@ -308,17 +392,30 @@ async fn gigabyte_output_flood_is_capped_and_memory_stays_bounded() {
     // Warm up the sandbox so the baseline includes the client's own buffers.
     run(&exec, &s, ws.path(), "print(1)", &p).await;
     let before = vm_hwm_kib();
-    let code = "import os\nchunk = b'x' * (1 << 20)\nfor _ in range(1024):\n    os.write(1, chunk)\n";
+    let code =
+        "import os\nchunk = b'x' * (1 << 20)\nfor _ in range(1024):\n    os.write(1, chunk)\n";
     let t0 = Instant::now();
     let ran = run(&exec, &s, ws.path(), code, &p).await;
     let took = t0.elapsed();
     let grown_mib = (vm_hwm_kib().saturating_sub(before)) / 1024;
-    assert_eq!(ran.outcome.exit_code, 0, "{}", &ran.outcome.output[ran.outcome.output.len().saturating_sub(300)..]);
+    assert_eq!(
+        ran.outcome.exit_code,
+        0,
+        "{}",
+        &ran.outcome.output[ran.outcome.output.len().saturating_sub(300)..]
+    );
     assert!(ran.outcome.truncated);
     let kept: usize = ran.outputs().iter().map(|(_, t)| t.len()).sum();
     assert_eq!(kept, 1024 * 1024, "exactly the cap is streamed");
-    assert!(ran.outcome.output.contains("output truncated"), "note missing");
-    assert!(ran.outcome.output.contains(&format!("dropped {} bytes", (1u64 << 30) - (1 << 20))));
+    assert!(
+        ran.outcome.output.contains("output truncated"),
+        "note missing"
+    );
+    assert!(
+        ran.outcome
+            .output
+            .contains(&format!("dropped {} bytes", (1u64 << 30) - (1 << 20)))
+    );
     assert!(grown_mib < 48, "proctor grew by {grown_mib} MiB");
     assert!(took < Duration::from_secs(30), "{took:?}");
     exec.shutdown(&s).await;
@@ -379,7 +476,10 @@ async fn code_runs_as_non_root_without_capabilities_or_new_privileges() {
     assert_eq!(r["CapEff"], "0000000000000000");
     assert_eq!(r["CapBnd"], "0000000000000000");
     assert_eq!(r["NoNewPrivs"], "1");
-    assert_eq!(r["host_env"], "[]", "host environment leaked into the sandbox");
+    assert_eq!(
+        r["host_env"], "[]",
+        "host environment leaked into the sandbox"
+    );
 }
 
 #[tokio::test]
@@ -415,7 +515,12 @@ async fn path_escape_filenames_are_refused_and_nothing_is_written() {
     std::fs::create_dir(&ws).unwrap();
     std::os::unix::fs::symlink(parent.path(), ws.join("up")).unwrap();
     let s = session("escape");
-    for bad in ["../escaped.py", "/tmp/escaped.py", "up/escaped.py", "a/../../escaped.py"] {
+    for bad in [
+        "../escaped.py",
+        "/tmp/escaped.py",
+        "up/escaped.py",
+        "a/../../escaped.py",
+    ] {
         let mut req = request(&s, &ws, "python", "print('should not run')", &policy());
         req.filename = Some(bad.into());
         let err = run_req(&exec, req, CancellationToken::new()).await.err();
@@ -428,7 +533,13 @@ async fn path_escape_filenames_are_refused_and_nothing_is_written() {
     assert!(!parent.path().join("escaped.py").exists());
     assert!(!Path::new("/tmp/escaped.py").exists());
     // A good hint lands in the workspace and runs.
-    let mut req = request(&s, &ws, "python", "print(open(__file__).read().count('x'))", &policy());
+    let mut req = request(
+        &s,
+        &ws,
+        "python",
+        "print(open(__file__).read().count('x'))",
+        &policy(),
+    );
     req.filename = Some("pkg/main.py".into());
     let ran = run_req(&exec, req, CancellationToken::new()).await.unwrap();
     assert_eq!(ran.outcome.output, "1\n");
@@ -441,13 +552,30 @@ async fn container_removed_mid_session_is_recreated_on_the_same_workspace() {
     let exec = DockerExecutor::new().unwrap();
     let ws = tempfile::tempdir().unwrap();
     let s = session("recreate");
-    let ran = run(&exec, &s, ws.path(), "open('state.txt', 'w').write('kept')\nprint('saved')", &policy()).await;
+    let ran = run(
+        &exec,
+        &s,
+        ws.path(),
+        "open('state.txt', 'w').write('kept')\nprint('saved')",
+        &policy(),
+    )
+    .await;
     assert_eq!(ran.outcome.output, "saved\n");
     let first = exec.container_of(&s).unwrap();
     let (ok, out) = docker(&["rm", "-f", &first]);
     assert!(ok, "{out}");
-    let ran = run(&exec, &s, ws.path(), "print(open('state.txt').read())", &policy()).await;
-    assert_eq!((ran.outcome.exit_code, ran.outcome.output.as_str()), (0, "kept\n"));
+    let ran = run(
+        &exec,
+        &s,
+        ws.path(),
+        "print(open('state.txt').read())",
+        &policy(),
+    )
+    .await;
+    assert_eq!(
+        (ran.outcome.exit_code, ran.outcome.output.as_str()),
+        (0, "kept\n")
+    );
     let second = exec.container_of(&s).unwrap();
     assert_ne!(first, second);
     exec.shutdown(&s).await;
@@ -461,7 +589,11 @@ async fn a_launcher_killed_by_a_block_is_replaced_and_the_block_reported() {
     run(&exec, &s, ws.path(), "print('warm')", &policy()).await;
     let code = "import os, signal\nprint('about to kill the launcher', flush=True)\nos.kill(os.getppid(), signal.SIGKILL)\nimport time; time.sleep(30)";
     let ran = run(&exec, &s, ws.path(), code, &policy()).await;
-    assert!(ran.outcome.output.contains("launcher died"), "{}", ran.outcome.output);
+    assert!(
+        ran.outcome.output.contains("launcher died"),
+        "{}",
+        ran.outcome.output
+    );
     assert_ne!(ran.outcome.exit_code, 0);
     assert!(ran.outcome.duration_ms < 10_000);
     let ran = run(&exec, &s, ws.path(), "print('fine again')", &policy()).await;
@@ -480,18 +612,27 @@ async fn no_daemon_gives_an_actionable_error_quickly() {
     let exec = DockerExecutor::new().unwrap();
     let ws = tempfile::tempdir().unwrap();
     let t0 = Instant::now();
-    let err = run_req(&exec, request("nodaemon", ws.path(), "python", "print(1)", &policy()), CancellationToken::new())
-        .await
-        .err();
+    let err = run_req(
+        &exec,
+        request("nodaemon", ws.path(), "python", "print(1)", &policy()),
+        CancellationToken::new(),
+    )
+    .await
+    .err();
     let Some(ExecError::Docker(msg)) = err else {
         panic!("expected a Docker error, got {err:?}")
     };
     assert!(t0.elapsed() < Duration::from_secs(6));
     assert!(msg.contains(&sock.display().to_string()), "{msg}");
-    assert!(msg.contains("DOCKER_HOST") && msg.contains("Is Docker running"), "{msg}");
+    assert!(
+        msg.contains("DOCKER_HOST") && msg.contains("Is Docker running"),
+        "{msg}"
+    );
     let checks = doctor_check(&image()).await;
     assert_eq!(checks[0].0, "docker daemon");
-    let Err(fix) = &checks[0].1 else { panic!("{checks:?}") };
+    let Err(fix) = &checks[0].1 else {
+        panic!("{checks:?}")
+    };
     assert!(fix.contains("Is Docker running"));
     assert!(checks.iter().skip(1).all(|(_, r)| r.is_err()));
 }
@@ -503,7 +644,10 @@ async fn missing_image_says_how_to_build_one() {
     let mut p = policy();
     p.image = "proctor-test-no-such-image:none".into();
     let mut events = Vec::new();
-    let mut stream = exec.run(request(&session("noimage"), ws.path(), "python", "print(1)", &p), CancellationToken::new());
+    let mut stream = exec.run(
+        request(&session("noimage"), ws.path(), "python", "print(1)", &p),
+        CancellationToken::new(),
+    );
     let mut err = None;
     while let Some(item) = stream.next().await {
         match item {
@@ -511,12 +655,19 @@ async fn missing_image_says_how_to_build_one() {
             Err(e) => err = Some(e),
         }
     }
-    let Some(ExecError::Image(msg)) = err else { panic!("{err:?} {events:?}") };
+    let Some(ExecError::Image(msg)) = err else {
+        panic!("{err:?} {events:?}")
+    };
     assert!(msg.contains("scripts/build-sandbox-image.sh"), "{msg}");
     assert!(msg.contains("proctor-test-no-such-image:none"));
     let checks = doctor_check("proctor-test-no-such-image:none").await;
     assert!(checks[0].1.is_ok() && checks[1].1.is_ok(), "{checks:?}");
-    assert!(checks[2].1.as_ref().is_err_and(|m| m.contains("build-sandbox-image.sh")));
+    assert!(
+        checks[2]
+            .1
+            .as_ref()
+            .is_err_and(|m| m.contains("build-sandbox-image.sh"))
+    );
 }
 
 #[tokio::test]
@@ -525,7 +676,11 @@ async fn doctor_passes_with_the_sandbox_image() {
     for (name, result) in &checks {
         assert!(result.is_ok(), "{name}: {result:?}");
     }
-    assert!(checks.iter().any(|(n, r)| n == "docker api version" && r.as_ref().unwrap().contains("API 1.")));
+    assert!(
+        checks
+            .iter()
+            .any(|(n, r)| n == "docker api version" && r.as_ref().unwrap().contains("API 1."))
+    );
 }
 
 #[tokio::test]
@@ -538,23 +693,41 @@ async fn shutdown_removes_the_sandbox_and_orphans_are_swept() {
     // An orphan: labelled by a proctor process that no longer exists.
     let orphan_session = session("orphan");
     let (ok, orphan) = docker(&[
-        "run", "-d", "--label", &format!("proctor.session={orphan_session}"),
-        "--label", "proctor.owner=no-such-boot:1:1", "--network", "none", &image(), "sleep", "300",
+        "run",
+        "-d",
+        "--label",
+        &format!("proctor.session={orphan_session}"),
+        "--label",
+        "proctor.owner=no-such-boot:1:1",
+        "--network",
+        "none",
+        &image(),
+        "sleep",
+        "300",
     ]);
     assert!(ok, "{orphan}");
     let orphan = orphan.trim().to_owned();
     let removed = sweep_orphans(&[]).await.unwrap();
     assert!(removed.iter().any(|n| !n.is_empty()), "{removed:?}");
     assert!(!docker(&["inspect", &orphan]).0, "orphan still there");
-    assert!(docker(&["inspect", &live]).0, "a live session's sandbox was swept");
+    assert!(
+        docker(&["inspect", &live]).0,
+        "a live session's sandbox was swept"
+    );
     exec.shutdown(&s).await;
-    assert!(!docker(&["inspect", &live]).0, "shutdown left the container");
+    assert!(
+        !docker(&["inspect", &live]).0,
+        "shutdown left the container"
+    );
     // Resume: a new container on the same workspace.
     let ran = run(&exec, &s, ws.path(), "print('resumed')", &policy()).await;
     assert_eq!(ran.outcome.output, "resumed\n");
     let again = exec.container_of(&s).unwrap();
     drop(exec);
-    assert!(!docker(&["inspect", &again]).0, "dropping the executor left the container");
+    assert!(
+        !docker(&["inspect", &again]).0,
+        "dropping the executor left the container"
+    );
 }
 
 #[tokio::test]
@@ -562,7 +735,14 @@ async fn exec_per_block_fallback_runs_and_kills_too() {
     let exec = DockerExecutor::new().unwrap().with_exec_per_block();
     let ws = tempfile::tempdir().unwrap();
     let s = session("fallback");
-    let ran = run(&exec, &s, ws.path(), "import sys\nprint('out')\nprint('err', file=sys.stderr)", &policy()).await;
+    let ran = run(
+        &exec,
+        &s,
+        ws.path(),
+        "import sys\nprint('out')\nprint('err', file=sys.stderr)",
+        &policy(),
+    )
+    .await;
     assert_eq!(ran.outcome.exit_code, 0);
     assert_eq!(ran.outcome.output, "out\nerr\n");
     let mut p = policy();
@@ -585,7 +765,11 @@ async fn network_for_one_block_uses_a_separate_container() {
     let mut req = request(&s, ws.path(), "python", code, &policy());
     req.allow_network = true;
     let ran = run_req(&exec, req, CancellationToken::new()).await.unwrap();
-    assert!(ran.outcome.output.contains("eth0"), "{}", ran.outcome.output);
+    assert!(
+        ran.outcome.output.contains("eth0"),
+        "{}",
+        ran.outcome.output
+    );
     // The session's own sandbox stays offline.
     let ran = run(&exec, &s, ws.path(), code, &policy()).await;
     assert_eq!(ran.outcome.output, "lo\n");
@@ -617,20 +801,39 @@ async fn python_blocks_behave_like_python3_file_py_every_time() {
     assert!(outputs.iter().all(|o| o == &outputs[0]), "{outputs:?}");
     let mut tracebacks = Vec::new();
     for _ in 0..2 {
-        let ran = run(&exec, &s, ws.path(), "def f():\n    raise ValueError('bad')\nf()\n", &policy()).await;
+        let ran = run(
+            &exec,
+            &s,
+            ws.path(),
+            "def f():\n    raise ValueError('bad')\nf()\n",
+            &policy(),
+        )
+        .await;
         assert_eq!(ran.outcome.exit_code, 1);
         tracebacks.push(ran.outcome.output);
     }
     assert_eq!(tracebacks[0], tracebacks[1]);
     let lines: Vec<&str> = tracebacks[0].lines().collect();
     assert_eq!(lines[0], "Traceback (most recent call last):");
-    assert!(lines[1].starts_with("  File \"/workspace/tmp_code_"), "{}", tracebacks[0]);
+    assert!(
+        lines[1].starts_with("  File \"/workspace/tmp_code_"),
+        "{}",
+        tracebacks[0]
+    );
     assert_eq!(*lines.last().unwrap(), "ValueError: bad");
     let ran = run(&exec, &s, ws.path(), "import sys\nsys.exit(5)", &policy()).await;
     assert_eq!(ran.outcome.exit_code, 5);
     let ran = run(&exec, &s, ws.path(), "print('unclosed'", &policy()).await;
     assert_eq!(ran.outcome.exit_code, 1);
-    assert!(ran.outcome.output.contains("SyntaxError"), "{}", ran.outcome.output);
-    assert!(!ran.outcome.output.contains("Traceback"), "{}", ran.outcome.output);
+    assert!(
+        ran.outcome.output.contains("SyntaxError"),
+        "{}",
+        ran.outcome.output
+    );
+    assert!(
+        !ran.outcome.output.contains("Traceback"),
+        "{}",
+        ran.outcome.output
+    );
     exec.shutdown(&s).await;
 }

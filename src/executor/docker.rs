@@ -129,11 +129,8 @@ impl DockerExecutor {
             return;
         };
         let removals = all.iter().map(|id| remove_container(&docker, id));
-        let _ = tokio::time::timeout(
-            Duration::from_secs(10),
-            futures::future::join_all(removals),
-        )
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(removals))
+            .await;
     }
 
     /// [`shutdown_all`](Self::shutdown_all) for synchronous callers (signal handlers, `Drop`): runs
@@ -295,7 +292,10 @@ impl Collector {
             output.push('\n');
         };
         if let Some(err) = &report.spawn_error {
-            note(format!("[proctor: could not start the {} interpreter: {err}]", req.language));
+            note(format!(
+                "[proctor: could not start the {} interpreter: {err}]",
+                req.language
+            ));
         }
         if truncated {
             note(format!(
@@ -413,8 +413,10 @@ impl Inner {
         let slot = self.slot(&req.session);
         let mut guard = slot.lock().await;
         let session = req.session.clone();
-        self.run_in(&docker, &mut guard, &session, &req, &spec, argv, cancel, out)
-            .await
+        self.run_in(
+            &docker, &mut guard, &session, &req, &spec, argv, cancel, out,
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -523,13 +525,13 @@ impl Inner {
         spec: &SandboxSpec,
     ) -> Result<(), ExecError> {
         for attempt in 0..2 {
-            if let Some(sb) = slot.as_ref() {
-                if !sb.spec.same_container(spec) {
-                    let id = sb.id.clone();
-                    *slot = None;
-                    self.forget(key, &id);
-                    remove_container(docker, &id).await;
-                }
+            if let Some(sb) = slot.as_ref()
+                && !sb.spec.same_container(spec)
+            {
+                let id = sb.id.clone();
+                *slot = None;
+                self.forget(key, &id);
+                remove_container(docker, &id).await;
             }
             let sb = match slot {
                 Some(sb) => sb,
@@ -539,7 +541,9 @@ impl Inner {
                         id,
                         spec: spec.clone(),
                         launcher: None,
-                        exec_per_block: !self.use_launcher.load(std::sync::atomic::Ordering::Relaxed),
+                        exec_per_block: !self
+                            .use_launcher
+                            .load(std::sync::atomic::Ordering::Relaxed),
                     })
                 }
             };
@@ -591,23 +595,36 @@ impl Inner {
         key: &str,
         spec: &SandboxSpec,
     ) -> Result<String, ExecError> {
-        let name = format!("proctor-{}-{:06x}", name_part(key), rand::random::<u32>() & 0xff_ffff);
+        let name = format!(
+            "proctor-{}-{:06x}",
+            name_part(key),
+            rand::random::<u32>() & 0xff_ffff
+        );
         let body = spec.container_body(key, &self.owner);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created =
-            match call("create the sandbox container", docker.create_container(Some(options), body)).await {
-                Ok(c) => c,
-                Err(e) => {
-                    // Perhaps the image was removed meanwhile: check it again next time.
-                    lock(&self.images).remove(&spec.image);
-                    return Err(e);
-                }
-            };
+        let created = match call(
+            "create the sandbox container",
+            docker.create_container(Some(options), body),
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                // Perhaps the image was removed meanwhile: check it again next time.
+                lock(&self.images).remove(&spec.image);
+                return Err(e);
+            }
+        };
         lock(&self.containers)
             .entry(key.to_owned())
             .or_default()
             .push(created.id.clone());
-        if let Err(e) = call("start the sandbox container", docker.start_container(&created.id, None)).await {
+        if let Err(e) = call(
+            "start the sandbox container",
+            docker.start_container(&created.id, None),
+        )
+        .await
+        {
             self.forget(key, &created.id);
             remove_container(docker, &created.id).await;
             return Err(e);
@@ -720,11 +737,12 @@ impl Inner {
             Err(_) => -1,
         };
         // Leftovers (background or double-forked processes) die with the block.
-        if slot.is_some() && !kill_block_processes(docker, &id, &user).await {
-            if let Some(sb) = slot.take() {
-                self.forget(key, &sb.id);
-                remove_container(docker, &sb.id).await;
-            }
+        if slot.is_some()
+            && !kill_block_processes(docker, &id, &user).await
+            && let Some(sb) = slot.take()
+        {
+            self.forget(key, &sb.id);
+            remove_container(docker, &sb.id).await;
         }
         let report = ExitReport {
             code: if code == 137 { -9 } else { code },
@@ -873,7 +891,12 @@ async fn remove_container(docker: &Docker, id: &str) {
         .force(true)
         .v(true)
         .build();
-    match call("remove a sandbox", docker.remove_container(id, Some(options))).await {
+    match call(
+        "remove a sandbox",
+        docker.remove_container(id, Some(options)),
+    )
+    .await
+    {
         Ok(()) => {}
         Err(e) => tracing::debug!(%id, %e, "remove container"),
     }
@@ -925,7 +948,10 @@ pub async fn connect_docker() -> Result<Docker, ExecError> {
         .with_timeout(CALL_TIMEOUT);
     match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
         Ok(Ok(d)) => Ok(d),
-        Ok(Err(e)) => Err(ExecError::Docker(unreachable_message(&host, &error_chain(&e)))),
+        Ok(Err(e)) => Err(ExecError::Docker(unreachable_message(
+            &host,
+            &error_chain(&e),
+        ))),
         Err(_) => Err(ExecError::Docker(unreachable_message(
             &host,
             &format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
@@ -956,7 +982,11 @@ pub async fn sweep_orphans(live_sessions: &[String]) -> Result<Vec<String>, Exec
         .all(true)
         .filters(&filters)
         .build();
-    let list = call("list sandbox containers", docker.list_containers(Some(options))).await?;
+    let list = call(
+        "list sandbox containers",
+        docker.list_containers(Some(options)),
+    )
+    .await?;
     let mut removed = Vec::new();
     for c in list {
         let labels = c.labels.unwrap_or_default();
@@ -986,7 +1016,10 @@ pub async fn doctor_check(image: &str) -> Vec<(String, Result<String, String>)> 
     let host = docker_host();
     let docker = match connect_docker().await {
         Ok(d) => {
-            checks.push(("docker daemon".to_owned(), Ok(format!("reachable at {host}"))));
+            checks.push((
+                "docker daemon".to_owned(),
+                Ok(format!("reachable at {host}")),
+            ));
             d
         }
         Err(e) => {
@@ -1010,7 +1043,10 @@ pub async fn doctor_check(image: &str) -> Vec<(String, Result<String, String>)> 
     };
     checks.push(("docker api version".to_owned(), version));
     match image_present(&docker, image).await {
-        Ok(true) => checks.push(("sandbox image".to_owned(), Ok(format!("{image} is present")))),
+        Ok(true) => checks.push((
+            "sandbox image".to_owned(),
+            Ok(format!("{image} is present")),
+        )),
         Ok(false) => {
             checks.push(("sandbox image".to_owned(), Err(missing_image_fix(image))));
             checks.push((
@@ -1075,7 +1111,11 @@ async fn sandbox_smoke_test(image: &str) -> Result<String, String> {
 fn owner_id() -> String {
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     let pid = std::process::id();
-    format!("{}:{pid}:{}", boot.trim(), start_time(pid).unwrap_or_default())
+    format!(
+        "{}:{pid}:{}",
+        boot.trim(),
+        start_time(pid).unwrap_or_default()
+    )
 }
 
 fn start_time(pid: u32) -> Option<String> {

@@ -52,20 +52,23 @@ impl PullTracker {
     /// Folds one daemon progress message in; returns the progress so far.
     pub fn update(&mut self, image: &str, info: &bollard::models::CreateImageInfo) -> PullProgress {
         let status = info.status.clone().unwrap_or_default();
-        if let Some(id) = info.id.as_deref().filter(|id| !id.is_empty() && *id != image) {
+        if let Some(id) = info
+            .id
+            .as_deref()
+            .filter(|id| !id.is_empty() && *id != image)
+        {
             let is_layer = status != "Pulling from"
                 && !status.starts_with("Pulling from")
                 && !status.starts_with("Digest")
                 && !status.starts_with("Status");
             if is_layer {
                 let entry = self.layers.entry(id.to_owned()).or_default();
-                if let Some(d) = &info.progress_detail {
-                    if let (Some(cur), Some(total)) = (d.current, d.total) {
-                        if status.starts_with("Downloading") {
-                            entry.0 = cur.max(0) as u64;
-                            entry.1 = total.max(0) as u64;
-                        }
-                    }
+                if let Some(d) = &info.progress_detail
+                    && let (Some(cur), Some(total)) = (d.current, d.total)
+                    && status.starts_with("Downloading")
+                {
+                    entry.0 = cur.max(0) as u64;
+                    entry.1 = total.max(0) as u64;
                 }
                 if matches!(
                     status.as_str(),
@@ -96,7 +99,9 @@ pub async fn ensure_image(
     if image_present(docker, image).await? {
         return Ok(());
     }
-    let options = CreateImageOptionsBuilder::default().from_image(image).build();
+    let options = CreateImageOptionsBuilder::default()
+        .from_image(image)
+        .build();
     let mut stream = docker.create_image(Some(options), None, None);
     let mut tracker = PullTracker::default();
     let mut last_sent = Instant::now() - Duration::from_secs(1);
@@ -115,7 +120,10 @@ pub async fn ensure_image(
         match item {
             Ok(info) => {
                 if let Some(err) = info.error_detail.as_ref().and_then(|d| d.message.clone()) {
-                    return Err(ExecError::Image(format!("{err}; {}", missing_image_fix(image))));
+                    return Err(ExecError::Image(format!(
+                        "{err}; {}",
+                        missing_image_fix(image)
+                    )));
                 }
                 let p = tracker.update(image, &info);
                 let layer_event = matches!(
@@ -128,7 +136,10 @@ pub async fn ensure_image(
                 }
             }
             Err(e) => {
-                return Err(ExecError::Image(format!("{e}; {}", missing_image_fix(image))));
+                return Err(ExecError::Image(format!(
+                    "{e}; {}",
+                    missing_image_fix(image)
+                )));
             }
         }
     }
@@ -162,9 +173,15 @@ mod tests {
         t.update("py", &info("py", "Pulling from library/python", None, None));
         t.update("py", &info("a", "Downloading", Some(10), Some(100)));
         let p = t.update("py", &info("b", "Downloading", Some(5), Some(50)));
-        assert_eq!((p.current, p.total, p.layers, p.layers_done), (15, 150, 2, 0));
+        assert_eq!(
+            (p.current, p.total, p.layers, p.layers_done),
+            (15, 150, 2, 0)
+        );
         t.update("py", &info("a", "Download complete", None, None));
         let p = t.update("py", &info("a", "Pull complete", None, None));
-        assert_eq!((p.current, p.total, p.layers, p.layers_done), (105, 150, 2, 1));
+        assert_eq!(
+            (p.current, p.total, p.layers, p.layers_done),
+            (105, 150, 2, 1)
+        );
     }
 }

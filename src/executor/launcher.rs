@@ -73,7 +73,8 @@ impl FrameDecoder {
         let mut frames = Vec::new();
         while self.buf.len() >= 5 {
             let kind = self.buf[0];
-            let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+            let len =
+                u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
             if len > MAX_FRAME {
                 return Err(format!("launcher frame of {len} bytes is too large"));
             }
@@ -162,7 +163,11 @@ impl Launcher {
         .await
         .map_err(|_| LaunchError::Docker(bollard::errors::Error::RequestTimeoutError))?
         .map_err(LaunchError::Docker)?;
-        let StartExecResults::Attached { mut output, mut input } = started else {
+        let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = started
+        else {
             return Err(LaunchError::Unavailable("exec started detached".into()));
         };
         // The script goes over stdin: any image with python3 works, nothing is copied in.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
-use bollard::models::{ContainerCreateBody, HostConfig, ResourcesUlimits};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, ResourcesUlimits};
 use sha2::{Digest, Sha256};
 
 use super::{ExecError, ExecRequest};
@@ -56,10 +56,14 @@ impl SandboxSpec {
             ExecError::Other(format!("cannot create workspace {}: {e}", ws.display()))
         })?;
         let ws = ws.canonicalize().map_err(|e| {
-            ExecError::Other(format!("cannot resolve workspace {}: {e}", req.workspace.display()))
+            ExecError::Other(format!(
+                "cannot resolve workspace {}: {e}",
+                req.workspace.display()
+            ))
         })?;
-        let meta = std::fs::metadata(&ws)
-            .map_err(|e| ExecError::Other(format!("cannot stat workspace {}: {e}", ws.display())))?;
+        let meta = std::fs::metadata(&ws).map_err(|e| {
+            ExecError::Other(format!("cannot stat workspace {}: {e}", ws.display()))
+        })?;
         let pids = req.policy.pids.max(16);
         let (uid, gid, nproc) = if host_is_root() {
             // A uid of its own per session: the nproc ulimit counts processes per uid across
@@ -82,7 +86,11 @@ impl SandboxSpec {
             image: req.policy.image.clone(),
             network,
             memory_mb: req.policy.memory_mb.max(16),
-            cpus: if req.policy.cpus > 0.0 { req.policy.cpus } else { 1.0 },
+            cpus: if req.policy.cpus > 0.0 {
+                req.policy.cpus
+            } else {
+                1.0
+            },
             pids,
             nproc,
             uid,
@@ -140,7 +148,14 @@ impl SandboxSpec {
             attach_stdout: Some(false),
             attach_stderr: Some(false),
             host_config: Some(HostConfig {
-                binds: Some(vec![format!("{}:{WORKSPACE}:rw", self.workspace.display())]),
+                // A typed mount, not a `src:dst` bind string: any path (colons, commas) works.
+                mounts: Some(vec![Mount {
+                    target: Some(WORKSPACE.into()),
+                    source: Some(self.workspace.to_string_lossy().into_owned()),
+                    typ: Some(MountType::BIND),
+                    read_only: Some(false),
+                    ..Default::default()
+                }]),
                 network_mode: Some(if self.network { "bridge" } else { "none" }.into()),
                 readonly_rootfs: Some(true),
                 tmpfs: Some(tmpfs),
@@ -184,7 +199,12 @@ fn count_host_processes(uid: u32) -> u64 {
         return 0;
     };
     dir.filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .filter(|e| e.metadata().map(|m| m.uid() == uid).unwrap_or(false))
         .count() as u64
 }
@@ -255,7 +275,9 @@ pub fn block_path(
         return Err(refuse("contains a NUL byte"));
     }
     if hint.starts_with('/') || hint.starts_with('\\') || hint.starts_with('~') {
-        return Err(refuse("absolute paths are not allowed; use a path relative to the workspace"));
+        return Err(refuse(
+            "absolute paths are not allowed; use a path relative to the workspace",
+        ));
     }
     let mut rel = PathBuf::new();
     for comp in Path::new(hint).components() {
@@ -300,17 +322,17 @@ pub fn block_path(
 pub fn write_block(spec: &SandboxSpec, rel: &Path, code: &str) -> Result<(), ExecError> {
     let path = spec.workspace.join(rel);
     let io = |e: std::io::Error| ExecError::Other(format!("cannot write {}: {e}", path.display()));
-    if let Some(parent) = path.parent() {
-        if !parent.exists() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-            if host_is_root() {
-                // Hand every directory we created to the sandbox user.
-                let mut dir = parent.to_path_buf();
-                while dir.starts_with(&spec.workspace) && dir != spec.workspace {
-                    let _ = std::os::unix::fs::chown(&dir, Some(spec.uid), Some(spec.gid));
-                    if !dir.pop() {
-                        break;
-                    }
+    if let Some(parent) = path.parent()
+        && !parent.exists()
+    {
+        std::fs::create_dir_all(parent).map_err(io)?;
+        if host_is_root() {
+            // Hand every directory we created to the sandbox user.
+            let mut dir = parent.to_path_buf();
+            while dir.starts_with(&spec.workspace) && dir != spec.workspace {
+                let _ = std::os::unix::fs::chown(&dir, Some(spec.uid), Some(spec.gid));
+                if !dir.pop() {
+                    break;
                 }
             }
         }
@@ -336,7 +358,10 @@ mod tests {
         let ws = tempfile::tempdir().unwrap();
         for bad in ["../x.py", "a/../../x.py", "/etc/passwd", "~/x", "a/\0b"] {
             let err = block_path(ws.path(), Some(bad), "", "py").unwrap_err();
-            assert!(matches!(err, ExecError::BadFilename { .. }), "{bad}: {err:?}");
+            assert!(
+                matches!(err, ExecError::BadFilename { .. }),
+                "{bad}: {err:?}"
+            );
         }
     }
 
@@ -373,6 +398,9 @@ mod tests {
         ));
         extra.insert("node".into(), vec!["node".into()]);
         let node = interpreter("node", &extra).unwrap();
-        assert_eq!((node.argv, node.extension), (vec!["node".into()], "js".into()));
+        assert_eq!(
+            (node.argv, node.extension),
+            (vec!["node".into()], "js".into())
+        );
     }
 }
