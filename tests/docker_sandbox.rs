@@ -739,7 +739,7 @@ async fn exec_per_block_fallback_runs_and_kills_too() {
         &exec,
         &s,
         ws.path(),
-        "import sys\nprint('out')\nprint('err', file=sys.stderr)",
+        "import sys, time\nprint('out')\ntime.sleep(0.2)\nprint('err', file=sys.stderr)",
         &policy(),
     )
     .await;

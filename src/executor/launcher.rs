@@ -253,8 +253,17 @@ impl Launcher {
     pub async fn send(&mut self, command: &serde_json::Value) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(command).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        self.input.write_all(&line).await?;
-        self.input.flush().await
+        let write = async {
+            self.input.write_all(&line).await?;
+            self.input.flush().await
+        };
+        match tokio::time::timeout(READY_TIMEOUT, write).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the launcher did not take a command within 10 s",
+            )),
+        }
     }
 
     /// The next frame; `Err` once the launcher is gone (with what it last said).
