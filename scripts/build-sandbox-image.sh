@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
 # Builds proctor's sandbox image without any container registry:
 # debootstrap a minimal Debian bookworm with python3 + procps, then `docker import` it.
-# Usage: scripts/build-sandbox-image.sh [IMAGE]   (default: proctor-sandbox:bookworm)
+# Usage: scripts/build-sandbox-image.sh [--force] [IMAGE]   (default: proctor-sandbox:bookworm)
+# Idempotent: does nothing when IMAGE exists and runs python3, unless --force.
 set -euo pipefail
+FORCE=0
+if [ "${1:-}" = "--force" ]; then FORCE=1; shift; fi
 IMAGE="${1:-proctor-sandbox:bookworm}"
 
-if docker image inspect "$IMAGE" >/dev/null 2>&1; then
-  echo "sandbox image $IMAGE already present"
-  exit 0
+if ! docker version >/dev/null 2>&1; then
+  echo "cannot reach the Docker daemon (DOCKER_HOST=${DOCKER_HOST:-unix:///var/run/docker.sock}); start Docker first" >&2
+  exit 1
+fi
+
+if [ "$FORCE" = 0 ] && docker image inspect "$IMAGE" >/dev/null 2>&1; then
+  if docker run --rm --network none "$IMAGE" python3 -c 'print(1)' >/dev/null 2>&1; then
+    echo "sandbox image $IMAGE already present"
+    exit 0
+  fi
+  echo "sandbox image $IMAGE exists but cannot run python3; rebuilding"
 fi
 
 SUDO=""

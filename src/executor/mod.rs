@@ -119,3 +119,11 @@ pub trait Executor: Send + Sync {
     /// Stops and removes the sandbox of `session`.
     fn shutdown(&self, session: &str) -> futures::future::BoxFuture<'static, ()>;
 }
+
+pub mod docker;
+pub mod image;
+pub mod launcher;
+pub mod output;
+pub mod sandbox;
+
+pub use docker::{DockerExecutor, doctor_check, sweep_orphans};

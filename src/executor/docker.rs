@@ -1,0 +1,1175 @@
+//! The Docker sandbox executor: one hardened, labelled container per session, an in-sandbox launcher
+//! that starts each approved block as a fresh process, and the cleanup, orphan sweep and doctor
+//! checks around them. Every Docker call has a timeout; every failure says what to fix.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::image::{ensure_image, image_present, missing_image_fix};
+use super::launcher::{ExitReport, Frame, LaunchError, Launcher};
+use super::output::{OutputCap, Sanitizer};
+use super::sandbox::{
+    LABEL_OWNER, LABEL_SESSION, SandboxSpec, WORKSPACE, block_path, container_path, interpreter,
+    write_block,
+};
+use super::{ExecError, ExecEvent, ExecOutcome, ExecRequest, Executor};
+use crate::protocol::StreamKind;
+
+/// Timeout of every single Docker API call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Timeout of the first contact with the daemon.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long past a block's deadline the host waits for the launcher before giving up on it.
+const BACKSTOP: Duration = Duration::from_secs(4);
+/// Default socket when `DOCKER_HOST` is unset.
+const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// The Docker-backed [`Executor`]. Connects lazily; cheap to share behind an `Arc`.
+pub struct DockerExecutor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    docker: tokio::sync::Mutex<Option<Docker>>,
+    sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Sandbox>>>>>,
+    /// Container ids per session, readable without waiting for a running block.
+    containers: Mutex<HashMap<String, Vec<String>>>,
+    owner: String,
+    /// Images already seen present: a block does not pay an inspect round trip.
+    images: Mutex<std::collections::HashSet<String>>,
+    use_launcher: std::sync::atomic::AtomicBool,
+}
+
+/// A session's live container.
+struct Sandbox {
+    id: String,
+    spec: SandboxSpec,
+    launcher: Option<Launcher>,
+    /// The image cannot run the launcher: one exec per block.
+    exec_per_block: bool,
+}
+
+/// How a block ended when run through the launcher.
+enum LauncherEnd {
+    Done(ExecOutcome),
+    /// The launcher vanished mid-block; `started` says whether the block produced anything.
+    Lost {
+        collector: Collector,
+        why: String,
+        started: bool,
+    },
+    /// The launcher stopped answering past the deadline.
+    Unresponsive(Collector),
+}
+
+impl DockerExecutor {
+    /// A new executor. Checks `DOCKER_HOST` now; connects on the first block.
+    pub fn new() -> Result<Self, ExecError> {
+        let host = docker_host();
+        if !(host.starts_with("unix://")
+            || host.starts_with("tcp://")
+            || host.starts_with("http://"))
+        {
+            return Err(ExecError::Docker(format!(
+                "DOCKER_HOST={host} is not supported: use unix:///path/to/docker.sock or tcp://HOST:PORT"
+            )));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                docker: tokio::sync::Mutex::new(None),
+                sessions: Mutex::new(HashMap::new()),
+                containers: Mutex::new(HashMap::new()),
+                owner: owner_id(),
+                images: Mutex::new(std::collections::HashSet::new()),
+                use_launcher: std::sync::atomic::AtomicBool::new(true),
+            }),
+        })
+    }
+
+    /// Runs every block with its own `docker exec` instead of the in-sandbox launcher (slower; the
+    /// path used automatically for images without `python3`). For benchmarks and tests.
+    pub fn with_exec_per_block(self) -> Self {
+        self.inner
+            .use_launcher
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self
+    }
+
+    /// The container id currently serving `session`, if any.
+    pub fn container_of(&self, session: &str) -> Option<String> {
+        lock(&self.inner.containers)
+            .get(session)
+            .and_then(|ids| ids.last().cloned())
+    }
+
+    /// Stops and removes every sandbox of this executor (call on exit or SIGTERM). Bounded: gives
+    /// up after 10 s.
+    pub async fn shutdown_all(&self) {
+        let all: Vec<String> = {
+            let mut map = lock(&self.inner.containers);
+            map.drain().flat_map(|(_, ids)| ids).collect()
+        };
+        lock(&self.inner.sessions).clear();
+        if all.is_empty() {
+            return;
+        }
+        let Ok(docker) = self.inner.connect().await else {
+            return;
+        };
+        let removals = all.iter().map(|id| remove_container(&docker, id));
+        let _ = tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(removals))
+            .await;
+    }
+
+    /// [`shutdown_all`](Self::shutdown_all) for synchronous callers (signal handlers, `Drop`): runs
+    /// on its own thread and runtime, at most 10 s.
+    pub fn shutdown_all_blocking(&self) {
+        let all: Vec<String> = {
+            let mut map = lock(&self.inner.containers);
+            map.drain().flat_map(|(_, ids)| ids).collect()
+        };
+        if all.is_empty() {
+            return;
+        }
+        let worker = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(docker) = connect_docker().await else {
+                    return;
+                };
+                let removals = all.iter().map(|id| remove_container(&docker, id));
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    futures::future::join_all(removals),
+                )
+                .await;
+            });
+        });
+        let _ = worker.join();
+    }
+}
+
+impl Drop for DockerExecutor {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.inner) == 1 {
+            self.shutdown_all_blocking();
+        }
+    }
+}
+
+impl Executor for DockerExecutor {
+    fn run(
+        &self,
+        request: ExecRequest,
+        cancel: CancellationToken,
+    ) -> BoxStream<'static, Result<ExecEvent, ExecError>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(32);
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            // Our own token: a consumer that goes away cancels the block.
+            let cancel = cancel.child_token();
+            let out = Out {
+                tx: tx.clone(),
+                cancel: cancel.clone(),
+            };
+            let end = match inner.run_block(request, cancel, &out).await {
+                Ok(outcome) => Ok(ExecEvent::Finished(outcome)),
+                Err(e) => Err(e),
+            };
+            let _ = tx.send(end).await;
+        });
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
+            .boxed()
+    }
+
+    fn shutdown(&self, session: &str) -> BoxFuture<'static, ()> {
+        let inner = self.inner.clone();
+        let session = session.to_owned();
+        Box::pin(async move {
+            let ids = lock(&inner.containers).remove(&session).unwrap_or_default();
+            let slot = lock(&inner.sessions).remove(&session);
+            if let Some(slot) = slot {
+                // Drop the launcher first if no block holds the slot.
+                if let Ok(mut guard) = slot.try_lock() {
+                    guard.take();
+                }
+            }
+            if ids.is_empty() {
+                return;
+            }
+            let Ok(docker) = inner.connect().await else {
+                return;
+            };
+            for id in ids {
+                remove_container(&docker, &id).await;
+            }
+        })
+    }
+}
+
+/// Sends events to the consumer; a consumer that hung up cancels the block.
+struct Out {
+    tx: tokio::sync::mpsc::Sender<Result<ExecEvent, ExecError>>,
+    cancel: CancellationToken,
+}
+
+impl Out {
+    async fn send(&self, event: ExecEvent) {
+        if self.tx.send(Ok(event)).await.is_err() {
+            self.cancel.cancel();
+        }
+    }
+}
+
+/// Collects a block's output: sanitised per stream, capped, streamed as it arrives.
+struct Collector {
+    out_s: Sanitizer,
+    err_s: Sanitizer,
+    cap: OutputCap,
+    limit_kb: u64,
+}
+
+impl Collector {
+    fn new(limit_kb: u64) -> Self {
+        Self {
+            out_s: Sanitizer::default(),
+            err_s: Sanitizer::default(),
+            cap: OutputCap::new((limit_kb * 1024) as usize),
+            limit_kb,
+        }
+    }
+
+    async fn push(&mut self, stream: StreamKind, bytes: &[u8], out: &Out) {
+        let text = match stream {
+            StreamKind::Stdout => self.out_s.push(bytes),
+            StreamKind::Stderr => self.err_s.push(bytes),
+        };
+        self.emit(stream, &text, out).await;
+    }
+
+    async fn emit(&mut self, stream: StreamKind, text: &str, out: &Out) {
+        if let Some(kept) = self.cap.push(text) {
+            out.send(ExecEvent::Output { stream, text: kept }).await;
+        }
+    }
+
+    async fn flush(&mut self, out: &Out) {
+        let tail = self.out_s.finish();
+        self.emit(StreamKind::Stdout, &tail, out).await;
+        let tail = self.err_s.finish();
+        self.emit(StreamKind::Stderr, &tail, out).await;
+    }
+
+    /// The outcome, with notes naming a timeout, OOM, cancellation, truncation or failure.
+    fn finish(self, report: &ExitReport, elapsed: Duration, req: &ExecRequest) -> ExecOutcome {
+        let mut cap = self.cap;
+        cap.count_dropped(report.total.saturating_sub(report.kept));
+        let truncated = cap.truncated();
+        let dropped = cap.dropped();
+        let mut output = cap.into_text();
+        let mut note = |s: String| {
+            if !output.is_empty() && !output.ends_with('\n') {
+                output.push('\n');
+            }
+            output.push_str(&s);
+            output.push('\n');
+        };
+        if let Some(err) = &report.spawn_error {
+            note(format!(
+                "[proctor: could not start the {} interpreter: {err}]",
+                req.language
+            ));
+        }
+        if truncated {
+            note(format!(
+                "[proctor: output truncated: kept the first {} KiB, dropped {dropped} bytes]",
+                self.limit_kb
+            ));
+        }
+        if report.timed_out {
+            note(format!(
+                "[proctor: timed out after {} s; the block and every process it started were killed]",
+                req.policy.timeout_s
+            ));
+        } else if report.cancelled {
+            note("[proctor: cancelled; the block and every process it started were killed]".into());
+        } else if report.oom {
+            note(format!(
+                "[proctor: killed: out of memory (the sandbox limit is {} MiB)]",
+                req.policy.memory_mb
+            ));
+        }
+        let exit_code = if report.code < 0 {
+            128 - report.code
+        } else {
+            report.code
+        };
+        ExecOutcome {
+            exit_code,
+            timed_out: report.timed_out,
+            truncated,
+            oom: report.oom,
+            cancelled: report.cancelled && !report.timed_out,
+            duration_ms: elapsed.as_millis() as u64,
+            output,
+        }
+    }
+}
+
+impl Inner {
+    async fn connect(&self) -> Result<Docker, ExecError> {
+        let mut guard = self.docker.lock().await;
+        if let Some(d) = guard.as_ref() {
+            return Ok(d.clone());
+        }
+        let d = connect_docker().await?;
+        *guard = Some(d.clone());
+        Ok(d)
+    }
+
+    /// Forgets the connection after a transport failure so the next block reconnects.
+    async fn reset_connection(&self) {
+        *self.docker.lock().await = None;
+    }
+
+    fn slot(&self, session: &str) -> Arc<tokio::sync::Mutex<Option<Sandbox>>> {
+        lock(&self.sessions)
+            .entry(session.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    async fn run_block(
+        self: &Arc<Self>,
+        req: ExecRequest,
+        cancel: CancellationToken,
+        out: &Out,
+    ) -> Result<ExecOutcome, ExecError> {
+        let interp = interpreter(&req.language, &req.policy.interpreters)?;
+        let ephemeral = req.allow_network && !req.policy.network;
+        let spec = SandboxSpec::for_request(&req, req.policy.network || req.allow_network)?;
+        let rel = block_path(
+            &spec.workspace,
+            req.filename.as_deref(),
+            &req.code,
+            &interp.extension,
+        )?;
+        let docker = match self.connect().await {
+            Ok(d) => d,
+            Err(e) => return Err(e),
+        };
+        write_block(&spec, &rel, &req.code)?;
+        let mut argv = interp.argv.clone();
+        argv.push(container_path(&rel));
+
+        let known = lock(&self.images).contains(&spec.image);
+        if !known {
+            let tx = out.tx.clone();
+            let pulled = ensure_image(&docker, &spec.image, |p| {
+                let _ = tx.try_send(Ok(ExecEvent::Pull(p)));
+            })
+            .await;
+            if let Err(e) = pulled {
+                if matches!(e, ExecError::Docker(_)) {
+                    self.reset_connection().await;
+                }
+                return Err(e);
+            }
+            lock(&self.images).insert(spec.image.clone());
+        }
+
+        if ephemeral {
+            // Network for one block only: a throwaway container on the bridge network, same
+            // workspace and limits; the session's own sandbox stays offline.
+            let mut slot = None;
+            let key = format!("{}-net", req.session);
+            let result = self
+                .run_in(&docker, &mut slot, &key, &req, &spec, argv, cancel, out)
+                .await;
+            if let Some(sb) = slot.take() {
+                drop(sb.launcher);
+                self.forget(&key, &sb.id);
+                remove_container(&docker, &sb.id).await;
+            }
+            return result;
+        }
+        let slot = self.slot(&req.session);
+        let mut guard = slot.lock().await;
+        let session = req.session.clone();
+        self.run_in(
+            &docker, &mut guard, &session, &req, &spec, argv, cancel, out,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_in(
+        &self,
+        docker: &Docker,
+        slot: &mut Option<Sandbox>,
+        key: &str,
+        req: &ExecRequest,
+        spec: &SandboxSpec,
+        argv: Vec<String>,
+        cancel: CancellationToken,
+        out: &Out,
+    ) -> Result<ExecOutcome, ExecError> {
+        let mut started_sent = false;
+        for attempt in 0..2 {
+            self.prepare(docker, slot, key, spec).await?;
+            if !started_sent {
+                out.send(ExecEvent::Started).await;
+                started_sent = true;
+            }
+            let Some(sb) = slot.as_mut() else {
+                return Err(ExecError::Other("the sandbox vanished".into()));
+            };
+            let Some(launcher) = sb.launcher.as_mut() else {
+                return self
+                    .run_exec_per_block(docker, slot, key, req, &argv, cancel, out)
+                    .await;
+            };
+            let t0 = Instant::now();
+            match run_with_launcher(launcher, req, &argv, &cancel, out).await {
+                LauncherEnd::Done(outcome) => return Ok(outcome),
+                LauncherEnd::Lost {
+                    collector,
+                    why,
+                    started,
+                } => {
+                    sb.launcher = None;
+                    let alive = container_running(docker, &sb.id).await;
+                    if !alive {
+                        let id = sb.id.clone();
+                        *slot = None;
+                        self.forget(key, &id);
+                        remove_container(docker, &id).await;
+                        if !started && attempt == 0 {
+                            // The container died between blocks: recreate it and run again.
+                            continue;
+                        }
+                    } else if let Ok(l) =
+                        Launcher::start(docker, &sb.id, &sb.spec.block_user()).await
+                    {
+                        // Replace the launcher now, so the next block pays nothing.
+                        sb.launcher = Some(l);
+                    }
+                    let report = ExitReport {
+                        code: -9,
+                        ..Default::default()
+                    };
+                    let mut outcome = collector.finish(&report, t0.elapsed(), req);
+                    outcome.exit_code = -1;
+                    let what = if alive {
+                        "the sandbox launcher died during this block (the block may have killed it); \
+                         it was replaced and the block's processes were killed"
+                    } else {
+                        "the sandbox container stopped during this block; a new one will be created \
+                         for the next block, on the same workspace"
+                    };
+                    tracing::warn!(%why, "launcher lost");
+                    outcome.output.push_str(&format!("[proctor: {what}]\n"));
+                    return Ok(outcome);
+                }
+                LauncherEnd::Unresponsive(collector) => {
+                    if let Some(sb) = slot.take() {
+                        self.forget(key, &sb.id);
+                        drop(sb.launcher);
+                        remove_container(docker, &sb.id).await;
+                    }
+                    let report = ExitReport {
+                        code: -9,
+                        timed_out: !cancel.is_cancelled(),
+                        cancelled: cancel.is_cancelled(),
+                        ..Default::default()
+                    };
+                    let mut outcome = collector.finish(&report, t0.elapsed(), req);
+                    outcome.output.push_str(
+                        "[proctor: the sandbox stopped answering; it was removed and will be \
+                         recreated on the same workspace]\n",
+                    );
+                    return Ok(outcome);
+                }
+            }
+        }
+        Err(ExecError::Docker(
+            "the sandbox container keeps disappearing; check `docker ps -a` and the daemon logs"
+                .into(),
+        ))
+    }
+
+    /// Makes sure `slot` holds a running container built from `spec`, with a live launcher unless
+    /// the image cannot run one.
+    async fn prepare(
+        &self,
+        docker: &Docker,
+        slot: &mut Option<Sandbox>,
+        key: &str,
+        spec: &SandboxSpec,
+    ) -> Result<(), ExecError> {
+        for attempt in 0..2 {
+            if let Some(sb) = slot.as_ref()
+                && !sb.spec.same_container(spec)
+            {
+                let id = sb.id.clone();
+                *slot = None;
+                self.forget(key, &id);
+                remove_container(docker, &id).await;
+            }
+            let sb = match slot {
+                Some(sb) => sb,
+                None => {
+                    let id = self.create_container(docker, key, spec).await?;
+                    slot.insert(Sandbox {
+                        id,
+                        spec: spec.clone(),
+                        launcher: None,
+                        exec_per_block: !self
+                            .use_launcher
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                    })
+                }
+            };
+            if sb.launcher.as_ref().is_some_and(Launcher::is_finished) {
+                sb.launcher = None;
+            }
+            if sb.launcher.is_some() {
+                return Ok(());
+            }
+            if sb.exec_per_block {
+                if container_running(docker, &sb.id).await {
+                    return Ok(());
+                }
+            } else {
+                match Launcher::start(docker, &sb.id, &spec.block_user()).await {
+                    Ok(l) => {
+                        sb.launcher = Some(l);
+                        return Ok(());
+                    }
+                    Err(LaunchError::Unavailable(why))
+                        if container_running(docker, &sb.id).await =>
+                    {
+                        tracing::warn!(%why, image = %spec.image, "no launcher; one exec per block");
+                        sb.exec_per_block = true;
+                        return Ok(());
+                    }
+                    Err(LaunchError::Unavailable(_)) | Err(LaunchError::Docker(_)) => {}
+                }
+            }
+            // The container is gone or stopped: replace it (same workspace).
+            let id = sb.id.clone();
+            *slot = None;
+            self.forget(key, &id);
+            remove_container(docker, &id).await;
+            if attempt == 1 {
+                break;
+            }
+        }
+        Err(ExecError::Docker(format!(
+            "the sandbox container for image {} does not stay up; check `docker ps -a` and \
+             `proctor doctor`",
+            spec.image
+        )))
+    }
+
+    async fn create_container(
+        &self,
+        docker: &Docker,
+        key: &str,
+        spec: &SandboxSpec,
+    ) -> Result<String, ExecError> {
+        let name = format!(
+            "proctor-{}-{:06x}",
+            name_part(key),
+            rand::random::<u32>() & 0xff_ffff
+        );
+        let body = spec.container_body(key, &self.owner);
+        let options = CreateContainerOptionsBuilder::default().name(&name).build();
+        let created = match call(
+            "create the sandbox container",
+            docker.create_container(Some(options), body),
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                // Perhaps the image was removed meanwhile: check it again next time.
+                lock(&self.images).remove(&spec.image);
+                return Err(e);
+            }
+        };
+        lock(&self.containers)
+            .entry(key.to_owned())
+            .or_default()
+            .push(created.id.clone());
+        if let Err(e) = call(
+            "start the sandbox container",
+            docker.start_container(&created.id, None),
+        )
+        .await
+        {
+            self.forget(key, &created.id);
+            remove_container(docker, &created.id).await;
+            return Err(e);
+        }
+        Ok(created.id)
+    }
+
+    fn forget(&self, key: &str, id: &str) {
+        let mut map = lock(&self.containers);
+        if let Some(ids) = map.get_mut(key) {
+            ids.retain(|x| x != id);
+            if ids.is_empty() {
+                map.remove(key);
+            }
+        }
+    }
+
+    /// The slow path: one `docker exec` per block, for images that cannot run the launcher.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_exec_per_block(
+        &self,
+        docker: &Docker,
+        slot: &mut Option<Sandbox>,
+        key: &str,
+        req: &ExecRequest,
+        argv: &[String],
+        cancel: CancellationToken,
+        out: &Out,
+    ) -> Result<ExecOutcome, ExecError> {
+        let Some(sb) = slot.as_ref() else {
+            return Err(ExecError::Other("the sandbox vanished".into()));
+        };
+        let id = sb.id.clone();
+        let user = sb.spec.block_user();
+        let t0 = Instant::now();
+        let env = block_env();
+        let exec = call(
+            "create an exec",
+            docker.create_exec(
+                &id,
+                CreateExecOptions {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(false),
+                    env: Some(env),
+                    cmd: Some(argv.to_vec()),
+                    user: Some(user.clone()),
+                    working_dir: Some(WORKSPACE.to_owned()),
+                    ..Default::default()
+                },
+            ),
+        )
+        .await?;
+        let started = call(
+            "start an exec",
+            docker.start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: Some(64 * 1024),
+                }),
+            ),
+        )
+        .await?;
+        let StartExecResults::Attached { mut output, .. } = started else {
+            return Err(ExecError::Other("exec started detached".into()));
+        };
+        let mut collector = Collector::new(req.policy.output_limit_kb.max(1));
+        let deadline = t0 + Duration::from_secs(req.policy.timeout_s.max(1));
+        let (mut timed_out, mut cancelled) = (false, false);
+        let mut give_up = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled(), if !cancelled && !timed_out => {
+                    cancelled = true;
+                    kill_block_processes(docker, &id, &user).await;
+                    give_up = Some(Instant::now() + BACKSTOP);
+                }
+                _ = tokio::time::sleep_until(deadline.into()), if !cancelled && !timed_out => {
+                    timed_out = true;
+                    kill_block_processes(docker, &id, &user).await;
+                    give_up = Some(Instant::now() + BACKSTOP);
+                }
+                _ = tokio::time::sleep_until(give_up.unwrap_or(deadline).into()), if give_up.is_some() => {
+                    // The kill did not end the exec: drop the whole container.
+                    if let Some(sb) = slot.take() {
+                        self.forget(key, &sb.id);
+                        remove_container(docker, &sb.id).await;
+                    }
+                    break;
+                }
+                item = output.next() => match item {
+                    Some(Ok(bollard::container::LogOutput::StdOut { message }))
+                    | Some(Ok(bollard::container::LogOutput::Console { message })) => {
+                        collector.push(StreamKind::Stdout, &message, out).await;
+                    }
+                    Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
+                        collector.push(StreamKind::Stderr, &message, out).await;
+                    }
+                    Some(Ok(bollard::container::LogOutput::StdIn { .. })) => {}
+                    Some(Err(_)) | None => break,
+                }
+            }
+        }
+        collector.flush(out).await;
+        let code = match call("inspect an exec", docker.inspect_exec(&exec.id)).await {
+            Ok(info) => info.exit_code.unwrap_or(-1),
+            Err(_) => -1,
+        };
+        // Leftovers (background or double-forked processes) die with the block.
+        if slot.is_some()
+            && !kill_block_processes(docker, &id, &user).await
+            && let Some(sb) = slot.take()
+        {
+            self.forget(key, &sb.id);
+            remove_container(docker, &sb.id).await;
+        }
+        let report = ExitReport {
+            code: if code == 137 { -9 } else { code },
+            timed_out,
+            cancelled,
+            oom: code == 137 && !timed_out && !cancelled,
+            ..Default::default()
+        };
+        Ok(collector.finish(&report, t0.elapsed(), req))
+    }
+}
+
+/// Runs one block through the launcher, streaming its output.
+async fn run_with_launcher(
+    launcher: &mut Launcher,
+    req: &ExecRequest,
+    argv: &[String],
+    cancel: &CancellationToken,
+    out: &Out,
+) -> LauncherEnd {
+    let limit_kb = req.policy.output_limit_kb.max(1);
+    let timeout = Duration::from_secs(req.policy.timeout_s.max(1));
+    let env: serde_json::Map<String, serde_json::Value> = block_env()
+        .into_iter()
+        .filter_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            Some((k.to_owned(), serde_json::Value::String(v.to_owned())))
+        })
+        .collect();
+    let command = json!({
+        "op": "run",
+        "argv": argv,
+        "cwd": WORKSPACE,
+        "env": env,
+        "timeout_ms": timeout.as_millis() as u64,
+        "limit": limit_kb * 1024,
+    });
+    let mut collector = Collector::new(limit_kb);
+    let t0 = Instant::now();
+    if let Err(e) = launcher.send(&command).await {
+        return LauncherEnd::Lost {
+            collector,
+            why: e.to_string(),
+            started: false,
+        };
+    }
+    let mut give_up = t0 + timeout + BACKSTOP;
+    let mut kill_sent = false;
+    let mut started = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled(), if !kill_sent => {
+                kill_sent = true;
+                give_up = give_up.min(Instant::now() + BACKSTOP);
+                if launcher.send(&json!({"op": "kill"})).await.is_err() {
+                    return LauncherEnd::Lost { collector, why: "stdin closed".into(), started: true };
+                }
+            }
+            frame = launcher.next() => match frame {
+                Ok(Frame::Stdout(b)) => {
+                    started = true;
+                    collector.push(StreamKind::Stdout, &b, out).await;
+                }
+                Ok(Frame::Stderr(b)) => {
+                    started = true;
+                    collector.push(StreamKind::Stderr, &b, out).await;
+                }
+                Ok(Frame::Exit(report)) => {
+                    collector.flush(out).await;
+                    return LauncherEnd::Done(collector.finish(&report, t0.elapsed(), req));
+                }
+                Ok(Frame::Ready) | Ok(Frame::Pong) => {}
+                Err(why) => {
+                    collector.flush(out).await;
+                    return LauncherEnd::Lost { collector, why, started };
+                }
+            },
+            _ = tokio::time::sleep_until(give_up.into()) => {
+                collector.flush(out).await;
+                return LauncherEnd::Unresponsive(collector);
+            }
+        }
+    }
+}
+
+/// The environment of block processes (on top of the image's own; nothing from the host).
+fn block_env() -> Vec<String> {
+    [
+        "HOME=/tmp",
+        "TMPDIR=/tmp",
+        "LANG=C.UTF-8",
+        "TERM=dumb",
+        "PYTHONUNBUFFERED=1",
+        "PYTHONDONTWRITEBYTECODE=1",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+/// Kills every process of the block user in the container (`kill -9 -1` as that user cannot reach
+/// the main process, which runs as another uid). Returns whether it ran.
+async fn kill_block_processes(docker: &Docker, id: &str, user: &str) -> bool {
+    let create = docker.create_exec(
+        id,
+        CreateExecOptions {
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: Some(vec!["sh", "-c", "kill -9 -1 2>/dev/null; exit 0"]),
+            user: Some(user),
+            ..Default::default()
+        },
+    );
+    let Ok(exec) = call("create a kill exec", create).await else {
+        return false;
+    };
+    let Ok(StartExecResults::Attached { mut output, .. }) =
+        call("start a kill exec", docker.start_exec(&exec.id, None)).await
+    else {
+        return false;
+    };
+    let drained = tokio::time::timeout(CALL_TIMEOUT, async {
+        while output.next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        return false;
+    }
+    matches!(
+        call("inspect a kill exec", docker.inspect_exec(&exec.id)).await,
+        Ok(info) if info.exit_code == Some(0)
+    )
+}
+
+async fn container_running(docker: &Docker, id: &str) -> bool {
+    matches!(
+        call("inspect the sandbox", docker.inspect_container(id, None)).await,
+        Ok(info) if info.state.as_ref().and_then(|s| s.running) == Some(true)
+    )
+}
+
+/// Force-removes a container (kills it first); errors are logged, never raised.
+async fn remove_container(docker: &Docker, id: &str) {
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    match call(
+        "remove a sandbox",
+        docker.remove_container(id, Some(options)),
+    )
+    .await
+    {
+        Ok(()) => {}
+        Err(e) => tracing::debug!(%id, %e, "remove container"),
+    }
+}
+
+/// Runs one Docker call under [`CALL_TIMEOUT`], naming what was attempted on failure.
+async fn call<T>(
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
+) -> Result<T, ExecError> {
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(ExecError::Docker(format!("could not {what}: {e}"))),
+        Err(_) => Err(ExecError::Docker(format!(
+            "could not {what}: the Docker daemon did not answer within {} s",
+            CALL_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// `DOCKER_HOST`, or the default socket.
+pub fn docker_host() -> String {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| DEFAULT_HOST.to_owned())
+}
+
+fn unreachable_message(host: &str, err: &str) -> String {
+    let lower = err.to_ascii_lowercase();
+    let fix = if lower.contains("permission denied") {
+        "Your user may not use the Docker socket: add it to the `docker` group \
+         (`sudo usermod -aG docker $USER`, then log in again) or use rootless Docker."
+            .to_owned()
+    } else {
+        "Is Docker running? Start it (`sudo systemctl start docker`, or open Docker Desktop), or \
+         point DOCKER_HOST at a running engine (unix:///var/run/docker.sock, tcp://HOST:2375)."
+            .to_owned()
+    };
+    format!("cannot reach the Docker daemon at {host} ({err}). {fix} `proctor doctor` checks this.")
+}
+
+/// Connects to `DOCKER_HOST` (unix or tcp) or the default socket and negotiates the API version,
+/// within [`CONNECT_TIMEOUT`].
+pub async fn connect_docker() -> Result<Docker, ExecError> {
+    let host = docker_host();
+    let docker = Docker::connect_with_defaults()
+        .map_err(|e| ExecError::Docker(unreachable_message(&host, &e.to_string())))?
+        .with_timeout(CALL_TIMEOUT);
+    match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(e)) => Err(ExecError::Docker(unreachable_message(
+            &host,
+            &error_chain(&e),
+        ))),
+        Err(_) => Err(ExecError::Docker(unreachable_message(
+            &host,
+            &format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        ))),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let msg = inner.to_string();
+        if !s.contains(&msg) {
+            s.push_str(": ");
+            s.push_str(&msg);
+        }
+        src = inner.source();
+    }
+    s
+}
+
+/// Removes sandbox containers whose session is not in `live_sessions` and whose owning proctor
+/// process is gone (so a second proctor's sandboxes survive). Returns the removed container names.
+pub async fn sweep_orphans(live_sessions: &[String]) -> Result<Vec<String>, ExecError> {
+    let docker = connect_docker().await?;
+    let filters = HashMap::from([("label", vec![LABEL_SESSION])]);
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let list = call(
+        "list sandbox containers",
+        docker.list_containers(Some(options)),
+    )
+    .await?;
+    let mut removed = Vec::new();
+    for c in list {
+        let labels = c.labels.unwrap_or_default();
+        let session = labels.get(LABEL_SESSION).cloned().unwrap_or_default();
+        if live_sessions.iter().any(|s| s == &session) {
+            continue;
+        }
+        if labels.get(LABEL_OWNER).is_some_and(|o| owner_alive(o)) {
+            continue;
+        }
+        let Some(id) = c.id else { continue };
+        remove_container(&docker, &id).await;
+        let name = c
+            .names
+            .and_then(|n| n.first().cloned())
+            .unwrap_or(id)
+            .trim_start_matches('/')
+            .to_owned();
+        removed.push(name);
+    }
+    Ok(removed)
+}
+
+/// Checks for `proctor doctor`: (check, Ok(detail) | Err(failure and fix)).
+pub async fn doctor_check(image: &str) -> Vec<(String, Result<String, String>)> {
+    let mut checks = Vec::new();
+    let host = docker_host();
+    let docker = match connect_docker().await {
+        Ok(d) => {
+            checks.push((
+                "docker daemon".to_owned(),
+                Ok(format!("reachable at {host}")),
+            ));
+            d
+        }
+        Err(e) => {
+            checks.push(("docker daemon".to_owned(), Err(e.to_string())));
+            let skipped = || Err("skipped: the Docker daemon is unreachable".to_owned());
+            checks.push(("docker api version".to_owned(), skipped()));
+            checks.push(("sandbox image".to_owned(), skipped()));
+            checks.push(("sandbox run".to_owned(), skipped()));
+            return checks;
+        }
+    };
+    let version = match call("read the engine version", docker.version()).await {
+        Ok(v) => Ok(format!(
+            "engine {} speaks API {} (min {}); proctor uses {}",
+            v.version.unwrap_or_default(),
+            v.api_version.unwrap_or_default(),
+            v.min_api_version.unwrap_or_default(),
+            docker.client_version()
+        )),
+        Err(e) => Err(e.to_string()),
+    };
+    checks.push(("docker api version".to_owned(), version));
+    match image_present(&docker, image).await {
+        Ok(true) => checks.push((
+            "sandbox image".to_owned(),
+            Ok(format!("{image} is present")),
+        )),
+        Ok(false) => {
+            checks.push(("sandbox image".to_owned(), Err(missing_image_fix(image))));
+            checks.push((
+                "sandbox run".to_owned(),
+                Err("skipped: the sandbox image is missing".to_owned()),
+            ));
+            return checks;
+        }
+        Err(e) => {
+            checks.push(("sandbox image".to_owned(), Err(e.to_string())));
+            return checks;
+        }
+    }
+    checks.push(("sandbox run".to_owned(), sandbox_smoke_test(image).await));
+    checks
+}
+
+/// Runs `print(1)` in a throwaway sandbox.
+async fn sandbox_smoke_test(image: &str) -> Result<String, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temp workspace: {e}"))?;
+    let exec = DockerExecutor::new().map_err(|e| e.to_string())?;
+    let session = format!("doctor-{}", std::process::id());
+    let request = ExecRequest {
+        session: session.clone(),
+        workspace: dir.path().to_path_buf(),
+        language: "python".into(),
+        code: "print(6 * 7)".into(),
+        filename: None,
+        policy: crate::config::ExecutorConfig {
+            image: image.to_owned(),
+            timeout_s: 20,
+            ..Default::default()
+        },
+        allow_network: false,
+    };
+    let t0 = Instant::now();
+    let mut stream = exec.run(request, CancellationToken::new());
+    let mut result = Err("the sandbox produced no result".to_owned());
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(ExecEvent::Finished(o)) if o.exit_code == 0 && o.output.trim() == "42" => {
+                result = Ok(format!(
+                    "python3 ran in a hardened container in {} ms",
+                    t0.elapsed().as_millis()
+                ));
+            }
+            Ok(ExecEvent::Finished(o)) => {
+                result = Err(format!(
+                    "the sandbox ran but printed {:?} (exit {}); the image needs python3",
+                    o.output, o.exit_code
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => result = Err(e.to_string()),
+        }
+    }
+    exec.shutdown(&session).await;
+    result
+}
+
+/// `boot_id:pid:starttime` of this process: who owns the containers it creates.
+fn owner_id() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let pid = std::process::id();
+    format!(
+        "{}:{pid}:{}",
+        boot.trim(),
+        start_time(pid).unwrap_or_default()
+    )
+}
+
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    after.split_whitespace().nth(19).map(str::to_owned)
+}
+
+/// Whether the proctor process named by an owner label still runs (on this machine).
+fn owner_alive(owner: &str) -> bool {
+    let mut parts = owner.split(':');
+    let (Some(boot), Some(pid), Some(start)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let my_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    if boot != my_boot.trim() {
+        return false;
+    }
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    start_time(pid).as_deref() == Some(start)
+}
+
+fn name_part(session: &str) -> String {
+    session
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .take(40)
+        .collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_of_this_process_is_alive_and_a_dead_one_is_not() {
+        assert!(owner_alive(&owner_id()));
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        assert!(!owner_alive(&format!("{}:999999999:1", boot.trim())));
+        assert!(!owner_alive("other-boot:1:1"));
+        assert!(!owner_alive("garbage"));
+    }
+
+    #[test]
+    fn unreachable_message_names_the_fix() {
+        let m = unreachable_message("unix:///nope.sock", "No such file or directory");
+        assert!(m.contains("unix:///nope.sock") && m.contains("DOCKER_HOST"));
+        let m = unreachable_message("unix:///s", "Permission denied (os error 13)");
+        assert!(m.contains("docker` group"));
+    }
+}

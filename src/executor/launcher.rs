@@ -1,0 +1,328 @@
+//! The host side of the in-sandbox launcher: one long-lived `docker exec` per session that starts
+//! each block as a fresh process, so a block costs no Docker round trip (see `launcher.py`).
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bytes::{Buf, Bytes, BytesMut};
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// The launcher script, handed to the image's `python3`.
+pub const SCRIPT: &str = include_str!("launcher.py");
+/// Largest frame the host accepts (the launcher sends at most 64 KiB of output per frame).
+const MAX_FRAME: usize = 1 << 20;
+/// How long a fresh launcher may take to say it is ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The exit report the launcher sends when a block ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ExitReport {
+    /// Return code; negative is the killing signal.
+    pub code: i64,
+    /// Killed at the deadline.
+    #[serde(default)]
+    pub timed_out: bool,
+    /// Killed on request.
+    #[serde(default)]
+    pub cancelled: bool,
+    /// Killed by the OOM killer.
+    #[serde(default)]
+    pub oom: bool,
+    /// Output bytes the block wrote.
+    #[serde(default)]
+    pub total: u64,
+    /// Output bytes forwarded.
+    #[serde(default)]
+    pub kept: u64,
+    /// The interpreter could not be started.
+    #[serde(default)]
+    pub spawn_error: Option<String>,
+}
+
+/// One message from the launcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// Started and swept the process table.
+    Ready,
+    /// Block stdout bytes.
+    Stdout(Bytes),
+    /// Block stderr bytes.
+    Stderr(Bytes),
+    /// The block ended.
+    Exit(ExitReport),
+    /// Answer to a ping.
+    Pong,
+}
+
+/// Splits the launcher's stdout into frames.
+#[derive(Debug, Default)]
+pub struct FrameDecoder {
+    buf: BytesMut,
+}
+
+impl FrameDecoder {
+    /// Adds bytes; returns the frames they complete, or why the stream is garbage.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Frame>, String> {
+        self.buf.extend_from_slice(bytes);
+        let mut frames = Vec::new();
+        while self.buf.len() >= 5 {
+            let kind = self.buf[0];
+            let len =
+                u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
+            if len > MAX_FRAME {
+                return Err(format!("launcher frame of {len} bytes is too large"));
+            }
+            if self.buf.len() < 5 + len {
+                break;
+            }
+            self.buf.advance(5);
+            let payload = self.buf.split_to(len).freeze();
+            frames.push(match kind {
+                b'R' => Frame::Ready,
+                b'1' => Frame::Stdout(payload),
+                b'2' => Frame::Stderr(payload),
+                b'P' => Frame::Pong,
+                b'X' => Frame::Exit(
+                    serde_json::from_slice(&payload)
+                        .map_err(|e| format!("bad exit report from launcher: {e}"))?,
+                ),
+                other => return Err(format!("unknown launcher frame type {other:#04x}")),
+            });
+        }
+        Ok(frames)
+    }
+}
+
+/// Why a launcher could not be started.
+#[derive(Debug)]
+pub enum LaunchError {
+    /// Docker refused the exec (container gone or stopped, daemon trouble).
+    Docker(bollard::errors::Error),
+    /// The exec ran but no launcher came up (no `python3` in the image, or it crashed).
+    Unavailable(String),
+}
+
+/// The `-c` program: reads exactly the script's bytes from stdin and runs it, leaving the rest of
+/// stdin to the protocol.
+fn bootstrap() -> String {
+    format!(
+        "#proctor-launcher\nimport os\nn={}\nb=b''\nwhile len(b)<n:\n c=os.read(0,n-len(b))\n if not c: raise SystemExit(3)\n b+=c\nexec(compile(b,'proctor-launcher','exec'))\n",
+        SCRIPT.len()
+    )
+}
+
+/// A running launcher.
+pub struct Launcher {
+    input: Pin<Box<dyn AsyncWrite + Send>>,
+    frames: mpsc::Receiver<Result<Frame, String>>,
+    reader: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Launcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Launcher").finish_non_exhaustive()
+    }
+}
+
+impl Launcher {
+    /// Starts a launcher in `container` as `user` and waits for it to be ready.
+    pub async fn start(docker: &Docker, container: &str, user: &str) -> Result<Self, LaunchError> {
+        let bootstrap = bootstrap();
+        let create = CreateExecOptions {
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            env: Some(vec![]),
+            cmd: Some(vec!["python3", "-I", "-S", "-c", &bootstrap]),
+            user: Some(user),
+            working_dir: Some(super::sandbox::WORKSPACE),
+            ..Default::default()
+        };
+        let exec = tokio::time::timeout(READY_TIMEOUT, docker.create_exec(container, create))
+            .await
+            .map_err(|_| LaunchError::Docker(bollard::errors::Error::RequestTimeoutError))?
+            .map_err(LaunchError::Docker)?;
+        let started = tokio::time::timeout(
+            READY_TIMEOUT,
+            docker.start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: false,
+                    output_capacity: Some(128 * 1024),
+                }),
+            ),
+        )
+        .await
+        .map_err(|_| LaunchError::Docker(bollard::errors::Error::RequestTimeoutError))?
+        .map_err(LaunchError::Docker)?;
+        let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = started
+        else {
+            return Err(LaunchError::Unavailable("exec started detached".into()));
+        };
+        // The script goes over stdin: any image with python3 works, nothing is copied in.
+        let handed = tokio::time::timeout(READY_TIMEOUT, async {
+            input.write_all(SCRIPT.as_bytes()).await?;
+            input.flush().await
+        })
+        .await;
+        if !matches!(handed, Ok(Ok(()))) {
+            return Err(LaunchError::Unavailable(
+                "could not hand the launcher script to python3".into(),
+            ));
+        }
+        // Small channel: a slow consumer backs up into Docker and then into the block's pipes.
+        let (tx, rx) = mpsc::channel(16);
+        let reader = tokio::spawn(async move {
+            let mut decoder = FrameDecoder::default();
+            let mut stderr_tail = String::new();
+            while let Some(item) = output.next().await {
+                match item {
+                    Ok(bollard::container::LogOutput::StdOut { message })
+                    | Ok(bollard::container::LogOutput::Console { message }) => {
+                        match decoder.push(&message) {
+                            Ok(frames) => {
+                                for f in frames {
+                                    if tx.send(Ok(f)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(e)).await;
+                                return;
+                            }
+                        }
+                    }
+                    Ok(bollard::container::LogOutput::StdErr { message }) => {
+                        tracing::debug!(stderr = %String::from_utf8_lossy(&message), "launcher stderr");
+                        stderr_tail.push_str(&String::from_utf8_lossy(&message));
+                        if stderr_tail.len() > 2000 {
+                            let cut = stderr_tail.len() - 2000;
+                            let cut = (cut..stderr_tail.len())
+                                .find(|i| stderr_tail.is_char_boundary(*i))
+                                .unwrap_or(stderr_tail.len());
+                            stderr_tail.drain(..cut);
+                        }
+                    }
+                    Ok(bollard::container::LogOutput::StdIn { .. }) => {}
+                    Err(e) => {
+                        stderr_tail.push_str(&format!(" ({e})"));
+                        break;
+                    }
+                }
+            }
+            let tail = stderr_tail.trim();
+            let _ = tx
+                .send(Err(if tail.is_empty() {
+                    "the launcher exited".to_owned()
+                } else {
+                    format!("the launcher exited: {tail}")
+                }))
+                .await;
+        });
+        let mut launcher = Self {
+            input,
+            frames: rx,
+            reader,
+        };
+        match tokio::time::timeout(READY_TIMEOUT, launcher.frames.recv()).await {
+            Ok(Some(Ok(Frame::Ready))) => Ok(launcher),
+            Ok(Some(Ok(other))) => Err(LaunchError::Unavailable(format!(
+                "launcher sent {other:?} before it was ready"
+            ))),
+            Ok(Some(Err(why))) => Err(LaunchError::Unavailable(why)),
+            Ok(None) => Err(LaunchError::Unavailable("the launcher exited".into())),
+            Err(_) => Err(LaunchError::Unavailable(
+                "the launcher did not start within 10 s".into(),
+            )),
+        }
+    }
+
+    /// Sends one command line.
+    pub async fn send(&mut self, command: &serde_json::Value) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(command).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        let write = async {
+            self.input.write_all(&line).await?;
+            self.input.flush().await
+        };
+        match tokio::time::timeout(READY_TIMEOUT, write).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the launcher did not take a command within 10 s",
+            )),
+        }
+    }
+
+    /// The next frame; `Err` once the launcher is gone (with what it last said).
+    pub async fn next(&mut self) -> Result<Frame, String> {
+        match self.frames.recv().await {
+            Some(item) => item,
+            None => Err("the launcher exited".into()),
+        }
+    }
+
+    /// Whether the launcher's stream already ended (it died while idle).
+    pub fn is_finished(&self) -> bool {
+        self.reader.is_finished() && self.frames.is_empty()
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        // Closing stdin makes the launcher kill whatever runs and exit.
+        self.reader.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut v = vec![kind];
+        v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        v.extend_from_slice(payload);
+        v
+    }
+
+    #[test]
+    fn frames_split_anywhere_decode_in_order() {
+        let mut bytes = frame(b'R', b"{}");
+        bytes.extend(frame(b'1', b"out"));
+        bytes.extend(frame(b'2', b"err"));
+        bytes.extend(frame(b'X', br#"{"code":3,"total":6,"kept":6}"#));
+        let mut d = FrameDecoder::default();
+        let mut frames = Vec::new();
+        for chunk in bytes.chunks(3) {
+            frames.extend(d.push(chunk).unwrap());
+        }
+        assert_eq!(frames.len(), 4);
+        assert_eq!(frames[1], Frame::Stdout(Bytes::from_static(b"out")));
+        assert_eq!(frames[2], Frame::Stderr(Bytes::from_static(b"err")));
+        let Frame::Exit(x) = &frames[3] else {
+            panic!("{frames:?}")
+        };
+        assert_eq!((x.code, x.total), (3, 6));
+    }
+
+    #[test]
+    fn garbage_is_reported_not_buffered_forever() {
+        let mut d = FrameDecoder::default();
+        assert!(d.push(b"Zxxxxxxx").is_err());
+        let mut d = FrameDecoder::default();
+        assert!(d.push(&[b'1', 0xff, 0xff, 0xff, 0xff]).is_err());
+    }
+}

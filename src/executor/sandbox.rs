@@ -1,0 +1,406 @@
+//! The sandbox policy: what container a session's code runs in (limits, user, mounts, labels), which
+//! interpreter runs a language, and where a block's file may be written inside the workspace.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, ResourcesUlimits};
+use sha2::{Digest, Sha256};
+
+use super::{ExecError, ExecRequest};
+
+/// Label carrying the session id on every sandbox container.
+pub const LABEL_SESSION: &str = "proctor.session";
+/// Label naming the proctor process that owns a container (`boot_id:pid:starttime`).
+pub const LABEL_OWNER: &str = "proctor.owner";
+/// Where the workspace is mounted in the container.
+pub const WORKSPACE: &str = "/workspace";
+/// Size of the `/tmp` tmpfs.
+pub const TMP_SIZE_MB: u64 = 64;
+/// Open files per process.
+pub const NOFILE: i64 = 1024;
+/// Largest file a block may write.
+pub const FSIZE_BYTES: i64 = 1 << 30;
+
+/// Everything that decides how a session's container is built; a change means a new container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxSpec {
+    /// Image reference.
+    pub image: String,
+    /// Network on (bridge) or off (none).
+    pub network: bool,
+    /// Memory and memory+swap, MiB.
+    pub memory_mb: u64,
+    /// CPU quota.
+    pub cpus: f64,
+    /// Pids limit.
+    pub pids: u64,
+    /// nproc ulimit (pids, plus the host processes of the uid when it is a real host user).
+    pub nproc: u64,
+    /// uid:gid the launcher and blocks run as.
+    pub uid: u32,
+    /// Group of the block processes.
+    pub gid: u32,
+    /// uid of the container's main process (never the block uid, so a sweep cannot reach it).
+    pub main_uid: u32,
+    /// Host workspace directory.
+    pub workspace: PathBuf,
+}
+
+impl SandboxSpec {
+    /// The spec for a request; also makes the workspace exist and writable by the sandbox user.
+    pub fn for_request(req: &ExecRequest, network: bool) -> Result<Self, ExecError> {
+        let ws = &req.workspace;
+        std::fs::create_dir_all(ws).map_err(|e| {
+            ExecError::Other(format!("cannot create workspace {}: {e}", ws.display()))
+        })?;
+        let ws = ws.canonicalize().map_err(|e| {
+            ExecError::Other(format!(
+                "cannot resolve workspace {}: {e}",
+                req.workspace.display()
+            ))
+        })?;
+        let meta = std::fs::metadata(&ws).map_err(|e| {
+            ExecError::Other(format!("cannot stat workspace {}: {e}", ws.display()))
+        })?;
+        let pids = req.policy.pids.max(16);
+        let (uid, gid, nproc) = if host_is_root() {
+            // A uid of its own per session: the nproc ulimit counts processes per uid across
+            // the whole host, so sessions must not share one.
+            let uid = session_uid(&req.session);
+            if meta.uid() != uid || meta.gid() != uid {
+                std::os::unix::fs::chown(&ws, Some(uid), Some(uid)).map_err(|e| {
+                    ExecError::Other(format!("cannot chown workspace {}: {e}", ws.display()))
+                })?;
+            }
+            (uid, uid, pids)
+        } else {
+            // Run as the workspace's owner so the user keeps owning what the code writes; the
+            // nproc ulimit then also counts that user's host processes, so leave room for them.
+            let host_procs = count_host_processes(meta.uid());
+            (meta.uid(), meta.gid(), pids + host_procs + 64)
+        };
+        let main_uid = if uid == 65534 { 65533 } else { 65534 };
+        Ok(Self {
+            image: req.policy.image.clone(),
+            network,
+            memory_mb: req.policy.memory_mb.max(16),
+            cpus: if req.policy.cpus > 0.0 {
+                req.policy.cpus
+            } else {
+                1.0
+            },
+            pids,
+            nproc,
+            uid,
+            gid,
+            main_uid,
+            workspace: ws,
+        })
+    }
+
+    /// Whether an existing container built from `other` can serve this spec.
+    pub fn same_container(&self, other: &SandboxSpec) -> bool {
+        self.image == other.image
+            && self.network == other.network
+            && self.memory_mb == other.memory_mb
+            && self.cpus == other.cpus
+            && self.pids == other.pids
+            && self.uid == other.uid
+            && self.workspace == other.workspace
+    }
+
+    /// The `user` string for execs that run block code.
+    pub fn block_user(&self) -> String {
+        format!("{}:{}", self.uid, self.gid)
+    }
+
+    /// The container-create body: every hardening default lives here.
+    pub fn container_body(&self, session: &str, owner: &str) -> ContainerCreateBody {
+        let memory = (self.memory_mb * 1024 * 1024) as i64;
+        let labels = HashMap::from([
+            (LABEL_SESSION.to_owned(), session.to_owned()),
+            (LABEL_OWNER.to_owned(), owner.to_owned()),
+        ]);
+        let tmpfs = HashMap::from([(
+            "/tmp".to_owned(),
+            format!("rw,noexec,nosuid,nodev,size={TMP_SIZE_MB}m,mode=1777"),
+        )]);
+        let ulimit = |name: &str, v: i64| ResourcesUlimits {
+            name: Some(name.to_owned()),
+            soft: Some(v),
+            hard: Some(v),
+        };
+        ContainerCreateBody {
+            image: Some(self.image.clone()),
+            hostname: Some("sandbox".into()),
+            user: Some(format!("{}:{}", self.main_uid, self.main_uid)),
+            entrypoint: Some(vec!["sleep".into()]),
+            cmd: Some(vec!["2147483647".into()]),
+            env: Some(Vec::new()),
+            working_dir: Some(WORKSPACE.into()),
+            network_disabled: Some(!self.network),
+            labels: Some(labels),
+            tty: Some(false),
+            open_stdin: Some(false),
+            attach_stdin: Some(false),
+            attach_stdout: Some(false),
+            attach_stderr: Some(false),
+            host_config: Some(HostConfig {
+                // A typed mount, not a `src:dst` bind string: any path (colons, commas) works.
+                mounts: Some(vec![Mount {
+                    target: Some(WORKSPACE.into()),
+                    source: Some(self.workspace.to_string_lossy().into_owned()),
+                    typ: Some(MountType::BIND),
+                    read_only: Some(false),
+                    ..Default::default()
+                }]),
+                network_mode: Some(if self.network { "bridge" } else { "none" }.into()),
+                readonly_rootfs: Some(true),
+                tmpfs: Some(tmpfs),
+                cap_drop: Some(vec!["ALL".into()]),
+                security_opt: Some(vec!["no-new-privileges".into()]),
+                memory: Some(memory),
+                memory_swap: Some(memory),
+                nano_cpus: Some((self.cpus * 1e9) as i64),
+                pids_limit: Some(self.pids as i64),
+                ulimits: Some(vec![
+                    ulimit("nproc", self.nproc as i64),
+                    ulimit("nofile", NOFILE),
+                    ulimit("fsize", FSIZE_BYTES),
+                ]),
+                init: Some(true),
+                privileged: Some(false),
+                auto_remove: Some(false),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+/// Whether this process runs as root (then it can hand the workspace to a sandbox uid).
+pub fn host_is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// A stable uid for a session, far from real users: 200000..=259999.
+pub fn session_uid(session: &str) -> u32 {
+    let digest = Sha256::digest(session.as_bytes());
+    let n = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    200_000 + n % 60_000
+}
+
+fn count_host_processes(uid: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| e.metadata().map(|m| m.uid() == uid).unwrap_or(false))
+        .count() as u64
+}
+
+/// How a language is run: the interpreter's argv and the file extension.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interpreter {
+    /// argv before the file path.
+    pub argv: Vec<String>,
+    /// File extension for unnamed blocks.
+    pub extension: String,
+}
+
+/// The interpreter for `language`: the team's `[executor.interpreters]` first, then the built-ins
+/// (python, bash, sh).
+pub fn interpreter(
+    language: &str,
+    extra: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Result<Interpreter, ExecError> {
+    let lang = language.trim().to_ascii_lowercase();
+    let ext = |l: &str| -> String {
+        match l {
+            "python" | "python3" | "py" => "py",
+            "bash" | "sh" | "shell" | "zsh" => "sh",
+            "javascript" | "js" | "node" => "js",
+            "ruby" | "rb" => "rb",
+            "perl" | "pl" => "pl",
+            other => other,
+        }
+        .to_owned()
+    };
+    if let Some(argv) = extra.get(&lang).filter(|a| !a.is_empty()) {
+        return Ok(Interpreter {
+            argv: argv.clone(),
+            extension: ext(&lang),
+        });
+    }
+    let argv: &[&str] = match lang.as_str() {
+        "python" | "python3" | "py" => &["python3"],
+        "bash" => &["bash"],
+        "sh" | "shell" => &["sh"],
+        _ => return Err(ExecError::UnknownLanguage(language.to_owned())),
+    };
+    Ok(Interpreter {
+        argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+        extension: ext(&lang),
+    })
+}
+
+/// Resolves where a block's code is written: the hint (relative, inside the workspace, not through
+/// a symlink that leaves it) or `tmp_code_<hash>.<ext>`. Returns the path relative to the workspace.
+pub fn block_path(
+    workspace: &Path,
+    filename: Option<&str>,
+    code: &str,
+    extension: &str,
+) -> Result<PathBuf, ExecError> {
+    let Some(hint) = filename.map(str::trim).filter(|h| !h.is_empty()) else {
+        let digest = Sha256::digest(code.as_bytes());
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        return Ok(PathBuf::from(format!("tmp_code_{hex}.{extension}")));
+    };
+    let refuse = |why: &str| ExecError::BadFilename {
+        filename: hint.to_owned(),
+        why: why.to_owned(),
+    };
+    if hint.contains('\0') {
+        return Err(refuse("contains a NUL byte"));
+    }
+    if hint.starts_with('/') || hint.starts_with('\\') || hint.starts_with('~') {
+        return Err(refuse(
+            "absolute paths are not allowed; use a path relative to the workspace",
+        ));
+    }
+    let mut rel = PathBuf::new();
+    for comp in Path::new(hint).components() {
+        match comp {
+            Component::Normal(c) => rel.push(c),
+            Component::CurDir => {}
+            Component::ParentDir => return Err(refuse("`..` would leave the workspace")),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(refuse("absolute paths are not allowed"));
+            }
+        }
+    }
+    if rel.as_os_str().is_empty() {
+        return Err(refuse("names no file"));
+    }
+    let root = workspace
+        .canonicalize()
+        .map_err(|e| ExecError::Other(format!("cannot resolve workspace: {e}")))?;
+    // Every existing prefix must resolve inside the workspace (a symlink may not lead out).
+    let mut probe = root.clone();
+    for comp in rel.components() {
+        probe.push(comp);
+        match std::fs::symlink_metadata(&probe) {
+            Ok(_) => {
+                let real = probe
+                    .canonicalize()
+                    .map_err(|_| refuse("is a dangling symlink"))?;
+                if !real.starts_with(&root) {
+                    return Err(refuse("a symlink leads outside the workspace"));
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    if std::fs::metadata(root.join(&rel)).is_ok_and(|m| m.is_dir()) {
+        return Err(refuse("is a directory"));
+    }
+    Ok(rel)
+}
+
+/// Writes the block's code at `rel` under the workspace, owned by the sandbox user.
+pub fn write_block(spec: &SandboxSpec, rel: &Path, code: &str) -> Result<(), ExecError> {
+    let path = spec.workspace.join(rel);
+    let io = |e: std::io::Error| ExecError::Other(format!("cannot write {}: {e}", path.display()));
+    if let Some(parent) = path.parent()
+        && !parent.exists()
+    {
+        std::fs::create_dir_all(parent).map_err(io)?;
+        if host_is_root() {
+            // Hand every directory we created to the sandbox user.
+            let mut dir = parent.to_path_buf();
+            while dir.starts_with(&spec.workspace) && dir != spec.workspace {
+                let _ = std::os::unix::fs::chown(&dir, Some(spec.uid), Some(spec.gid));
+                if !dir.pop() {
+                    break;
+                }
+            }
+        }
+    }
+    std::fs::write(&path, code).map_err(io)?;
+    if host_is_root() {
+        std::os::unix::fs::chown(&path, Some(spec.uid), Some(spec.gid)).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// The block's path as the container sees it.
+pub fn container_path(rel: &Path) -> String {
+    format!("{WORKSPACE}/{}", rel.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_filenames_are_refused() {
+        let ws = tempfile::tempdir().unwrap();
+        for bad in ["../x.py", "a/../../x.py", "/etc/passwd", "~/x", "a/\0b"] {
+            let err = block_path(ws.path(), Some(bad), "", "py").unwrap_err();
+            assert!(
+                matches!(err, ExecError::BadFilename { .. }),
+                "{bad}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn symlink_out_of_the_workspace_is_refused_but_inner_paths_are_fine() {
+        let ws = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), ws.path().join("out")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", ws.path().join("pw")).unwrap();
+        assert!(block_path(ws.path(), Some("out/x.py"), "", "py").is_err());
+        assert!(block_path(ws.path(), Some("pw"), "", "py").is_err());
+        let ok = block_path(ws.path(), Some("./src/main.py"), "", "py").unwrap();
+        assert_eq!(ok, PathBuf::from("src/main.py"));
+    }
+
+    #[test]
+    fn unnamed_blocks_get_a_content_hash_name() {
+        let ws = tempfile::tempdir().unwrap();
+        let a = block_path(ws.path(), None, "print(1)", "py").unwrap();
+        let b = block_path(ws.path(), None, "print(2)", "py").unwrap();
+        assert_ne!(a, b);
+        assert!(a.to_string_lossy().starts_with("tmp_code_"));
+        assert!(a.to_string_lossy().ends_with(".py"));
+    }
+
+    #[test]
+    fn interpreters_default_and_configurable() {
+        let mut extra = std::collections::BTreeMap::new();
+        assert_eq!(interpreter("Python", &extra).unwrap().argv, ["python3"]);
+        assert_eq!(interpreter("bash", &extra).unwrap().extension, "sh");
+        assert!(matches!(
+            interpreter("node", &extra),
+            Err(ExecError::UnknownLanguage(_))
+        ));
+        extra.insert("node".into(), vec!["node".into()]);
+        let node = interpreter("node", &extra).unwrap();
+        assert_eq!(
+            (node.argv, node.extension),
+            (vec!["node".into()], "js".into())
+        );
+    }
+}
