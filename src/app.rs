@@ -100,6 +100,9 @@ fn default_team(ctx: &Context_) -> anyhow::Result<TeamConfig> {
     Ok(config::default_team())
 }
 
+/// Models by `provider/model`.
+type Models = HashMap<String, Arc<dyn ChatModel>>;
+
 /// Builds a model for every model ref the team uses. With `lenient`, failures are collected
 /// instead of fatal (resume opens the session even when a key is gone).
 fn build_models(
@@ -107,7 +110,7 @@ fn build_models(
     team: &TeamConfig,
     script: Option<&Script>,
     lenient: bool,
-) -> anyhow::Result<(HashMap<String, Arc<dyn ChatModel>>, Vec<String>)> {
+) -> anyhow::Result<(Models, Vec<String>)> {
     let mut refs: BTreeSet<String> = team.agents.iter().map(|a| a.model.clone()).collect();
     if let Some(sel) = &team.orchestration.selector_model {
         refs.insert(sel.clone());

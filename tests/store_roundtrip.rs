@@ -54,7 +54,7 @@ async fn every_persisted_event_round_trips_through_the_log() {
         .filter(|e| e.kind.is_persisted())
         .cloned()
         .collect();
-    assert_eq!(expected.len(), KINDS - 3);
+    assert_eq!(expected.len(), KINDS - 4);
     let types: Vec<String> = log_lines(&store.log_path(&id))
         .iter()
         .map(|v| v["type"].as_str().unwrap().to_string())

@@ -25,10 +25,11 @@ pub fn candidates(team: &TeamConfig, state: &SessionState) -> (Vec<String>, Opti
             },
             _ => unmuted.clone(),
         };
-    if !team.orchestration.allow_repeat_speaker && allowed.len() > 1 {
-        if let Some(last) = &state.last_speaker {
-            allowed.retain(|a| a != last);
-        }
+    if !team.orchestration.allow_repeat_speaker
+        && allowed.len() > 1
+        && let Some(last) = &state.last_speaker
+    {
+        allowed.retain(|a| a != last);
     }
     if allowed.is_empty() && !unmuted.is_empty() {
         return (

@@ -12,7 +12,7 @@ use proctor::engine::{SessionHandle, SessionSetup, start};
 use proctor::executor::{ExecError, ExecEvent, ExecOutcome, ExecRequest, Executor};
 use proctor::protocol::{Event, EventKind, Op, SessionMode, StreamKind};
 use proctor::provider::scripted::{ScriptedModel, ScriptedReply};
-use proctor::provider::{ChatModel, ChatRequest, Role};
+use proctor::provider::{ChatModel, ChatRequest};
 use proctor::store::MemorySink;
 use tokio_util::sync::CancellationToken;
 
@@ -208,15 +208,6 @@ impl Session {
         }
     }
 
-    /// Reads every event until the session task ends.
-    pub async fn finish(&mut self) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.handle.events.recv()).await
-        {
-            self.seen.push(ev);
-        }
-    }
-
     pub fn types(&self) -> Vec<String> {
         self.seen
             .iter()
@@ -259,10 +250,6 @@ impl Session {
             _ => None,
         })
     }
-}
-
-pub fn user_roles(r: &ChatRequest) -> usize {
-    r.messages.iter().filter(|m| m.role == Role::User).count()
 }
 
 pub fn approval_id(ev: &Event) -> u64 {

@@ -841,8 +841,7 @@ model = "scripted/m"
     let last = s
         .requests()
         .into_iter()
-        .filter(|r| r.agent == "coder")
-        .last()
+        .rfind(|r| r.agent == "coder")
         .unwrap();
     assert!(last.system.contains("SYSTEM PROMPT"));
     assert!(

@@ -64,10 +64,11 @@ pub fn kind_index(kind: &EventKind) -> usize {
         EventKind::Resumed {} => 20,
         EventKind::Terminated { .. } => 21,
         EventKind::Error { .. } => 22,
+        EventKind::Waiting { .. } => 23,
     }
 }
 
-pub const KINDS: usize = 23;
+pub const KINDS: usize = 24;
 
 /// One event of every kind, session_started first, with awkward text (quotes, newlines, unicode).
 pub fn every_kind() -> Vec<EventKind> {
@@ -185,6 +186,9 @@ pub fn every_kind() -> Vec<EventKind> {
         },
         EventKind::Error {
             message: "provider said 500; retrying".into(),
+        },
+        EventKind::Waiting {
+            on: proctor::protocol::WaitingOn::Approval,
         },
     ]
 }
