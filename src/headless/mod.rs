@@ -156,7 +156,11 @@ where
     let mut lines = spawn_reader(input);
     let mut input_open = true;
     let mut console = Console::default();
+    // What the engine waits for right now (None once we answered, until it says so again).
     let mut waiting: Option<WaitingOn> = None;
+    let mut last_waiting: Option<WaitingOn> = None;
+    // Answers typed before the engine asked: delivered in order when it waits.
+    let mut queue: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     let mut last_pause = String::new();
     let mut terminated: Option<String> = None;
     let mut ops = Some(handle.ops.clone());
@@ -178,53 +182,49 @@ where
                     EventKind::Paused { reason, .. } => last_pause = reason.clone(),
                     EventKind::Waiting { on } => {
                         waiting = Some(*on);
-                        if opts.auto && *on == WaitingOn::Continue {
-                            ops = None; // nobody will answer: end the run, the session stays paused
-                        } else if !input_open {
-                            ops = None;
-                        } else if !opts.json {
-                            prompt(&mut out, &console, *on);
-                        }
+                        last_waiting = Some(*on);
                     }
-                    _ => waiting = None,
+                    _ => {}
+                }
+                if !matches!(ev.kind, EventKind::Waiting { .. }) {
+                    continue;
                 }
             }
             line = lines.recv(), if input_open => {
                 match line.flatten() {
-                    None => {
-                        input_open = false;
-                        if waiting.is_some() {
-                            ops = None;
-                        }
-                    }
-                    Some(line) if line.trim().is_empty() => {
-                        if !opts.json && let Some(on) = waiting {
-                            prompt(&mut out, &console, on);
-                        }
-                    }
+                    None => input_open = false,
+                    Some(line) if line.trim().is_empty() => {}
                     Some(line) => {
-                        let parsed = if opts.json {
-                            parse_json_line(line.trim()).map(|op| vec![op])
+                        let line = line.trim().to_string();
+                        if is_immediate(opts.json, &line) {
+                            deliver(&mut console, opts.json, waiting, &line, ops.as_ref(), &mut err);
                         } else {
-                            console_ops(&mut console, waiting, line.trim())
-                        };
-                        match parsed {
-                            Ok(new_ops) => {
-                                if let Some(tx) = &ops {
-                                    for op in new_ops {
-                                        let _ = tx.send(op);
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                let _ = writeln!(err, "proctor: {e}");
-                                if !opts.json && let Some(on) = waiting {
-                                    prompt(&mut out, &console, on);
-                                }
-                            }
+                            queue.push_back(line);
                         }
                     }
                 }
+            }
+        }
+        // Answer what the engine waits for from the queue, one answer per request.
+        if let Some(on) = waiting {
+            if opts.auto && on == WaitingOn::Continue {
+                ops = None; // nobody will answer: end the run, the session stays paused
+            } else if let Some(line) = queue.pop_front() {
+                if !opts.json {
+                    // Typed ahead: show the question with its answer, as a transcript would.
+                    prompt(&mut out, &console, on);
+                    let _ = writeln!(out, "{line}");
+                }
+                if deliver(&mut console, opts.json, Some(on), &line, ops.as_ref(), &mut err) {
+                    waiting = None;
+                } else if !opts.json {
+                    prompt(&mut out, &console, on);
+                }
+            } else if !input_open {
+                ops = None; // nobody can answer: end the run, the session is saved
+            } else if !opts.json {
+                prompt(&mut out, &console, on);
+                waiting = Some(on);
             }
         }
     }
@@ -236,6 +236,7 @@ where
     if let Some(reason) = state.and_then(|s| s.terminated) {
         return Outcome::AlreadyFinished(reason);
     }
+    let waiting = last_waiting;
     let what = match waiting {
         Some(WaitingOn::Approval) => "an approval was pending".to_string(),
         Some(WaitingOn::Speaker) => "a speaker choice was pending".to_string(),
@@ -247,6 +248,47 @@ where
         Outcome::Paused(what)
     } else {
         Outcome::InputClosed(what)
+    }
+}
+
+/// Input that acts at once rather than answering a question: messages, notes, pause, stop,
+/// interrupt (anything but decisions, speaker picks and continue).
+fn is_immediate(json: bool, line: &str) -> bool {
+    if json {
+        return match parse_json_line(line) {
+            Ok(op) => !matches!(
+                op,
+                Op::ResolveApproval { .. } | Op::ApproveAll { .. } | Op::SelectSpeaker { .. } | Op::Continue
+            ),
+            Err(_) => true, // reported at once
+        };
+    }
+    line.starts_with('@') || line.starts_with('/')
+}
+
+/// Parses one line in the current state and sends its ops; false when it was refused.
+fn deliver<E: Write>(
+    console: &mut Console,
+    json: bool,
+    waiting: Option<WaitingOn>,
+    line: &str,
+    ops: Option<&mpsc::UnboundedSender<Op>>,
+    err: &mut E,
+) -> bool {
+    let parsed = if json { parse_json_line(line).map(|op| vec![op]) } else { console_ops(console, waiting, line) };
+    match parsed {
+        Ok(new_ops) => {
+            if let Some(tx) = ops {
+                for op in new_ops {
+                    let _ = tx.send(op);
+                }
+            }
+            true
+        }
+        Err(e) => {
+            let _ = writeln!(err, "proctor: {e}");
+            false
+        }
     }
 }
 
