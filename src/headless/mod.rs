@@ -8,7 +8,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::sync::mpsc;
 
 use crate::engine::SessionHandle;
-use crate::protocol::{CodeBlock, Decision, Event, EventKind, Op, StreamKind, WaitingOn};
+use crate::protocol::{CodeBlock, Decision, DecisionKind, Event, EventKind, Op, StreamKind, WaitingOn};
 
 /// How the headless front end talks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +132,12 @@ fn spawn_reader<R: AsyncBufRead + Unpin + Send + 'static>(
 /// Console view state: what is open and needs an answer.
 #[derive(Default)]
 struct Console {
-    streaming: Option<String>,
+    /// Agent whose deltas were printed for the message in progress.
+    streamed: Option<String>,
+    /// The cursor is mid-line (after a delta without a newline).
+    mid_line: bool,
+    /// Agent named by the last `── agent ──` header.
+    header: Option<String>,
     pending: Option<(u64, Vec<CodeBlock>, Vec<bool>)>,
     speaker_candidates: Vec<String>,
     total_usd: f64,
@@ -421,10 +426,17 @@ fn edit_in_editor(code: &str) -> Result<String, String> {
 
 fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
     let end_stream = |out: &mut W, c: &mut Console| {
-        if c.streaming.take().is_some() {
+        if c.mid_line {
+            c.mid_line = false;
             let _ = writeln!(out);
         }
     };
+    if !matches!(
+        ev.kind,
+        EventKind::MessageDelta { .. } | EventKind::Message { .. } | EventKind::AgentStatus { .. } | EventKind::Waiting { .. }
+    ) {
+        end_stream(out, c);
+    }
     match &ev.kind {
         EventKind::SessionStarted { team, task, .. } => {
             let _ = writeln!(out, "proctor session {} · team {team}", ev.session);
@@ -433,7 +445,7 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             }
         }
         EventKind::SpeakerSelected { agent, note } => {
-            end_stream(out, c);
+            c.header = Some(agent.clone());
             match note {
                 Some(n) => {
                     let _ = writeln!(out, "\n── {agent} ── ({n})");
@@ -446,13 +458,18 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
         EventKind::SpeakerRequested { candidates } => c.speaker_candidates = candidates.clone(),
         EventKind::AgentStatus { .. } | EventKind::Waiting { .. } | EventKind::Resumed {} => {}
         EventKind::MessageDelta { agent, delta } => {
-            c.streaming = Some(agent.clone());
+            c.streamed = Some(agent.clone());
+            c.mid_line = !delta.ends_with('\n');
             let _ = write!(out, "{}", sanitize(delta));
             let _ = out.flush();
         }
         EventKind::Message { agent, content, to } => {
-            if c.streaming.take().is_some() {
-                let _ = writeln!(out);
+            end_stream(out, c);
+            let header = c.header.take();
+            if c.streamed.take().as_ref() == Some(agent) {
+                // Already on screen, streamed.
+            } else if header.as_ref() == Some(agent) {
+                let _ = writeln!(out, "{}", sanitize(content));
             } else if agent == "human" {
                 let who = to
                     .as_ref()
@@ -528,7 +545,13 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
                 .as_ref()
                 .map(|r| format!(": {r}"))
                 .unwrap_or_default();
-            let _ = writeln!(out, "  block {} {decision:?}{by}{why}", block + 1);
+            let word = match decision {
+                DecisionKind::Approved => "approved",
+                DecisionKind::Edited => "edited",
+                DecisionKind::Rejected => "rejected",
+                DecisionKind::Skipped => "skipped",
+            };
+            let _ = writeln!(out, "  block {} {word}{by}{why}", block + 1);
         }
         EventKind::PolicyAdded { rule } => {
             let _ = writeln!(out, "  rule added: {rule:?}");
