@@ -175,7 +175,20 @@ fn build_models(
 }
 
 fn prices(ctx: &Context_) -> PriceTable {
-    PriceTable::new(ctx.config.pricing.clone(), ctx.config.free_providers())
+    PriceTable::from_config(&ctx.config)
+}
+
+/// The demo's scripted model is priced like gpt-4o-mini (unless config.toml prices it), so the
+/// cost meter shows what such a session would cost.
+fn demo_prices(ctx: &Context_) -> PriceTable {
+    let mut config = ctx.config.clone();
+    config.pricing.entry("scripted/demo".into()).or_insert(config::PriceConfig {
+        input_per_mtok: 0.15,
+        output_per_mtok: 0.60,
+        cached_input_per_mtok: Some(0.075),
+        cache_write_per_mtok: None,
+    });
+    PriceTable::from_config(&config)
 }
 
 /// Records events in the store, creating the session on its first event.
@@ -222,6 +235,9 @@ async fn session_new(
 ) -> anyhow::Result<i32> {
     headless_note(&front);
     let (models, _) = build_models(ctx, &team, script.as_ref(), false)?;
+    let prices = if script.is_some() { demo_prices(ctx) } else { prices(ctx) };
+    // The tokenizer's first use is slow: load it off the async threads now.
+    tokio::task::spawn_blocking(proctor::provider::tokens::warm_up);
     let store = SessionStore::open(&ctx.data_dir)?;
     let id = new_session_id();
     let workspace = store.workspace_dir(&id);
@@ -239,7 +255,7 @@ async fn session_new(
         models,
         executor: Arc::new(DockerExecutor::new()?),
         workspace,
-        prices: prices(ctx),
+        prices,
         sink: Box::new(sink),
         resume: None,
         seed: None,

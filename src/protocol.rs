@@ -126,6 +126,8 @@ pub enum PauseKind {
     ProviderError,
     /// The sandbox could not run code.
     Sandbox,
+    /// `max_consecutive_auto_replies` agent turns without the human.
+    AutoReplies,
 }
 
 /// State of one agent, for the roster.

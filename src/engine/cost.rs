@@ -86,13 +86,7 @@ impl PriceTable {
     /// The table config.toml describes: `[pricing]` overrides, and every provider with
     /// `free = true` priced at 0.
     pub fn from_config(config: &Config) -> Self {
-        let free = config
-            .providers
-            .iter()
-            .filter(|(_, p)| p.free)
-            .map(|(name, _)| name.clone())
-            .collect();
-        Self::new(config.pricing.clone(), free)
+        Self::new(config.pricing.clone(), config.free_providers())
     }
 
     /// Price of a model, `None` when unpriced.

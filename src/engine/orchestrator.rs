@@ -296,6 +296,19 @@ impl Orchestrator {
                 self.emit(EventKind::Terminated { reason }).await;
                 return;
             }
+            let max_auto = self.team.termination.max_consecutive_auto_replies;
+            if max_auto > 0 && self.state.consecutive_auto >= max_auto {
+                let reason = format!(
+                    "max_consecutive_auto_replies reached ({max_auto} agent turns without the human)"
+                );
+                if self.state.mode == SessionMode::Auto {
+                    self.emit(EventKind::Terminated { reason }).await;
+                    return;
+                }
+                let reason = format!("{reason}; continue, send a message, or stop");
+                self.emit(EventKind::Paused { reason, kind: PauseKind::AutoReplies }).await;
+                continue;
+            }
             if let Some(reason) = detect_loop(&self.state) {
                 let reason = format!("{reason}; continue, send a message, or stop");
                 self.emit(EventKind::Paused {

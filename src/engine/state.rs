@@ -365,7 +365,10 @@ impl SessionState {
                     self.reset_loop_detection();
                 }
             }
-            EventKind::Resumed {} => self.paused = None,
+            EventKind::Resumed {} => {
+                self.paused = None;
+                self.consecutive_auto = 0;
+            }
             EventKind::Terminated { reason } => self.terminated = Some(reason.clone()),
         }
     }

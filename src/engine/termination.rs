@@ -25,18 +25,15 @@ pub enum Condition {
 }
 
 impl Condition {
-    /// The team's conditions, any of which ends the session.
+    /// The team's conditions, any of which ends the session. `max_consecutive_auto_replies` is
+    /// left out: the orchestrator pauses on it (or ends the session in mode `auto`, as AutoGen's
+    /// NEVER mode does).
     pub fn from_team(team: &TeamConfig) -> Condition {
         let mut any = Vec::new();
         if let Some(text) = team.termination.text.as_ref().filter(|t| !t.is_empty()) {
             any.push(Condition::TextMention(text.clone()));
         }
         any.push(Condition::MaxRounds(team.orchestration.max_rounds));
-        if team.termination.max_consecutive_auto_replies > 0 {
-            any.push(Condition::MaxConsecutiveAutoReplies(
-                team.termination.max_consecutive_auto_replies,
-            ));
-        }
         if team.termination.timeout_s > 0 {
             any.push(Condition::Timeout(Duration::from_secs(
                 team.termination.timeout_s,

@@ -8,7 +8,8 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use tokio::sync::mpsc;
 
 use crate::engine::SessionHandle;
-use crate::protocol::{CodeBlock, Decision, DecisionKind, Event, EventKind, Op, StreamKind, WaitingOn};
+use crate::engine::state::code_hash;
+use crate::protocol::{CodeBlock, Decision, DecisionKind, Event, PolicyRule, EventKind, Op, StreamKind, WaitingOn};
 
 /// How the headless front end talks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +140,8 @@ struct Console {
     /// Agent named by the last `── agent ──` header.
     header: Option<String>,
     pending: Option<(u64, Vec<CodeBlock>, Vec<bool>)>,
+    /// Agent that proposed the open approval.
+    pending_agent: String,
     speaker_candidates: Vec<String>,
     total_usd: f64,
     unpriced: bool,
@@ -302,7 +305,7 @@ fn prompt<W: Write>(out: &mut W, c: &Console, on: WaitingOn) {
         WaitingOn::Approval => match &c.pending {
             Some((id, blocks, decided)) => match decided.iter().position(|d| !d) {
                 Some(i) => format!(
-                    "approval #{id} block {}/{} ({}): [y] approve  [e] edit  [n] reject  [s] skip  [a] approve all > ",
+                    "approval #{id} block {}/{} ({}): [y] approve  [e] edit  [n] reject  [s] skip  [a] approve all  (? more) > ",
                     i + 1,
                     blocks.len(),
                     blocks[i].language
@@ -349,12 +352,34 @@ fn console_ops(c: &mut Console, waiting: Option<WaitingOn>, line: &str) -> Resul
                 .split_once(' ')
                 .map(|(a, b)| (a, b.trim()))
                 .unwrap_or((line, ""));
+            let block = &blocks[i];
+            let agent = &c.pending_agent;
+            let (mut remember, mut allow_network) = (None, false);
             let decision = match cmd {
                 "y" | "yes" | "approve" => Decision::Approve,
+                "w" => {
+                    allow_network = true;
+                    Decision::Approve
+                }
+                "Y" => {
+                    remember = Some(PolicyRule::CodeSession { hash: code_hash(&block.code) });
+                    Decision::Approve
+                }
+                "L" => {
+                    remember = Some(PolicyRule::LanguageAgent { language: block.language.clone(), agent: agent.clone() });
+                    Decision::Approve
+                }
                 "s" | "skip" => Decision::Skip,
                 "n" | "no" | "reject" => Decision::Reject {
                     reason: arg.to_string(),
                 },
+                "?" | "h" | "help" => {
+                    return Err("answers: y approve · Y approve and always approve this exact code · L approve and \
+                                always approve this language from this agent · w approve with network for this \
+                                block · e edit in $VISUAL/$EDITOR · n REASON reject · s skip · a approve all \
+                                remaining · @agent TEXT private note · /stop"
+                        .into());
+                }
                 "a" | "all" => {
                     decided.iter_mut().for_each(|d| *d = true);
                     return Ok(vec![Op::ApproveAll { id }]);
@@ -374,8 +399,8 @@ fn console_ops(c: &mut Console, waiting: Option<WaitingOn>, line: &str) -> Resul
                 id,
                 block: i,
                 decision,
-                remember: None,
-                allow_network: false,
+                remember,
+                allow_network,
             }])
         }
         Some(WaitingOn::Speaker) => Ok(vec![Op::SelectSpeaker {
@@ -527,6 +552,7 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             }
             let _ = writeln!(out, "└");
             c.pending = Some((*id, blocks.clone(), vec![false; blocks.len()]));
+            c.pending_agent = agent.clone();
         }
         EventKind::ApprovalResolved {
             block,

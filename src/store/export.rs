@@ -66,6 +66,7 @@ fn pause_name(kind: PauseKind) -> &'static str {
         PauseKind::RetryWait => "waiting to retry",
         PauseKind::ProviderError => "provider error",
         PauseKind::Sandbox => "sandbox unavailable",
+        PauseKind::AutoReplies => "agents went on without the human",
     }
 }
 

@@ -77,19 +77,35 @@ async fn max_rounds_terminates() {
 }
 
 #[tokio::test]
-async fn max_consecutive_auto_replies_terminates_and_human_resets_it() {
+async fn max_consecutive_auto_replies_ends_an_auto_session() {
     let team = format!("{PAIR}\n[termination]\nmax_consecutive_auto_replies = 2\n");
     let mut s = Builder::new(&team)
         .reply("coder", "1")
         .reply("reviewer", "2")
+        .mode(SessionMode::Auto)
         .start();
     s.wait_for("end", is_terminated).await;
-    assert!(
-        s.terminated_reason()
-            .unwrap()
-            .contains("max_consecutive_auto_replies")
-    );
+    assert!(s.terminated_reason().unwrap().contains("max_consecutive_auto_replies"));
     assert_eq!(s.speakers().len(), 2);
+}
+
+#[tokio::test]
+async fn max_consecutive_auto_replies_asks_the_human_and_a_message_resets_it() {
+    let team = format!("{PAIR}\n[termination]\nmax_consecutive_auto_replies = 2\n");
+    let mut s = Builder::new(&team)
+        .reply("coder", "1")
+        .reply("reviewer", "2")
+        .reply("coder", "3")
+        .reply("reviewer", "4 TERMINATE")
+        .start();
+    let p = s.wait_for("pause", is_paused).await;
+    assert!(matches!(p.kind, EventKind::Paused { kind: PauseKind::AutoReplies, .. }));
+    assert_eq!(s.speakers().len(), 2);
+    s.send(Op::UserMessage { text: "go on, two more".into(), to: None });
+    s.send(Op::Continue);
+    s.wait_for("end", is_terminated).await;
+    assert_eq!(s.speakers().len(), 4);
+    assert!(s.last_request_text("coder").contains("go on, two more"));
 }
 
 #[tokio::test(start_paused = true)]
