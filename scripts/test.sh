@@ -8,5 +8,5 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest..." >&2
   cargo install cargo-nextest --locked
 fi
-cargo nextest run --workspace --all-targets --no-fail-fast "$@"
-cargo test --workspace --doc
+cargo test --workspace --doc --quiet
+cargo nextest run --workspace --lib --bins --tests --no-fail-fast "$@"

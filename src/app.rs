@@ -182,12 +182,15 @@ fn prices(ctx: &Context_) -> PriceTable {
 /// cost meter shows what such a session would cost.
 fn demo_prices(ctx: &Context_) -> PriceTable {
     let mut config = ctx.config.clone();
-    config.pricing.entry("scripted/demo".into()).or_insert(config::PriceConfig {
-        input_per_mtok: 0.15,
-        output_per_mtok: 0.60,
-        cached_input_per_mtok: Some(0.075),
-        cache_write_per_mtok: None,
-    });
+    config
+        .pricing
+        .entry("scripted/demo".into())
+        .or_insert(config::PriceConfig {
+            input_per_mtok: 0.15,
+            output_per_mtok: 0.60,
+            cached_input_per_mtok: Some(0.075),
+            cache_write_per_mtok: None,
+        });
     PriceTable::from_config(&config)
 }
 
@@ -235,7 +238,11 @@ async fn session_new(
 ) -> anyhow::Result<i32> {
     headless_note(&front);
     let (models, _) = build_models(ctx, &team, script.as_ref(), false)?;
-    let prices = if script.is_some() { demo_prices(ctx) } else { prices(ctx) };
+    let prices = if script.is_some() {
+        demo_prices(ctx)
+    } else {
+        prices(ctx)
+    };
     // The tokenizer's first use is slow: load it off the async threads now.
     tokio::task::spawn_blocking(proctor::provider::tokens::warm_up);
     let store = SessionStore::open(&ctx.data_dir)?;

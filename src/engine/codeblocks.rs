@@ -7,6 +7,15 @@ pub const DEFAULT_EXECUTABLE: &[&str] = &["python", "bash", "sh"];
 
 /// Extracts every fenced block (``` or ~~~) of `text`, in order, with normalised languages.
 /// Unclosed fences are ignored: an agent cut off mid-block proposes nothing.
+///
+/// ```
+/// let blocks = proctor::engine::codeblocks::extract_blocks(
+///     "Run this:\n```py\n# filename: hello.py\nprint('hi')\n```\n",
+/// );
+/// assert_eq!(blocks.len(), 1);
+/// assert_eq!(blocks[0].language, "python");
+/// assert_eq!(blocks[0].filename.as_deref(), Some("hello.py"));
+/// ```
 pub fn extract_blocks(text: &str) -> Vec<CodeBlock> {
     let mut blocks = Vec::new();
     let mut lines = text.split_inclusive('\n');

@@ -306,7 +306,11 @@ impl Orchestrator {
                     return;
                 }
                 let reason = format!("{reason}; continue, send a message, or stop");
-                self.emit(EventKind::Paused { reason, kind: PauseKind::AutoReplies }).await;
+                self.emit(EventKind::Paused {
+                    reason,
+                    kind: PauseKind::AutoReplies,
+                })
+                .await;
                 continue;
             }
             if let Some(reason) = detect_loop(&self.state) {

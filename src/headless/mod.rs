@@ -9,7 +9,9 @@ use tokio::sync::mpsc;
 
 use crate::engine::SessionHandle;
 use crate::engine::state::code_hash;
-use crate::protocol::{CodeBlock, Decision, DecisionKind, Event, PolicyRule, EventKind, Op, StreamKind, WaitingOn};
+use crate::protocol::{
+    CodeBlock, Decision, DecisionKind, Event, EventKind, Op, PolicyRule, StreamKind, WaitingOn,
+};
 
 /// How the headless front end talks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,7 +225,14 @@ where
                     prompt(&mut out, &console, on);
                     let _ = writeln!(out, "{line}");
                 }
-                if deliver(&mut console, opts.json, Some(on), &line, ops.as_ref(), &mut err) {
+                if deliver(
+                    &mut console,
+                    opts.json,
+                    Some(on),
+                    &line,
+                    ops.as_ref(),
+                    &mut err,
+                ) {
                     waiting = None;
                 } else if !opts.json {
                     prompt(&mut out, &console, on);
@@ -266,7 +275,10 @@ fn is_immediate(json: bool, line: &str) -> bool {
         return match parse_json_line(line) {
             Ok(op) => !matches!(
                 op,
-                Op::ResolveApproval { .. } | Op::ApproveAll { .. } | Op::SelectSpeaker { .. } | Op::Continue
+                Op::ResolveApproval { .. }
+                    | Op::ApproveAll { .. }
+                    | Op::SelectSpeaker { .. }
+                    | Op::Continue
             ),
             Err(_) => true, // reported at once
         };
@@ -283,7 +295,11 @@ fn deliver<E: Write>(
     ops: Option<&mpsc::UnboundedSender<Op>>,
     err: &mut E,
 ) -> bool {
-    let parsed = if json { parse_json_line(line).map(|op| vec![op]) } else { console_ops(console, waiting, line) };
+    let parsed = if json {
+        parse_json_line(line).map(|op| vec![op])
+    } else {
+        console_ops(console, waiting, line)
+    };
     match parsed {
         Ok(new_ops) => {
             if let Some(tx) = ops {
@@ -362,11 +378,16 @@ fn console_ops(c: &mut Console, waiting: Option<WaitingOn>, line: &str) -> Resul
                     Decision::Approve
                 }
                 "Y" => {
-                    remember = Some(PolicyRule::CodeSession { hash: code_hash(&block.code) });
+                    remember = Some(PolicyRule::CodeSession {
+                        hash: code_hash(&block.code),
+                    });
                     Decision::Approve
                 }
                 "L" => {
-                    remember = Some(PolicyRule::LanguageAgent { language: block.language.clone(), agent: agent.clone() });
+                    remember = Some(PolicyRule::LanguageAgent {
+                        language: block.language.clone(),
+                        agent: agent.clone(),
+                    });
                     Decision::Approve
                 }
                 "s" | "skip" => Decision::Skip,
@@ -458,7 +479,10 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
     };
     if !matches!(
         ev.kind,
-        EventKind::MessageDelta { .. } | EventKind::Message { .. } | EventKind::AgentStatus { .. } | EventKind::Waiting { .. }
+        EventKind::MessageDelta { .. }
+            | EventKind::Message { .. }
+            | EventKind::AgentStatus { .. }
+            | EventKind::Waiting { .. }
     ) {
         end_stream(out, c);
     }

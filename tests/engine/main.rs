@@ -85,7 +85,11 @@ async fn max_consecutive_auto_replies_ends_an_auto_session() {
         .mode(SessionMode::Auto)
         .start();
     s.wait_for("end", is_terminated).await;
-    assert!(s.terminated_reason().unwrap().contains("max_consecutive_auto_replies"));
+    assert!(
+        s.terminated_reason()
+            .unwrap()
+            .contains("max_consecutive_auto_replies")
+    );
     assert_eq!(s.speakers().len(), 2);
 }
 
@@ -99,9 +103,18 @@ async fn max_consecutive_auto_replies_asks_the_human_and_a_message_resets_it() {
         .reply("reviewer", "4 TERMINATE")
         .start();
     let p = s.wait_for("pause", is_paused).await;
-    assert!(matches!(p.kind, EventKind::Paused { kind: PauseKind::AutoReplies, .. }));
+    assert!(matches!(
+        p.kind,
+        EventKind::Paused {
+            kind: PauseKind::AutoReplies,
+            ..
+        }
+    ));
     assert_eq!(s.speakers().len(), 2);
-    s.send(Op::UserMessage { text: "go on, two more".into(), to: None });
+    s.send(Op::UserMessage {
+        text: "go on, two more".into(),
+        to: None,
+    });
     s.send(Op::Continue);
     s.wait_for("end", is_terminated).await;
     assert_eq!(s.speakers().len(), 4);
