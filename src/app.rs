@@ -364,10 +364,22 @@ async fn drive_with(
         }
     };
     executor.shutdown(id).await;
+    // One line on stderr, however long or multi-line the reason.
+    let one_line = |s: &str| {
+        let s = s.split_whitespace().collect::<Vec<_>>().join(" ");
+        if s.chars().count() > 400 {
+            s.chars().take(400).collect::<String>() + "…"
+        } else {
+            s
+        }
+    };
     match &outcome {
         Outcome::Terminated(_) | Outcome::AlreadyFinished(_) => {}
         Outcome::Paused(why) => {
-            eprintln!("proctor: {why}; session {id} saved — `proctor resume {id}` continues it")
+            eprintln!(
+                "proctor: {}; session {id} saved — `proctor resume {id}` continues it",
+                one_line(why)
+            )
         }
         Outcome::InputClosed(why) => {
             eprintln!(

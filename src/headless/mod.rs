@@ -741,6 +741,73 @@ mod tests {
         assert!(e.contains("maybe"));
     }
 
+    fn console_with_two_blocks() -> Console {
+        let block = |i: usize| CodeBlock {
+            index: i,
+            language: "python".into(),
+            code: format!("print({i})"),
+            filename: None,
+        };
+        Console {
+            pending: Some((4, vec![block(0), block(1)], vec![false, false])),
+            pending_agent: "coder".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn console_answers_map_to_decisions_rules_and_network() {
+        let mut c = console_with_two_blocks();
+        let ops = console_ops(&mut c, Some(WaitingOn::Approval), "Y").unwrap();
+        assert_eq!(
+            ops,
+            vec![Op::ResolveApproval {
+                id: 4,
+                block: 0,
+                decision: Decision::Approve,
+                remember: Some(PolicyRule::CodeSession {
+                    hash: code_hash("print(0)")
+                }),
+                allow_network: false
+            }]
+        );
+        let ops = console_ops(&mut c, Some(WaitingOn::Approval), "w").unwrap();
+        assert!(matches!(
+            &ops[0],
+            Op::ResolveApproval {
+                block: 1,
+                allow_network: true,
+                remember: None,
+                ..
+            }
+        ));
+
+        let mut c = console_with_two_blocks();
+        let ops = console_ops(&mut c, Some(WaitingOn::Approval), "L").unwrap();
+        assert!(
+            matches!(&ops[0], Op::ResolveApproval { remember: Some(PolicyRule::LanguageAgent { language, agent }), .. } if language == "python" && agent == "coder")
+        );
+        let ops = console_ops(&mut c, Some(WaitingOn::Approval), "n no network calls").unwrap();
+        assert!(
+            matches!(&ops[0], Op::ResolveApproval { block: 1, decision: Decision::Reject { reason }, .. } if reason == "no network calls")
+        );
+
+        let mut c = console_with_two_blocks();
+        assert!(console_ops(&mut c, Some(WaitingOn::Approval), "maybe").is_err());
+        assert_eq!(
+            console_ops(&mut c, Some(WaitingOn::Approval), "a").unwrap(),
+            vec![Op::ApproveAll { id: 4 }]
+        );
+        let note = console_ops(&mut c, None, "@coder keep it short").unwrap();
+        assert_eq!(
+            note,
+            vec![Op::UserMessage {
+                text: "keep it short".into(),
+                to: Some("coder".into())
+            }]
+        );
+    }
+
     #[test]
     fn sanitize_strips_escape_sequences() {
         assert_eq!(sanitize("a\x1b[31mred\x07\n"), "a[31mred\n");

@@ -457,12 +457,13 @@ impl ErrorBody {
     }
 }
 
-/// First 500 characters of a server text.
+/// First 300 characters of a server text, on one line.
 fn excerpt(text: &str) -> String {
-    const MAX: usize = 500;
+    const MAX: usize = 300;
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
     match text.char_indices().nth(MAX) {
         Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_string(),
+        None => text,
     }
 }
 
