@@ -23,6 +23,22 @@ use proctor::store::{
     EventSink, SessionStore, SessionWriter, StoreError, format_session_table, new_session_id,
 };
 
+/// `println!` that ignores a closed stdout (`proctor sessions list | head` must not panic).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 /// Everything resolved from global options.
 struct Context_ {
     config: Config,
@@ -410,9 +426,9 @@ fn sessions(ctx: &Context_, action: SessionsCommand) -> anyhow::Result<i32> {
         SessionsCommand::List => {
             let list = store.list()?;
             if list.is_empty() {
-                println!("no saved sessions in {}", store.root().display());
+                outln!("no saved sessions in {}", store.root().display());
             } else {
-                print!("{}", format_session_table(&list));
+                out!("{}", format_session_table(&list));
             }
         }
         SessionsCommand::Export { id, format } => {
@@ -421,17 +437,17 @@ fn sessions(ctx: &Context_, action: SessionsCommand) -> anyhow::Result<i32> {
                 ExportFormat::Md => store.export_md(&id)?,
                 ExportFormat::Json => store.export_json(&id)?,
             };
-            print!("{text}");
+            out!("{text}");
         }
         SessionsCommand::Fork { id, at } => {
             let id = store.resolve(&id)?;
             let new = store.fork(&id, at)?;
-            println!("{new}");
+            outln!("{new}");
         }
         SessionsCommand::Rm { id } => {
             let id = store.resolve(&id)?;
             store.remove(&id)?;
-            println!("removed session {id}");
+            outln!("removed session {id}");
         }
     }
     Ok(0)
@@ -440,10 +456,10 @@ fn sessions(ctx: &Context_, action: SessionsCommand) -> anyhow::Result<i32> {
 async fn doctor(ctx: &Context_) -> anyhow::Result<i32> {
     let mut failures = 0;
     let mut line = |name: &str, r: Result<String, String>| match r {
-        Ok(detail) => println!("ok    {name}: {detail}"),
+        Ok(detail) => outln!("ok    {name}: {detail}"),
         Err(fix) => {
             failures += 1;
-            println!("FAIL  {name}: {fix}");
+            outln!("FAIL  {name}: {fix}");
         }
     };
     line(
@@ -477,7 +493,7 @@ async fn doctor(ctx: &Context_) -> anyhow::Result<i32> {
             })
             .unwrap_or(false);
         match r {
-            Err(e) if !needed => println!("note  provider {name}: {e}"),
+            Err(e) if !needed => outln!("note  provider {name}: {e}"),
             r => line(&format!("provider {name}"), r),
         }
     }
