@@ -47,8 +47,6 @@ struct Inner {
     /// Container ids per session, readable without waiting for a running block.
     containers: Mutex<HashMap<String, Vec<String>>>,
     owner: String,
-    /// Images already seen present: a block does not pay an inspect round trip.
-    images: Mutex<std::collections::HashSet<String>>,
     use_launcher: std::sync::atomic::AtomicBool,
 }
 
@@ -92,7 +90,6 @@ impl DockerExecutor {
                 sessions: Mutex::new(HashMap::new()),
                 containers: Mutex::new(HashMap::new()),
                 owner: owner_id(),
-                images: Mutex::new(std::collections::HashSet::new()),
                 use_launcher: std::sync::atomic::AtomicBool::new(true),
             }),
         })
@@ -191,7 +188,13 @@ impl Executor for DockerExecutor {
             };
             let end = match inner.run_block(request, cancel, &out).await {
                 Ok(outcome) => Ok(ExecEvent::Finished(outcome)),
-                Err(e) => Err(e),
+                Err(e) => {
+                    if matches!(e, ExecError::Docker(_)) {
+                        // Reconnect next time: the daemon may have restarted.
+                        inner.reset_connection().await;
+                    }
+                    Err(e)
+                }
             };
             let _ = tx.send(end).await;
         });
@@ -379,22 +382,6 @@ impl Inner {
         let mut argv = interp.argv.clone();
         argv.push(container_path(&rel));
 
-        let known = lock(&self.images).contains(&spec.image);
-        if !known {
-            let tx = out.tx.clone();
-            let pulled = ensure_image(&docker, &spec.image, |p| {
-                let _ = tx.try_send(Ok(ExecEvent::Pull(p)));
-            })
-            .await;
-            if let Err(e) = pulled {
-                if matches!(e, ExecError::Docker(_)) {
-                    self.reset_connection().await;
-                }
-                return Err(e);
-            }
-            lock(&self.images).insert(spec.image.clone());
-        }
-
         if ephemeral {
             // Network for one block only: a throwaway container on the bridge network, same
             // workspace and limits; the session's own sandbox stays offline.
@@ -433,7 +420,7 @@ impl Inner {
     ) -> Result<ExecOutcome, ExecError> {
         let mut started_sent = false;
         for attempt in 0..2 {
-            self.prepare(docker, slot, key, spec).await?;
+            self.prepare(docker, slot, key, spec, out).await?;
             if !started_sent {
                 out.send(ExecEvent::Started).await;
                 started_sent = true;
@@ -523,6 +510,7 @@ impl Inner {
         slot: &mut Option<Sandbox>,
         key: &str,
         spec: &SandboxSpec,
+        out: &Out,
     ) -> Result<(), ExecError> {
         for attempt in 0..2 {
             if let Some(sb) = slot.as_ref()
@@ -536,7 +524,7 @@ impl Inner {
             let sb = match slot {
                 Some(sb) => sb,
                 None => {
-                    let id = self.create_container(docker, key, spec).await?;
+                    let id = self.create_container(docker, key, spec, out).await?;
                     slot.insert(Sandbox {
                         id,
                         spec: spec.clone(),
@@ -594,6 +582,7 @@ impl Inner {
         docker: &Docker,
         key: &str,
         spec: &SandboxSpec,
+        out: &Out,
     ) -> Result<String, ExecError> {
         let name = format!(
             "proctor-{}-{:06x}",
@@ -602,17 +591,37 @@ impl Inner {
         );
         let body = spec.container_body(key, &self.owner);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = match call(
-            "create the sandbox container",
-            docker.create_container(Some(options), body),
-        )
-        .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                // Perhaps the image was removed meanwhile: check it again next time.
-                lock(&self.images).remove(&spec.image);
-                return Err(e);
+        let mut pulled = false;
+        let created = loop {
+            let create = docker.create_container(Some(options.clone()), body.clone());
+            match tokio::time::timeout(CALL_TIMEOUT, create).await {
+                Ok(Ok(c)) => break c,
+                // No such image: pull it (with progress) and try once more. Checking only on
+                // this path keeps an image inspect off the cold start.
+                Ok(Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404,
+                    ..
+                })) if !pulled => {
+                    pulled = true;
+                    let tx = out.tx.clone();
+                    ensure_image(docker, &spec.image, |p| {
+                        let _ = tx.try_send(Ok(ExecEvent::Pull(p)));
+                    })
+                    .await?;
+                }
+                Ok(Err(e)) => {
+                    return Err(ExecError::Docker(format!(
+                        "could not create the sandbox container from {}: {e}",
+                        spec.image
+                    )));
+                }
+                Err(_) => {
+                    return Err(ExecError::Docker(format!(
+                        "could not create the sandbox container: the Docker daemon did not \
+                         answer within {} s",
+                        CALL_TIMEOUT.as_secs()
+                    )));
+                }
             }
         };
         lock(&self.containers)
