@@ -67,7 +67,10 @@ async fn series(exec: &DockerExecutor, label: &str, image: &str, n: usize) {
         exec.shutdown(&session).await;
     }
     cold.sort();
-    println!("{label}_cold_first_block_ms {:.2}", ms(cold[cold.len() / 2]));
+    println!(
+        "{label}_cold_first_block_ms {:.2}",
+        ms(cold[cold.len() / 2])
+    );
     let session = format!("bench-{label}-{}", std::process::id());
     block(exec, &session, ws.path(), image).await;
     let mut warm = Vec::with_capacity(n);

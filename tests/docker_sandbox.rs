@@ -837,3 +837,157 @@ async fn python_blocks_behave_like_python3_file_py_every_time() {
     );
     exec.shutdown(&s).await;
 }
+
+#[tokio::test]
+async fn missing_image_is_pulled_with_layer_and_byte_progress() {
+    // No registry is reachable here, so the daemon is a stand-in on 127.0.0.1 speaking the
+    // Engine API (over tcp://, which also exercises DOCKER_HOST=tcp). The real-daemon path of a
+    // failing pull is covered by `missing_image_says_how_to_build_one`.
+    use wiremock::matchers::{method, path_regex};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"/version$"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!({
+            "ApiVersion": "1.41", "MinAPIVersion": "1.12", "Version": "20.10.24"
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/containers/create$"))
+        .respond_with(ResponseTemplate::new(404).set_body_json(serde_json::json!({
+            "message": "No such image: python:3.12-slim"
+        })))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"/containers/create$"))
+        .respond_with(ResponseTemplate::new(500).set_body_json(serde_json::json!({
+            "message": "stand-in daemon stops here"
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"/images/.+/json$"))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .set_body_json(serde_json::json!({"message": "No such image"})),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path_regex(r"/images/.+/json$"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(serde_json::json!({"Id": "sha256:abc"})),
+        )
+        .mount(&server)
+        .await;
+    let progress = [
+        r#"{"status":"Pulling from library/python","id":"3.12-slim"}"#,
+        r#"{"status":"Pulling fs layer","progressDetail":{},"id":"aaa"}"#,
+        r#"{"status":"Pulling fs layer","progressDetail":{},"id":"bbb"}"#,
+        r#"{"status":"Downloading","progressDetail":{"current":100,"total":1000},"id":"aaa"}"#,
+        r#"{"status":"Downloading","progressDetail":{"current":500,"total":2000},"id":"bbb"}"#,
+        r#"{"status":"Download complete","progressDetail":{},"id":"aaa"}"#,
+        r#"{"status":"Pull complete","progressDetail":{},"id":"aaa"}"#,
+        r#"{"status":"Downloading","progressDetail":{"current":2000,"total":2000},"id":"bbb"}"#,
+        r#"{"status":"Pull complete","progressDetail":{},"id":"bbb"}"#,
+        r#"{"status":"Digest: sha256:0123"}"#,
+        r#"{"status":"Status: Downloaded newer image for python:3.12-slim"}"#,
+    ]
+    .join("\r\n");
+    Mock::given(method("POST"))
+        .and(path_regex(r"/images/create$"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(progress, "application/json"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    unsafe { std::env::set_var("DOCKER_HOST", format!("tcp://{}", server.address())) };
+    let exec = DockerExecutor::new().unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let mut p = policy();
+    p.image = "python:3.12-slim".into();
+    let mut stream = exec.run(
+        request("pull", ws.path(), "python", "print(1)", &p),
+        CancellationToken::new(),
+    );
+    let mut pulls = Vec::new();
+    let mut end = None;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(ExecEvent::Pull(progress)) => pulls.push(progress),
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => end = Some(e),
+        }
+    }
+    let last = pulls.last().expect("pull progress events");
+    assert_eq!(last.image, "python:3.12-slim");
+    assert_eq!((last.layers, last.layers_done), (2, 2), "{pulls:?}");
+    assert_eq!((last.current, last.total), (3000, 3000), "{pulls:?}");
+    assert!(
+        pulls.iter().any(|p| p.current > 0 && p.current < p.total),
+        "{pulls:?}"
+    );
+    // After the pull the container is created again; the stand-in refuses, and that is reported.
+    let Some(ExecError::Docker(msg)) = end else {
+        panic!("{end:?}")
+    };
+    assert!(msg.contains("stand-in daemon stops here"), "{msg}");
+}
+
+#[tokio::test]
+async fn an_image_without_python_runs_blocks_with_one_exec_each() {
+    let tag = "proctor-test-nopython:1";
+    if !docker(&["image", "inspect", tag]).0 {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            format!(
+                "FROM {}\nRUN rm -f /usr/bin/python3* /usr/bin/python\n",
+                image()
+            ),
+        )
+        .unwrap();
+        let (ok, out) = docker(&["build", "-q", "-t", tag, &dir.path().display().to_string()]);
+        assert!(ok, "{out}");
+    }
+    let exec = DockerExecutor::new().unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let s = session("nopython");
+    let mut p = policy();
+    p.image = tag.into();
+    p.timeout_s = 2;
+    let req = request(&s, ws.path(), "bash", "echo hi from bash; id -u", &p);
+    let ran = run_req(&exec, req, CancellationToken::new()).await.unwrap();
+    assert_eq!(ran.outcome.exit_code, 0, "{}", ran.outcome.output);
+    assert!(ran.outcome.output.starts_with("hi from bash\n"));
+    assert_ne!(ran.outcome.output.lines().nth(1), Some("0"));
+    let req = request(
+        &s,
+        ws.path(),
+        "sh",
+        "setsid sleep 1000 &\nwhile :; do :; done",
+        &p,
+    );
+    let ran = run_req(&exec, req, CancellationToken::new()).await.unwrap();
+    assert!(ran.outcome.timed_out, "{:?}", ran.outcome);
+    assert!(ran.outcome.duration_ms < 3500, "{:?}", ran.outcome);
+    let id = exec.container_of(&s).unwrap();
+    assert_eq!(stray_processes(&id), Vec::<String>::new());
+    let req = request(&s, ws.path(), "python", "print(1)", &p);
+    let ran = run_req(&exec, req, CancellationToken::new()).await.unwrap();
+    // The interpreter is missing: Docker's own message says so.
+    assert!(
+        matches!(ran.outcome.exit_code, 126 | 127),
+        "{:?}",
+        ran.outcome
+    );
+    assert!(
+        ran.outcome.output.contains("python3"),
+        "{}",
+        ran.outcome.output
+    );
+    exec.shutdown(&s).await;
+}
