@@ -991,3 +991,25 @@ async fn an_image_without_python_runs_blocks_with_one_exec_each() {
     );
     exec.shutdown(&s).await;
 }
+
+#[tokio::test]
+async fn a_workspace_path_with_colons_and_commas_is_mounted() {
+    let exec = DockerExecutor::new().unwrap();
+    let parent = tempfile::tempdir().unwrap();
+    let ws = parent.path().join("odd:name,with comma");
+    let s = session("oddpath");
+    let ran = run(
+        &exec,
+        &s,
+        &ws,
+        "open('made-here.txt', 'w').write('x')\nprint('ok')",
+        &policy(),
+    )
+    .await;
+    assert_eq!(
+        (ran.outcome.exit_code, ran.outcome.output.as_str()),
+        (0, "ok\n")
+    );
+    assert!(ws.join("made-here.txt").exists());
+    exec.shutdown(&s).await;
+}

@@ -148,14 +148,8 @@ impl SandboxSpec {
             attach_stdout: Some(false),
             attach_stderr: Some(false),
             host_config: Some(HostConfig {
-                // A typed mount, not a `src:dst` bind string: any path (colons, commas) works.
-                mounts: Some(vec![Mount {
-                    target: Some(WORKSPACE.into()),
-                    source: Some(self.workspace.to_string_lossy().into_owned()),
-                    typ: Some(MountType::BIND),
-                    read_only: Some(false),
-                    ..Default::default()
-                }]),
+                binds: self.workspace_bind(),
+                mounts: self.workspace_mount(),
                 network_mode: Some(if self.network { "bridge" } else { "none" }.into()),
                 readonly_rootfs: Some(true),
                 tmpfs: Some(tmpfs),
@@ -177,6 +171,28 @@ impl SandboxSpec {
             }),
             ..Default::default()
         }
+    }
+}
+
+impl SandboxSpec {
+    /// The workspace as a bind string with `z`, so SELinux hosts relabel it for the container
+    /// (a no-op elsewhere); `None` when the path cannot be written as `src:dst:opts`.
+    fn workspace_bind(&self) -> Option<Vec<String>> {
+        let src = self.workspace.to_str()?;
+        (!src.contains(':') && !src.contains(',')).then(|| vec![format!("{src}:{WORKSPACE}:rw,z")])
+    }
+
+    /// The workspace as a typed mount, for paths a bind string cannot carry.
+    fn workspace_mount(&self) -> Option<Vec<Mount>> {
+        self.workspace_bind().is_none().then(|| {
+            vec![Mount {
+                target: Some(WORKSPACE.into()),
+                source: Some(self.workspace.to_string_lossy().into_owned()),
+                typ: Some(MountType::BIND),
+                read_only: Some(false),
+                ..Default::default()
+            }]
+        })
     }
 }
 
