@@ -552,13 +552,19 @@ impl Inner {
                         return Ok(());
                     }
                     Err(LaunchError::Unavailable(why))
-                        if container_running(docker, &sb.id).await =>
+                        if no_interpreter(&why) && container_running(docker, &sb.id).await =>
                     {
-                        tracing::warn!(%why, image = %spec.image, "no launcher; one exec per block");
+                        tracing::warn!(%why, image = %spec.image, "no python3; one exec per block");
                         sb.exec_per_block = true;
                         return Ok(());
                     }
-                    Err(LaunchError::Unavailable(_)) | Err(LaunchError::Docker(_)) => {}
+                    // Anything else (a full pids table, a stopped container): start afresh.
+                    Err(LaunchError::Unavailable(why)) => {
+                        tracing::warn!(%why, "launcher did not start; recreating the sandbox");
+                    }
+                    Err(LaunchError::Docker(e)) => {
+                        tracing::debug!(%e, "launcher exec refused; recreating the sandbox");
+                    }
                 }
             }
             // The container is gone or stopped: replace it (same workspace).
@@ -851,6 +857,14 @@ fn block_env() -> Vec<String> {
     .iter()
     .map(|s| (*s).to_owned())
     .collect()
+}
+
+/// Whether a launcher failure means the image has no `python3` (so: one exec per block).
+fn no_interpreter(why: &str) -> bool {
+    let why = why.to_ascii_lowercase();
+    why.contains("executable file not found")
+        || why.contains("no such file or directory")
+        || why.contains("not found")
 }
 
 /// Kills every process of the block user in the container (`kill -9 -1` as that user cannot reach
