@@ -880,3 +880,29 @@ async fn a_workspace_path_with_colons_and_commas_is_mounted() {
     assert!(ws.join("made-here.txt").exists());
     exec.shutdown(&s).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_of_one_session_run_one_at_a_time() {
+    let exec = std::sync::Arc::new(DockerExecutor::new().unwrap());
+    let ws = tempfile::tempdir().unwrap();
+    let s = session("serial");
+    run(&exec, &s, ws.path(), "print('warm')", &policy()).await;
+    let code = "import os, time\n\
+                open('log.txt', 'a').write('start\\n')\n\
+                time.sleep(0.5)\n\
+                open('log.txt', 'a').write('end\\n')\n\
+                print('done')";
+    let t0 = Instant::now();
+    let (a, b) = tokio::join!(
+        run(&exec, &s, ws.path(), code, &policy()),
+        run(&exec, &s, ws.path(), code, &policy())
+    );
+    assert_eq!(
+        (a.outcome.output.as_str(), b.outcome.output.as_str()),
+        ("done\n", "done\n")
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(1000));
+    let log = std::fs::read_to_string(ws.path().join("log.txt")).unwrap();
+    assert_eq!(log, "start\nend\nstart\nend\n");
+    exec.shutdown(&s).await;
+}

@@ -374,10 +374,10 @@ impl Inner {
             &req.code,
             &interp.extension,
         )?;
-        let docker = match self.connect().await {
-            Ok(d) => d,
-            Err(e) => return Err(e),
-        };
+        let docker = self.connect().await?;
+        // One block at a time per session, including its file write and any network block.
+        let slot = self.slot(&req.session);
+        let mut guard = slot.lock().await;
         write_block(&spec, &rel, &req.code)?;
         let mut argv = interp.argv.clone();
         argv.push(container_path(&rel));
@@ -385,20 +385,18 @@ impl Inner {
         if ephemeral {
             // Network for one block only: a throwaway container on the bridge network, same
             // workspace and limits; the session's own sandbox stays offline.
-            let mut slot = None;
+            let mut net_slot = None;
             let key = format!("{}-net", req.session);
             let result = self
-                .run_in(&docker, &mut slot, &key, &req, &spec, argv, cancel, out)
+                .run_in(&docker, &mut net_slot, &key, &req, &spec, argv, cancel, out)
                 .await;
-            if let Some(sb) = slot.take() {
+            if let Some(sb) = net_slot.take() {
                 drop(sb.launcher);
                 self.forget(&key, &sb.id);
                 remove_container(&docker, &sb.id).await;
             }
             return result;
         }
-        let slot = self.slot(&req.session);
-        let mut guard = slot.lock().await;
         let session = req.session.clone();
         self.run_in(
             &docker, &mut guard, &session, &req, &spec, argv, cancel, out,
