@@ -892,10 +892,11 @@ async fn blocks_of_one_session_run_one_at_a_time() {
                 time.sleep(0.5)\n\
                 open('log.txt', 'a').write('end\\n')\n\
                 print('done')";
+    let p = policy();
     let t0 = Instant::now();
     let (a, b) = tokio::join!(
-        run(&exec, &s, ws.path(), code, &policy()),
-        run(&exec, &s, ws.path(), code, &policy())
+        run(&exec, &s, ws.path(), code, &p),
+        run(&exec, &s, ws.path(), code, &p)
     );
     assert_eq!(
         (a.outcome.output.as_str(), b.outcome.output.as_str()),
