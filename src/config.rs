@@ -235,10 +235,7 @@ pub struct Budget {
 
 impl Default for Budget {
     fn default() -> Self {
-        Self {
-            usd: None,
-            warn_at: default_warn_at(),
-        }
+        Self { usd: None, warn_at: default_warn_at() }
     }
 }
 
@@ -357,12 +354,7 @@ fn toml_error(path: &Path, text: &str, err: &toml::de::Error) -> ConfigError {
         .unwrap_or(0);
     let message = err.message().to_string();
     let field = field_from_message(&message).unwrap_or_else(|| "(file)".into());
-    ConfigError::Invalid {
-        path: path.to_path_buf(),
-        line,
-        field,
-        message,
-    }
+    ConfigError::Invalid { path: path.to_path_buf(), line, field, message }
 }
 
 fn field_from_message(message: &str) -> Option<String> {
@@ -380,10 +372,8 @@ pub fn parse_team(path: &Path, text: &str) -> Result<TeamConfig, ConfigError> {
 
 /// Reads and parses a team file.
 pub fn load_team(path: &Path) -> Result<TeamConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     parse_team(path, &text)
 }
 
@@ -397,9 +387,6 @@ pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse_config(path, &text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-        Err(source) => Err(ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(ConfigError::Read { path: path.to_path_buf(), source }),
     }
 }

@@ -402,9 +402,7 @@ impl EventKind {
     pub fn is_persisted(&self) -> bool {
         !matches!(
             self,
-            EventKind::MessageDelta { .. }
-                | EventKind::AgentStatus { .. }
-                | EventKind::ImagePull { .. }
+            EventKind::MessageDelta { .. } | EventKind::AgentStatus { .. } | EventKind::ImagePull { .. }
         )
     }
 

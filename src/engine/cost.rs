@@ -15,10 +15,7 @@ pub struct PriceTable {
 impl PriceTable {
     /// Built-in prices plus config overrides; `free_providers` price every model of theirs at 0.
     pub fn new(overrides: BTreeMap<String, PriceConfig>, free_providers: Vec<String>) -> Self {
-        Self {
-            overrides,
-            free_providers,
-        }
+        Self { overrides, free_providers }
     }
 
     /// Price of a model, `None` when unpriced.
@@ -56,11 +53,7 @@ impl PriceTable {
     pub fn project(&self, model_ref: &str, input_tokens: u64, max_output: u64) -> Option<f64> {
         self.cost(
             model_ref,
-            &TokenUsage {
-                input_tokens,
-                output_tokens: max_output,
-                ..Default::default()
-            },
+            &TokenUsage { input_tokens, output_tokens: max_output, ..Default::default() },
         )
     }
 }
