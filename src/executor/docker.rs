@@ -17,7 +17,7 @@ use futures::stream::BoxStream;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::image::{ensure_image, image_present, missing_image_fix};
+use super::image::{absent_image_fix, ensure_image, image_present};
 use super::launcher::{ExitReport, Frame, LaunchError, Launcher};
 use super::output::{OutputCap, Sanitizer};
 use super::sandbox::{
@@ -1069,7 +1069,7 @@ pub async fn doctor_check(image: &str) -> Vec<(String, Result<String, String>)> 
             Ok(format!("{image} is present")),
         )),
         Ok(false) => {
-            checks.push(("sandbox image".to_owned(), Err(missing_image_fix(image))));
+            checks.push(("sandbox image".to_owned(), Err(absent_image_fix(image))));
             checks.push((
                 "sandbox run".to_owned(),
                 Err("skipped: the sandbox image is missing".to_owned()),
