@@ -368,16 +368,22 @@ impl Inner {
         let interp = interpreter(&req.language, &req.policy.interpreters)?;
         let ephemeral = req.allow_network && !req.policy.network;
         let spec = SandboxSpec::for_request(&req, req.policy.network || req.allow_network)?;
-        let rel = block_path(
-            &spec.workspace,
-            req.filename.as_deref(),
-            &req.code,
-            &interp.extension,
-        )?;
+        let resolve = || {
+            block_path(
+                &spec.workspace,
+                req.filename.as_deref(),
+                &req.code,
+                &interp.extension,
+            )
+        };
+        // Refuse a bad filename at once, before touching Docker.
+        resolve()?;
         let docker = self.connect().await?;
         // One block at a time per session, including its file write and any network block.
         let slot = self.slot(&req.session);
         let mut guard = slot.lock().await;
+        // Resolve again now that no block of this session runs: no symlink can appear meanwhile.
+        let rel = resolve()?;
         write_block(&spec, &rel, &req.code)?;
         let mut argv = interp.argv.clone();
         argv.push(container_path(&rel));
