@@ -138,18 +138,22 @@ fn docker(args: &[&str]) -> (bool, String) {
     )
 }
 
-/// Processes in the container other than init and its main `sleep`, as seen by a fresh `ps`.
+/// Processes in the container other than init, its main `sleep`, the launcher and the warm
+/// interpreter, as seen by a fresh listing of `/proc` (no `ps` needed in the image).
 fn stray_processes(container: &str) -> Vec<String> {
-    let (ok, out) = docker(&["exec", container, "ps", "-eo", "pid,ppid,uid,args"]);
-    assert!(ok, "ps failed: {out}");
+    let list = r#"for d in /proc/[0-9]*; do p=${d#/proc/}; [ "$p" = "$$" ] && continue; [ -r "$d/cmdline" ] || continue; printf '%s ' "$p"; tr '\0\n' '  ' < "$d/cmdline"; echo; done"#;
+    let (ok, out) = docker(&["exec", container, "sh", "-c", list]);
+    assert!(ok, "listing processes failed: {out}");
     out.lines()
-        .skip(1)
         .filter(|l| {
-            !(l.contains("docker-init")
-                || l.contains("sleep 2147483647")
-                || l.contains("ps -eo")
-                || l.contains("proctor-launcher")
-                || l.contains("proctor-warm"))
+            let args = l.split_once(' ').map(|(_, a)| a.trim()).unwrap_or("");
+            !(args.is_empty()
+                || args.starts_with("tr ")
+                || args.contains("for d in /proc")
+                || args.contains("docker-init")
+                || args.contains("sleep 2147483647")
+                || args.contains("proctor-launcher")
+                || args.contains("proctor-warm"))
         })
         .map(str::to_owned)
         .collect()
