@@ -810,13 +810,19 @@ async fn python_blocks_behave_like_python3_file_py_every_time() {
 
 #[tokio::test]
 async fn an_image_without_python_runs_blocks_with_one_exec_each() {
-    let tag = "proctor-test-nopython:1";
+    // Named after the base image, so a different PROCTOR_SANDBOX_IMAGE gets its own.
+    let base: String = image()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let tag = &format!("proctor-test-nopython:{base}");
     if !docker(&["image", "inspect", tag]).0 {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("Dockerfile"),
             format!(
-                "FROM {}\nRUN rm -f /usr/bin/python3* /usr/bin/python\n",
+                "FROM {}\nRUN rm -f /usr/bin/python3* /usr/bin/python /usr/local/bin/python3* \
+                 /usr/local/bin/python\n",
                 image()
             ),
         )
