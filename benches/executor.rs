@@ -1,4 +1,5 @@
-//! Per-block latency of proctor's Docker executor: the cold first block (container + launcher), then
+//! Per-block latency of proctor's Docker executor: the cold first block (container + launcher; median
+//! of 5 fresh sessions), then
 //! N warm blocks of `print(1)` through the launcher and through one `docker exec` per block.
 //! Run by scripts/bench.sh; prints one `key value` line per result (milliseconds).
 //! Env: PROCTOR_SANDBOX_IMAGE (default proctor-sandbox:bookworm), BENCH_BLOCKS (default 50).
@@ -58,9 +59,20 @@ fn stats(name: &str, mut v: Vec<Duration>) {
 
 async fn series(exec: &DockerExecutor, label: &str, image: &str, n: usize) {
     let ws = tempfile::tempdir().expect("tempdir");
+    // Cold: the first block of a fresh session (container + launcher + block), 5 sessions.
+    let mut cold = Vec::new();
+    for i in 0..5 {
+        let session = format!("bench-{label}-cold{i}-{}", std::process::id());
+        cold.push(block(exec, &session, ws.path(), image).await);
+        exec.shutdown(&session).await;
+    }
+    cold.sort();
+    println!(
+        "{label}_cold_first_block_ms {:.2}",
+        ms(cold[cold.len() / 2])
+    );
     let session = format!("bench-{label}-{}", std::process::id());
-    let cold = block(exec, &session, ws.path(), image).await;
-    println!("{label}_cold_first_block_ms {:.2}", ms(cold));
+    block(exec, &session, ws.path(), image).await;
     let mut warm = Vec::with_capacity(n);
     for _ in 0..n {
         warm.push(block(exec, &session, ws.path(), image).await);

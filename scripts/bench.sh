@@ -96,13 +96,13 @@ RATIO="n/a"
 if [ "$AG_MEAN" != "n/a" ]; then RATIO=$(echo "scale=3; $P_MEAN / $AG_MEAN" | bc); fi
 
 {
-  echo "| $N blocks of \`print(1)\`, image \`$IMAGE\` | median ms/block | mean ms/block | cold first block ms |"
+  echo "| $N blocks of \`print(1)\`, image \`$IMAGE\` | median ms/block | mean ms/block | cold first block ms (median of 5) |"
   echo "|---|---:|---:|---:|"
   echo "| proctor executor (in-sandbox launcher) | $P_MED | $P_MEAN | $P_COLD |"
   echo "| proctor executor, exec per block (fallback; ≈ a bollard exec) | $E_MED | $E_MEAN | $(val proctor_exec_per_block_cold_first_block_ms) |"
   echo "| \`docker exec\` by the CLI | $CLI_MED | $CLI_MEAN | |"
   echo "| AutoGen DockerCommandLineCodeExecutor ($AG_VER) | $AG_MED | $AG_MEAN | $AG_COLD |"
-  echo "| \`docker run --rm\` (5 runs) | | | $RUN_MED (median) |"
+  echo "| \`docker run --rm\` | | | $RUN_MED |"
   echo
   echo "proctor / AutoGen per block (mean): $RATIO (target ≤ 0.25); proctor cold first block $P_COLD ms vs \`docker run --rm\` $RUN_MED ms."
   echo "Machine: $(nproc) cores, $(uname -sr), Docker $(docker version --format '{{.Server.Version}}' 2>/dev/null), $(date -u +%Y-%m-%d)."

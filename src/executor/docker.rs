@@ -17,7 +17,7 @@ use futures::stream::BoxStream;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::image::{ensure_image, image_present, missing_image_fix};
+use super::image::{absent_image_fix, ensure_image, image_present};
 use super::launcher::{ExitReport, Frame, LaunchError, Launcher};
 use super::output::{OutputCap, Sanitizer};
 use super::sandbox::{
@@ -47,8 +47,6 @@ struct Inner {
     /// Container ids per session, readable without waiting for a running block.
     containers: Mutex<HashMap<String, Vec<String>>>,
     owner: String,
-    /// Images already seen present: a block does not pay an inspect round trip.
-    images: Mutex<std::collections::HashSet<String>>,
     use_launcher: std::sync::atomic::AtomicBool,
 }
 
@@ -92,7 +90,6 @@ impl DockerExecutor {
                 sessions: Mutex::new(HashMap::new()),
                 containers: Mutex::new(HashMap::new()),
                 owner: owner_id(),
-                images: Mutex::new(std::collections::HashSet::new()),
                 use_launcher: std::sync::atomic::AtomicBool::new(true),
             }),
         })
@@ -191,7 +188,13 @@ impl Executor for DockerExecutor {
             };
             let end = match inner.run_block(request, cancel, &out).await {
                 Ok(outcome) => Ok(ExecEvent::Finished(outcome)),
-                Err(e) => Err(e),
+                Err(e) => {
+                    if matches!(e, ExecError::Docker(_)) {
+                        // Reconnect next time: the daemon may have restarted.
+                        inner.reset_connection().await;
+                    }
+                    Err(e)
+                }
             };
             let _ = tx.send(end).await;
         });
@@ -365,53 +368,41 @@ impl Inner {
         let interp = interpreter(&req.language, &req.policy.interpreters)?;
         let ephemeral = req.allow_network && !req.policy.network;
         let spec = SandboxSpec::for_request(&req, req.policy.network || req.allow_network)?;
-        let rel = block_path(
-            &spec.workspace,
-            req.filename.as_deref(),
-            &req.code,
-            &interp.extension,
-        )?;
-        let docker = match self.connect().await {
-            Ok(d) => d,
-            Err(e) => return Err(e),
+        let resolve = || {
+            block_path(
+                &spec.workspace,
+                req.filename.as_deref(),
+                &req.code,
+                &interp.extension,
+            )
         };
+        // Refuse a bad filename at once, before touching Docker.
+        resolve()?;
+        let docker = self.connect().await?;
+        // One block at a time per session, including its file write and any network block.
+        let slot = self.slot(&req.session);
+        let mut guard = slot.lock().await;
+        // Resolve again now that no block of this session runs: no symlink can appear meanwhile.
+        let rel = resolve()?;
         write_block(&spec, &rel, &req.code)?;
         let mut argv = interp.argv.clone();
         argv.push(container_path(&rel));
 
-        let known = lock(&self.images).contains(&spec.image);
-        if !known {
-            let tx = out.tx.clone();
-            let pulled = ensure_image(&docker, &spec.image, |p| {
-                let _ = tx.try_send(Ok(ExecEvent::Pull(p)));
-            })
-            .await;
-            if let Err(e) = pulled {
-                if matches!(e, ExecError::Docker(_)) {
-                    self.reset_connection().await;
-                }
-                return Err(e);
-            }
-            lock(&self.images).insert(spec.image.clone());
-        }
-
         if ephemeral {
             // Network for one block only: a throwaway container on the bridge network, same
             // workspace and limits; the session's own sandbox stays offline.
-            let mut slot = None;
+            let mut net_slot = None;
             let key = format!("{}-net", req.session);
             let result = self
-                .run_in(&docker, &mut slot, &key, &req, &spec, argv, cancel, out)
+                .run_in(&docker, &mut net_slot, &key, &req, &spec, argv, cancel, out)
                 .await;
-            if let Some(sb) = slot.take() {
+            if let Some(sb) = net_slot.take() {
                 drop(sb.launcher);
                 self.forget(&key, &sb.id);
                 remove_container(&docker, &sb.id).await;
             }
             return result;
         }
-        let slot = self.slot(&req.session);
-        let mut guard = slot.lock().await;
         let session = req.session.clone();
         self.run_in(
             &docker, &mut guard, &session, &req, &spec, argv, cancel, out,
@@ -433,7 +424,7 @@ impl Inner {
     ) -> Result<ExecOutcome, ExecError> {
         let mut started_sent = false;
         for attempt in 0..2 {
-            self.prepare(docker, slot, key, spec).await?;
+            self.prepare(docker, slot, key, spec, out).await?;
             if !started_sent {
                 out.send(ExecEvent::Started).await;
                 started_sent = true;
@@ -523,6 +514,7 @@ impl Inner {
         slot: &mut Option<Sandbox>,
         key: &str,
         spec: &SandboxSpec,
+        out: &Out,
     ) -> Result<(), ExecError> {
         for attempt in 0..2 {
             if let Some(sb) = slot.as_ref()
@@ -536,7 +528,7 @@ impl Inner {
             let sb = match slot {
                 Some(sb) => sb,
                 None => {
-                    let id = self.create_container(docker, key, spec).await?;
+                    let id = self.create_container(docker, key, spec, out).await?;
                     slot.insert(Sandbox {
                         id,
                         spec: spec.clone(),
@@ -564,13 +556,19 @@ impl Inner {
                         return Ok(());
                     }
                     Err(LaunchError::Unavailable(why))
-                        if container_running(docker, &sb.id).await =>
+                        if no_interpreter(&why) && container_running(docker, &sb.id).await =>
                     {
-                        tracing::warn!(%why, image = %spec.image, "no launcher; one exec per block");
+                        tracing::warn!(%why, image = %spec.image, "no python3; one exec per block");
                         sb.exec_per_block = true;
                         return Ok(());
                     }
-                    Err(LaunchError::Unavailable(_)) | Err(LaunchError::Docker(_)) => {}
+                    // Anything else (a full pids table, a stopped container): start afresh.
+                    Err(LaunchError::Unavailable(why)) => {
+                        tracing::warn!(%why, "launcher did not start; recreating the sandbox");
+                    }
+                    Err(LaunchError::Docker(e)) => {
+                        tracing::debug!(%e, "launcher exec refused; recreating the sandbox");
+                    }
                 }
             }
             // The container is gone or stopped: replace it (same workspace).
@@ -594,6 +592,7 @@ impl Inner {
         docker: &Docker,
         key: &str,
         spec: &SandboxSpec,
+        out: &Out,
     ) -> Result<String, ExecError> {
         let name = format!(
             "proctor-{}-{:06x}",
@@ -602,17 +601,37 @@ impl Inner {
         );
         let body = spec.container_body(key, &self.owner);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let created = match call(
-            "create the sandbox container",
-            docker.create_container(Some(options), body),
-        )
-        .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                // Perhaps the image was removed meanwhile: check it again next time.
-                lock(&self.images).remove(&spec.image);
-                return Err(e);
+        let mut pulled = false;
+        let created = loop {
+            let create = docker.create_container(Some(options.clone()), body.clone());
+            match tokio::time::timeout(CALL_TIMEOUT, create).await {
+                Ok(Ok(c)) => break c,
+                // No such image: pull it (with progress) and try once more. Checking only on
+                // this path keeps an image inspect off the cold start.
+                Ok(Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404,
+                    ..
+                })) if !pulled => {
+                    pulled = true;
+                    let tx = out.tx.clone();
+                    ensure_image(docker, &spec.image, |p| {
+                        let _ = tx.try_send(Ok(ExecEvent::Pull(p)));
+                    })
+                    .await?;
+                }
+                Ok(Err(e)) => {
+                    return Err(ExecError::Docker(format!(
+                        "could not create the sandbox container from {}: {e}",
+                        spec.image
+                    )));
+                }
+                Err(_) => {
+                    return Err(ExecError::Docker(format!(
+                        "could not create the sandbox container: the Docker daemon did not \
+                         answer within {} s",
+                        CALL_TIMEOUT.as_secs()
+                    )));
+                }
             }
         };
         lock(&self.containers)
@@ -844,6 +863,14 @@ fn block_env() -> Vec<String> {
     .collect()
 }
 
+/// Whether a launcher failure means the image has no `python3` (so: one exec per block).
+fn no_interpreter(why: &str) -> bool {
+    let why = why.to_ascii_lowercase();
+    why.contains("executable file not found")
+        || why.contains("no such file or directory")
+        || why.contains("not found")
+}
+
 /// Kills every process of the block user in the container (`kill -9 -1` as that user cannot reach
 /// the main process, which runs as another uid). Returns whether it ran.
 async fn kill_block_processes(docker: &Docker, id: &str, user: &str) -> bool {
@@ -1048,7 +1075,7 @@ pub async fn doctor_check(image: &str) -> Vec<(String, Result<String, String>)> 
             Ok(format!("{image} is present")),
         )),
         Ok(false) => {
-            checks.push(("sandbox image".to_owned(), Err(missing_image_fix(image))));
+            checks.push(("sandbox image".to_owned(), Err(absent_image_fix(image))));
             checks.push((
                 "sandbox run".to_owned(),
                 Err("skipped: the sandbox image is missing".to_owned()),

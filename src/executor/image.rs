@@ -25,6 +25,16 @@ pub fn missing_image_fix(image: &str) -> String {
     )
 }
 
+/// What `proctor doctor` says when the image is not present (nothing was pulled yet).
+pub fn absent_image_fix(image: &str) -> String {
+    format!(
+        "the sandbox image {image} is not present locally. proctor pulls it before the first block \
+         when a registry is reachable (`docker pull {image}` does it now); without a registry, \
+         build a local image with `scripts/build-sandbox-image.sh` and run with \
+         `--image proctor-sandbox:bookworm` (or PROCTOR_SANDBOX_IMAGE=proctor-sandbox:bookworm)"
+    )
+}
+
 /// Whether `image` is present locally.
 pub async fn image_present(docker: &Docker, image: &str) -> Result<bool, ExecError> {
     match tokio::time::timeout(INSPECT_TIMEOUT, docker.inspect_image(image)).await {

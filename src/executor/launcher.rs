@@ -75,8 +75,8 @@ impl FrameDecoder {
             let kind = self.buf[0];
             let len =
                 u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-            if len > MAX_FRAME {
-                return Err(format!("launcher frame of {len} bytes is too large"));
+            if len > MAX_FRAME || !matches!(kind, b'R' | b'1' | b'2' | b'P' | b'X') {
+                return Err(self.garbage());
             }
             if self.buf.len() < 5 + len {
                 break;
@@ -92,10 +92,21 @@ impl FrameDecoder {
                     serde_json::from_slice(&payload)
                         .map_err(|e| format!("bad exit report from launcher: {e}"))?,
                 ),
-                other => return Err(format!("unknown launcher frame type {other:#04x}")),
+                _ => return Err(self.garbage()),
             });
         }
         Ok(frames)
+    }
+}
+
+impl FrameDecoder {
+    /// What the stream said instead of frames (e.g. Docker's "executable file not found").
+    fn garbage(&self) -> String {
+        let n = self.buf.len().min(300);
+        format!(
+            "the launcher sent non-protocol output: {}",
+            String::from_utf8_lossy(&self.buf[..n]).trim()
+        )
     }
 }
 

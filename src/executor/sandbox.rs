@@ -36,8 +36,9 @@ pub struct SandboxSpec {
     pub cpus: f64,
     /// Pids limit.
     pub pids: u64,
-    /// nproc ulimit (pids, plus the host processes of the uid when it is a real host user).
-    pub nproc: u64,
+    /// The block uid is a real host user's (proctor does not run as root): the nproc ulimit must
+    /// leave room for that user's own processes.
+    pub host_user: bool,
     /// uid:gid the launcher and blocks run as.
     pub uid: u32,
     /// Group of the block processes.
@@ -65,7 +66,7 @@ impl SandboxSpec {
             ExecError::Other(format!("cannot stat workspace {}: {e}", ws.display()))
         })?;
         let pids = req.policy.pids.max(16);
-        let (uid, gid, nproc) = if host_is_root() {
+        let (uid, gid, host_user) = if host_is_root() {
             // A uid of its own per session: the nproc ulimit counts processes per uid across
             // the whole host, so sessions must not share one.
             let uid = session_uid(&req.session);
@@ -74,12 +75,10 @@ impl SandboxSpec {
                     ExecError::Other(format!("cannot chown workspace {}: {e}", ws.display()))
                 })?;
             }
-            (uid, uid, pids)
+            (uid, uid, false)
         } else {
-            // Run as the workspace's owner so the user keeps owning what the code writes; the
-            // nproc ulimit then also counts that user's host processes, so leave room for them.
-            let host_procs = count_host_processes(meta.uid());
-            (meta.uid(), meta.gid(), pids + host_procs + 64)
+            // Run as the workspace's owner so the user keeps owning what the code writes.
+            (meta.uid(), meta.gid(), true)
         };
         let main_uid = if uid == 65534 { 65533 } else { 65534 };
         Ok(Self {
@@ -92,7 +91,7 @@ impl SandboxSpec {
                 1.0
             },
             pids,
-            nproc,
+            host_user,
             uid,
             gid,
             main_uid,
@@ -119,6 +118,12 @@ impl SandboxSpec {
     /// The container-create body: every hardening default lives here.
     pub fn container_body(&self, session: &str, owner: &str) -> ContainerCreateBody {
         let memory = (self.memory_mb * 1024 * 1024) as i64;
+        // nproc counts a uid's processes host-wide: a real user's own processes need room too.
+        let nproc = if self.host_user {
+            self.pids + count_host_processes(self.uid) + 64
+        } else {
+            self.pids
+        };
         let labels = HashMap::from([
             (LABEL_SESSION.to_owned(), session.to_owned()),
             (LABEL_OWNER.to_owned(), owner.to_owned()),
@@ -148,14 +153,8 @@ impl SandboxSpec {
             attach_stdout: Some(false),
             attach_stderr: Some(false),
             host_config: Some(HostConfig {
-                // A typed mount, not a `src:dst` bind string: any path (colons, commas) works.
-                mounts: Some(vec![Mount {
-                    target: Some(WORKSPACE.into()),
-                    source: Some(self.workspace.to_string_lossy().into_owned()),
-                    typ: Some(MountType::BIND),
-                    read_only: Some(false),
-                    ..Default::default()
-                }]),
+                binds: self.workspace_bind(),
+                mounts: self.workspace_mount(),
                 network_mode: Some(if self.network { "bridge" } else { "none" }.into()),
                 readonly_rootfs: Some(true),
                 tmpfs: Some(tmpfs),
@@ -166,7 +165,7 @@ impl SandboxSpec {
                 nano_cpus: Some((self.cpus * 1e9) as i64),
                 pids_limit: Some(self.pids as i64),
                 ulimits: Some(vec![
-                    ulimit("nproc", self.nproc as i64),
+                    ulimit("nproc", nproc as i64),
                     ulimit("nofile", NOFILE),
                     ulimit("fsize", FSIZE_BYTES),
                 ]),
@@ -177,6 +176,28 @@ impl SandboxSpec {
             }),
             ..Default::default()
         }
+    }
+}
+
+impl SandboxSpec {
+    /// The workspace as a bind string with `z`, so SELinux hosts relabel it for the container
+    /// (a no-op elsewhere); `None` when the path cannot be written as `src:dst:opts`.
+    fn workspace_bind(&self) -> Option<Vec<String>> {
+        let src = self.workspace.to_str()?;
+        (!src.contains(':') && !src.contains(',')).then(|| vec![format!("{src}:{WORKSPACE}:rw,z")])
+    }
+
+    /// The workspace as a typed mount, for paths a bind string cannot carry.
+    fn workspace_mount(&self) -> Option<Vec<Mount>> {
+        self.workspace_bind().is_none().then(|| {
+            vec![Mount {
+                target: Some(WORKSPACE.into()),
+                source: Some(self.workspace.to_string_lossy().into_owned()),
+                typ: Some(MountType::BIND),
+                read_only: Some(false),
+                ..Default::default()
+            }]
+        })
     }
 }
 
