@@ -13,7 +13,7 @@ use proctor::cli::{Cli, Command, ExportFormat, FrontEnd, SessionsCommand};
 use proctor::config::{self, Config, ProviderKind, TeamConfig};
 use proctor::engine::cost::PriceTable;
 use proctor::engine::{SessionSetup, start};
-use proctor::executor::docker::{DockerExecutor, doctor_check, sweep_orphans};
+use proctor::executor::{DockerExecutor, doctor_check, sweep_orphans};
 use proctor::headless::{self, HeadlessOptions, Outcome};
 use proctor::protocol::{Event, EventKind, Op, SessionMode};
 use proctor::provider::ChatModel;

@@ -99,7 +99,9 @@ pub enum ExecError {
         why: String,
     },
     /// No interpreter for the language.
-    #[error("no interpreter for language {0:?}; add one under [executor.interpreters] in the team file")]
+    #[error(
+        "no interpreter for language {0:?}; add one under [executor.interpreters] in the team file"
+    )]
     UnknownLanguage(String),
     /// Other failure.
     #[error("{0}")]
