@@ -355,11 +355,10 @@ async fn drive_with(
     set_mode: Option<SessionMode>,
 ) -> anyhow::Result<i32> {
     let executor = setup.executor.clone();
-    // Sandboxes left by a proctor that died: removed in the background, bounded.
-    let live = vec![id.to_string()];
+    // Sandboxes left by a proctor that died (this session's too, after a crash): removed in the
+    // background, bounded. Containers of running proctors are kept by their owner label.
     tokio::spawn(async move {
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(10), sweep_orphans(&live)).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sweep_orphans(&[])).await;
     });
     let handle = start(setup);
     if let Some(mode) = set_mode {
