@@ -126,6 +126,7 @@ fn build_models(
     team: &TeamConfig,
     script: Option<&Script>,
     lenient: bool,
+    consumed: &HashMap<String, usize>,
 ) -> anyhow::Result<(Models, Vec<String>)> {
     let mut refs: BTreeSet<String> = team.agents.iter().map(|a| a.model.clone()).collect();
     if let Some(sel) = &team.orchestration.selector_model {
@@ -172,7 +173,8 @@ fn build_models(
                         )
                     }
                 };
-                let m = ScriptedModel::new(&model_ref, replies);
+                // A resumed session continues the script after the replies it already used.
+                let m = ScriptedModel::new(&model_ref, skip_consumed(replies, consumed));
                 scripted.insert(key, m.clone());
                 let _ = model;
                 return Ok(Arc::new(m) as Arc<dyn ChatModel>);
@@ -188,6 +190,50 @@ fn build_models(
         }
     }
     Ok((models, problems))
+}
+
+/// Drops the replies a session already received: per agent label, that many of its own
+/// replies, then untagged ones.
+fn skip_consumed(
+    mut replies: Vec<proctor::provider::scripted::ScriptedReply>,
+    consumed: &HashMap<String, usize>,
+) -> Vec<proctor::provider::scripted::ScriptedReply> {
+    for (agent, n) in consumed {
+        let mut left = *n;
+        replies.retain(|r| {
+            if left > 0 && r.agent.as_deref() == Some(agent.as_str()) {
+                left -= 1;
+                false
+            } else {
+                true
+            }
+        });
+        replies.retain(|r| {
+            if left > 0 && r.agent.is_none() {
+                left -= 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+    replies
+}
+
+/// Model calls each agent (and the selector) completed in a saved session.
+fn calls_made(events: &[Event]) -> HashMap<String, usize> {
+    let mut n = HashMap::new();
+    for e in events {
+        if let EventKind::Usage { agent, .. } = &e.kind {
+            *n.entry(agent.clone()).or_insert(0) += 1;
+        }
+    }
+    n
+}
+
+/// Whether a team runs on the built-in demo model (its script and prices come with proctor).
+fn is_demo_team(team: &TeamConfig) -> bool {
+    team.agents.iter().any(|a| a.model == "scripted/demo")
 }
 
 fn prices(ctx: &Context_) -> PriceTable {
@@ -210,29 +256,63 @@ fn demo_prices(ctx: &Context_) -> PriceTable {
     PriceTable::from_config(&config)
 }
 
-/// Records events in the store, creating the session on its first event.
+/// Records events in the store, creating the session on its first event. If the session
+/// cannot be created yet (disk full, permissions), events are kept in memory and creation is
+/// retried with each new event, so nothing is lost once saving works again.
 struct StoreSink {
     store: SessionStore,
     id: String,
     writer: Option<SessionWriter>,
+    unsaved: Vec<Event>,
+}
+
+impl StoreSink {
+    fn writer(&mut self) -> Result<&mut SessionWriter, StoreError> {
+        if self.writer.is_none() {
+            let Some(first) = self.unsaved.first() else {
+                return Err(StoreError::Io(
+                    "no session_started event to begin the log with".into(),
+                ));
+            };
+            if self.store.session_dir(&self.id).exists() {
+                // A failed earlier attempt left the directory: start over.
+                let _ = std::fs::remove_dir_all(self.store.session_dir(&self.id));
+            }
+            let w = self.store.create(&self.id, first)?;
+            self.writer = Some(w);
+            self.unsaved.remove(0);
+        }
+        self.writer
+            .as_mut()
+            .ok_or_else(|| StoreError::Io("session writer unavailable".into()))
+    }
 }
 
 #[async_trait]
 impl EventSink for StoreSink {
     async fn append(&mut self, event: &Event) -> Result<(), StoreError> {
-        match &mut self.writer {
-            Some(w) => w.append(event).await,
-            None => {
-                let w = self.store.create(&self.id, event)?;
-                self.writer = Some(w);
-                Ok(())
+        if self.writer.is_some() && self.unsaved.is_empty() {
+            return self.writer()?.append(event).await;
+        }
+        // Not created yet: keep the event, try to create, then write the backlog in order.
+        self.unsaved.push(event.clone());
+        self.writer()?;
+        let mut result = Ok(());
+        for ev in std::mem::take(&mut self.unsaved) {
+            if let Err(e) = self.writer()?.append(&ev).await {
+                result = Err(e);
             }
         }
+        result
     }
     async fn sync(&mut self) -> Result<(), StoreError> {
         match &mut self.writer {
             Some(w) => w.sync().await,
-            None => Ok(()),
+            None => Err(StoreError::Io(format!(
+                "session {} could not be created; {} events are only in memory",
+                self.id,
+                self.unsaved.len()
+            ))),
         }
     }
 }
@@ -253,7 +333,7 @@ async fn session_new(
     script: Option<Script>,
 ) -> anyhow::Result<i32> {
     headless_note(&front);
-    let (models, _) = build_models(ctx, &team, script.as_ref(), false)?;
+    let (models, _) = build_models(ctx, &team, script.as_ref(), false, &HashMap::new())?;
     let prices = if script.is_some() {
         demo_prices(ctx)
     } else {
@@ -268,6 +348,7 @@ async fn session_new(
         store,
         id: id.clone(),
         writer: None,
+        unsaved: Vec::new(),
     };
     let mode = front.session_mode();
     let setup = SessionSetup {
@@ -315,7 +396,17 @@ async fn session_resume(
             _ => None,
         })
         .ok_or_else(|| anyhow!("session {id} has no team recorded; it cannot be resumed"))?;
-    let (models, problems) = build_models(ctx, &team, None, true)?;
+    let demo = is_demo_team(&team);
+    let demo_script = if demo {
+        Some(
+            Script::parse(DEMO_SCRIPT)
+                .map_err(|e| anyhow!("the built-in demo script is broken: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let (models, problems) =
+        build_models(ctx, &team, demo_script.as_ref(), true, &calls_made(&events))?;
     for p in &problems {
         eprintln!(
             "proctor: session {id} opens without a model: {p}; agents using it cannot speak until this is fixed"
@@ -334,7 +425,7 @@ async fn session_resume(
         models,
         executor: Arc::new(DockerExecutor::new()?),
         workspace,
-        prices: prices(ctx),
+        prices: if demo { demo_prices(ctx) } else { prices(ctx) },
         sink: Box::new(writer),
         resume: Some(events),
         seed: None,

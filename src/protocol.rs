@@ -380,6 +380,10 @@ pub enum EventKind {
     Waiting {
         /// What it needs.
         on: WaitingOn,
+        /// Ops the engine had handled when it started waiting (a front end that sent more
+        /// knows this wait is already answered).
+        #[serde(default)]
+        ops_handled: u64,
     },
     /// An error the human should see.
     Error {
@@ -443,6 +447,7 @@ impl EventKind {
                 | EventKind::Message { .. }
                 | EventKind::ApprovalRequested { .. }
                 | EventKind::ApprovalResolved { .. }
+                | EventKind::ExecutionStarted { .. }
                 | EventKind::ExecutionFinished { .. }
                 | EventKind::Paused { .. }
                 | EventKind::Terminated { .. }

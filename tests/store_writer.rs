@@ -79,6 +79,11 @@ async fn output_lines_are_grouped_and_fsynced_once_at_the_result() {
         ))
         .await
         .unwrap();
+    assert_eq!(
+        syncs.load(Ordering::SeqCst),
+        2,
+        "the start of a block is on disk before the code runs"
+    );
     for i in 0..1000u64 {
         let out = EventKind::ExecutionOutput {
             id: 1,
@@ -102,7 +107,7 @@ async fn output_lines_are_grouped_and_fsynced_once_at_the_result() {
     writer.append(&ev(1003, finished)).await.unwrap();
     assert_eq!(
         syncs.load(Ordering::SeqCst),
-        2,
+        3,
         "one fsync for the result, none for the output lines"
     );
     assert!(

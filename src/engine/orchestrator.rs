@@ -115,7 +115,15 @@ struct Orchestrator {
     save_failing: bool,
     last_waiting: Option<(WaitingOn, u64)>,
     image_override: Option<String>,
+    live_since_persisted: u64,
+    ops_handled: u64,
 }
+
+/// Seqs a resumed session skips past the last record of its log: live-only events (deltas,
+/// status) of the crashed run used seqs that are not in the log.
+pub const RESUME_SEQ_GAP: u64 = 10_000;
+/// Live-only events in a row after which a record is written (see `RESUME_SEQ_GAP`).
+const LIVE_SEQ_CHECKPOINT: u64 = 9_000;
 
 /// How a model call ended.
 struct CallOutcome {
@@ -172,6 +180,8 @@ impl Orchestrator {
             save_failing: false,
             last_waiting: None,
             image_override: setup.image_override,
+            live_since_persisted: 0,
+            ops_handled: 0,
         }
     }
 
@@ -184,12 +194,14 @@ impl Orchestrator {
             kind,
         };
         self.next_seq += 1;
+        let mut save_note = None;
         if ev.kind.is_persisted() {
+            self.live_since_persisted = 0;
             match self.sink.append(&ev).await {
                 Ok(()) => {
                     if self.save_failing {
                         self.save_failing = false;
-                        self.forward_live(EventKind::Notice {
+                        save_note = Some(EventKind::Notice {
                             message: "session saving again".into(),
                         });
                     }
@@ -197,18 +209,33 @@ impl Orchestrator {
                 Err(e) => {
                     self.save_failing = true;
                     tracing::error!("save failed: {e}");
-                    self.forward_live(EventKind::Error {
+                    save_note = Some(EventKind::Error {
                         message: format!("{e} (the session goes on in memory)"),
                     });
                 }
             }
+        } else {
+            self.live_since_persisted += 1;
         }
         self.state.apply(&ev);
         let _ = self.events.send(ev);
+        // After the event it is about, so seqs stay in order.
+        if let Some(note) = save_note {
+            self.forward_live(note);
+        }
+        if self.live_since_persisted >= LIVE_SEQ_CHECKPOINT {
+            // A resumed session skips RESUME_SEQ_GAP seqs past the log; a checkpoint keeps the
+            // live-only events between two records below that, so no seq is ever used twice.
+            Box::pin(self.emit(EventKind::Notice {
+                message: "still streaming".into(),
+            }))
+            .await;
+        }
     }
 
     /// Sends a live-only event to the front end (not recorded, no seq of its own).
     fn forward_live(&mut self, kind: EventKind) {
+        self.live_since_persisted += 1;
         let ev = Event {
             seq: self.next_seq,
             session: self.id.clone(),
@@ -225,7 +252,7 @@ impl Orchestrator {
                 self.state.apply(&ev);
                 let _ = self.events.send(ev);
             }
-            self.next_seq = self.state.last_seq + 1;
+            self.next_seq = self.state.last_seq + 1 + RESUME_SEQ_GAP;
             if let Some(team) = self.state.team.clone() {
                 self.termination = Condition::from_team(&team);
                 self.team = team;
@@ -284,8 +311,10 @@ impl Orchestrator {
                 self.wait_op(WaitingOn::Continue).await;
                 continue;
             }
-            if let Some(p) = &self.state.pending {
-                if p.all_decided() {
+            if self.state.pending.is_some() {
+                // Rules and the mode may have changed since the approval was asked.
+                self.auto_resolve().await;
+                if self.state.pending.as_ref().is_some_and(|p| p.all_decided()) {
                     self.execute_pending().await;
                 } else {
                     self.wait_op(WaitingOn::Approval).await;
@@ -299,7 +328,7 @@ impl Orchestrator {
             let max_auto = self.team.termination.max_consecutive_auto_replies;
             if max_auto > 0 && self.state.consecutive_auto >= max_auto {
                 let reason = format!(
-                    "max_consecutive_auto_replies reached ({max_auto} agent turns without the human)"
+                    "max_consecutive_auto_replies reached (an agent replied {max_auto} times in a row without the human)"
                 );
                 if self.state.mode == SessionMode::Auto {
                     self.emit(EventKind::Terminated { reason }).await;
@@ -361,11 +390,16 @@ impl Orchestrator {
     /// Waits for one op (or the end of the front end) and handles it.
     async fn wait_op(&mut self, on: WaitingOn) {
         if self.last_waiting != Some((on, self.next_seq - 1)) {
-            self.forward_live(EventKind::Waiting { on });
+            let ops_handled = self.ops_handled;
+            self.forward_live(EventKind::Waiting { on, ops_handled });
             self.last_waiting = Some((on, self.next_seq - 1));
         }
         match self.ops.recv().await {
-            Some(op) => self.handle_op(op).await,
+            Some(op) => {
+                self.handle_op(op).await;
+                // Whatever the op did, say again what we wait for.
+                self.last_waiting = None;
+            }
             None => self.front_end_gone = true,
         }
     }
@@ -379,6 +413,7 @@ impl Orchestrator {
     }
 
     async fn handle_op(&mut self, op: Op) {
+        self.ops_handled += 1;
         match op {
             Op::ResolveApproval {
                 id,
@@ -475,12 +510,22 @@ impl Orchestrator {
                         .error(format!("no agent named {t:?} for a private note"))
                         .await;
                 }
+                let group = to.is_none();
                 self.emit(EventKind::Message {
                     agent: HUMAN.into(),
                     content: text,
                     to,
                 })
                 .await;
+                // Steering the agents answers a loop or auto-replies pause.
+                if group
+                    && matches!(
+                        self.state.paused,
+                        Some(PauseKind::Loop | PauseKind::AutoReplies)
+                    )
+                {
+                    self.emit(EventKind::Resumed {}).await;
+                }
             }
             Op::SelectSpeaker { agent } => {
                 let Some(cands) = self.state.speaker_requested.clone() else {
@@ -534,14 +579,18 @@ impl Orchestrator {
                 self.emit(EventKind::BudgetChanged { cap_usd: usd }).await;
             }
             Op::Pause => self.pause_requested = true,
-            Op::Continue => {
-                if let Some(kind) = self.state.paused {
+            Op::Continue => match self.state.paused {
+                Some(kind) => {
                     if kind == PauseKind::Budget {
                         self.budget_override_once = true;
                     }
                     self.emit(EventKind::Resumed {}).await;
                 }
-            }
+                None => {
+                    self.error("nothing to continue: the session is not paused".into())
+                        .await
+                }
+            },
             Op::Interrupt => {
                 if let Some(c) = &self.current_cancel {
                     c.cancel();
@@ -923,7 +972,15 @@ impl Orchestrator {
             }
             let kind = match e {
                 ProviderError::RetryAfterTooLong { .. } => PauseKind::RetryWait,
-                _ => PauseKind::ProviderError,
+                ProviderError::MissingKey { .. }
+                | ProviderError::Auth { .. }
+                | ProviderError::Http { .. }
+                | ProviderError::RetriesExhausted { .. }
+                | ProviderError::Connect { .. }
+                | ProviderError::Stream { .. }
+                | ProviderError::IdleTimeout { .. }
+                | ProviderError::Cancelled
+                | ProviderError::Config(_) => PauseKind::ProviderError,
             };
             let message = e.to_string();
             self.error(format!("{agent}: {message}")).await;
@@ -992,12 +1049,29 @@ impl Orchestrator {
                     blocks,
                 })
                 .await;
-                self.emit(EventKind::AgentStatus {
-                    agent: agent.into(),
-                    state: AgentActivity::AwaitingApproval,
-                })
-                .await;
+                // The same code a third time: ask the human about the loop before the code.
+                if let Some(reason) = detect_loop(&self.state) {
+                    let reason = format!("{reason}; continue, send a message, or stop");
+                    self.emit(EventKind::Paused {
+                        reason,
+                        kind: PauseKind::Loop,
+                    })
+                    .await;
+                    return;
+                }
                 self.auto_resolve().await;
+                if self
+                    .state
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| !p.all_decided())
+                {
+                    self.emit(EventKind::AgentStatus {
+                        agent: agent.into(),
+                        state: AgentActivity::AwaitingApproval,
+                    })
+                    .await;
+                }
                 return;
             }
         }
@@ -1070,10 +1144,17 @@ impl Orchestrator {
                 state: AgentActivity::Executing,
             })
             .await;
+            // On disk before the code can start: a crash from here on reports the block as
+            // interrupted on resume instead of running it again.
+            self.emit(EventKind::ExecutionStarted {
+                id: p.id,
+                block: i,
+                language: block.language.clone(),
+            })
+            .await;
             let cancel = CancellationToken::new();
             self.current_cancel = Some(cancel.clone());
             let mut stream = self.executor.run(req, cancel.clone());
-            let mut started = false;
             let mut finished = false;
             let mut ops_open = true;
             loop {
@@ -1090,24 +1171,11 @@ impl Orchestrator {
                                 layers: pp.layers, layers_done: pp.layers_done,
                             }).await;
                         }
-                        Some(Ok(ExecEvent::Started)) => {
-                            if !started {
-                                started = true;
-                                self.emit(EventKind::ExecutionStarted { id: p.id, block: i, language: block.language.clone() }).await;
-                            }
-                        }
+                        Some(Ok(ExecEvent::Started)) => {}
                         Some(Ok(ExecEvent::Output { stream: s, text })) => {
-                            if !started {
-                                started = true;
-                                self.emit(EventKind::ExecutionStarted { id: p.id, block: i, language: block.language.clone() }).await;
-                            }
                             self.emit(EventKind::ExecutionOutput { id: p.id, block: i, stream: s, text }).await;
                         }
                         Some(Ok(ExecEvent::Finished(o))) => {
-                            if !started {
-                                started = true;
-                                self.emit(EventKind::ExecutionStarted { id: p.id, block: i, language: block.language.clone() }).await;
-                            }
                             finished = true;
                             if o.cancelled {
                                 interrupted = true;
@@ -1131,25 +1199,32 @@ impl Orchestrator {
             }
             drop(stream);
             self.current_cancel = None;
-            if !finished && sandbox_error.is_none() {
-                // The executor ended without a result: report the block as interrupted.
-                interrupted = interrupted || cancel.is_cancelled();
-                if started || cancel.is_cancelled() {
-                    self.emit(EventKind::ExecutionFinished {
-                        id: p.id,
-                        block: i,
-                        exit_code: -1,
-                        timed_out: false,
-                        truncated: false,
-                        duration_ms: 0,
-                        output: "interrupted before it finished".into(),
-                        oom: false,
-                        interrupted: true,
-                    })
-                    .await;
-                } else {
-                    sandbox_error = Some("the executor ended without a result".into());
-                }
+            if !finished {
+                // No result from the executor: close the block so every start has a finish.
+                let cancelled = cancel.is_cancelled() && sandbox_error.is_none();
+                interrupted = interrupted || cancelled;
+                let output = match &sandbox_error {
+                    Some(msg) => format!("could not run: {msg}"),
+                    None if cancelled => "interrupted before it finished".into(),
+                    None => {
+                        let msg = "the executor ended without a result".to_string();
+                        sandbox_error = Some(msg.clone());
+                        format!("could not run: {msg}")
+                    }
+                };
+                let partial = self.state.partial_output(p.id, i);
+                self.emit(EventKind::ExecutionFinished {
+                    id: p.id,
+                    block: i,
+                    exit_code: -1,
+                    timed_out: false,
+                    truncated: false,
+                    duration_ms: 0,
+                    output: format!("{partial}{output}"),
+                    oom: false,
+                    interrupted: cancelled,
+                })
+                .await;
             }
         }
         let Some(done) = self.state.pending.clone() else {

@@ -66,6 +66,8 @@ pub struct PendingApproval {
     pub results: Vec<Option<BlockResult>>,
     /// Blocks started but not finished.
     pub running: BTreeSet<usize>,
+    /// Output seen so far of blocks that are running (capped).
+    pub partial: BTreeMap<usize, String>,
 }
 
 impl PendingApproval {
@@ -130,6 +132,9 @@ pub struct SessionState {
     pub rounds: u32,
     /// Agent messages since the human last said or decided something.
     pub consecutive_auto: u32,
+    /// Per agent: its messages since the human last said or decided something (AutoGen's
+    /// `max_consecutive_auto_reply` counts per agent). `consecutive_auto` is the largest.
+    pub consecutive_by_agent: BTreeMap<String, u32>,
     /// Muted agents.
     pub muted: BTreeSet<String>,
     /// Auto-approval rules in force.
@@ -161,6 +166,9 @@ pub struct SessionState {
     /// Agent messages since the last acknowledgement (agent, text).
     pub loop_messages: Vec<(String, String)>,
 }
+
+/// Output kept per running block for an interrupted-block report.
+const PARTIAL_OUTPUT_CAP: usize = 64 * 1024;
 
 /// sha256 of code, hex; what code-hash rules match on.
 pub fn code_hash(code: &str) -> String {
@@ -220,13 +228,15 @@ impl SessionState {
                     to: to.clone(),
                 });
                 if agent == HUMAN {
-                    self.consecutive_auto = 0;
+                    self.reset_auto_replies();
                 } else if agent == EXECUTOR {
                     // The executor's report closes the approval it answers.
                     self.pending = None;
                 } else {
                     self.rounds += 1;
-                    self.consecutive_auto += 1;
+                    let n = self.consecutive_by_agent.entry(agent.clone()).or_default();
+                    *n += 1;
+                    self.consecutive_auto = self.consecutive_auto.max(*n);
                     self.last_speaker = Some(agent.clone());
                     self.speaking = None;
                     self.loop_messages.push((agent.clone(), content.clone()));
@@ -274,6 +284,7 @@ impl SessionState {
                     decisions: vec![None; blocks.len()],
                     results: vec![None; blocks.len()],
                     running: BTreeSet::new(),
+                    partial: BTreeMap::new(),
                 });
             }
             EventKind::ApprovalResolved {
@@ -290,7 +301,7 @@ impl SessionState {
                         .retain(|r| !matches!(r, PolicyRule::CodeOnce { hash: h } if h == hash));
                 }
                 if by_rule.is_none() {
-                    self.consecutive_auto = 0;
+                    self.reset_auto_replies();
                 }
                 if let Some(p) = self.pending.as_mut().filter(|p| p.id == *id)
                     && let Some(slot) = p.decisions.get_mut(*block)
@@ -322,7 +333,16 @@ impl SessionState {
                     p.running.insert(*block);
                 }
             }
-            EventKind::ExecutionOutput { .. } => {}
+            EventKind::ExecutionOutput {
+                id, block, text, ..
+            } => {
+                if let Some(p) = self.pending.as_mut().filter(|p| p.id == *id) {
+                    let buf = p.partial.entry(*block).or_default();
+                    if buf.len() < PARTIAL_OUTPUT_CAP {
+                        buf.push_str(text);
+                    }
+                }
+            }
             EventKind::ExecutionFinished {
                 id,
                 block,
@@ -341,6 +361,7 @@ impl SessionState {
                 }
                 if let Some(p) = self.pending.as_mut().filter(|p| p.id == *id) {
                     p.running.remove(block);
+                    p.partial.remove(block);
                     if let Some(slot) = p.results.get_mut(*block) {
                         *slot = Some(BlockResult {
                             exit_code: *exit_code,
@@ -367,10 +388,32 @@ impl SessionState {
             }
             EventKind::Resumed {} => {
                 self.paused = None;
-                self.consecutive_auto = 0;
+                self.reset_auto_replies();
             }
             EventKind::Terminated { reason } => self.terminated = Some(reason.clone()),
         }
+    }
+
+    /// What a running block printed so far, ending with a newline when not empty.
+    pub fn partial_output(&self, id: u64, block: usize) -> String {
+        let text = self
+            .pending
+            .as_ref()
+            .filter(|p| p.id == id)
+            .and_then(|p| p.partial.get(&block))
+            .cloned()
+            .unwrap_or_default();
+        if text.is_empty() || text.ends_with('\n') {
+            text
+        } else {
+            text + "\n"
+        }
+    }
+
+    /// The human acted: every agent's run of auto replies starts again.
+    pub fn reset_auto_replies(&mut self) {
+        self.consecutive_auto = 0;
+        self.consecutive_by_agent.clear();
     }
 
     /// Forget what loop detection has seen (after it fired).

@@ -59,7 +59,7 @@ impl Condition {
                 (state.rounds >= *n).then(|| format!("max_rounds reached ({n} agent turns)"))
             }
             Condition::MaxConsecutiveAutoReplies(n) => (state.consecutive_auto >= *n).then(|| {
-                format!("max_consecutive_auto_replies reached ({n} agent turns without the human)")
+                format!("max_consecutive_auto_replies reached (an agent replied {n} times in a row without the human)")
             }),
             Condition::Timeout(d) => {
                 (elapsed >= *d).then(|| format!("session timeout reached ({} s)", d.as_secs()))

@@ -175,12 +175,16 @@ where
     let mut terminated: Option<String> = None;
     let mut ops = Some(handle.ops.clone());
     drop(handle.ops);
+    // Ops sent to the engine so far (compared with `waiting.ops_handled`).
+    let mut sent: u64 = 0;
     loop {
         tokio::select! {
             ev = handle.events.recv() => {
                 let Some(ev) = ev else { break };
                 if opts.json {
-                    if let Ok(line) = serde_json::to_string(&ev) {
+                    // The contract's stream: the persisted events and the streamed deltas.
+                    let contract = ev.kind.is_persisted() || matches!(ev.kind, EventKind::MessageDelta { .. });
+                    if contract && let Ok(line) = serde_json::to_string(&ev) {
                         let _ = writeln!(out, "{line}");
                         let _ = out.flush();
                     }
@@ -190,7 +194,8 @@ where
                 match &ev.kind {
                     EventKind::Terminated { reason } => terminated = Some(reason.clone()),
                     EventKind::Paused { reason, .. } => last_pause = reason.clone(),
-                    EventKind::Waiting { on } => {
+                    // A wait announced before the engine read our last answer is stale.
+                    EventKind::Waiting { on, ops_handled } if *ops_handled >= sent => {
                         waiting = Some(*on);
                         last_waiting = Some(*on);
                     }
@@ -207,7 +212,8 @@ where
                     Some(line) => {
                         let line = line.trim().to_string();
                         if is_immediate(opts.json, &line) {
-                            deliver(&mut console, opts.json, waiting, &line, ops.as_ref(), &mut err);
+                            sent += deliver(&mut console, opts.json, waiting, &line, ops.as_ref(), &mut err);
+                            waiting = None;
                         } else {
                             queue.push_back(line);
                         }
@@ -225,14 +231,16 @@ where
                     prompt(&mut out, &console, on);
                     let _ = writeln!(out, "{line}");
                 }
-                if deliver(
+                let n = deliver(
                     &mut console,
                     opts.json,
                     Some(on),
                     &line,
                     ops.as_ref(),
                     &mut err,
-                ) {
+                );
+                if n > 0 {
+                    sent += n;
                     waiting = None;
                 } else if !opts.json {
                     prompt(&mut out, &console, on);
@@ -286,7 +294,7 @@ fn is_immediate(json: bool, line: &str) -> bool {
     line.starts_with('@') || line.starts_with('/')
 }
 
-/// Parses one line in the current state and sends its ops; false when it was refused.
+/// Parses one line in the current state and sends its ops; how many were sent (0 when refused).
 fn deliver<E: Write>(
     console: &mut Console,
     json: bool,
@@ -294,7 +302,7 @@ fn deliver<E: Write>(
     line: &str,
     ops: Option<&mpsc::UnboundedSender<Op>>,
     err: &mut E,
-) -> bool {
+) -> u64 {
     let parsed = if json {
         parse_json_line(line).map(|op| vec![op])
     } else {
@@ -302,16 +310,17 @@ fn deliver<E: Write>(
     };
     match parsed {
         Ok(new_ops) => {
+            let n = new_ops.len() as u64;
             if let Some(tx) = ops {
                 for op in new_ops {
                     let _ = tx.send(op);
                 }
             }
-            true
+            n
         }
         Err(e) => {
             let _ = writeln!(err, "proctor: {e}");
-            false
+            0
         }
     }
 }
@@ -430,13 +439,11 @@ fn console_ops(c: &mut Console, waiting: Option<WaitingOn>, line: &str) -> Resul
         Some(WaitingOn::Continue) => match line {
             "c" | "continue" => Ok(vec![Op::Continue]),
             "q" | "stop" => Ok(vec![Op::Stop { reason: None }]),
-            text => Ok(vec![
-                Op::UserMessage {
-                    text: text.into(),
-                    to: None,
-                },
-                Op::Continue,
-            ]),
+            // A message answers a loop or auto-replies pause; other pauses still need `c`.
+            text => Ok(vec![Op::UserMessage {
+                text: text.into(),
+                to: None,
+            }]),
         },
         Some(WaitingOn::Message) | None => Ok(vec![Op::UserMessage {
             text: line.into(),

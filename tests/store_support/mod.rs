@@ -189,6 +189,7 @@ pub fn every_kind() -> Vec<EventKind> {
         },
         EventKind::Waiting {
             on: proctor::protocol::WaitingOn::Approval,
+            ops_handled: 0,
         },
     ]
 }
