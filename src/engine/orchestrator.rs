@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{SpeakerSelection, TeamConfig};
 use crate::engine::approval;
 use crate::engine::context::{self, DEFAULT_MAX_TOKENS};
-use crate::engine::cost::{PriceTable, estimate_tokens};
+use crate::engine::cost::{PriceTable, estimate_request_tokens, estimate_tokens};
 use crate::engine::selection;
 use crate::engine::state::SessionState;
 use crate::engine::termination::{Condition, detect_loop};
@@ -702,6 +702,22 @@ impl Orchestrator {
         let mut answers = Vec::new();
         for strict in [false, true] {
             let req = selection::selector_request(&team, &self.state, cands, &model_ref, strict);
+            let projected = self.prices.project(
+                &model_ref,
+                estimate_request_tokens(&req),
+                u64::from(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
+            );
+            if let (Some(cap), Some(p)) = (self.state.budget_usd, projected)
+                && self.state.spend.usd + p > cap
+            {
+                return (
+                    fallback,
+                    Some(
+                        "the selector's call could cross the budget; fell back to round robin"
+                            .into(),
+                    ),
+                );
+            }
             let out = self.call_model("selector", model.clone(), req, false).await;
             if let Some(e) = out.error {
                 return (
@@ -739,12 +755,7 @@ impl Orchestrator {
 
     /// Projects the next call's cost; pauses (and returns false) when it would cross a cap.
     async fn budget_allows(&mut self, agent: &str, model_ref: &str, req: &ChatRequest) -> bool {
-        let input = estimate_tokens(&req.system)
-            + req
-                .messages
-                .iter()
-                .map(|m| estimate_tokens(&m.content) + 4)
-                .sum::<u64>();
+        let input = estimate_request_tokens(req);
         let max_out = u64::from(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS));
         let Some(projected) = self.prices.project(model_ref, input, max_out) else {
             if (self.state.budget_usd.is_some() || self.agent_cap(agent).is_some())
@@ -818,12 +829,7 @@ impl Orchestrator {
     ) -> CallOutcome {
         let cancel = CancellationToken::new();
         self.current_cancel = Some(cancel.clone());
-        let input_estimate = estimate_tokens(&req.system)
-            + req
-                .messages
-                .iter()
-                .map(|m| estimate_tokens(&m.content) + 4)
-                .sum::<u64>();
+        let input_estimate = estimate_request_tokens(&req);
         let mut stream = model.stream(req, cancel.clone());
         let mut out = CallOutcome {
             text: String::new(),
