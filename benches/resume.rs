@@ -1,4 +1,5 @@
-//! Resume cost: loading (read + parse + repair) a 100,000-event session log.
+//! Resume cost: loading (read + parse + repair) a 100,000-event session log, and replaying it
+//! through the engine (state fold + forwarding to the front end) until the session is live.
 
 use std::io::Write;
 
@@ -7,6 +8,25 @@ use proctor::protocol::{CodeBlock, DecisionKind, Event, EventKind, SessionMode, 
 use proctor::store::{SessionStore, parse_log};
 
 const EVENTS: u64 = 100_000;
+
+/// The replay benchmark runs no code.
+struct NoExecutor;
+
+impl proctor::executor::Executor for NoExecutor {
+    fn run(
+        &self,
+        _request: proctor::executor::ExecRequest,
+        _cancel: tokio_util::sync::CancellationToken,
+    ) -> futures::stream::BoxStream<
+        'static,
+        Result<proctor::executor::ExecEvent, proctor::executor::ExecError>,
+    > {
+        Box::pin(futures::stream::empty())
+    }
+    fn shutdown(&self, _session: &str) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
 
 /// A realistic mix: turns of speaker, message, usage, approval, decision, execution.
 fn kind(seq: u64) -> EventKind {
@@ -146,6 +166,41 @@ fn resume(c: &mut Criterion) {
                 let (events, _, writer) = store.open_existing(&id).expect("open");
                 writer.close().await.expect("close");
                 events.len()
+            })
+        })
+    });
+
+    group.bench_function("open_and_replay_through_engine", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let (events, _, writer) = store.open_existing(&id).expect("open");
+                let n = events.len();
+                let mut handle = proctor::engine::start(proctor::engine::SessionSetup {
+                    id: id.clone(),
+                    team: proctor::config::default_team(),
+                    task: String::new(),
+                    mode: SessionMode::Gate,
+                    models: Default::default(),
+                    executor: std::sync::Arc::new(NoExecutor),
+                    workspace: store.workspace_dir(&id),
+                    prices: Default::default(),
+                    sink: Box::new(proctor::store::MemorySink::default()),
+                    resume: Some(events),
+                    seed: Some(1),
+                    image_override: None,
+                });
+                // Live once the whole log is replayed and the engine says it resumed.
+                let mut seen = 0;
+                while let Some(ev) = handle.events.recv().await {
+                    seen += 1;
+                    if seen > n && matches!(ev.kind, EventKind::Notice { .. }) {
+                        break;
+                    }
+                }
+                drop(handle.ops);
+                handle.task.abort();
+                writer.close().await.expect("close");
+                seen
             })
         })
     });

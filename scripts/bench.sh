@@ -107,3 +107,6 @@ if [ "$AG_MEAN" != "n/a" ]; then RATIO=$(echo "scale=3; $P_MEAN / $AG_MEAN" | bc
   echo "proctor / AutoGen per block (mean): $RATIO (target ≤ 0.25); proctor cold first block $P_COLD ms vs \`docker run --rm\` $RUN_MED ms."
   echo "Machine: $(nproc) cores, $(uname -sr), Docker $(docker version --format '{{.Server.Version}}' 2>/dev/null), $(date -u +%Y-%m-%d)."
 } | tee "$OUT"
+
+echo "== resume: 100,000-event session (cargo bench --bench resume)" >&2
+cargo bench --quiet --bench resume 2>/dev/null | grep -E '^resume_|^list_|time:' | tee -a "$OUT"
