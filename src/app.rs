@@ -220,12 +220,21 @@ fn skip_consumed(
     replies
 }
 
-/// Model calls each agent (and the selector) completed in a saved session.
+/// Replies each agent (and the selector) received in a saved session: an agent's reply counts
+/// once its message is recorded (fsynced), the selector's once its usage is.
 fn calls_made(events: &[Event]) -> HashMap<String, usize> {
     let mut n = HashMap::new();
     for e in events {
-        if let EventKind::Usage { agent, .. } = &e.kind {
-            *n.entry(agent.clone()).or_insert(0) += 1;
+        match &e.kind {
+            EventKind::Message { agent, .. }
+                if agent != proctor::protocol::HUMAN && agent != proctor::protocol::EXECUTOR =>
+            {
+                *n.entry(agent.clone()).or_insert(0) += 1;
+            }
+            EventKind::Usage { agent, .. } if agent == "selector" => {
+                *n.entry(agent.clone()).or_insert(0) += 1;
+            }
+            _ => {}
         }
     }
     n
@@ -448,7 +457,7 @@ async fn drive_with(
     let executor = setup.executor.clone();
     // Sandboxes left by a proctor that died (this session's too, after a crash): removed in the
     // background, bounded. Containers of running proctors are kept by their owner label.
-    tokio::spawn(async move {
+    let sweep = tokio::spawn(async move {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sweep_orphans(&[])).await;
     });
     let handle = start(setup);
@@ -470,6 +479,8 @@ async fn drive_with(
         }
     };
     executor.shutdown(id).await;
+    // The sweep is bounded; let it finish so a crashed run's sandbox never outlives us.
+    let _ = sweep.await;
     // One line on stderr, however long or multi-line the reason.
     let one_line = |s: &str| {
         let s = s.split_whitespace().collect::<Vec<_>>().join(" ");

@@ -262,6 +262,7 @@ impl Orchestrator {
                     message: "session resumed".into(),
                 })
                 .await;
+                self.complete_interrupted_steps().await;
             }
         } else {
             self.emit(EventKind::SessionStarted {
@@ -1034,58 +1035,87 @@ impl Orchestrator {
             to: None,
         })
         .await;
-        if spec.can_execute {
-            let mut blocks: Vec<_> = crate::engine::codeblocks::extract_blocks(&out.text)
-                .into_iter()
-                .filter(|b| {
-                    crate::engine::codeblocks::is_executable(
-                        &b.language,
-                        &team.executor.interpreters,
-                    )
-                })
-                .collect();
-            for (i, b) in blocks.iter_mut().enumerate() {
-                b.index = i;
-            }
-            if !blocks.is_empty() {
-                let id = self.state.last_approval_id + 1;
-                self.emit(EventKind::ApprovalRequested {
-                    id,
-                    agent: agent.into(),
-                    blocks,
-                })
-                .await;
-                // The same code a third time: ask the human about the loop before the code.
-                if let Some(reason) = detect_loop(&self.state) {
-                    let reason = format!("{reason}; continue, send a message, or stop");
-                    self.emit(EventKind::Paused {
-                        reason,
-                        kind: PauseKind::Loop,
-                    })
-                    .await;
-                    return;
-                }
-                self.auto_resolve().await;
-                if self
-                    .state
-                    .pending
-                    .as_ref()
-                    .is_some_and(|p| !p.all_decided())
-                {
-                    self.emit(EventKind::AgentStatus {
-                        agent: agent.into(),
-                        state: AgentActivity::AwaitingApproval,
-                    })
-                    .await;
-                }
-                return;
-            }
+        if spec.can_execute && self.offer_blocks(agent, &out.text).await {
+            return;
         }
         self.emit(EventKind::AgentStatus {
             agent: agent.into(),
             state: AgentActivity::Idle,
         })
         .await;
+    }
+
+    /// Offers the executable blocks of `agent`'s message for approval (rules and the mode may
+    /// approve them at once). Returns whether there were any.
+    async fn offer_blocks(&mut self, agent: &str, text: &str) -> bool {
+        let interpreters = self.team.executor.interpreters.clone();
+        let mut blocks: Vec<_> = crate::engine::codeblocks::extract_blocks(text)
+            .into_iter()
+            .filter(|b| crate::engine::codeblocks::is_executable(&b.language, &interpreters))
+            .collect();
+        if blocks.is_empty() {
+            return false;
+        }
+        for (i, b) in blocks.iter_mut().enumerate() {
+            b.index = i;
+        }
+        let id = self.state.last_approval_id + 1;
+        self.emit(EventKind::ApprovalRequested {
+            id,
+            agent: agent.into(),
+            blocks,
+        })
+        .await;
+        // The same code a third time: ask the human about the loop before the code.
+        if let Some(reason) = detect_loop(&self.state) {
+            let reason = format!("{reason}; continue, send a message, or stop");
+            self.emit(EventKind::Paused {
+                reason,
+                kind: PauseKind::Loop,
+            })
+            .await;
+            return true;
+        }
+        self.auto_resolve().await;
+        if self
+            .state
+            .pending
+            .as_ref()
+            .is_some_and(|p| !p.all_decided())
+        {
+            self.emit(EventKind::AgentStatus {
+                agent: agent.into(),
+                state: AgentActivity::AwaitingApproval,
+            })
+            .await;
+        }
+        true
+    }
+
+    /// After a crash, finishes what the dead run had started but not recorded: the task message
+    /// of a brand-new session, the approval for a message with code.
+    async fn complete_interrupted_steps(&mut self) {
+        if !self.state.history.iter().any(|h| h.agent == HUMAN)
+            && !self.state.task.trim().is_empty()
+        {
+            let task = self.state.task.clone();
+            self.emit(EventKind::Message {
+                agent: HUMAN.into(),
+                content: task,
+                to: None,
+            })
+            .await;
+        }
+        if self.state.pending.is_none()
+            && let Some((agent, text)) = self.state.unoffered_message.clone()
+            && self
+                .team
+                .agents
+                .iter()
+                .any(|a| a.name == agent && a.can_execute)
+        {
+            self.offer_blocks(&agent, &text).await;
+        }
     }
 
     /// Runs the approved blocks of the pending approval in order and reports back to the agent.

@@ -163,6 +163,9 @@ pub struct SessionState {
     pub loop_code_counts: BTreeMap<String, u32>,
     /// Last failing executions' error signatures since the last acknowledgement.
     pub loop_errors: Vec<String>,
+    /// The last agent message, while its code blocks have not been offered yet (a crash right
+    /// after a message leaves it here; resume offers them).
+    pub unoffered_message: Option<(String, String)>,
     /// Agent messages since the last acknowledgement (agent, text).
     pub loop_messages: Vec<(String, String)>,
 }
@@ -211,6 +214,7 @@ impl SessionState {
                 }
             }
             EventKind::SpeakerSelected { agent, .. } => {
+                self.unoffered_message = None;
                 self.speaking = Some(agent.clone());
                 self.speaker_requested = None;
             }
@@ -240,6 +244,7 @@ impl SessionState {
                     self.last_speaker = Some(agent.clone());
                     self.speaking = None;
                     self.loop_messages.push((agent.clone(), content.clone()));
+                    self.unoffered_message = Some((agent.clone(), content.clone()));
                 }
             }
             EventKind::Usage {
@@ -273,6 +278,7 @@ impl SessionState {
                 );
             }
             EventKind::ApprovalRequested { id, agent, blocks } => {
+                self.unoffered_message = None;
                 self.last_approval_id = self.last_approval_id.max(*id);
                 for b in blocks {
                     *self.loop_code_counts.entry(code_hash(&b.code)).or_default() += 1;
@@ -381,6 +387,8 @@ impl SessionState {
             }
             EventKind::Notice { .. } | EventKind::Error { .. } => {}
             EventKind::Paused { kind, .. } => {
+                // An interrupted or failed reply proposes nothing.
+                self.unoffered_message = None;
                 self.paused = Some(*kind);
                 if *kind == PauseKind::Loop {
                     self.reset_loop_detection();
