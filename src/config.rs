@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         /// File.
         path: PathBuf,
         /// Cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not valid TOML or does not match the schema.
     #[error("{path}:{line}: {field}: {message}")]
@@ -585,17 +585,17 @@ pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse_config(path, &text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-        Err(source) => Err(ConfigError::Read {
+        Err(cause) => Err(ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         }),
     }
 }
 
 fn read(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 

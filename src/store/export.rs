@@ -217,7 +217,8 @@ pub fn to_markdown(id: &str, events: &[Event]) -> String {
                     let _ = writeln!(
                         out,
                         "- Block {} · {}{file} · {lines} {unit}",
-                        b.index, b.language
+                        b.index + 1,
+                        b.language
                     );
                     proposed.insert((*id, b.index), (b.language.clone(), b.code.clone()));
                 }
@@ -245,11 +246,16 @@ pub fn to_markdown(id: &str, events: &[Event]) -> String {
                     DecisionKind::Approved => {
                         let _ = writeln!(
                             out,
-                            "**Block {block} of approval {id}: approved**{who}{net}\n"
+                            "**Block {} of approval {id}: approved**{who}{net}\n",
+                            block + 1
                         );
                     }
                     DecisionKind::Skipped => {
-                        let _ = writeln!(out, "**Block {block} of approval {id}: skipped**{who}\n");
+                        let _ = writeln!(
+                            out,
+                            "**Block {} of approval {id}: skipped**{who}\n",
+                            block + 1
+                        );
                     }
                     DecisionKind::Rejected => {
                         let why = reason
@@ -258,13 +264,15 @@ pub fn to_markdown(id: &str, events: &[Event]) -> String {
                             .unwrap_or("no reason given");
                         let _ = writeln!(
                             out,
-                            "**Block {block} of approval {id}: rejected**{who}: {why}\n"
+                            "**Block {} of approval {id}: rejected**{who}: {why}\n",
+                            block + 1
                         );
                     }
                     DecisionKind::Edited => {
                         let _ = writeln!(
                             out,
-                            "**Block {block} of approval {id}: edited**{who}{net}\n"
+                            "**Block {} of approval {id}: edited**{who}{net}\n",
+                            block + 1
                         );
                         let new = code.as_deref().unwrap_or_default();
                         match proposed.get(&(*id, *block)) {
@@ -339,7 +347,8 @@ pub fn to_markdown(id: &str, events: &[Event]) -> String {
                 }
                 let _ = writeln!(
                     out,
-                    "#### Ran block {block} of approval {id} ({language}): {}\n",
+                    "#### Ran block {} of approval {id} ({language}): {}\n",
+                    block + 1,
                     what.join(", ")
                 );
                 if output.is_empty() {
@@ -380,7 +389,8 @@ pub fn to_markdown(id: &str, events: &[Event]) -> String {
     for ((id, block), (language, output)) in &running {
         let _ = writeln!(
             out,
-            "#### Block {block} of approval {id} ({language}) did not finish\n"
+            "#### Block {} of approval {id} ({language}) did not finish\n",
+            block + 1
         );
         if !output.is_empty() {
             fenced(&mut out, "text", output);
