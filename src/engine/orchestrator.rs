@@ -119,6 +119,9 @@ struct Orchestrator {
     ops_handled: u64,
 }
 
+/// Note of an interrupted selector call (no speaker chosen).
+const SELECTOR_INTERRUPTED: &str = "selector interrupted";
+
 /// Seqs a resumed session skips past the last record of its log: live-only events (deltas,
 /// status) of the crashed run used seqs that are not in the log.
 pub const RESUME_SEQ_GAP: u64 = 10_000;
@@ -582,8 +585,16 @@ impl Orchestrator {
             Op::Pause => self.pause_requested = true,
             Op::Continue => match self.state.paused {
                 Some(kind) => {
-                    if kind == PauseKind::Budget {
-                        self.budget_override_once = true;
+                    match kind {
+                        PauseKind::Budget => self.budget_override_once = true,
+                        // The human saw who speaks next and let it.
+                        PauseKind::Step => self.step_acknowledged = true,
+                        PauseKind::Loop
+                        | PauseKind::Human
+                        | PauseKind::RetryWait
+                        | PauseKind::ProviderError
+                        | PauseKind::Sandbox
+                        | PauseKind::AutoReplies => {}
                     }
                     self.emit(EventKind::Resumed {}).await;
                 }
@@ -668,7 +679,18 @@ impl Orchestrator {
                 if cands.len() == 1 {
                     (cands.first().cloned(), None)
                 } else {
-                    self.auto_select(&cands).await
+                    let (agent, note) = self.auto_select(&cands).await;
+                    if agent.is_none() && note.as_deref() == Some(SELECTOR_INTERRUPTED) {
+                        if self.stop_requested.is_none() && !self.front_end_gone {
+                            self.emit(EventKind::Paused {
+                                reason: "interrupted while choosing the next speaker".into(),
+                                kind: PauseKind::Human,
+                            })
+                            .await;
+                        }
+                        return;
+                    }
+                    (agent, note)
                 }
             }
         };
@@ -729,10 +751,8 @@ impl Orchestrator {
                 );
             }
             if out.interrupted {
-                return (
-                    fallback,
-                    Some("selector interrupted; fell back to round robin".into()),
-                );
+                // Nobody speaks: the human interrupted to take over.
+                return (None, Some(SELECTOR_INTERRUPTED.into()));
             }
             if let Some(a) = selection::parse_selector_answer(&out.text, cands) {
                 let note = (!answers.is_empty())

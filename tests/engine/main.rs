@@ -1029,3 +1029,26 @@ async fn selector_model_can_differ_from_agents() {
     assert_eq!(sel.requests().len(), 1);
     assert_eq!(s.speakers(), ["coder"]);
 }
+
+#[tokio::test]
+async fn interrupting_the_selector_pauses_instead_of_picking_someone() {
+    let team = format!("{PAIR}\n[orchestration]\nspeaker_selection = \"auto\"\n");
+    let slow = ScriptedReply {
+        agent: Some("selector".into()),
+        text: "reviewer reviewer reviewer reviewer".into(),
+        delay_ms: 300,
+        ..Default::default()
+    };
+    let mut s = Builder::new(&team).replies(vec![slow]).start();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.send(Op::Interrupt);
+    let p = s.wait_for("pause", is_paused).await;
+    assert!(matches!(
+        p.kind,
+        EventKind::Paused {
+            kind: PauseKind::Human,
+            ..
+        }
+    ));
+    assert!(s.speakers().is_empty(), "nobody was picked: {:?}", s.speakers());
+}
