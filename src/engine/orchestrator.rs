@@ -797,37 +797,33 @@ impl Orchestrator {
             return true;
         }
         let spent = self.state.spend.usd;
-        if let Some(cap) = self.state.budget_usd
-            && spent + projected > cap
-        {
-            let reason = format!(
-                "budget: the next call ({agent}, {model_ref}) could cost up to ${projected:.4}; ${spent:.4} of ${cap:.2} spent. Raise the budget or continue once, or stop"
-            );
-            self.emit(EventKind::Paused {
-                reason,
-                kind: PauseKind::Budget,
-            })
-            .await;
-            return false;
-        }
         let agent_spent = self
             .state
             .spend_by_agent
             .get(agent)
             .map(|s| s.usd)
             .unwrap_or(0.0);
-        if let Some(cap) = self.agent_cap(agent)
-            && agent_spent + projected > cap
-        {
-            let reason = format!(
-                "budget: {agent}'s next call could cost up to ${projected:.4}; it has spent ${agent_spent:.4} of its ${cap:.2}. Continue once, or stop"
-            );
-            self.emit(EventKind::Paused {
-                reason,
-                kind: PauseKind::Budget,
-            })
-            .await;
-            return false;
+        let caps = [
+            self.state.budget_usd.map(|cap| {
+                (spent, cap, format!(
+                    "budget: the next call ({agent}, {model_ref}) could cost up to ${projected:.4}; ${spent:.4} of ${cap:.2} spent. Raise the budget or continue once, or stop"
+                ))
+            }),
+            self.agent_cap(agent).map(|cap| {
+                (agent_spent, cap, format!(
+                    "budget: {agent}'s next call could cost up to ${projected:.4}; it has spent ${agent_spent:.4} of its ${cap:.2}. Continue once, or stop"
+                ))
+            }),
+        ];
+        for (spent, cap, reason) in caps.into_iter().flatten() {
+            if spent + projected > cap {
+                self.emit(EventKind::Paused {
+                    reason,
+                    kind: PauseKind::Budget,
+                })
+                .await;
+                return false;
+            }
         }
         true
     }

@@ -69,16 +69,8 @@ mod tests {
 
     fn cfg(kind: ProviderKind, base_url: Option<&str>) -> ProviderConfig {
         ProviderConfig {
-            kind,
             base_url: base_url.map(str::to_string),
-            api_key_env: None,
-            api_version: None,
-            anthropic_version: None,
-            idle_timeout_s: None,
-            connect_timeout_s: None,
-            max_retries: None,
-            free: false,
-            script: None,
+            ..ProviderConfig::new(kind)
         }
     }
 

@@ -1050,5 +1050,54 @@ async fn interrupting_the_selector_pauses_instead_of_picking_someone() {
             ..
         }
     ));
-    assert!(s.speakers().is_empty(), "nobody was picked: {:?}", s.speakers());
+    assert!(
+        s.speakers().is_empty(),
+        "nobody was picked: {:?}",
+        s.speakers()
+    );
+}
+
+#[tokio::test]
+async fn a_per_agent_cap_pauses_only_for_that_agent() {
+    let team = r#"
+name = "t"
+[[agents]]
+name = "coder"
+model = "scripted/m"
+budget_usd = 0.005
+[[agents]]
+name = "reviewer"
+model = "scripted/m"
+"#;
+    let mut prices = std::collections::BTreeMap::new();
+    prices.insert(
+        "scripted/m".to_string(),
+        PriceConfig {
+            input_per_mtok: 1.0,
+            output_per_mtok: 1.0,
+            cached_input_per_mtok: None,
+            cache_write_per_mtok: None,
+        },
+    );
+    let costly = |agent: &str| ScriptedReply {
+        agent: Some(agent.into()),
+        text: "ok".into(),
+        input_tokens: Some(4000),
+        output_tokens: Some(0),
+        ..Default::default()
+    };
+    let mut b = Builder::new(team).replies(vec![costly("coder"), costly("reviewer")]);
+    b.prices = PriceTable::new(prices, vec![]);
+    let mut s = b.start();
+    let p = s.wait_for("pause", is_paused).await;
+    match &p.kind {
+        EventKind::Paused { kind, reason } => {
+            assert_eq!(*kind, PauseKind::Budget);
+            assert!(reason.contains("coder's next call"), "{reason}");
+        }
+        _ => unreachable!(),
+    }
+    // The reviewer, with no cap of its own, spoke; the coder's second call did not start.
+    assert_eq!(s.speakers(), ["coder", "reviewer", "coder"]);
+    assert_eq!(s.requests().len(), 2);
 }
