@@ -491,3 +491,24 @@ fn sessions_list_export_fork_rm() {
     assert!(rm.status.success());
     assert!(!env.path("data").join("sessions").join(&new_id).exists());
 }
+
+#[test]
+fn resume_without_its_provider_still_opens_and_names_what_is_missing() {
+    let env = Env::new(SCRIPT, TEAM);
+    let (_, events, _) = env.run(&["--task", "t", "--headless", "--json"], "");
+    let session = events[0]["session"].as_str().unwrap().to_string();
+    // The provider is gone from config.toml.
+    std::fs::write(env.path("config.toml"), "").unwrap();
+    let mut c = env.cmd();
+    c.args(["resume", &session, "--headless", "--json"]);
+    let (code, replayed, stderr) = finish(c, "");
+    assert!(stderr.contains("opens without a model"), "{stderr}");
+    assert!(
+        stderr.contains("fake"),
+        "names the missing provider: {stderr}"
+    );
+    assert_ne!(code, 0);
+    // The transcript is all there: the replay holds every recorded event.
+    assert_eq!(replayed[0]["type"], "session_started");
+    assert!(replayed.iter().any(|e| e["type"] == "approval_requested"));
+}
