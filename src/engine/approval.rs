@@ -74,6 +74,13 @@ pub fn report(p: &PendingApproval, sandbox_error: Option<&str>) -> String {
                 out.push_str(&format!(
                     "\nBlock {n} ({lang}): the human EDITED this block before it ran. The code that ran:\n```{lang}\n{code}\n```\n"
                 ));
+                let diff = crate::store::diff::unified(&block.code, code, "yours", "ran");
+                if !diff.is_empty() {
+                    out.push_str(&format!(
+                        "What the human changed:\n```diff\n{}\n```\n",
+                        diff.trim_end()
+                    ));
+                }
             }
             DecisionKind::Approved => {
                 out.push_str(&format!(

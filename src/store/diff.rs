@@ -1,4 +1,5 @@
-//! A small unified line diff, so an export shows what the human changed in an edited block.
+//! A small unified line diff: what the human changed in an edited block, for the agent's report
+//! and the Markdown export.
 
 /// Lines compared with the LCS table above this many cells fall back to "all removed, all added".
 const MAX_CELLS: usize = 4_000_000;
@@ -68,7 +69,7 @@ fn edit_script(a: &[&str], b: &[&str]) -> Vec<Op> {
 
 /// A unified diff of `old` against `new` (`---`/`+++` headers, `@@` hunks, three lines of context).
 /// Empty when the texts have the same lines.
-pub(crate) fn unified(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
+pub fn unified(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
     let a: Vec<&str> = old.lines().collect();
     let b: Vec<&str> = new.lines().collect();
     let ops = edit_script(&a, &b);

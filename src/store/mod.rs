@@ -17,7 +17,7 @@
 
 use async_trait::async_trait;
 
-mod diff;
+pub mod diff;
 pub mod export;
 pub mod lock;
 pub mod log;

@@ -226,6 +226,10 @@ async fn edit_runs_edited_code_and_tells_the_agent() {
     );
     let next = s.last_request_text("reviewer");
     assert!(next.contains("the human EDITED this block"), "{next}");
+    assert!(
+        next.contains("-print('hi')") && next.contains("+print('edited')"),
+        "the agent sees a diff of what changed: {next}"
+    );
     assert!(next.contains("print('edited')"));
 }
 
