@@ -17,7 +17,8 @@ pub struct BuiltRequest {
     pub dropped: usize,
 }
 
-/// Default max output tokens when the team does not say (also bounds cost projections).
+/// Output tokens assumed for a call whose agent sets no `max_tokens` (bounds cost projections;
+/// Anthropic, which requires a limit, gets this one).
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 
 fn system_prompt(team: &TeamConfig, agent: &AgentConfig) -> String {
@@ -117,7 +118,8 @@ pub fn build_request(
                 .to_string(),
             system,
             messages,
-            max_tokens: Some(agent.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
+            // Only when the team sets it: local servers reject a limit beyond their context.
+            max_tokens: agent.max_tokens,
             temperature: agent.temperature,
             agent: agent.name.clone(),
         },

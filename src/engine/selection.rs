@@ -98,8 +98,9 @@ pub fn selector_request(
             role: Role::User,
             content: ask,
         }],
-        max_tokens: Some(20),
-        temperature: Some(0.0),
+        // No temperature or tight limit: reasoning models reject the one and need room past the other.
+        max_tokens: None,
+        temperature: None,
         agent: "selector".into(),
     }
 }
