@@ -416,3 +416,160 @@ async fn a_server_reporting_no_usage_gets_an_estimate() {
     assert!(estimated);
     assert!(u.output_tokens > 0 && u.input_tokens > 0, "{u:?}");
 }
+
+#[tokio::test]
+async fn temperature_is_clamped_to_the_documented_range() {
+    for (asked, sent) in [(1.5f32, 1.0f64), (-0.5, 0.0), (0.25, 0.25)] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(sse_ok(claude_sse(&["ok"], &usage(1, 1, 0, 0), true)))
+            .mount(&server)
+            .await;
+        let mut req = request("hi");
+        req.temperature = Some(asked);
+        let out = collect(claude(&server.uri()).stream(req, CancellationToken::new())).await;
+        assert!(out.error.is_none(), "{:?}", out.error);
+        let reqs = server.received_requests().await.unwrap_or_default();
+        let body: Value = serde_json::from_slice(&reqs[0].body).expect("json");
+        assert_eq!(body["temperature"].as_f64(), Some(sent), "asked {asked}");
+    }
+}
+
+#[tokio::test]
+async fn events_without_event_lines_are_dispatched_by_their_type() {
+    // Some gateways drop the `event:` lines; the JSON `type` still names each event.
+    let named = claude_sse(&["no ", "names"], &usage(6, 2, 0, 0), true);
+    let unnamed: String = named
+        .lines()
+        .filter(|l| !l.starts_with("event:"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let server = RawServer::start(vec![sse_head(), write(&unnamed)]).await;
+    let out = call(&claude(&server.url()), "hi").await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.text(), "no names");
+    assert_eq!(usage_of(&out)[0].0.output_tokens, 2);
+    assert_eq!(
+        out.chunks.last(),
+        Some(&ChatChunk::Done {
+            finish_reason: Some("end_turn".into())
+        })
+    );
+}
+
+#[tokio::test]
+async fn unknown_events_and_non_text_blocks_are_skipped() {
+    let mut body = claude_sse(&["visible"], &usage(6, 2, 0, 0), true);
+    let extra = format!(
+        "event: some_future_event\ndata: not json at all\n\n{}",
+        ev(
+            "content_block_start",
+            json!({"type":"content_block_start","index":1,
+                "content_block":{"type":"future_block","text":"not for the human"}})
+        )
+    );
+    body = body.replacen("event: ping", &format!("{extra}event: ping"), 1);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(sse_ok(body))
+        .mount(&server)
+        .await;
+    let out = call(&claude(&server.uri()), "hi").await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.text(), "visible");
+}
+
+#[tokio::test]
+async fn a_base_url_ending_in_v1_posts_to_v1_messages() {
+    for suffix in ["/v1", "/v1/"] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v1/messages"))
+            .respond_with(sse_ok(claude_sse(&["ok"], &usage(1, 1, 0, 0), true)))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let model = claude(&format!("{}{suffix}", server.uri()));
+        assert_eq!(model.endpoint(), format!("{}/v1/messages", server.uri()));
+        let out = call(&model, "hi").await;
+        assert!(out.error.is_none(), "{suffix}: {:?}", out.error);
+        server.verify().await;
+    }
+}
+
+#[tokio::test]
+async fn a_transient_error_event_before_any_text_is_retried() {
+    for kind in ["overloaded_error", "api_error", "rate_limit_error"] {
+        let mut body = ev(
+            "message_start",
+            json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant",
+                "content":[],"model":MODEL,"usage":{"input_tokens":5,"output_tokens":1}}}),
+        );
+        body.push_str(&ev(
+            "error",
+            json!({"type":"error","error":{"type":kind,"message":"try again"}}),
+        ));
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(sse_ok(body))
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .respond_with(sse_ok(claude_sse(&["recovered"], &usage(5, 1, 0, 0), true)))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let out = call(&claude(&server.uri()), "hi").await;
+        assert!(out.error.is_none(), "{kind}: {:?}", out.error);
+        assert_eq!(out.text(), "recovered");
+        let retries = out.retries();
+        assert_eq!(retries.len(), 1, "{kind}");
+        assert!(retries[0].2.contains(kind), "{retries:?}");
+        server.verify().await;
+    }
+}
+
+#[tokio::test]
+async fn a_non_transient_error_event_before_text_is_not_retried() {
+    let body = ev(
+        "error",
+        json!({"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long"}}),
+    );
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(sse_ok(body))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let out = call(&claude(&server.uri()), "hi").await;
+    assert!(out.retries().is_empty());
+    let msg = out.error.expect("error").to_string();
+    assert!(msg.contains("prompt is too long"), "{msg}");
+}
+
+#[tokio::test]
+async fn anthropic_rate_limit_reset_times_set_the_wait() {
+    let reset = humantime::format_rfc3339(std::time::SystemTime::now() + Duration::from_secs(2))
+        .to_string();
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("anthropic-ratelimit-requests-remaining", "0")
+                .insert_header("anthropic-ratelimit-requests-reset", reset.as_str())
+                .set_body_json(json!({"type":"error","error":{"type":"rate_limit_error","message":"slow down"}})),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(sse_ok(claude_sse(&["ok"], &usage(1, 1, 0, 0), true)))
+        .mount(&server)
+        .await;
+    let out = call(&claude(&server.uri()), "hi").await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let wait = out.retries()[0].1;
+    assert!((1000..=2000).contains(&wait), "{wait}");
+}

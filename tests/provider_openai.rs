@@ -207,7 +207,9 @@ async fn azure_posts_to_the_deployment_with_api_version_and_api_key_header() {
 
 #[tokio::test]
 async fn every_retryable_status_is_retried_then_succeeds() {
-    for status in [408u16, 409, 429, 500, 502, 503, 504, 529] {
+    for status in [
+        408u16, 409, 429, 500, 501, 502, 503, 504, 505, 520, 529, 599,
+    ] {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
             .respond_with(ResponseTemplate::new(status).set_body_string("busy"))
@@ -527,15 +529,43 @@ async fn a_stalled_stream_hits_the_configured_idle_timeout() {
 }
 
 #[tokio::test]
-async fn a_server_that_never_answers_the_request_hits_the_idle_timeout() {
+async fn a_server_that_never_answers_the_request_is_retried_then_reported() {
+    // No response head within the idle timeout: nothing streamed yet, so it is retried like a
+    // connect failure.
     let server = RawServer::start(vec![Step::Stall]).await;
     let model = openai(&server.url()).with_idle_timeout(Duration::from_millis(300));
     let out = call(&model, "hi").await;
-    assert!(
-        matches!(out.error, Some(ProviderError::IdleTimeout { .. })),
-        "{:?}",
-        out.error
+    assert_eq!(
+        out.retries().iter().map(|r| r.0).collect::<Vec<_>>(),
+        vec![2, 3, 4]
     );
+    match out.error {
+        Some(ProviderError::RetriesExhausted { attempts, last, .. }) => {
+            assert_eq!(attempts, 4);
+            assert!(last.contains("no response within 0.3 s"), "{last}");
+        }
+        other => panic!("expected RetriesExhausted, got {other:?}"),
+    }
+    assert_eq!(server.request_count(), 4);
+}
+
+#[tokio::test]
+async fn a_slow_first_response_is_retried_and_then_succeeds() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(sse_ok(openai_sse(&["late"], None)).set_delay(Duration::from_secs(2)))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(sse_ok(openai_sse(&["prompt"], None)))
+        .mount(&server)
+        .await;
+    let model = openai(&server.uri()).with_idle_timeout(Duration::from_millis(300));
+    let out = call(&model, "hi").await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.text(), "prompt");
+    assert_eq!(out.retries().len(), 1);
 }
 
 #[tokio::test]
@@ -800,4 +830,324 @@ async fn a_server_rejecting_stream_options_is_asked_again_without_them() {
     let reqs = server.received_requests().await.unwrap_or_default();
     let second: Value = serde_json::from_slice(&reqs[1].body).expect("json");
     assert!(second.get("stream_options").is_none());
+}
+
+/// The finishing chunk and the usage chunk of a stream, without `[DONE]`.
+fn finish_and_usage(p: u64, c: u64) -> String {
+    let mut s = format!(
+        "data: {}\n\n",
+        json!({"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini",
+            "choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null})
+    );
+    s.push_str(&format!(
+        "data: {}\n\n",
+        json!({"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[],
+            "usage":{"prompt_tokens":p,"completion_tokens":c,"total_tokens":p+c}})
+    ));
+    s
+}
+
+#[tokio::test]
+async fn a_finished_stream_that_closes_without_done_completes_normally() {
+    // Some compatible servers close after the last chunk, or cut the final `data: [DONE]` line.
+    for tail in ["", "data: [DONE]"] {
+        let server = RawServer::start(vec![
+            sse_head(),
+            write(&chunk("all there")),
+            write(&finish_and_usage(9, 2)),
+            write(tail),
+        ])
+        .await;
+        let out = call(&openai(&server.url()), "hi").await;
+        assert!(out.error.is_none(), "tail {tail:?}: {:?}", out.error);
+        assert_eq!(out.text(), "all there");
+        assert_eq!(
+            usage_of(&out),
+            vec![(
+                TokenUsage {
+                    input_tokens: 9,
+                    output_tokens: 2,
+                    ..TokenUsage::default()
+                },
+                false
+            )]
+        );
+        assert_eq!(
+            out.chunks.last(),
+            Some(&ChatChunk::Done {
+                finish_reason: Some("stop".into())
+            })
+        );
+    }
+}
+
+#[tokio::test]
+async fn max_tokens_is_renamed_when_the_model_wants_max_completion_tokens() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(body_partial_json(json!({"max_tokens": 64})))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error":{
+            "message":"Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+            "type":"invalid_request_error","param":"max_tokens","code":"unsupported_parameter"}})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(body_partial_json(json!({"max_completion_tokens": 64})))
+        .respond_with(sse_ok(openai_sse(&["renamed"], Some((3, 1, 0)))))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // A proxy in front of OpenAI: not api.openai.com, so max_tokens is tried first.
+    let out = call(&openai(&format!("{}/v1", server.uri())), "hi").await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.text(), "renamed");
+    assert!(
+        out.retries().is_empty(),
+        "a repaired request is not a retry"
+    );
+    let reqs = server.received_requests().await.unwrap_or_default();
+    let second: Value = serde_json::from_slice(&reqs[1].body).expect("json");
+    assert!(second.get("max_tokens").is_none(), "{second}");
+}
+
+#[tokio::test]
+async fn max_completion_tokens_is_renamed_for_servers_that_only_know_max_tokens() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(body_partial_json(json!({"max_completion_tokens": 64})))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error":{
+            "message":"Unrecognized request argument supplied: max_completion_tokens",
+            "type":"invalid_request_error"}})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(body_partial_json(json!({"max_tokens": 64})))
+        .respond_with(sse_ok(openai_sse(&["old api"], Some((3, 2, 0)))))
+        .expect(1)
+        .mount(&server)
+        .await;
+    // Azure sends max_completion_tokens first; an old api-version refuses it.
+    let env = "PROCTOR_TEST_AZURE_KEY";
+    let cfg = provider(ProviderKind::Azure, &server.uri(), env);
+    let model = with_env(env, SECRET, || build_model("azure", &cfg, "old-dep")).expect("build");
+    let out = call(model.as_ref(), "hi").await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.text(), "old api");
+    server.verify().await;
+}
+
+#[tokio::test]
+async fn the_limit_is_renamed_only_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error":{
+            "message":"Unsupported parameter: max_tokens / max_completion_tokens"}})))
+        .expect(2)
+        .mount(&server)
+        .await;
+    let out = call(&openai(&server.uri()), "hi").await;
+    match out.error {
+        Some(ProviderError::Http { status: 400, .. }) => {}
+        other => panic!("expected the 400, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn no_output_limit_is_sent_unless_the_team_sets_one() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(sse_ok(openai_sse(&["ok"], None)))
+        .mount(&server)
+        .await;
+    let mut req = request("hi");
+    req.max_tokens = None;
+    let out = collect(openai(&server.uri()).stream(req, CancellationToken::new())).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let reqs = server.received_requests().await.unwrap_or_default();
+    let body: Value = serde_json::from_slice(&reqs[0].body).expect("json");
+    assert!(body.get("max_tokens").is_none() && body.get("max_completion_tokens").is_none());
+}
+
+#[tokio::test]
+async fn consecutive_messages_of_one_role_are_merged_for_chat_templates() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(sse_ok(openai_sse(&["ok"], None)))
+        .mount(&server)
+        .await;
+    let mut req = request("human: write fizzbuzz");
+    for (role, text) in [
+        (proctor::provider::Role::User, "critic: in Python"),
+        (proctor::provider::Role::Assistant, "sure"),
+        (
+            proctor::provider::Role::Assistant,
+            "```python\nprint(1)\n```",
+        ),
+        (proctor::provider::Role::User, "executor: exit 0"),
+    ] {
+        req.messages.push(proctor::provider::ChatMessage {
+            role,
+            content: text.into(),
+        });
+    }
+    let out = collect(openai(&server.uri()).stream(req, CancellationToken::new())).await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    let reqs = server.received_requests().await.unwrap_or_default();
+    let body: Value = serde_json::from_slice(&reqs[0].body).expect("json");
+    let msgs = body["messages"].as_array().expect("array");
+    let roles: Vec<&str> = msgs.iter().filter_map(|m| m["role"].as_str()).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "user"]);
+    assert_eq!(
+        msgs[1]["content"],
+        "human: write fizzbuzz\n\ncritic: in Python"
+    );
+    assert_eq!(msgs[2]["content"], "sure\n\n```python\nprint(1)\n```");
+}
+
+#[tokio::test]
+async fn x_should_retry_overrides_the_status() {
+    // `true` on a status we would not retry.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).insert_header("x-should-retry", "true"))
+        .up_to_n_times(1)
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(sse_ok(openai_sse(&["again"], None)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let out = call(&openai(&server.uri()), "hi").await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.retries().len(), 1);
+    // `false` on a status we would retry.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503).insert_header("x-should-retry", "false"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let out = call(&openai(&server.uri()), "hi").await;
+    assert!(out.retries().is_empty());
+    assert!(
+        matches!(out.error, Some(ProviderError::Http { status: 503, .. })),
+        "{:?}",
+        out.error
+    );
+}
+
+#[tokio::test]
+async fn a_transient_error_event_before_any_text_is_retried() {
+    for error in [
+        json!({"error":{"message":"The server had an error","type":"server_error"}}),
+        json!({"error":{"message":"Rate limit reached","type":"requests","code":"rate_limit_exceeded"}}),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(sse_ok(format!("data: {error}\n\n")))
+            .up_to_n_times(1)
+            .expect(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .respond_with(sse_ok(openai_sse(&["second try"], Some((4, 2, 0)))))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let out = call(&openai(&server.uri()), "hi").await;
+        assert!(out.error.is_none(), "{error}: {:?}", out.error);
+        assert_eq!(out.text(), "second try");
+        let retries = out.retries();
+        assert_eq!(retries.len(), 1, "{error}");
+        assert_eq!(retries[0].0, 2);
+        server.verify().await;
+    }
+}
+
+#[tokio::test]
+async fn empty_or_partial_usage_is_estimated() {
+    for u in [
+        json!({}),
+        json!({"total_tokens": 12}),
+        json!({"prompt_tokens":0,"completion_tokens":0}),
+    ] {
+        let mut body = chunk("some text");
+        body.push_str(&format!(
+            "data: {}\n\n",
+            json!({"id":"c1","object":"chat.completion.chunk","created":1,"model":"m",
+                "choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":u})
+        ));
+        body.push_str("data: [DONE]\n\n");
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(sse_ok(body))
+            .mount(&server)
+            .await;
+        let out = call(&openai(&server.uri()), "hi").await;
+        assert!(out.error.is_none(), "{:?}", out.error);
+        let (usage, estimated) = usage_of(&out)[0];
+        assert!(estimated, "{u}");
+        assert_eq!(usage.output_tokens, count_tokens("some text"), "{u}");
+        assert!(usage.input_tokens > 0, "{u}");
+    }
+}
+
+#[tokio::test]
+async fn requests_carry_proctors_user_agent() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(header(
+            "user-agent",
+            concat!("proctor/", env!("CARGO_PKG_VERSION")),
+        ))
+        .respond_with(sse_ok(openai_sse(&["ok"], None)))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let out = call(&openai(&server.uri()), "hi").await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+}
+
+#[tokio::test]
+async fn rate_limit_reset_headers_set_the_wait_when_there_is_no_retry_after() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(429)
+                .insert_header("x-ratelimit-remaining-requests", "0")
+                .insert_header("x-ratelimit-reset-requests", "1.2s")
+                .insert_header("x-ratelimit-remaining-tokens", "0")
+                .insert_header("x-ratelimit-reset-tokens", "300ms"),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(sse_ok(openai_sse(&["ok"], None)))
+        .mount(&server)
+        .await;
+    let started = Instant::now();
+    let out = call(&openai(&server.uri()), "hi").await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.retries()[0].1, 1200, "the larger reset");
+    assert!(started.elapsed() >= Duration::from_millis(1200));
+    // A reset beyond 60 s is the human's call, like a long Retry-After.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(429).insert_header("x-ratelimit-reset-tokens", "6m0s"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let out = call(&openai(&server.uri()), "hi").await;
+    assert_eq!(
+        out.error,
+        Some(ProviderError::RetryAfterTooLong {
+            provider: "openai".into(),
+            wait_s: 360
+        })
+    );
 }

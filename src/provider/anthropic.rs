@@ -10,10 +10,11 @@ use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::http::{Emit, Transport, driven_stream, emit};
+use super::http::{Emit, StreamFailure, Transport, driven_stream, emit, is_transient_error_kind};
 use super::retry::RetryPolicy;
 use super::tokens::{count_request_tokens, count_tokens};
-use super::{ChatChunk, ChatMessage, ChatModel, ChatRequest, ProviderError, Role, TokenUsage};
+use super::turns::alternate_turns;
+use super::{ChatChunk, ChatModel, ChatRequest, ProviderError, Role, TokenUsage};
 use crate::config::{ProviderConfig, ProviderKind};
 
 /// Anthropic's public endpoint, used when `base_url` is not set.
@@ -40,7 +41,7 @@ pub struct AnthropicModel {
 
 impl AnthropicModel {
     /// Builds the client for `model` of `[providers.<provider_name>]` (`kind = "anthropic"`);
-    /// posts to `{base_url}/v1/messages`, reads the key from its env var (default
+    /// posts to `{base_url}/v1/messages` (a `base_url` ending in `/v1` is taken as the same), reads the key from its env var (default
     /// `ANTHROPIC_API_KEY`) now.
     pub fn from_config(
         provider_name: &str,
@@ -60,13 +61,16 @@ impl AnthropicModel {
             .as_deref()
             .unwrap_or(ANTHROPIC_BASE_URL)
             .trim_end_matches('/');
+        // Both `https://api.anthropic.com` and `https://api.anthropic.com/v1` are written.
+        let base = base.strip_suffix("/v1").unwrap_or(base);
         let url = format!("{base}/v1/messages");
-        reqwest::Url::parse(&url).map_err(|e| {
+        let parsed = reqwest::Url::parse(&url).map_err(|e| {
             ProviderError::Config(format!(
                 "[providers.{provider_name}]: base_url is not a valid URL ({e})"
             ))
         })?;
-        let transport = Transport::from_config(provider_name, cfg, Some("ANTHROPIC_API_KEY"))?;
+        let transport =
+            Transport::from_config(provider_name, cfg, Some("ANTHROPIC_API_KEY"), &parsed)?;
         Ok(Self {
             inner: Inner {
                 model_ref: format!("{provider_name}/{model}"),
@@ -99,35 +103,6 @@ impl AnthropicModel {
     }
 }
 
-/// The history as Anthropic accepts it: starts with a user turn, roles alternate (consecutive
-/// messages of one role are merged, separated by a blank line), no empty content.
-pub fn alternate_turns(messages: &[ChatMessage]) -> Vec<ChatMessage> {
-    let mut out: Vec<ChatMessage> = Vec::with_capacity(messages.len() + 1);
-    for m in messages {
-        if m.content.trim().is_empty() {
-            continue;
-        }
-        match out.last_mut() {
-            Some(last) if last.role == m.role => {
-                last.content.push_str("\n\n");
-                last.content.push_str(&m.content);
-            }
-            Some(_) | None => out.push(m.clone()),
-        }
-    }
-    match out.first().map(|m| m.role) {
-        Some(Role::User) => {}
-        Some(Role::Assistant) | None => out.insert(
-            0,
-            ChatMessage {
-                role: Role::User,
-                content: "(The conversation starts.)".into(),
-            },
-        ),
-    }
-    out
-}
-
 impl Inner {
     fn body(&self, req: &ChatRequest) -> Value {
         let messages: Vec<Value> = alternate_turns(&req.messages)
@@ -149,8 +124,9 @@ impl Inner {
         if !req.system.is_empty() {
             body["system"] = json!(req.system);
         }
-        if let Some(t) = req.temperature {
-            body["temperature"] = json!(t);
+        // The API documents temperature in [0, 1]; team files may use OpenAI's [0, 2].
+        if let Some(t) = req.temperature.filter(|t| t.is_finite()) {
+            body["temperature"] = json!(t.clamp(0.0, 1.0));
         }
         body
     }
@@ -172,48 +148,91 @@ impl Inner {
 
     async fn run(self: Arc<Self>, req: ChatRequest, mut tx: Emit) -> Result<(), ProviderError> {
         let t = &self.transport;
-        let body = self.body(&req);
+        let mut body = self.body(&req);
         let headers = self.headers()?;
-        let resp = t
-            .send(
-                || {
-                    t.client
-                        .post(&self.url)
-                        .headers(headers.clone())
-                        .json(&body)
-                },
-                &self.model,
-                &mut tx,
-            )
-            .await?;
-        let resp = t.expect_event_stream(resp).await?;
+        let mut attempt = 1;
+        loop {
+            let resp = t
+                .send(
+                    &mut body,
+                    |b| t.client.post(&self.url).headers(headers.clone()).json(b),
+                    |_, _| None,
+                    &self.model,
+                    &mut attempt,
+                    &mut tx,
+                )
+                .await?;
+            let resp = t.expect_event_stream(resp).await?;
+            match self.read(resp, &req, &mut tx).await {
+                Ok(()) => return Ok(()),
+                Err(StreamFailure::Retry(reason)) => {
+                    t.backoff(&mut attempt, reason, None, &mut tx).await?
+                }
+                Err(StreamFailure::Fatal(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads one streamed message, ending with its usage and `Done`.
+    async fn read(
+        &self,
+        resp: reqwest::Response,
+        req: &ChatRequest,
+        tx: &mut Emit,
+    ) -> Result<(), StreamFailure> {
+        let t = &self.transport;
         let mut events = t.events(resp);
         let mut usage = UsageParts::default();
         let mut stop_reason: Option<String> = None;
         let mut output = String::new();
         loop {
             let Some(ev) = events.next().await? else {
-                return Err(t.closed_early());
+                return Err(t.closed_early().into());
             };
-            match ev.event.as_str() {
+            let unreadable = || t.bad_chunk(&format!("unreadable `{}` event", ev.event), &ev.data);
+            // An event without an `event:` line is named `message`: its JSON `type` names it.
+            let (name, parsed) = if ev.event == "message" {
+                if ev.data.trim().is_empty() {
+                    continue;
+                }
+                let v: Value = serde_json::from_str(&ev.data).map_err(|_| unreadable())?;
+                let name = v
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                (name, Some(v))
+            } else {
+                (ev.event.clone(), None)
+            };
+            match name.as_str() {
                 "ping" | "content_block_stop" => continue,
                 "message_stop" => break,
-                _ => {}
+                "message_start"
+                | "content_block_start"
+                | "content_block_delta"
+                | "message_delta"
+                | "error" => {}
+                // Events added to the API later are skipped, as Anthropic's versioning asks.
+                _ => continue,
             }
-            let v: Value = serde_json::from_str(&ev.data)
-                .map_err(|_| t.bad_chunk(&format!("unreadable `{}` event", ev.event), &ev.data))?;
-            match ev.event.as_str() {
+            let v = match parsed {
+                Some(v) => v,
+                None => serde_json::from_str(&ev.data).map_err(|_| unreadable())?,
+            };
+            match name.as_str() {
                 "message_start" => {
                     if let Some(u) = v.pointer("/message/usage") {
                         usage.update(u);
                     }
                 }
                 "content_block_start" => {
-                    if let Some(text) = v.pointer("/content_block/text").and_then(Value::as_str)
+                    if v.pointer("/content_block/type").and_then(Value::as_str) == Some("text")
+                        && let Some(text) = v.pointer("/content_block/text").and_then(Value::as_str)
                         && !text.is_empty()
                     {
                         output.push_str(text);
-                        emit(&mut tx, ChatChunk::Delta(text.to_string())).await?;
+                        emit(tx, ChatChunk::Delta(text.to_string())).await?;
                     }
                 }
                 "content_block_delta" => {
@@ -222,7 +241,7 @@ impl Inner {
                         && !text.is_empty()
                     {
                         output.push_str(text);
-                        emit(&mut tx, ChatChunk::Delta(text.to_string())).await?;
+                        emit(tx, ChatChunk::Delta(text.to_string())).await?;
                     }
                 }
                 "message_delta" => {
@@ -233,7 +252,8 @@ impl Inner {
                         usage.update(u);
                     }
                 }
-                "error" => {
+                _ => {
+                    // "error"
                     let kind = v
                         .pointer("/error/type")
                         .and_then(Value::as_str)
@@ -242,29 +262,34 @@ impl Inner {
                         .pointer("/error/message")
                         .and_then(Value::as_str)
                         .unwrap_or(&ev.data);
-                    return Err(t.bad_chunk(
-                        "the server reported an error mid-stream",
-                        &format!("{kind}: {msg}"),
-                    ));
+                    if is_transient_error_kind(kind) && output.is_empty() {
+                        return Err(StreamFailure::Retry(t.redact(&format!(
+                            "the server reported an error before any text: {kind}: {msg}"
+                        ))));
+                    }
+                    return Err(t
+                        .bad_chunk(
+                            "the server reported an error mid-stream",
+                            &format!("{kind}: {msg}"),
+                        )
+                        .into());
                 }
-                // Events added to the API later are ignored, as Anthropic's versioning asks.
-                _ => {}
             }
         }
         let (usage, estimated) = match usage.total() {
             Some(u) => (u, false),
             None => (
                 TokenUsage {
-                    input_tokens: count_request_tokens(&req),
+                    input_tokens: count_request_tokens(req),
                     output_tokens: count_tokens(&output),
                     ..TokenUsage::default()
                 },
                 true,
             ),
         };
-        emit(&mut tx, ChatChunk::Usage { usage, estimated }).await?;
+        emit(tx, ChatChunk::Usage { usage, estimated }).await?;
         emit(
-            &mut tx,
+            tx,
             ChatChunk::Done {
                 finish_reason: stop_reason,
             },
@@ -294,13 +319,13 @@ impl UsageParts {
     }
 
     /// Usage in proctor's terms (input includes cache reads and writes), `None` if the server
-    /// reported nothing.
+    /// reported nothing real (no counts, or all of them zero).
     fn total(&self) -> Option<TokenUsage> {
-        if self.input.is_none() && self.output.is_none() {
-            return None;
-        }
         let read = self.cache_read.unwrap_or(0);
         let creation = self.cache_creation.unwrap_or(0);
+        if self.input.unwrap_or(0) + read + creation == 0 && self.output.unwrap_or(0) == 0 {
+            return None;
+        }
         Some(TokenUsage {
             input_tokens: self.input.unwrap_or(0) + read + creation,
             output_tokens: self.output.unwrap_or(0),
@@ -323,33 +348,5 @@ impl ChatModel for AnthropicModel {
     ) -> BoxStream<'static, Result<ChatChunk, ProviderError>> {
         let inner = Arc::new(self.inner.clone());
         driven_stream(cancel, move |tx| inner.run(request, tx))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(role: Role, c: &str) -> ChatMessage {
-        ChatMessage {
-            role,
-            content: c.into(),
-        }
-    }
-
-    #[test]
-    fn turns_alternate_and_start_with_user() {
-        let out = alternate_turns(&[
-            msg(Role::Assistant, "hi"),
-            msg(Role::User, "a"),
-            msg(Role::User, "b"),
-            msg(Role::Assistant, "c"),
-        ]);
-        let roles: Vec<Role> = out.iter().map(|m| m.role).collect();
-        assert_eq!(
-            roles,
-            [Role::User, Role::Assistant, Role::User, Role::Assistant]
-        );
-        assert_eq!(out[2].content, "a\n\nb");
     }
 }

@@ -13,7 +13,9 @@ use futures::{SinkExt, StreamExt};
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use tokio_util::sync::CancellationToken;
 
-use super::retry::{RetryPolicy, is_retryable_status, retry_after};
+use super::retry::{
+    RetryPolicy, is_retryable_status, rate_limit_reset, retry_after, should_retry_header,
+};
 use super::sse::{SseEvent, SseParser};
 use super::{ChatChunk, ProviderError};
 use crate::config::ProviderConfig;
@@ -22,6 +24,8 @@ use crate::config::ProviderConfig;
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default TCP/TLS connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `User-Agent` of every request.
+pub const USER_AGENT: &str = concat!("proctor/", env!("CARGO_PKG_VERSION"));
 /// Most bytes of an error body kept for the message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -115,12 +119,14 @@ where
 }
 
 impl Transport {
-    /// Transport for `[providers.NAME]`: reads the key from the env var the config names (or
-    /// `default_env` when it names none) now, and applies its timeouts and retry count.
+    /// Transport for `[providers.NAME]` posting to `url`: reads the key from the env var the
+    /// config names (or `default_env` when it names none) now, and applies its timeouts and
+    /// retry count.
     pub fn from_config(
         name: &str,
         cfg: &ProviderConfig,
         default_env: Option<&str>,
+        url: &reqwest::Url,
     ) -> Result<Self, ProviderError> {
         let key_env = cfg
             .api_key_env
@@ -149,17 +155,27 @@ impl Transport {
             provider: name.to_string(),
             key_env,
             key,
-            client: Self::client(connect)?,
+            client: Self::client(connect, is_loopback(url))?,
             connect_timeout: connect,
             idle_timeout: idle,
             retry,
         })
     }
 
-    /// Builds the reqwest client: connect timeout, no total timeout (generations can be long).
-    pub fn client(connect_timeout: Duration) -> Result<reqwest::Client, ProviderError> {
-        reqwest::Client::builder()
+    /// Builds the reqwest client: connect timeout, no total timeout (generations can be long),
+    /// our User-Agent. A `loopback` server (Ollama, vLLM on this machine) is always reached
+    /// directly: an `HTTP(S)_PROXY` from the environment cannot reach it and would only fail.
+    pub fn client(
+        connect_timeout: Duration,
+        loopback: bool,
+    ) -> Result<reqwest::Client, ProviderError> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
+            .user_agent(USER_AGENT);
+        if loopback {
+            builder = builder.no_proxy();
+        }
+        builder
             .build()
             .map_err(|e| ProviderError::Config(format!("cannot build the HTTP client: {e}")))
     }
@@ -179,79 +195,117 @@ impl Transport {
         }
     }
 
-    fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         match &self.key {
             Some(k) => k.redact(text),
             None => text.to_string(),
         }
     }
 
-    /// Sends the request built by `build`, retrying connect failures and retryable statuses
-    /// (emitting `Retrying` before each wait) until a 2xx response arrives. `what` names the
-    /// model for "check the model name" hints.
+    /// Sends `body` with the request built by `build`, retrying connect failures, header
+    /// timeouts and retryable statuses (emitting `Retrying` before each wait) until a 2xx
+    /// response arrives. A 400/422 whose server message `fix` can repair (by editing the body and
+    /// returning what it changed) is sent again at once without counting as a retry. `attempt`
+    /// is shared with [`Transport::backoff`] so stream-level retries count against the same
+    /// budget. `what` names the model for "check the model name" hints.
     pub async fn send(
         &self,
-        build: impl Fn() -> reqwest::RequestBuilder,
+        body: &mut serde_json::Value,
+        build: impl Fn(&serde_json::Value) -> reqwest::RequestBuilder,
+        mut fix: impl FnMut(&mut serde_json::Value, &str) -> Option<&'static str>,
         what: &str,
+        attempt: &mut u32,
         tx: &mut Emit,
     ) -> Result<reqwest::Response, ProviderError> {
-        let mut attempt: u32 = 1;
         loop {
-            tracing::debug!(provider = %self.provider, attempt, "sending chat request");
-            let sent = tokio::time::timeout(self.idle_timeout, build().send()).await;
+            tracing::debug!(provider = %self.provider, attempt = *attempt, "sending chat request");
+            let sent = tokio::time::timeout(self.idle_timeout, build(body).send()).await;
             let (reason, server_wait) = match sent {
-                Err(_) => {
-                    return Err(ProviderError::IdleTimeout {
-                        provider: self.provider.clone(),
-                        secs: self.idle_timeout.as_secs(),
-                    });
-                }
+                Err(_) => (
+                    format!(
+                        "no response within {} s (idle timeout)",
+                        self.idle_timeout.as_secs_f64()
+                    ),
+                    None,
+                ),
                 Ok(Err(e)) => (self.redact(&self.transport_reason(&e)), None),
                 Ok(Ok(resp)) => {
                     let status = resp.status().as_u16();
                     if resp.status().is_success() {
                         return Ok(resp);
                     }
-                    let wait = retry_after(resp.headers());
+                    let headers = resp.headers().clone();
                     let url = resp.url().clone();
-                    let body = self.read_error_body(resp).await;
-                    if !is_retryable_status(status)
-                        || body.code.as_deref() == Some("insufficient_quota")
+                    let err_body = self.read_error_body(resp).await;
+                    if matches!(status, 400 | 422)
+                        && let Some(change) = fix(body, &err_body.message)
                     {
-                        return Err(self.status_error(status, &body.message, url.as_str(), what));
+                        tracing::info!(provider = %self.provider, status, change, "server rejected the request; sending it again");
+                        continue;
                     }
-                    (format!("HTTP {status}: {}", body.message), wait)
+                    let retry = should_retry_header(&headers).unwrap_or_else(|| {
+                        is_retryable_status(status)
+                            && err_body.code.as_deref() != Some("insufficient_quota")
+                    });
+                    if !retry {
+                        return Err(self.status_error(
+                            status,
+                            &err_body.message,
+                            url.as_str(),
+                            what,
+                        ));
+                    }
+                    let wait = retry_after(&headers).or_else(|| {
+                        (status == 429)
+                            .then(|| rate_limit_reset(&headers))
+                            .flatten()
+                    });
+                    (format!("HTTP {status}: {}", err_body.message), wait)
                 }
             };
-            if let Some(wait) = server_wait
-                && wait > self.retry.max_retry_after
-            {
-                return Err(ProviderError::RetryAfterTooLong {
-                    provider: self.provider.clone(),
-                    wait_s: wait.as_secs_f64().ceil() as u64,
-                });
-            }
-            if attempt > self.retry.max_retries {
-                return Err(ProviderError::RetriesExhausted {
-                    provider: self.provider.clone(),
-                    attempts: attempt,
-                    last: reason,
-                });
-            }
-            let wait = server_wait.unwrap_or_else(|| self.retry.backoff(attempt));
-            tracing::info!(provider = %self.provider, attempt, wait_ms = wait.as_millis() as u64, %reason, "retrying");
-            emit(
-                tx,
-                ChatChunk::Retrying {
-                    attempt: attempt + 1,
-                    wait_ms: wait.as_millis() as u64,
-                    reason,
-                },
-            )
-            .await?;
-            tokio::time::sleep(wait).await;
-            attempt += 1;
+            self.backoff(attempt, reason, server_wait, tx).await?;
         }
+    }
+
+    /// Decides what follows a failure that happened before any text streamed: wait (emitting
+    /// `Retrying`, honouring the server's wait up to the policy's cap) and return `Ok` so the
+    /// caller tries again, or the error that ends the call. Advances `attempt`.
+    pub async fn backoff(
+        &self,
+        attempt: &mut u32,
+        reason: String,
+        server_wait: Option<Duration>,
+        tx: &mut Emit,
+    ) -> Result<(), ProviderError> {
+        if let Some(wait) = server_wait
+            && wait > self.retry.max_retry_after
+        {
+            return Err(ProviderError::RetryAfterTooLong {
+                provider: self.provider.clone(),
+                wait_s: wait.as_secs_f64().ceil() as u64,
+            });
+        }
+        if *attempt > self.retry.max_retries {
+            return Err(ProviderError::RetriesExhausted {
+                provider: self.provider.clone(),
+                attempts: *attempt,
+                last: reason,
+            });
+        }
+        let wait = server_wait.unwrap_or_else(|| self.retry.backoff(*attempt));
+        tracing::info!(provider = %self.provider, attempt = *attempt, wait_ms = wait.as_millis() as u64, %reason, "retrying");
+        emit(
+            tx,
+            ChatChunk::Retrying {
+                attempt: *attempt + 1,
+                wait_ms: wait.as_millis() as u64,
+                reason,
+            },
+        )
+        .await?;
+        tokio::time::sleep(wait).await;
+        *attempt += 1;
+        Ok(())
     }
 
     async fn read_error_body(&self, mut resp: reqwest::Response) -> ErrorBody {
@@ -367,6 +421,36 @@ impl Transport {
     }
 }
 
+/// How reading a stream failed.
+#[derive(Debug)]
+pub(crate) enum StreamFailure {
+    /// The server reported a transient error before any text streamed: try the call again
+    /// (the string says why, for the `Retrying` chunk).
+    Retry(String),
+    /// The call is over.
+    Fatal(ProviderError),
+}
+
+impl From<ProviderError> for StreamFailure {
+    fn from(e: ProviderError) -> Self {
+        Self::Fatal(e)
+    }
+}
+
+/// Whether an error `type`/`code` a server puts in a stream names a transient condition
+/// (overload, rate limit, internal error) that a new attempt may not meet.
+pub(crate) fn is_transient_error_kind(kind: &str) -> bool {
+    matches!(
+        kind,
+        "server_error"
+            | "api_error"
+            | "overloaded_error"
+            | "rate_limit_error"
+            | "rate_limit_exceeded"
+            | "service_unavailable"
+    )
+}
+
 /// Pulls SSE events off a response, with an idle timeout on every network read.
 #[derive(Debug)]
 pub(crate) struct SseReader {
@@ -457,6 +541,21 @@ impl ErrorBody {
     }
 }
 
+/// Whether `url` names this machine: `localhost` (and `*.localhost`), 127.0.0.0/8 or ::1.
+pub(crate) fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => {
+            let d = host.trim_end_matches('.').to_ascii_lowercase();
+            d == "localhost" || d.ends_with(".localhost")
+        }
+    }
+}
+
 /// First 300 characters of a server text, on one line.
 fn excerpt(text: &str) -> String {
     const MAX: usize = 300;
@@ -491,6 +590,21 @@ mod tests {
         let k = ApiKey::new("sk-secret-123456".into());
         assert!(!format!("{k:?}").contains("secret"));
         assert_eq!(k.redact("bad key sk-secret-123456!"), "bad key [redacted]!");
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for (u, want) in [
+            ("http://localhost:11434/v1", true),
+            ("http://127.0.0.1:8000/v1", true),
+            ("http://127.1.2.3/v1", true),
+            ("http://[::1]:8000/v1", true),
+            ("https://api.openai.com/v1", false),
+            ("http://10.0.0.5:8000/v1", false),
+        ] {
+            let url = reqwest::Url::parse(u).unwrap();
+            assert_eq!(is_loopback(&url), want, "{u}");
+        }
     }
 
     #[test]

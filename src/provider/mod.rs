@@ -15,6 +15,7 @@ pub mod retry;
 pub mod scripted;
 pub mod sse;
 pub mod tokens;
+pub mod turns;
 
 pub use registry::{build_model, build_model_ref, split_model_ref};
 

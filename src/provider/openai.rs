@@ -9,9 +9,10 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::http::{Emit, Transport, driven_stream, emit};
+use super::http::{Emit, StreamFailure, Transport, driven_stream, emit, is_transient_error_kind};
 use super::retry::RetryPolicy;
 use super::tokens::{count_request_tokens, count_tokens};
+use super::turns::merge_consecutive;
 use super::{ChatChunk, ChatModel, ChatRequest, ProviderError, Role, TokenUsage};
 use crate::config::{ProviderConfig, ProviderKind};
 
@@ -100,12 +101,12 @@ impl OpenAiModel {
                 )));
             }
         };
-        reqwest::Url::parse(&url).map_err(|e| {
+        let parsed = reqwest::Url::parse(&url).map_err(|e| {
             ProviderError::Config(format!(
                 "[providers.{provider_name}]: base_url is not a valid URL ({e})"
             ))
         })?;
-        let transport = Transport::from_config(provider_name, cfg, default_env)?;
+        let transport = Transport::from_config(provider_name, cfg, default_env, &parsed)?;
         Ok(Self {
             inner: Inner {
                 model_ref,
@@ -142,7 +143,8 @@ impl Inner {
         if !req.system.is_empty() {
             messages.push(json!({"role": "system", "content": req.system}));
         }
-        for m in &req.messages {
+        // vLLM chat templates (and others) refuse two turns of one role in a row.
+        for m in &merge_consecutive(&req.messages) {
             let role = match m.role {
                 Role::User => "user",
                 Role::Assistant => "assistant",
@@ -194,31 +196,50 @@ impl Inner {
         let t = &self.transport;
         let mut body = self.body(&req);
         let headers = self.headers()?;
-        let post = |body: &Value| t.client.post(&self.url).headers(headers.clone()).json(body);
-        let resp = match t.send(|| post(&body), &self.model, &mut tx).await {
-            // Older compatible servers reject `stream_options`: ask again without it (usage is
-            // then estimated unless the server reports it anyway).
-            Err(ProviderError::Http {
-                status: 400 | 422,
-                message,
-                ..
-            }) if message.contains("stream_options") => {
-                if let Some(obj) = body.as_object_mut() {
-                    obj.remove("stream_options");
+        let mut attempt = 1;
+        let mut limit_swapped = false;
+        loop {
+            let resp = t
+                .send(
+                    &mut body,
+                    |b| t.client.post(&self.url).headers(headers.clone()).json(b),
+                    |b, server| fix_rejected(b, server, &mut limit_swapped),
+                    &self.model,
+                    &mut attempt,
+                    &mut tx,
+                )
+                .await?;
+            let resp = t.expect_event_stream(resp).await?;
+            match self.read(resp, &req, &mut tx).await {
+                Ok(()) => return Ok(()),
+                Err(StreamFailure::Retry(reason)) => {
+                    t.backoff(&mut attempt, reason, None, &mut tx).await?
                 }
-                tracing::info!(provider = %t.provider, "server rejects stream_options; retrying without it");
-                t.send(|| post(&body), &self.model, &mut tx).await?
+                Err(StreamFailure::Fatal(e)) => return Err(e),
             }
-            other => other?,
-        };
-        let resp = t.expect_event_stream(resp).await?;
+        }
+    }
+
+    /// Reads one streamed answer, ending with its usage and `Done`.
+    async fn read(
+        &self,
+        resp: reqwest::Response,
+        req: &ChatRequest,
+        tx: &mut Emit,
+    ) -> Result<(), StreamFailure> {
+        let t = &self.transport;
         let mut events = t.events(resp);
         let mut usage: Option<TokenUsage> = None;
         let mut finish: Option<String> = None;
         let mut output = String::new();
         loop {
             let Some(ev) = events.next().await? else {
-                return Err(t.closed_early());
+                // Some compatible servers close right after the finishing chunk without
+                // `[DONE]`: the answer is complete all the same.
+                if finish.is_some() {
+                    break;
+                }
+                return Err(t.closed_early().into());
             };
             let data = ev.data.trim();
             if data == "[DONE]" {
@@ -239,7 +260,21 @@ impl Inner {
                 let msg = server_error
                     .and_then(|e| e.get("message").and_then(Value::as_str))
                     .unwrap_or(data);
-                return Err(t.bad_chunk("the server reported an error mid-stream", msg));
+                let transient = server_error.is_some_and(|e| {
+                    ["type", "code"].iter().any(|k| {
+                        e.get(*k)
+                            .and_then(Value::as_str)
+                            .is_some_and(is_transient_error_kind)
+                    })
+                });
+                if transient && output.is_empty() {
+                    return Err(StreamFailure::Retry(t.redact(&format!(
+                        "the server reported an error before any text: {msg}"
+                    ))));
+                }
+                return Err(t
+                    .bad_chunk("the server reported an error mid-stream", msg)
+                    .into());
             }
             let v = parsed.map_err(|_| t.bad_chunk("unreadable chunk from the server", data))?;
             if let Some(choices) = v.get("choices").and_then(Value::as_array) {
@@ -248,31 +283,31 @@ impl Inner {
                         && !text.is_empty()
                     {
                         output.push_str(text);
-                        emit(&mut tx, ChatChunk::Delta(text.to_string())).await?;
+                        emit(tx, ChatChunk::Delta(text.to_string())).await?;
                     }
                     if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
                         finish = Some(reason.to_string());
                     }
                 }
             }
-            if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-                usage = Some(parse_usage(u));
+            if let Some(u) = v.get("usage").and_then(parse_usage) {
+                usage = Some(u);
             }
         }
         let (usage, estimated) = match usage {
             Some(u) => (u, false),
             None => (
                 TokenUsage {
-                    input_tokens: count_request_tokens(&req),
+                    input_tokens: count_request_tokens(req),
                     output_tokens: count_tokens(&output),
                     ..TokenUsage::default()
                 },
                 true,
             ),
         };
-        emit(&mut tx, ChatChunk::Usage { usage, estimated }).await?;
+        emit(tx, ChatChunk::Usage { usage, estimated }).await?;
         emit(
-            &mut tx,
+            tx,
             ChatChunk::Done {
                 finish_reason: finish,
             },
@@ -282,15 +317,55 @@ impl Inner {
     }
 }
 
-/// Reads a Chat Completions `usage` object.
-fn parse_usage(u: &Value) -> TokenUsage {
-    let n = |p: &str| u.pointer(p).and_then(Value::as_u64).unwrap_or(0);
-    TokenUsage {
-        input_tokens: n("/prompt_tokens"),
-        output_tokens: n("/completion_tokens"),
-        cached_tokens: n("/prompt_tokens_details/cached_tokens"),
-        cache_creation_tokens: 0,
+/// Repairs a request a server rejected with 400/422 when its message names the culprit:
+/// `stream_options` unknown to older servers (dropped; usage is then estimated unless reported
+/// anyway), or the output limit under the name this model does not take (`max_tokens` vs
+/// `max_completion_tokens`; swapped once). Returns what changed, `None` when nothing applies.
+fn fix_rejected(body: &mut Value, server: &str, limit_swapped: &mut bool) -> Option<&'static str> {
+    let obj = body.as_object_mut()?;
+    if server.contains("stream_options") && obj.remove("stream_options").is_some() {
+        return Some("dropped stream_options");
     }
+    if *limit_swapped {
+        return None;
+    }
+    for (sent, other, change) in [
+        (
+            "max_tokens",
+            "max_completion_tokens",
+            "sent max_completion_tokens instead of max_tokens",
+        ),
+        (
+            "max_completion_tokens",
+            "max_tokens",
+            "sent max_tokens instead of max_completion_tokens",
+        ),
+    ] {
+        if server.contains(sent)
+            && let Some(limit) = obj.remove(sent)
+        {
+            obj.insert(other.to_string(), limit);
+            *limit_swapped = true;
+            return Some(change);
+        }
+    }
+    None
+}
+
+/// Reads a Chat Completions `usage` object; `None` when it carries no real counts (null, `{}`,
+/// only `total_tokens`, or zero prompt and completion tokens), so usage is estimated instead.
+fn parse_usage(u: &Value) -> Option<TokenUsage> {
+    let get = |p: &str| u.pointer(p).and_then(Value::as_u64);
+    let (prompt, completion) = (get("/prompt_tokens"), get("/completion_tokens"));
+    if prompt.unwrap_or(0) == 0 && completion.unwrap_or(0) == 0 {
+        return None;
+    }
+    Some(TokenUsage {
+        input_tokens: prompt.unwrap_or(0),
+        output_tokens: completion.unwrap_or(0),
+        cached_tokens: get("/prompt_tokens_details/cached_tokens").unwrap_or(0),
+        cache_creation_tokens: 0,
+    })
 }
 
 impl ChatModel for OpenAiModel {

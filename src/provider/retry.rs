@@ -53,10 +53,115 @@ impl RetryPolicy {
     }
 }
 
-/// Whether an HTTP status is worth retrying: timeouts, conflicts, rate limits, overloads and
-/// transient server errors (529 is Anthropic's "overloaded").
+/// Whether an HTTP status is worth retrying: timeouts, conflicts, rate limits and every server
+/// error (529 is Anthropic's "overloaded").
 pub fn is_retryable_status(status: u16) -> bool {
-    matches!(status, 408 | 409 | 429 | 500 | 502 | 503 | 504 | 529)
+    matches!(status, 408 | 409 | 429 | 500..=599)
+}
+
+/// The server's own verdict, `x-should-retry: true|false`, which overrides the status when
+/// present (both OpenAI and Anthropic send it).
+pub fn should_retry_header(headers: &HeaderMap) -> Option<bool> {
+    let v = headers.get("x-should-retry")?.to_str().ok()?.trim();
+    if v.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if v.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Rate-limit buckets whose reset time a 429 may name: (reset header, remaining header).
+/// OpenAI sends durations (`6m0s`, `1.5s`, `20ms`), Anthropic RFC 3339 times.
+const RATE_LIMIT_RESETS: [(&str, &str); 6] = [
+    (
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-remaining-requests",
+    ),
+    ("x-ratelimit-reset-tokens", "x-ratelimit-remaining-tokens"),
+    (
+        "anthropic-ratelimit-requests-reset",
+        "anthropic-ratelimit-requests-remaining",
+    ),
+    (
+        "anthropic-ratelimit-tokens-reset",
+        "anthropic-ratelimit-tokens-remaining",
+    ),
+    (
+        "anthropic-ratelimit-input-tokens-reset",
+        "anthropic-ratelimit-input-tokens-remaining",
+    ),
+    (
+        "anthropic-ratelimit-output-tokens-reset",
+        "anthropic-ratelimit-output-tokens-remaining",
+    ),
+];
+
+/// The wait a rate-limited response implies through its rate-limit reset headers: the latest
+/// reset among the exhausted buckets (a bucket whose `remaining` header says it still has room
+/// is not what limited us). `None` when no reset header is readable.
+pub fn rate_limit_reset(headers: &HeaderMap) -> Option<Duration> {
+    rate_limit_reset_at(headers, SystemTime::now())
+}
+
+/// [`rate_limit_reset`] with an explicit "now", for RFC 3339 times.
+pub fn rate_limit_reset_at(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    RATE_LIMIT_RESETS
+        .iter()
+        .filter(|(_, remaining)| {
+            text(remaining)
+                .and_then(|r| r.parse::<f64>().ok())
+                .is_none_or(|r| r <= 0.0)
+        })
+        .filter_map(|(reset, _)| {
+            let value = text(reset)?;
+            go_duration(value).or_else(|| {
+                let value = value
+                    .strip_suffix("+00:00")
+                    .map_or(value.to_string(), |v| format!("{v}Z"));
+                let when = humantime::parse_rfc3339_weak(&value).ok()?;
+                Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+            })
+        })
+        .max()
+}
+
+/// A Go-style duration as OpenAI writes it: `6m0s`, `1.5s`, `20ms`, `1h2m3.5s`.
+fn go_duration(text: &str) -> Option<Duration> {
+    let mut rest = text;
+    let mut total = 0.0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number: f64 = rest[..num_len].parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 1e-3,
+            "us" | "µs" => 1e-6,
+            "ns" => 1e-9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += number * scale;
+    }
+    (total.is_finite() && total >= 0.0).then(|| Duration::from_secs_f64(total))
 }
 
 /// The wait a server asked for: `retry-after-ms` (milliseconds), else `Retry-After` in seconds
@@ -114,5 +219,48 @@ mod tests {
         let date = httpdate::fmt_http_date(now + Duration::from_secs(90));
         h.insert("retry-after", HeaderValue::from_str(&date).unwrap());
         assert_eq!(retry_after_at(&h, now), Some(Duration::from_secs(90)));
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration("6m0s"), Some(Duration::from_secs(360)));
+        assert_eq!(go_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(go_duration("20ms"), Some(Duration::from_millis(20)));
+        assert_eq!(go_duration("1h2m3s"), Some(Duration::from_secs(3723)));
+        assert_eq!(go_duration(""), None);
+        assert_eq!(go_duration("soon"), None);
+    }
+
+    #[test]
+    fn rate_limit_resets_take_the_latest_exhausted_bucket() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-ratelimit-reset-requests",
+            HeaderValue::from_static("1.5s"),
+        );
+        h.insert("x-ratelimit-reset-tokens", HeaderValue::from_static("6m0s"));
+        assert_eq!(rate_limit_reset(&h), Some(Duration::from_secs(360)));
+        // The token bucket still has room: the requests bucket is what limited us.
+        h.insert(
+            "x-ratelimit-remaining-tokens",
+            HeaderValue::from_static("9000"),
+        );
+        h.insert(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from_static("0"),
+        );
+        assert_eq!(rate_limit_reset(&h), Some(Duration::from_millis(1500)));
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut h = HeaderMap::new();
+        h.insert(
+            "anthropic-ratelimit-requests-reset",
+            HeaderValue::from_static("2023-11-14T22:13:30Z"),
+        );
+        h.insert(
+            "anthropic-ratelimit-tokens-reset",
+            HeaderValue::from_static("2023-11-14T22:13:25+00:00"),
+        );
+        assert_eq!(rate_limit_reset_at(&h, now), Some(Duration::from_secs(10)));
+        assert_eq!(rate_limit_reset(&HeaderMap::new()), None);
     }
 }
