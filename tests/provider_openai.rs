@@ -1151,3 +1151,30 @@ async fn rate_limit_reset_headers_set_the_wait_when_there_is_no_retry_after() {
         })
     );
 }
+
+#[tokio::test]
+async fn a_connection_cut_after_the_finishing_chunk_still_completes() {
+    // A proxy drops a chunked body right after the last event (no terminating 0-size chunk).
+    let events = format!("{}{}", chunk("complete"), finish_and_usage(7, 1));
+    let head =
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+    let server = RawServer::start(vec![
+        write(head),
+        write(&format!("{:x}\r\n{events}\r\n", events.len())),
+    ])
+    .await;
+    let out = call(&openai(&server.url()), "hi").await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.text(), "complete");
+    assert_eq!(usage_of(&out)[0].0.input_tokens, 7);
+    // Without a finishing chunk the same cut is an error.
+    let events = chunk("half");
+    let server = RawServer::start(vec![
+        write(head),
+        write(&format!("{:x}\r\n{events}\r\n", events.len())),
+    ])
+    .await;
+    let out = call(&openai(&server.url()), "hi").await;
+    let msg = out.error.expect("error").to_string();
+    assert!(msg.contains("stream closed before completion"), "{msg}");
+}

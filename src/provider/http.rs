@@ -401,6 +401,7 @@ impl Transport {
             idle: self.idle_timeout,
             provider: self.provider.clone(),
             ended: false,
+            broken: false,
         }
     }
 
@@ -460,9 +461,17 @@ pub(crate) struct SseReader {
     idle: Duration,
     provider: String,
     ended: bool,
+    /// The connection failed mid-body (rather than closing cleanly).
+    broken: bool,
 }
 
 impl SseReader {
+    /// Whether the last error was the connection failing mid-body (a cut chunked body, a
+    /// reset), as opposed to a timeout or an unreadable event.
+    pub fn broke(&self) -> bool {
+        self.broken
+    }
+
     /// Next event; `Ok(None)` when the connection closed.
     pub async fn next(&mut self) -> Result<Option<SseEvent>, ProviderError> {
         loop {
@@ -480,6 +489,7 @@ impl SseReader {
                     });
                 }
                 Ok(Err(e)) => {
+                    self.broken = true;
                     return Err(ProviderError::Stream {
                         provider: self.provider.clone(),
                         message: format!("stream closed before completion: {}", error_chain(&e)),

@@ -233,7 +233,12 @@ impl Inner {
         let mut finish: Option<String> = None;
         let mut output = String::new();
         loop {
-            let Some(ev) = events.next().await? else {
+            let next = match events.next().await {
+                // A connection dropped after the finishing chunk lost at most the usage chunk.
+                Err(_) if finish.is_some() && events.broke() => None,
+                other => other?,
+            };
+            let Some(ev) = next else {
                 // Some compatible servers close right after the finishing chunk without
                 // `[DONE]`: the answer is complete all the same.
                 if finish.is_some() {
