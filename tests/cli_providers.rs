@@ -250,3 +250,36 @@ async fn a_rejected_key_pauses_with_the_env_var_named_and_never_the_key() {
     assert!(!run.stderr.contains(KEY), "the key leaked into stderr");
     assert_no_key_in_files(&dir.path().join("data"));
 }
+
+#[tokio::test]
+async fn azure_deployment_end_to_end_is_priced_by_the_model_it_serves() {
+    let server = MockServer::start().await;
+    let body = openai_body("Deployed. TERMINATE", 300, 20, 0).replace(
+        "\"model\":\"gpt-4o-mini\"",
+        "\"model\":\"gpt-4o-2024-08-06\"",
+    );
+    Mock::given(method("POST"))
+        .and(path("/openai/deployments/team-gpt/chat/completions"))
+        .and(wiremock::matchers::query_param("api-version", "2024-10-21"))
+        .and(header("api-key", KEY))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(body, "text/event-stream"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[providers.az]\nkind = \"azure\"\nbase_url = \"{}\"\napi_key_env = \"PROCTOR_TEST_KEY\"\n\n\
+         [pricing.\"az/gpt-4o-2024-08-06\"]\ninput_per_mtok = 2.5\noutput_per_mtok = 10.0\n",
+        server.uri()
+    );
+    let team = "name = \"solo\"\n[[agents]]\nname = \"coder\"\nmodel = \"az/team-gpt\"\n";
+    let run = run_binary(dir.path(), &config, team).await;
+    assert_eq!(run.code, 0, "stderr: {}", run.stderr);
+    let u = usage_events(&run.events)[0];
+    assert_eq!(u["model"], "az/team-gpt");
+    assert_eq!(
+        u["usd"].as_f64().unwrap(),
+        (300.0 * 2.5 + 20.0 * 10.0) / 1e6
+    );
+    assert_no_key_in_files(&dir.path().join("data"));
+}

@@ -103,7 +103,9 @@ fn usage_of(o: &Outcome) -> Vec<(TokenUsage, bool)> {
     o.chunks
         .iter()
         .filter_map(|c| match c {
-            ChatChunk::Usage { usage, estimated } => Some((*usage, *estimated)),
+            ChatChunk::Usage {
+                usage, estimated, ..
+            } => Some((*usage, *estimated)),
             _ => None,
         })
         .collect()
@@ -148,7 +150,8 @@ async fn streams_text_and_reports_usage_with_cache_counts() {
                     cached_tokens: 100,
                     cache_creation_tokens: 40
                 },
-                estimated: false
+                estimated: false,
+                served_model: None
             },
             ChatChunk::Done {
                 finish_reason: Some("end_turn".into())

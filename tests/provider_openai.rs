@@ -80,7 +80,9 @@ fn usage_of(o: &Outcome) -> Vec<(TokenUsage, bool)> {
     o.chunks
         .iter()
         .filter_map(|c| match c {
-            ChatChunk::Usage { usage, estimated } => Some((*usage, *estimated)),
+            ChatChunk::Usage {
+                usage, estimated, ..
+            } => Some((*usage, *estimated)),
             _ => None,
         })
         .collect()
@@ -120,7 +122,8 @@ async fn streams_deltas_then_reported_usage_then_done() {
                     cached_tokens: 8,
                     cache_creation_tokens: 0
                 },
-                estimated: false
+                estimated: false,
+                served_model: Some("gpt-4o-mini".into())
             },
             ChatChunk::Done {
                 finish_reason: Some("stop".into())

@@ -854,6 +854,7 @@ impl Orchestrator {
             error: None,
         };
         let mut usage: Option<(TokenUsage, bool)> = None;
+        let mut served: Option<String> = None;
         let mut ops_open = true;
         loop {
             tokio::select! {
@@ -872,7 +873,10 @@ impl Orchestrator {
                         }
                         out.text.push_str(&d);
                     }
-                    Some(Ok(ChatChunk::Usage { usage: u, estimated })) => usage = Some((u, estimated)),
+                    Some(Ok(ChatChunk::Usage { usage: u, estimated, served_model })) => {
+                        usage = Some((u, estimated));
+                        served = served_model;
+                    }
                     Some(Ok(ChatChunk::Retrying { attempt, wait_ms, reason })) => {
                         if visible {
                             self.emit(EventKind::AgentStatus { agent: label.into(), state: AgentActivity::Retrying }).await;
@@ -906,7 +910,12 @@ impl Orchestrator {
             ),
         };
         let model_ref = model.model_ref().to_string();
-        let usd = self.prices.cost(&model_ref, &u);
+        let usd = self.prices.cost(&model_ref, &u).or_else(|| {
+            // A deployment name (Azure) has no price; the model the server reports may.
+            let provider = model_ref.split_once('/').map(|(p, _)| p)?;
+            self.prices
+                .cost(&format!("{provider}/{}", served.as_deref()?), &u)
+        });
         self.emit(EventKind::Usage {
             agent: label.into(),
             model: model_ref,

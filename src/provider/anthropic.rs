@@ -287,7 +287,15 @@ impl Inner {
                 true,
             ),
         };
-        emit(tx, ChatChunk::Usage { usage, estimated }).await?;
+        emit(
+            tx,
+            ChatChunk::Usage {
+                usage,
+                estimated,
+                served_model: None,
+            },
+        )
+        .await?;
         emit(
             tx,
             ChatChunk::Done {

@@ -80,6 +80,9 @@ pub enum ChatChunk {
         usage: TokenUsage,
         /// True when the provider reported nothing and we counted.
         estimated: bool,
+        /// The model the server says answered (Azure reports the real model behind a
+        /// deployment name); pricing falls back to it.
+        served_model: Option<String>,
     },
     /// The call failed before the first byte and will be retried after `wait_ms`.
     Retrying {

@@ -232,6 +232,7 @@ impl Inner {
         let mut usage: Option<TokenUsage> = None;
         let mut finish: Option<String> = None;
         let mut output = String::new();
+        let mut served_model: Option<String> = None;
         loop {
             let next = match events.next().await {
                 // A connection dropped after the finishing chunk lost at most the usage chunk.
@@ -282,6 +283,13 @@ impl Inner {
                     .into());
             }
             let v = parsed.map_err(|_| t.bad_chunk("unreadable chunk from the server", data))?;
+            if let Some(m) = v
+                .get("model")
+                .and_then(Value::as_str)
+                .filter(|m| !m.is_empty())
+            {
+                served_model = Some(m.to_string());
+            }
             if let Some(choices) = v.get("choices").and_then(Value::as_array) {
                 for choice in choices {
                     if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str)
@@ -310,7 +318,15 @@ impl Inner {
                 true,
             ),
         };
-        emit(tx, ChatChunk::Usage { usage, estimated }).await?;
+        emit(
+            tx,
+            ChatChunk::Usage {
+                usage,
+                estimated,
+                served_model,
+            },
+        )
+        .await?;
         emit(
             tx,
             ChatChunk::Done {

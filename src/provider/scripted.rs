@@ -214,6 +214,7 @@ impl ChatModel for ScriptedModel {
         items.push_back(ChatChunk::Usage {
             usage,
             estimated: false,
+            served_model: None,
         });
         items.push_back(ChatChunk::Done {
             finish_reason: Some("stop".into()),
