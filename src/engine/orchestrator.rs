@@ -24,7 +24,7 @@ use crate::engine::cost::{PriceTable, estimate_request_tokens, estimate_tokens};
 use crate::engine::selection;
 use crate::engine::state::SessionState;
 use crate::engine::termination::{Condition, detect_loop};
-use crate::executor::{ExecEvent, ExecRequest, Executor};
+use crate::executor::{ExecError, ExecEvent, ExecRequest, Executor};
 use crate::protocol::{
     AgentActivity, Decision, DecisionKind, EXECUTOR, Event, EventKind, HUMAN, Op, PauseKind,
     PolicyRule, SCHEMA_VERSION, SessionMode, WaitingOn,
@@ -1217,6 +1217,7 @@ impl Orchestrator {
             self.current_cancel = Some(cancel.clone());
             let mut stream = self.executor.run(req, cancel.clone());
             let mut finished = false;
+            let mut block_refused: Option<String> = None;
             let mut ops_open = true;
             loop {
                 tokio::select! {
@@ -1249,9 +1250,17 @@ impl Orchestrator {
                             break;
                         }
                         Some(Err(e)) => {
-                            let msg = e.to_string();
-                            self.error(format!("sandbox: {msg}")).await;
-                            sandbox_error = Some(msg);
+                            match e {
+                                // Something wrong with this block only: its result, not a pause.
+                                ExecError::BadFilename { .. } | ExecError::UnknownLanguage(_) => {
+                                    block_refused = Some(e.to_string());
+                                }
+                                ExecError::Docker(_) | ExecError::Image(_) | ExecError::Other(_) => {
+                                    let msg = e.to_string();
+                                    self.error(format!("sandbox: {msg}")).await;
+                                    sandbox_error = Some(msg);
+                                }
+                            }
                             break;
                         }
                         None => break,
@@ -1264,10 +1273,11 @@ impl Orchestrator {
                 // No result from the executor: close the block so every start has a finish.
                 let cancelled = cancel.is_cancelled() && sandbox_error.is_none();
                 interrupted = interrupted || cancelled;
-                let output = match &sandbox_error {
-                    Some(msg) => format!("could not run: {msg}"),
-                    None if cancelled => "interrupted before it finished".into(),
-                    None => {
+                let output = match (&sandbox_error, &block_refused) {
+                    (_, Some(why)) => format!("not run: {why}"),
+                    (Some(msg), None) => format!("could not run: {msg}"),
+                    (None, None) if cancelled => "interrupted before it finished".into(),
+                    (None, None) => {
                         let msg = "the executor ended without a result".to_string();
                         sandbox_error = Some(msg.clone());
                         format!("could not run: {msg}")

@@ -24,6 +24,8 @@ pub struct FakeExecutor {
     pub hang_on: Option<String>,
     /// Fail every run with this sandbox error.
     pub fail_with: Option<String>,
+    /// Refuse blocks whose filename hint is this (as the sandbox refuses an escaping path).
+    pub refuse_filename: Option<String>,
 }
 
 impl Executor for FakeExecutor {
@@ -35,6 +37,17 @@ impl Executor for FakeExecutor {
         self.runs.lock().unwrap().push(request.clone());
         if let Some(msg) = self.fail_with.clone() {
             return futures::stream::once(async move { Err(ExecError::Docker(msg)) }).boxed();
+        }
+        if let Some(bad) = self.refuse_filename.clone()
+            && request.filename.as_deref() == Some(bad.as_str())
+        {
+            return futures::stream::once(async move {
+                Err(ExecError::BadFilename {
+                    filename: bad,
+                    why: "it leaves the workspace".into(),
+                })
+            })
+            .boxed();
         }
         let hang = self
             .hang_on

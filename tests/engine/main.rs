@@ -1105,3 +1105,40 @@ model = "scripted/m"
     assert_eq!(s.speakers(), ["coder", "reviewer", "coder"]);
     assert_eq!(s.requests().len(), 2);
 }
+
+#[tokio::test]
+async fn a_refused_filename_is_that_blocks_result_and_the_next_block_still_runs() {
+    let text = "```python\n# filename: ../escape.py\nprint(1)\n```\n```python\nprint(2)\n```\n";
+    let mut b = Builder::new(PAIR)
+        .reply("coder", text)
+        .reply("reviewer", "TERMINATE")
+        .mode(SessionMode::Auto);
+    b.exec = FakeExecutor {
+        refuse_filename: Some("../escape.py".into()),
+        ..Default::default()
+    };
+    let mut s = b.start();
+    s.wait_for("end", is_terminated).await;
+    assert!(
+        !s.types().iter().any(|t| t == "paused"),
+        "no pause: {:?}",
+        s.types()
+    );
+    let fin: Vec<_> = s
+        .seen
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ExecutionFinished { block, output, .. } => Some((*block, output.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(fin.len(), 2);
+    assert!(
+        fin[0].1.contains("not run") && fin[0].1.contains("leaves the workspace"),
+        "{fin:?}"
+    );
+    assert!(
+        s.last_request_text("reviewer")
+            .contains("leaves the workspace")
+    );
+}
