@@ -917,3 +917,85 @@ async fn blocks_of_one_session_run_one_at_a_time() {
     assert_eq!(log, "start\nend\nstart\nend\n");
     exec.shutdown(&s).await;
 }
+
+/// The name proctor gives an unnamed python block (`tmp_code_<first 8 bytes of sha256>.py`).
+fn unnamed_block_name(code: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(code.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("tmp_code_{hex}.py")
+}
+
+#[tokio::test]
+async fn a_planted_symlink_never_makes_proctor_write_outside_the_workspace() {
+    let exec = DockerExecutor::new().unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim.txt");
+    std::fs::write(&victim, "original").unwrap();
+    let s = session("symlink-plant");
+    let next = "print('second block ran')";
+    // Block 1 plants links where proctor will write: the next unnamed block's file, and a named one.
+    let plant = format!(
+        "import os\nos.symlink({v:?}, {a:?})\nos.symlink({v:?}, 'named.py')\nos.symlink({d:?}, 'dir')\nprint('planted')",
+        v = victim.to_str().unwrap(),
+        a = unnamed_block_name(next),
+        d = outside.path().to_str().unwrap(),
+    );
+    let ran = run(&exec, &s, ws.path(), &plant, &policy()).await;
+    assert_eq!(ran.outcome.output, "planted\n");
+    let ran = run(&exec, &s, ws.path(), next, &policy()).await;
+    assert_eq!(ran.outcome.output, "second block ran\n");
+    for name in ["named.py", "dir/x.py"] {
+        let mut req = request(&s, ws.path(), "python", "print('x')", &policy());
+        req.filename = Some(name.into());
+        let err = run_req(&exec, req, CancellationToken::new()).await.err();
+        assert!(
+            matches!(err, Some(ExecError::BadFilename { .. })),
+            "{name}: {err:?}"
+        );
+    }
+    let meta = std::fs::metadata(&victim).unwrap();
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "original");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(outside.path()).unwrap()),
+        "the host file was chowned"
+    );
+    assert!(!outside.path().join("x.py").exists());
+    exec.shutdown(&s).await;
+}
+
+#[tokio::test]
+async fn a_planted_fifo_is_refused_at_once_instead_of_hanging_proctor() {
+    let exec = DockerExecutor::new().unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let s = session("fifo");
+    let next = "print('unnamed')";
+    let plant = format!(
+        "import os\nos.mkfifo('f.py')\nos.mkfifo({:?})\nprint('planted')",
+        unnamed_block_name(next)
+    );
+    let ran = run(&exec, &s, ws.path(), &plant, &policy()).await;
+    assert_eq!(ran.outcome.output, "planted\n");
+    for name in [Some("f.py"), None] {
+        let mut req = request(&s, ws.path(), "python", next, &policy());
+        req.filename = name.map(Into::into);
+        let t0 = Instant::now();
+        let err = tokio::time::timeout(
+            Duration::from_secs(15),
+            run_req(&exec, req, CancellationToken::new()),
+        )
+        .await
+        .expect("proctor hung on a FIFO")
+        .err();
+        let Some(ExecError::BadFilename { why, .. }) = err else {
+            panic!("{name:?}: expected a refusal, got {err:?}");
+        };
+        assert!(why.contains("FIFO"), "{why}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+    }
+    let ran = run(&exec, &s, ws.path(), "print('still fine')", &policy()).await;
+    assert_eq!(ran.outcome.output, "still fine\n");
+    exec.shutdown(&s).await;
+}

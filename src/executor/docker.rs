@@ -33,6 +33,8 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long past a block's deadline the host waits for the launcher before giving up on it.
 const BACKSTOP: Duration = Duration::from_secs(4);
+/// Longest a block's file write may take before the block is refused.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default socket when `DOCKER_HOST` is unset.
 const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
@@ -384,7 +386,22 @@ impl Inner {
         let mut guard = slot.lock().await;
         // Resolve again now that no block of this session runs: no symlink can appear meanwhile.
         let rel = resolve()?;
-        write_block(&spec, &rel, &req.code)?;
+        // Off the async runtime and bounded: a file the code planted must never hang proctor.
+        let write = {
+            let (spec, rel, code) = (spec.clone(), rel.clone(), req.code.clone());
+            tokio::task::spawn_blocking(move || write_block(&spec, &rel, &code))
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(e)) => return Err(ExecError::Other(format!("writing the block failed: {e}"))),
+            Err(_) => {
+                return Err(ExecError::Other(format!(
+                    "writing {} took longer than {} s; the block was not run",
+                    container_path(&rel),
+                    WRITE_TIMEOUT.as_secs()
+                )));
+            }
+        }
         let mut argv = interp.argv.clone();
         argv.push(container_path(&rel));
 

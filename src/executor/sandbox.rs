@@ -339,28 +339,164 @@ pub fn block_path(
     Ok(rel)
 }
 
-/// Writes the block's code at `rel` under the workspace, owned by the sandbox user.
-pub fn write_block(spec: &SandboxSpec, rel: &Path, code: &str) -> Result<(), ExecError> {
-    let path = spec.workspace.join(rel);
-    let io = |e: std::io::Error| ExecError::Other(format!("cannot write {}: {e}", path.display()));
-    if let Some(parent) = path.parent()
-        && !parent.exists()
-    {
-        std::fs::create_dir_all(parent).map_err(io)?;
-        if host_is_root() {
-            // Hand every directory we created to the sandbox user.
-            let mut dir = parent.to_path_buf();
-            while dir.starts_with(&spec.workspace) && dir != spec.workspace {
-                let _ = std::os::unix::fs::chown(&dir, Some(spec.uid), Some(spec.gid));
-                if !dir.pop() {
-                    break;
-                }
-            }
+/// `open(2)` flags std does not name (Linux values; arm and powerpc differ from the rest).
+#[cfg(any(
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "powerpc",
+    target_arch = "powerpc64"
+))]
+mod oflags {
+    pub const NOFOLLOW: i32 = 0o100000;
+    pub const DIRECTORY: i32 = 0o40000;
+}
+#[cfg(not(any(
+    target_arch = "aarch64",
+    target_arch = "arm",
+    target_arch = "powerpc",
+    target_arch = "powerpc64"
+)))]
+mod oflags {
+    pub const NOFOLLOW: i32 = 0o400000;
+    pub const DIRECTORY: i32 = 0o200000;
+}
+
+/// A path that names `name` inside the open directory `dir` (like `openat`), through `/proc`.
+fn at(dir: &std::fs::File, name: &std::ffi::OsStr) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name)
+}
+
+/// Opens a directory without following a symlink in its last component (and without blocking
+/// on a FIFO planted in its place).
+fn open_dir(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(oflags::NOFOLLOW | oflags::DIRECTORY)
+        .open(path)
+}
+
+/// Opens `rel` under `root` one component at a time, never following a symlink.
+fn open_walk(root: &Path, rel: &Path) -> std::io::Result<std::fs::File> {
+    let mut dir = open_dir(root)?;
+    for comp in rel.components() {
+        if let Component::Normal(c) = comp {
+            dir = open_dir(&at(&dir, c))?;
         }
     }
-    std::fs::write(&path, code).map_err(io)?;
-    if host_is_root() {
-        std::os::unix::fs::chown(&path, Some(spec.uid), Some(spec.gid)).map_err(io)?;
+    Ok(dir)
+}
+
+/// Writes the block's code at `rel` under the workspace, owned by the sandbox user.
+///
+/// The sandbox user controls the workspace and proctor may run as root, so nothing here follows a
+/// symlink the code planted: directories are opened one component at a time with `O_NOFOLLOW`
+/// (a symlinked directory is allowed only when it resolves inside the workspace), the code goes
+/// to a fresh file created with `O_EXCL` next to the target and is renamed over it (replacing a
+/// symlink instead of writing through it, never opening a FIFO), and ownership is set on the open
+/// file, not on a path.
+pub fn write_block(spec: &SandboxSpec, rel: &Path, code: &str) -> Result<(), ExecError> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    let root = &spec.workspace;
+    let shown = root.join(rel);
+    let io = |e: std::io::Error| ExecError::Other(format!("cannot write {}: {e}", shown.display()));
+    let refuse = |why: &str| ExecError::BadFilename {
+        filename: rel.display().to_string(),
+        why: why.to_owned(),
+    };
+    let root_owned = host_is_root();
+    let chown = |f: &std::fs::File| -> std::io::Result<()> {
+        if root_owned {
+            std::os::unix::fs::fchown(f, Some(spec.uid), Some(spec.gid))?;
+        }
+        Ok(())
+    };
+    let name = rel.file_name().ok_or_else(|| refuse("names no file"))?;
+    let mut dir = open_dir(root).map_err(io)?;
+    // Where `dir` is, as a real path (for resolving a symlinked directory inside the workspace).
+    let mut here = root.clone();
+    for comp in rel.parent().unwrap_or(Path::new("")).components() {
+        let Component::Normal(c) = comp else {
+            continue;
+        };
+        let sub = at(&dir, c);
+        match std::fs::symlink_metadata(&sub) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&sub).map_err(io)?;
+                let made = open_dir(&sub).map_err(io)?;
+                chown(&made).map_err(io)?;
+                dir = made;
+                here.push(c);
+            }
+            Err(e) => return Err(io(e)),
+            Ok(m) if m.file_type().is_symlink() => {
+                let real = here
+                    .join(c)
+                    .canonicalize()
+                    .map_err(|_| refuse("is a dangling symlink"))?;
+                let inner = real
+                    .strip_prefix(root)
+                    .map_err(|_| refuse("a symlink leads outside the workspace"))?
+                    .to_path_buf();
+                dir = open_walk(root, &inner).map_err(|_| {
+                    refuse("a symlink leads outside the workspace or to no directory")
+                })?;
+                here = real;
+            }
+            Ok(m) if m.is_dir() => {
+                dir = open_dir(&sub).map_err(io)?;
+                here.push(c);
+            }
+            Ok(_) => return Err(refuse("a path component is not a directory")),
+        }
+    }
+    let target = at(&dir, name);
+    let mut mode = 0o644;
+    match std::fs::symlink_metadata(&target) {
+        Ok(m) if m.is_dir() => return Err(refuse("is a directory")),
+        Ok(m) if m.is_file() => mode = m.permissions().mode() & 0o7777,
+        Ok(m) if m.file_type().is_symlink() => {}
+        Ok(m) => {
+            use std::os::unix::fs::FileTypeExt;
+            let ft = m.file_type();
+            let what = if ft.is_fifo() {
+                "a FIFO"
+            } else if ft.is_socket() {
+                "a socket"
+            } else {
+                "a device"
+            };
+            return Err(refuse(&format!(
+                "exists as {what}, not a regular file; remove it or pick another name"
+            )));
+        }
+        Err(_) => {}
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let tmp_name = format!(".proctor-write-{}-{nanos:x}", std::process::id());
+    let tmp = at(&dir, std::ffi::OsStr::new(&tmp_name));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(oflags::NOFOLLOW)
+        .open(&tmp)
+        .map_err(io)?;
+    let written = (|| {
+        file.write_all(code.as_bytes())?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        chown(&file)?;
+        std::fs::rename(&tmp, &target)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io(e));
     }
     Ok(())
 }
