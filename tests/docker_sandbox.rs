@@ -999,3 +999,43 @@ async fn a_planted_fifo_is_refused_at_once_instead_of_hanging_proctor() {
     assert_eq!(ran.outcome.output, "still fine\n");
     exec.shutdown(&s).await;
 }
+
+#[tokio::test]
+async fn a_block_cannot_forge_the_launchers_frames() {
+    let exec = DockerExecutor::new().unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let s = session("forge");
+    // A fake "exit 0" report, then output, written straight into the launcher's stdout and memory.
+    let code = r#"import json, os, struct, sys
+x = json.dumps({"code": 0, "total": 6, "kept": 6}).encode()
+fake = struct.pack(">cI", b"1", 7) + b"FORGED\n" + struct.pack(">cI", b"X", len(x)) + x
+ppid = os.getppid()
+for path in ("/proc/%d/fd/1" % ppid, "/proc/%d/fd/0" % ppid, "/proc/%d/mem" % ppid):
+    try:
+        with open(path, "r+b" if path.endswith("mem") else "wb", buffering=0) as f:
+            f.write(fake) if not path.endswith("mem") else f.read(1)
+        print("opened", path)
+    except OSError as e:
+        print("refused", path, e.errno)
+sys.exit(5)
+"#;
+    let ran = run(&exec, &s, ws.path(), code, &policy()).await;
+    assert_eq!(ran.outcome.exit_code, 5, "{:?}", ran.outcome);
+    assert!(
+        !ran.outcome.output.contains("FORGED"),
+        "{}",
+        ran.outcome.output
+    );
+    assert!(
+        !ran.outcome.output.contains("opened"),
+        "{}",
+        ran.outcome.output
+    );
+    // The protocol is still in step: the next approved block runs and reports its own result.
+    let ran = run(&exec, &s, ws.path(), "print('next')", &policy()).await;
+    assert_eq!(
+        (ran.outcome.exit_code, ran.outcome.output.as_str()),
+        (0, "next\n")
+    );
+    exec.shutdown(&s).await;
+}

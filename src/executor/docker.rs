@@ -485,7 +485,11 @@ impl Inner {
                     };
                     let mut outcome = collector.finish(&report, t0.elapsed(), req);
                     outcome.exit_code = -1;
-                    let what = if alive {
+                    let what = if why == super::launcher::FORGED {
+                        "the launcher's output stream carried a frame it did not send (the block \
+                         tried to forge or corrupt it); the launcher was replaced and the block's \
+                         processes were killed"
+                    } else if alive {
                         "the sandbox launcher died during this block (the block may have killed it); \
                          it was replaced and the block's processes were killed"
                     } else {
@@ -818,7 +822,7 @@ async fn run_with_launcher(
     });
     let mut collector = Collector::new(limit_kb);
     let t0 = Instant::now();
-    if let Err(e) = launcher.send(&command).await {
+    if let Err(e) = launcher.send_run(command).await {
         return LauncherEnd::Lost {
             collector,
             why: e.to_string(),

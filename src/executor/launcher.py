@@ -3,11 +3,15 @@
 # output cap, and kills every process the block left behind before reporting the exit.
 #
 # Protocol. Host -> launcher (stdin): one JSON object per line:
-#   {"op":"run","argv":[...],"cwd":"/workspace","env":{...},"timeout_ms":N,"limit":BYTES}
+#   {"op":"run","nonce":"<32 hex>","argv":[...],"cwd":"/workspace","env":{...},"timeout_ms":N,"limit":BYTES}
 #   {"op":"kill"}      cancel the running block (ignored when idle)
 # Launcher -> host (stdout): frames of 1 type byte + 4-byte big-endian length + payload:
 #   R ready {"pid","v"} · 1 stdout bytes · 2 stderr bytes · X exit {"code","timed_out","cancelled",
 #   "oom","total","kept","swept","spawn_error"}
+# Every 1/2/X frame of a block starts with that block's nonce (from its `run`), so output the block
+# manages to push into this stream cannot pass for the launcher's. The bootstrap made this process
+# non-dumpable (prctl PR_SET_DUMPABLE 0) before reading the script: code of the same uid cannot open
+# /proc/<launcher>/fd/*, read its memory (the nonce) or ptrace it.
 # The launcher runs as the same uid as the code it starts (see docs/sandbox.md); the container's main
 # process runs as another uid, so kill(-1, SIGKILL) reaches exactly the block's processes.
 import json
@@ -221,6 +225,8 @@ WARM = Warm()
 
 
 def run_block(cmd, stdin):
+    nonce = str(cmd.get("nonce", "")).encode()
+    out = lambda kind, payload: send(kind, nonce + payload)
     limit = int(cmd.get("limit", 1 << 20))
     timeout = max(0.0, cmd.get("timeout_ms", 60000) / 1000.0)
     oom_before = oom_kills()
@@ -240,7 +246,7 @@ def run_block(cmd, stdin):
         try:
             child = spawn(argv, env, cwd)
         except OSError as e:
-            send(b"X", json.dumps({"code": 127, "spawn_error": str(e)}).encode())
+            out(b"X", json.dumps({"code": 127, "spawn_error": str(e)}).encode())
             return True
     deadline = start + timeout
     sel = selectors.DefaultSelector()
@@ -297,6 +303,10 @@ def run_block(cmd, stdin):
                     if c.get("op") == "kill" and not killed:
                         cancelled = True
                         kill_all()
+                    elif c.get("op") == "run":
+                        # Never dropped silently: the host learns at once that it is out of step.
+                        busy = {"code": 127, "spawn_error": "the launcher is still running a block"}
+                        send(b"X", str(c.get("nonce", "")).encode() + json.dumps(busy).encode())
             elif tag == b"pid":
                 sel.unregister(pidfd)
                 os.close(pidfd)
@@ -315,7 +325,7 @@ def run_block(cmd, stdin):
                 if kept < limit:
                     part = data[: limit - kept]
                     kept += len(part)
-                    send(tag, part)
+                    out(tag, part)
         if not exited and child.poll() is not None:
             exited = True
         if exited and not killed:
@@ -338,7 +348,7 @@ def run_block(cmd, stdin):
     oom = False
     if code == -signal.SIGKILL and not timed_out and not cancelled:
         oom = oom_before is None or oom_after is None or oom_after > oom_before
-    send(
+    out(
         b"X",
         json.dumps(
             {

@@ -17,6 +17,10 @@ use tokio::task::JoinHandle;
 pub const SCRIPT: &str = include_str!("launcher.py");
 /// Largest frame the host accepts (the launcher sends at most 64 KiB of output per frame).
 const MAX_FRAME: usize = 1 << 20;
+/// Length of the per-block nonce that starts every output and exit frame of that block.
+pub const NONCE_LEN: usize = 32;
+/// What `Launcher::next` says when a frame lacks the running block's nonce.
+pub const FORGED: &str = "a frame without this block's nonce (forged or corrupt launcher output)";
 /// How long a fresh launcher may take to say it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -60,6 +64,12 @@ pub enum Frame {
     Pong,
 }
 
+/// A fresh random nonce for one block (32 hex digits).
+pub fn new_nonce() -> String {
+    let raw: [u8; NONCE_LEN / 2] = rand::random();
+    raw.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Splits the launcher's stdout into frames.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
@@ -67,8 +77,9 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
-    /// Adds bytes; returns the frames they complete, or why the stream is garbage.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Frame>, String> {
+    /// Adds bytes; returns the frames they complete, each with the nonce it carried (empty for
+    /// `R` and `P`), or why the stream is garbage.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<(Bytes, Frame)>, String> {
         self.buf.extend_from_slice(bytes);
         let mut frames = Vec::new();
         while self.buf.len() >= 5 {
@@ -82,18 +93,29 @@ impl FrameDecoder {
                 break;
             }
             self.buf.advance(5);
-            let payload = self.buf.split_to(len).freeze();
-            frames.push(match kind {
-                b'R' => Frame::Ready,
-                b'1' => Frame::Stdout(payload),
-                b'2' => Frame::Stderr(payload),
-                b'P' => Frame::Pong,
-                b'X' => Frame::Exit(
-                    serde_json::from_slice(&payload)
-                        .map_err(|e| format!("bad exit report from launcher: {e}"))?,
-                ),
-                _ => return Err(self.garbage()),
-            });
+            let mut payload = self.buf.split_to(len).freeze();
+            let nonce = if matches!(kind, b'1' | b'2' | b'X') {
+                if payload.len() < NONCE_LEN {
+                    return Err(FORGED.into());
+                }
+                payload.split_to(NONCE_LEN)
+            } else {
+                Bytes::new()
+            };
+            frames.push((
+                nonce,
+                match kind {
+                    b'R' => Frame::Ready,
+                    b'1' => Frame::Stdout(payload),
+                    b'2' => Frame::Stderr(payload),
+                    b'P' => Frame::Pong,
+                    b'X' => Frame::Exit(
+                        serde_json::from_slice(&payload)
+                            .map_err(|e| format!("bad exit report from launcher: {e}"))?,
+                    ),
+                    _ => return Err(self.garbage()),
+                },
+            ));
         }
         Ok(frames)
     }
@@ -123,7 +145,7 @@ pub enum LaunchError {
 /// stdin to the protocol.
 fn bootstrap() -> String {
     format!(
-        "#proctor-launcher\nimport os\nn={}\nb=b''\nwhile len(b)<n:\n c=os.read(0,n-len(b))\n if not c: raise SystemExit(3)\n b+=c\nexec(compile(b,'proctor-launcher','exec'))\n",
+        "#proctor-launcher\nimport os,ctypes\nif ctypes.CDLL(None,use_errno=True).prctl(4,0,0,0,0)!=0: raise SystemExit(4)\nn={}\nb=b''\nwhile len(b)<n:\n c=os.read(0,n-len(b))\n if not c: raise SystemExit(3)\n b+=c\nexec(compile(b,'proctor-launcher','exec'))\n",
         SCRIPT.len()
     )
 }
@@ -131,8 +153,9 @@ fn bootstrap() -> String {
 /// A running launcher.
 pub struct Launcher {
     input: Pin<Box<dyn AsyncWrite + Send>>,
-    frames: mpsc::Receiver<Result<Frame, String>>,
+    frames: mpsc::Receiver<Result<(Bytes, Frame), String>>,
     reader: JoinHandle<()>,
+    nonce: Bytes,
 }
 
 impl std::fmt::Debug for Launcher {
@@ -246,10 +269,11 @@ impl Launcher {
             input,
             frames: rx,
             reader,
+            nonce: Bytes::new(),
         };
         match tokio::time::timeout(READY_TIMEOUT, launcher.frames.recv()).await {
-            Ok(Some(Ok(Frame::Ready))) => Ok(launcher),
-            Ok(Some(Ok(other))) => Err(LaunchError::Unavailable(format!(
+            Ok(Some(Ok((_, Frame::Ready)))) => Ok(launcher),
+            Ok(Some(Ok((_, other)))) => Err(LaunchError::Unavailable(format!(
                 "launcher sent {other:?} before it was ready"
             ))),
             Ok(Some(Err(why))) => Err(LaunchError::Unavailable(why)),
@@ -277,10 +301,30 @@ impl Launcher {
         }
     }
 
-    /// The next frame; `Err` once the launcher is gone (with what it last said).
+    /// Sends a `run` command for one block, tagged with a fresh nonce that every output and exit
+    /// frame of that block must carry.
+    pub async fn send_run(&mut self, mut command: serde_json::Value) -> std::io::Result<()> {
+        let nonce = new_nonce();
+        command["nonce"] = serde_json::Value::String(nonce.clone());
+        self.nonce = Bytes::from(nonce);
+        self.send(&command).await
+    }
+
+    /// The next frame; `Err` once the launcher is gone (with what it last said), or when an output
+    /// or exit frame does not carry the running block's nonce (see [`FORGED`]).
     pub async fn next(&mut self) -> Result<Frame, String> {
         match self.frames.recv().await {
-            Some(item) => item,
+            Some(Ok((nonce, frame))) => match frame {
+                Frame::Stdout(_) | Frame::Stderr(_) | Frame::Exit(_) => {
+                    if self.nonce.is_empty() || nonce != self.nonce {
+                        Err(FORGED.into())
+                    } else {
+                        Ok(frame)
+                    }
+                }
+                Frame::Ready | Frame::Pong => Ok(frame),
+            },
+            Some(Err(why)) => Err(why),
             None => Err("the launcher exited".into()),
         }
     }
@@ -302,9 +346,17 @@ impl Drop for Launcher {
 mod tests {
     use super::*;
 
+    const N: &[u8; NONCE_LEN] = b"0123456789abcdef0123456789abcdef";
+
     fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let nonce: &[u8] = if matches!(kind, b'1' | b'2' | b'X') {
+            N
+        } else {
+            b""
+        };
         let mut v = vec![kind];
-        v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        v.extend_from_slice(&((nonce.len() + payload.len()) as u32).to_be_bytes());
+        v.extend_from_slice(nonce);
         v.extend_from_slice(payload);
         v
     }
@@ -321,9 +373,11 @@ mod tests {
             frames.extend(d.push(chunk).unwrap());
         }
         assert_eq!(frames.len(), 4);
-        assert_eq!(frames[1], Frame::Stdout(Bytes::from_static(b"out")));
-        assert_eq!(frames[2], Frame::Stderr(Bytes::from_static(b"err")));
-        let Frame::Exit(x) = &frames[3] else {
+        assert_eq!(frames[0].0, Bytes::new());
+        assert_eq!(frames[1].0, Bytes::from_static(N));
+        assert_eq!(frames[1].1, Frame::Stdout(Bytes::from_static(b"out")));
+        assert_eq!(frames[2].1, Frame::Stderr(Bytes::from_static(b"err")));
+        let Frame::Exit(x) = &frames[3].1 else {
             panic!("{frames:?}")
         };
         assert_eq!((x.code, x.total), (3, 6));
@@ -335,5 +389,16 @@ mod tests {
         assert!(d.push(b"Zxxxxxxx").is_err());
         let mut d = FrameDecoder::default();
         assert!(d.push(&[b'1', 0xff, 0xff, 0xff, 0xff]).is_err());
+        // An output frame too short to hold a nonce is refused.
+        let mut d = FrameDecoder::default();
+        assert!(d.push(&[b'1', 0, 0, 0, 2, b'h', b'i']).is_err());
+    }
+
+    #[test]
+    fn nonces_are_fresh_hex() {
+        let (a, b) = (new_nonce(), new_nonce());
+        assert_ne!(a, b);
+        assert_eq!(a.len(), NONCE_LEN);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
     }
 }
