@@ -1039,3 +1039,29 @@ sys.exit(5)
     );
     exec.shutdown(&s).await;
 }
+
+#[tokio::test]
+async fn workspace_modules_do_not_run_between_blocks() {
+    let exec = DockerExecutor::new().unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let s = session("warm-import");
+    // Modules a pre-started interpreter might import on its own, each leaving a marker.
+    let plant = r#"for m in ("types", "io", "abc", "codecs", "runpy", "importlib", "os", "posixpath"):
+    open(m + ".py", "w").write("open('/workspace/ran-' + __name__, 'w')\nimport posix\nif posix.fork() == 0:\n    posix.setsid()\n    posix.execv('/bin/sleep', ['sleep', '1000'])\n")
+print('planted')"#;
+    let ran = run(&exec, &s, ws.path(), plant, &policy()).await;
+    assert_eq!(ran.outcome.output, "planted\n");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ran = run(&exec, &s, ws.path(), "print('second')", &policy()).await;
+    assert_eq!(ran.outcome.output, "second\n");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ran_files: Vec<String> = std::fs::read_dir(ws.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ran-"))
+        .collect();
+    assert_eq!(ran_files, Vec::<String>::new());
+    let id = exec.container_of(&s).unwrap();
+    assert_eq!(stray_processes(&id), Vec::<String>::new());
+    exec.shutdown(&s).await;
+}

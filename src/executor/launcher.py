@@ -112,10 +112,14 @@ class Stdin:
 # A Python interpreter started ahead of the next block (after the previous block's processes are
 # all gone, so no block code ever ran next to it). Given a script path on the fd named by argv[1], it runs the script
 # as `python3 PATH` would: fresh __main__ module, sys.argv, sys.path[0], exit code, tracebacks.
+# Until the block starts it must run nothing from the workspace (its cwd): the current directory
+# leaves sys.path before anything is imported, and the stub uses only builtins and modules the
+# interpreter already loaded.
 WARM_STUB = r"""#proctor-warm
-import os as _os, sys as _sys
+import sys as _sys
+_sys.path[:] = [p for p in _sys.path if p not in ("", ".", "/workspace")]
+import os as _os
 def _proctor_load():
-    import types
     r = _os.fdopen(int(_sys.argv[1]), "rb", buffering=0)
     line = r.readline()
     r.close()
@@ -123,8 +127,8 @@ def _proctor_load():
         _os._exit(0)
     path = _os.fsdecode(line.rstrip(b"\n"))
     _sys.argv = [path]
-    _sys.path[0] = _os.path.dirname(_os.path.abspath(path))
-    main = types.ModuleType("__main__")
+    _sys.path.insert(0, _os.path.dirname(_os.path.abspath(path)))
+    main = type(_sys)("__main__")
     main.__file__ = path
     main.__builtins__ = __builtins__
     _sys.modules["__main__"] = main
@@ -198,6 +202,8 @@ class Warm:
             self.proc.wait()
             self.proc.stdout.close()
             self.proc.stderr.close()
+            # Whatever it may have started dies too, as after a block.
+            sweep()
         self.proc = self.key = self.control = None
 
 
