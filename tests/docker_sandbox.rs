@@ -1065,3 +1065,51 @@ print('planted')"#;
     assert_eq!(stray_processes(&id), Vec::<String>::new());
     exec.shutdown(&s).await;
 }
+
+/// An OOM-killed child is named out of memory; a plain SIGKILL is not (launcher and fallback).
+async fn oom_is_named_only_when_the_oom_killer_acted(exec: DockerExecutor, name: &str) {
+    let ws = tempfile::tempdir().unwrap();
+    let s = session(name);
+    let mut p = policy();
+    p.memory_mb = 128;
+    let bomb = "python3 -c 'hog = []\nwhile True: hog.append(bytearray(16 << 20))'\necho \"child exit $?\"\nexit 137";
+    let ran = run_req(
+        &exec,
+        request(&s, ws.path(), "bash", bomb, &p),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(ran.outcome.oom, "{:?}", ran.outcome);
+    assert!(
+        ran.outcome.output.contains("child exit 137")
+            && ran.outcome.output.contains("out of memory"),
+        "{}",
+        ran.outcome.output
+    );
+    let ran = run_req(
+        &exec,
+        request(&s, ws.path(), "bash", "echo before; kill -9 $$", &p),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(!ran.outcome.oom, "{:?}", ran.outcome);
+    assert_eq!(ran.outcome.exit_code, 137);
+    assert_eq!(ran.outcome.output, "before\n[proctor: killed (SIGKILL)]\n");
+    exec.shutdown(&s).await;
+}
+
+#[tokio::test]
+async fn oom_of_a_child_is_named_and_a_plain_sigkill_is_not() {
+    oom_is_named_only_when_the_oom_killer_acted(DockerExecutor::new().unwrap(), "oom-child").await;
+}
+
+#[tokio::test]
+async fn oom_naming_in_the_exec_per_block_fallback() {
+    oom_is_named_only_when_the_oom_killer_acted(
+        DockerExecutor::new().unwrap().with_exec_per_block(),
+        "oom-child-fallback",
+    )
+    .await;
+}

@@ -320,6 +320,8 @@ impl Collector {
                 "[proctor: killed: out of memory (the sandbox limit is {} MiB)]",
                 req.policy.memory_mb
             ));
+        } else if report.code == -9 {
+            note("[proctor: killed (SIGKILL)]".into());
         }
         let exit_code = if report.code < 0 {
             128 - report.code
@@ -479,10 +481,8 @@ impl Inner {
                         // Replace the launcher now, so the next block pays nothing.
                         sb.launcher = Some(l);
                     }
-                    let report = ExitReport {
-                        code: -9,
-                        ..Default::default()
-                    };
+                    // The exit code is unknown (-1); the note below says what happened.
+                    let report = ExitReport::default();
                     let mut outcome = collector.finish(&report, t0.elapsed(), req);
                     outcome.exit_code = -1;
                     let what = if why == super::launcher::FORGED {
@@ -699,6 +699,7 @@ impl Inner {
         };
         let id = sb.id.clone();
         let user = sb.spec.block_user();
+        let oom_before = oom_kill_count(docker, &id).await;
         let t0 = Instant::now();
         let env = block_env();
         let exec = call(
@@ -784,11 +785,18 @@ impl Inner {
             self.forget(key, &sb.id);
             remove_container(docker, &sb.id).await;
         }
+        // OOM only when the cgroup's counter says so: a plain SIGKILL is not an OOM, and an
+        // OOM-killed child makes its parent exit with any code.
+        let oom_after = match (&oom_before, slot.is_some()) {
+            (Some(_), true) => oom_kill_count(docker, &id).await,
+            _ => None,
+        };
+        let oom = matches!((oom_before, oom_after), (Some(a), Some(b)) if b > a);
         let report = ExitReport {
             code: if code == 137 { -9 } else { code },
             timed_out,
             cancelled,
-            oom: code == 137 && !timed_out && !cancelled,
+            oom: oom && !timed_out && !cancelled,
             ..Default::default()
         };
         Ok(collector.finish(&report, t0.elapsed(), req))
@@ -924,6 +932,53 @@ async fn kill_block_processes(docker: &Docker, id: &str, user: &str) -> bool {
         call("inspect a kill exec", docker.inspect_exec(&exec.id)).await,
         Ok(info) if info.exit_code == Some(0)
     )
+}
+
+/// The container cgroup's OOM-kill counter (cgroup v2 `memory.events`, v1 `memory.oom_control`),
+/// read by a short exec; `None` when it cannot be read.
+async fn oom_kill_count(docker: &Docker, id: &str) -> Option<u64> {
+    let create = docker.create_exec(
+        id,
+        CreateExecOptions {
+            attach_stdout: Some(true),
+            attach_stderr: Some(false),
+            cmd: Some(vec![
+                "cat",
+                "/sys/fs/cgroup/memory.events",
+                "/sys/fs/cgroup/memory/memory.oom_control",
+            ]),
+            ..Default::default()
+        },
+    );
+    let exec = call("create an OOM-counter exec", create).await.ok()?;
+    let Ok(StartExecResults::Attached { mut output, .. }) = call(
+        "start an OOM-counter exec",
+        docker.start_exec(&exec.id, None),
+    )
+    .await
+    else {
+        return None;
+    };
+    let text = tokio::time::timeout(CALL_TIMEOUT, async {
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = output.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        text
+    })
+    .await
+    .ok()?;
+    parse_oom_kills(&text)
+}
+
+/// The `oom_kill` count in a cgroup memory events / oom_control listing.
+fn parse_oom_kills(text: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut parts = l.split_whitespace();
+        (parts.next() == Some("oom_kill"))
+            .then(|| parts.next()?.parse().ok())
+            .flatten()
+    })
 }
 
 async fn container_running(docker: &Docker, id: &str) -> bool {
@@ -1211,6 +1266,15 @@ mod tests {
         assert!(!owner_alive(&format!("{}:999999999:1", boot.trim())));
         assert!(!owner_alive("other-boot:1:1"));
         assert!(!owner_alive("garbage"));
+    }
+
+    #[test]
+    fn oom_kill_counter_is_read_from_v2_and_v1_listings() {
+        let v2 = "low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 0\n";
+        assert_eq!(parse_oom_kills(v2), Some(2));
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 7\n";
+        assert_eq!(parse_oom_kills(v1), Some(7));
+        assert_eq!(parse_oom_kills("cat: no such file"), None);
     }
 
     #[test]

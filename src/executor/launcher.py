@@ -351,9 +351,11 @@ def run_block(cmd, stdin):
     child.stdout.close()
     child.stderr.close()
     oom_after = oom_kills()
+    # Only the cgroup's OOM-kill counter says OOM: an OOM-killed child makes its parent exit with
+    # any code (bash: 137), and a plain SIGKILL is not an OOM. Unknown counter: not called OOM.
     oom = False
-    if code == -signal.SIGKILL and not timed_out and not cancelled:
-        oom = oom_before is None or oom_after is None or oom_after > oom_before
+    if not timed_out and not cancelled and oom_before is not None and oom_after is not None:
+        oom = oom_after > oom_before
     out(
         b"X",
         json.dumps(
