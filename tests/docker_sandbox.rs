@@ -1113,3 +1113,53 @@ async fn oom_naming_in_the_exec_per_block_fallback() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn blocks_run_at_the_lowest_cpu_priority_and_a_cpu_hog_still_stops_on_time() {
+    let exec = DockerExecutor::new().unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let s = session("nice");
+    let mut p = policy();
+    p.cpus = 0.5;
+    p.timeout_s = 1;
+    // Twice: the second python block runs in the pre-started interpreter.
+    for _ in 0..2 {
+        let ran = run(&exec, &s, ws.path(), "import os\nprint(os.nice(0))", &p).await;
+        assert_eq!(ran.outcome.output, "19\n");
+    }
+    let req = request(&s, ws.path(), "bash", "nice", &p);
+    let ran = run_req(&exec, req, CancellationToken::new()).await.unwrap();
+    assert_eq!(ran.outcome.output, "19\n");
+    let hog =
+        "import os\nfor _ in range(16):\n    if os.fork() == 0:\n        break\nwhile True: pass";
+    let ran = run(&exec, &s, ws.path(), hog, &p).await;
+    assert!(ran.outcome.timed_out, "{:?}", ran.outcome);
+    assert!(ran.outcome.duration_ms < 2500, "{:?}", ran.outcome);
+    let id = exec.container_of(&s).unwrap();
+    assert_eq!(stray_processes(&id), Vec::<String>::new());
+    let ran = run(&exec, &s, ws.path(), "print('after')", &p).await;
+    assert_eq!(ran.outcome.output, "after\n");
+    exec.shutdown(&s).await;
+}
+
+#[tokio::test]
+async fn a_block_that_stops_the_launcher_is_still_killed_at_the_deadline() {
+    let exec = DockerExecutor::new().unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let s = session("stop-launcher");
+    let mut p = policy();
+    p.timeout_s = 1;
+    let ran = run(&exec, &s, ws.path(), "print('warm up')", &p).await;
+    assert_eq!(ran.outcome.output, "warm up\n");
+    let id = exec.container_of(&s).unwrap();
+    let code = "import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\nwhile True: pass";
+    let ran = run(&exec, &s, ws.path(), code, &p).await;
+    assert!(ran.outcome.timed_out, "{:?}", ran.outcome);
+    assert!(ran.outcome.duration_ms < 2500, "{:?}", ran.outcome);
+    assert_eq!(stray_processes(&id), Vec::<String>::new());
+    let ran = run(&exec, &s, ws.path(), "print('after')", &p).await;
+    assert_eq!(ran.outcome.output, "after\n");
+    // Same container: the host-side kill replaced only the launcher.
+    assert_eq!(exec.container_of(&s).unwrap(), id);
+    exec.shutdown(&s).await;
+}

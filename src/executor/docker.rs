@@ -33,6 +33,11 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long past a block's deadline the host waits for the launcher before giving up on it.
 const BACKSTOP: Duration = Duration::from_secs(4);
+/// How long past a block's deadline the host kills the block's processes itself, should the
+/// launcher be too starved of CPU to do it.
+const HOST_KILL_GRACE: Duration = Duration::from_millis(500);
+/// `LauncherEnd::Lost::why` when the host-side deadline kill ended the block (and the launcher).
+const HOST_KILLED: &str = "killed from the host at the deadline";
 /// Longest a block's file write may take before the block is refused.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default socket when `DOCKER_HOST` is unset.
@@ -451,13 +456,15 @@ impl Inner {
             let Some(sb) = slot.as_mut() else {
                 return Err(ExecError::Other("the sandbox vanished".into()));
             };
+            let (id, user) = (sb.id.clone(), sb.spec.block_user());
             let Some(launcher) = sb.launcher.as_mut() else {
                 return self
                     .run_exec_per_block(docker, slot, key, req, &argv, cancel, out)
                     .await;
             };
             let t0 = Instant::now();
-            match run_with_launcher(launcher, req, &argv, &cancel, out).await {
+            let backstop = (docker, id.as_str(), user.as_str());
+            match run_with_launcher(launcher, req, &argv, &cancel, out, backstop).await {
                 LauncherEnd::Done(outcome) => return Ok(outcome),
                 LauncherEnd::Lost {
                     collector,
@@ -480,6 +487,20 @@ impl Inner {
                     {
                         // Replace the launcher now, so the next block pays nothing.
                         sb.launcher = Some(l);
+                    }
+                    if why == HOST_KILLED {
+                        let report = ExitReport {
+                            code: -9,
+                            timed_out: true,
+                            ..Default::default()
+                        };
+                        let mut outcome = collector.finish(&report, t0.elapsed(), req);
+                        outcome.output.push_str(
+                            "[proctor: the sandbox launcher was too starved of CPU to stop the \
+                             block at the deadline; proctor killed it from outside and replaced \
+                             the launcher]\n",
+                        );
+                        return Ok(outcome);
                     }
                     // The exit code is unknown (-1); the note below says what happened.
                     let report = ExitReport::default();
@@ -810,6 +831,7 @@ async fn run_with_launcher(
     argv: &[String],
     cancel: &CancellationToken,
     out: &Out,
+    (docker, id, user): (&Docker, &str, &str),
 ) -> LauncherEnd {
     let limit_kb = req.policy.output_limit_kb.max(1);
     let timeout = Duration::from_secs(req.policy.timeout_s.max(1));
@@ -838,11 +860,19 @@ async fn run_with_launcher(
         };
     }
     let mut give_up = t0 + timeout + BACKSTOP;
+    let host_kill = t0 + timeout + HOST_KILL_GRACE;
+    let mut host_killed = false;
     let mut kill_sent = false;
     let mut started = false;
     loop {
         tokio::select! {
             biased;
+            _ = tokio::time::sleep_until(host_kill.into()), if !host_killed && !kill_sent => {
+                // The launcher missed the deadline: kill every block-uid process (the launcher
+                // too) from outside; its stream then ends.
+                host_killed = true;
+                kill_block_processes(docker, id, user).await;
+            }
             _ = cancel.cancelled(), if !kill_sent => {
                 kill_sent = true;
                 give_up = give_up.min(Instant::now() + BACKSTOP);
@@ -866,6 +896,7 @@ async fn run_with_launcher(
                 Ok(Frame::Ready) | Ok(Frame::Pong) => {}
                 Err(why) => {
                     collector.flush(out).await;
+                    let why = if host_killed { HOST_KILLED.to_owned() } else { why };
                     return LauncherEnd::Lost { collector, why, started };
                 }
             },
