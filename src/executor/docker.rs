@@ -482,9 +482,11 @@ impl Inner {
                             // The container died between blocks: recreate it and run again.
                             continue;
                         }
-                    } else if let Ok(l) =
-                        Launcher::start(docker, &sb.id, &sb.spec.block_user()).await
+                    } else if kill_block_processes(docker, &sb.id, &sb.spec.block_user()).await
+                        && let Ok(l) = Launcher::start(docker, &sb.id, &sb.spec.block_user()).await
                     {
+                        // (Block processes die first: none may touch the new launcher before it
+                        // is non-dumpable.)
                         // Replace the launcher now, so the next block pays nothing.
                         sb.launcher = Some(l);
                     }
@@ -583,6 +585,8 @@ impl Inner {
             };
             if sb.launcher.as_ref().is_some_and(Launcher::is_finished) {
                 sb.launcher = None;
+                // Nothing of the block uid may be alive while the next launcher starts up.
+                kill_block_processes(docker, &sb.id, &spec.block_user()).await;
             }
             if sb.launcher.is_some() {
                 return Ok(());
@@ -926,7 +930,8 @@ fn block_env() -> Vec<String> {
 /// Whether a launcher failure means the image has no `python3` (so: one exec per block).
 fn no_interpreter(why: &str) -> bool {
     let why = why.to_ascii_lowercase();
-    why.contains("executable file not found")
+    why.contains(super::launcher::NOT_DUMPABLE)
+        || why.contains("executable file not found")
         || why.contains("no such file or directory")
         || why.contains("not found")
 }

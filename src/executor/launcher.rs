@@ -21,6 +21,8 @@ const MAX_FRAME: usize = 1 << 20;
 pub const NONCE_LEN: usize = 32;
 /// What `Launcher::next` says when a frame lacks the running block's nonce.
 pub const FORGED: &str = "a frame without this block's nonce (forged or corrupt launcher output)";
+/// What the launcher says when it cannot make itself non-dumpable (then it does not run).
+pub const NOT_DUMPABLE: &str = "proctor-launcher: cannot make the launcher non-dumpable";
 /// How long a fresh launcher may take to say it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -141,11 +143,13 @@ pub enum LaunchError {
     Unavailable(String),
 }
 
-/// The `-c` program: reads exactly the script's bytes from stdin and runs it, leaving the rest of
-/// stdin to the protocol.
+/// The `-c` program: makes the process non-dumpable first (so code of the same uid cannot open its
+/// `/proc/<pid>/fd`, memory or ptrace it), reads exactly the script's bytes from stdin and runs
+/// it, leaving the rest of stdin to the protocol. Without `prctl` it says [`NOT_DUMPABLE`] and
+/// exits, and the session falls back to one exec per block.
 fn bootstrap() -> String {
     format!(
-        "#proctor-launcher\nimport os,ctypes\nif ctypes.CDLL(None,use_errno=True).prctl(4,0,0,0,0)!=0: raise SystemExit(4)\nn={}\nb=b''\nwhile len(b)<n:\n c=os.read(0,n-len(b))\n if not c: raise SystemExit(3)\n b+=c\nexec(compile(b,'proctor-launcher','exec'))\n",
+        "#proctor-launcher\nimport os\ntry:\n import ctypes\n ok=ctypes.CDLL(None).prctl(4,0,0,0,0)==0\nexcept Exception:\n ok=False\nn={}\nb=b''\nwhile len(b)<n:\n c=os.read(0,n-len(b))\n if not c: raise SystemExit(3)\n b+=c\nif not ok:\n os.write(2,b'{NOT_DUMPABLE}\\n')\n raise SystemExit(4)\nexec(compile(b,'proctor-launcher','exec'))\n",
         SCRIPT.len()
     )
 }
