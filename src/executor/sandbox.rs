@@ -534,6 +534,71 @@ mod tests {
         assert_eq!(ok, PathBuf::from("src/main.py"));
     }
 
+    fn spec_for(ws: &Path) -> SandboxSpec {
+        let meta = std::fs::metadata(ws).unwrap();
+        SandboxSpec {
+            image: "x".into(),
+            network: false,
+            memory_mb: 64,
+            cpus: 1.0,
+            pids: 64,
+            host_user: true,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            main_uid: 65534,
+            workspace: ws.canonicalize().unwrap(),
+        }
+    }
+
+    #[test]
+    fn writes_replace_planted_symlinks_and_refuse_fifos() {
+        let ws = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, "original").unwrap();
+        let spec = spec_for(ws.path());
+        std::os::unix::fs::symlink(&victim, ws.path().join("tmp_code_x.py")).unwrap();
+        write_block(&spec, Path::new("tmp_code_x.py"), "print(1)").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "original");
+        let written = ws.path().join("tmp_code_x.py");
+        assert!(
+            !std::fs::symlink_metadata(&written)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(std::fs::read_to_string(&written).unwrap(), "print(1)");
+        // A directory symlink leading out is refused; one inside the workspace is followed.
+        std::os::unix::fs::symlink(outside.path(), ws.path().join("out")).unwrap();
+        assert!(write_block(&spec, Path::new("out/x.py"), "").is_err());
+        assert!(!outside.path().join("x.py").exists());
+        std::fs::create_dir(ws.path().join("real")).unwrap();
+        std::os::unix::fs::symlink("real", ws.path().join("alias")).unwrap();
+        write_block(&spec, Path::new("alias/new/y.py"), "y").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(ws.path().join("real/new/y.py")).unwrap(),
+            "y"
+        );
+        // A FIFO in the file's place is refused without opening it (which would block).
+        let fifo = ws.path().join("f.py");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let err = write_block(&spec, Path::new("f.py"), "x").unwrap_err();
+        assert!(err.to_string().contains("FIFO"), "{err}");
+        // Nothing is left behind.
+        let names: Vec<_> = std::fs::read_dir(ws.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".proctor-write"))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+    }
+
     #[test]
     fn unnamed_blocks_get_a_content_hash_name() {
         let ws = tempfile::tempdir().unwrap();
