@@ -119,6 +119,42 @@ struct Orchestrator {
     ops_handled: u64,
 }
 
+/// Output of a running block not yet sent: pieces of one line on one stream.
+struct OutputLine {
+    stream: Option<crate::protocol::StreamKind>,
+    text: String,
+    deadline: Instant,
+}
+
+impl Default for OutputLine {
+    fn default() -> Self {
+        Self {
+            stream: None,
+            text: String::new(),
+            deadline: Instant::now(),
+        }
+    }
+}
+
+impl OutputLine {
+    /// Longest a piece waits for the rest of its line.
+    const WAIT: std::time::Duration = std::time::Duration::from_millis(15);
+    /// Sent at once beyond this many bytes.
+    const MAX: usize = 16 * 1024;
+
+    fn is_pending(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    fn push(&mut self, stream: crate::protocol::StreamKind, text: &str) {
+        if self.stream.is_none() {
+            self.deadline = Instant::now() + Self::WAIT;
+        }
+        self.stream = Some(stream);
+        self.text.push_str(text);
+    }
+}
+
 /// Note of an interrupted selector call (no speaker chosen).
 const SELECTOR_INTERRUPTED: &str = "selector interrupted";
 
@@ -1070,6 +1106,21 @@ impl Orchestrator {
         .await;
     }
 
+    /// Sends what `line` holds as one `execution_output` event.
+    async fn flush_output(&mut self, id: u64, block: usize, line: &mut OutputLine) {
+        let Some(stream) = line.stream.take() else {
+            return;
+        };
+        let text = std::mem::take(&mut line.text);
+        self.emit(EventKind::ExecutionOutput {
+            id,
+            block,
+            stream,
+            text,
+        })
+        .await;
+    }
+
     /// Offers the executable blocks of `agent`'s message for approval (rules and the mode may
     /// approve them at once). Returns whether there were any.
     async fn offer_blocks(&mut self, agent: &str, text: &str) -> bool {
@@ -1219,6 +1270,8 @@ impl Orchestrator {
             let mut finished = false;
             let mut block_refused: Option<String> = None;
             let mut ops_open = true;
+            // Output pieces of one line ("tick", " ", "9\n") go out as one event.
+            let mut line = OutputLine::default();
             loop {
                 tokio::select! {
                     biased;
@@ -1226,6 +1279,9 @@ impl Orchestrator {
                         Some(op) => self.handle_op(op).await,
                         None => { ops_open = false; self.front_end_gone = true; cancel.cancel(); }
                     },
+                    _ = tokio::time::sleep_until(line.deadline), if line.is_pending() => {
+                        self.flush_output(p.id, i, &mut line).await;
+                    }
                     item = stream.next() => match item {
                         Some(Ok(ExecEvent::Pull(pp))) => {
                             self.emit(EventKind::ImagePull {
@@ -1235,9 +1291,16 @@ impl Orchestrator {
                         }
                         Some(Ok(ExecEvent::Started)) => {}
                         Some(Ok(ExecEvent::Output { stream: s, text })) => {
-                            self.emit(EventKind::ExecutionOutput { id: p.id, block: i, stream: s, text }).await;
+                            if line.stream.is_some_and(|cur| cur != s) {
+                                self.flush_output(p.id, i, &mut line).await;
+                            }
+                            line.push(s, &text);
+                            if text.ends_with('\n') || line.text.len() >= OutputLine::MAX {
+                                self.flush_output(p.id, i, &mut line).await;
+                            }
                         }
                         Some(Ok(ExecEvent::Finished(o))) => {
+                            self.flush_output(p.id, i, &mut line).await;
                             finished = true;
                             if o.cancelled {
                                 interrupted = true;
@@ -1268,6 +1331,7 @@ impl Orchestrator {
                 }
             }
             drop(stream);
+            self.flush_output(p.id, i, &mut line).await;
             self.current_cancel = None;
             if !finished {
                 // No result from the executor: close the block so every start has a finish.

@@ -26,6 +26,8 @@ pub struct FakeExecutor {
     pub fail_with: Option<String>,
     /// Refuse blocks whose filename hint is this (as the sandbox refuses an escaping path).
     pub refuse_filename: Option<String>,
+    /// Send this output in these pieces, as an unbuffered `print` can arrive, before finishing.
+    pub pieces: Option<Vec<&'static str>>,
 }
 
 impl Executor for FakeExecutor {
@@ -48,6 +50,21 @@ impl Executor for FakeExecutor {
                 })
             })
             .boxed();
+        }
+        if let Some(pieces) = self.pieces.clone() {
+            let mut events: Vec<Result<ExecEvent, ExecError>> = vec![Ok(ExecEvent::Started)];
+            let output: String = pieces.concat();
+            for p in pieces {
+                events.push(Ok(ExecEvent::Output {
+                    stream: StreamKind::Stdout,
+                    text: p.to_string(),
+                }));
+            }
+            events.push(Ok(ExecEvent::Finished(ExecOutcome {
+                output,
+                ..Default::default()
+            })));
+            return futures::stream::iter(events).boxed();
         }
         let hang = self
             .hang_on

@@ -1142,3 +1142,26 @@ async fn a_refused_filename_is_that_blocks_result_and_the_next_block_still_runs(
             .contains("leaves the workspace")
     );
 }
+
+#[tokio::test]
+async fn pieces_of_one_output_line_become_one_event_and_streams_keep_their_order() {
+    let mut b = Builder::new(PAIR)
+        .reply("coder", CODE)
+        .reply("reviewer", "TERMINATE")
+        .mode(SessionMode::Auto);
+    b.exec = FakeExecutor {
+        pieces: Some(vec!["tick", " ", "1\n", "tick 2\nti", "ck 3\n"]),
+        ..Default::default()
+    };
+    let mut s = b.start();
+    s.wait_for("end", is_terminated).await;
+    let outputs: Vec<String> = s
+        .seen
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ExecutionOutput { text, .. } => Some(text.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(outputs, ["tick 1\n", "tick 2\ntick 3\n"]);
+}
