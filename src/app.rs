@@ -99,6 +99,28 @@ fn context(cli: &Cli) -> anyhow::Result<Context_> {
         })?,
     };
     let image = cli.image.clone().filter(|i| !i.trim().is_empty());
+    let theme_source = match (&cli.theme, &config.theme) {
+        (Some(t), _) => Some((t, "--theme".to_string())),
+        (None, Some(t)) => Some((
+            t,
+            format!(
+                "theme in {}",
+                config_path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
+        )),
+        (None, None) => None,
+    };
+    if let Some((theme, from)) = theme_source
+        && !config::THEMES.contains(&theme.as_str())
+    {
+        bail!(
+            "{from}: unknown theme {theme:?}; use one of {}",
+            config::THEMES.join(", ")
+        );
+    }
     Ok(Context_ {
         config,
         config_path,

@@ -309,6 +309,9 @@ pub struct TeamConfig {
     pub executor: ExecutorConfig,
 }
 
+/// Themes shipped in `themes/`.
+pub const THEMES: [&str; 3] = ["dark", "light", "high-contrast"];
+
 /// Default sandbox image.
 pub const DEFAULT_IMAGE: &str = "python:3.12-slim";
 

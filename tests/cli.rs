@@ -512,3 +512,18 @@ fn resume_without_its_provider_still_opens_and_names_what_is_missing() {
     assert_eq!(replayed[0]["type"], "session_started");
     assert!(replayed.iter().any(|e| e["type"] == "approval_requested"));
 }
+
+#[test]
+fn unknown_theme_is_refused_with_the_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    cargo_bin_cmd!("proctor")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("--config")
+        .arg(write(dir.path(), "config.toml", ""))
+        .args(["--theme", "solarized", "sessions", "list"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("solarized"))
+        .stderr(predicate::str::contains("high-contrast"));
+}
