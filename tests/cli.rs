@@ -527,3 +527,47 @@ fn unknown_theme_is_refused_with_the_choices() {
         .stderr(predicate::str::contains("solarized"))
         .stderr(predicate::str::contains("high-contrast"));
 }
+
+#[test]
+fn api_keys_in_proctors_environment_never_reach_the_sandbox() {
+    let script = r#"
+[[reply]]
+agent = "coder"
+text = """
+```python
+import os, glob
+seen = dict(os.environ)
+for path in glob.glob('/proc/[0-9]*/environ'):
+    try:
+        seen[path] = open(path, 'rb').read().decode('latin-1')
+    except OSError:
+        pass
+print(repr(seen))
+```
+"""
+[[reply]]
+agent = "reviewer"
+text = "TERMINATE"
+"#;
+    let env = Env::new(script, TEAM);
+    let sentinel = "sk-proj-SENTINEL-must-not-leak-42";
+    let mut c = env.cmd();
+    c.args(["run", "--team"])
+        .arg(env.path("team.toml"))
+        .args(["--task", "t", "--headless", "--json", "--approve", "auto"])
+        .env("OPENAI_API_KEY", sentinel)
+        .env("ANTHROPIC_API_KEY", sentinel);
+    let (code, events, stderr) = finish(c, "");
+    assert_eq!(code, 0, "{stderr}");
+    let fin = of_type(&events, "execution_finished");
+    let output = fin[0]["output"].as_str().unwrap();
+    assert!(
+        output.contains("PATH"),
+        "the block ran and printed its environment: {output}"
+    );
+    assert!(
+        !output.contains("SENTINEL"),
+        "a key from proctor's environment reached the sandbox"
+    );
+    assert!(!output.contains("OPENAI_API_KEY") && !output.contains("ANTHROPIC_API_KEY"));
+}

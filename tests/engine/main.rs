@@ -1165,3 +1165,51 @@ async fn pieces_of_one_output_line_become_one_event_and_streams_keep_their_order
         .collect();
     assert_eq!(outputs, ["tick 1\n", "tick 2\ntick 3\n"]);
 }
+
+#[tokio::test]
+async fn a_code_once_rule_approves_that_code_one_time_only() {
+    let solo = "name='s'\n[[agents]]\nname='coder'\nmodel='scripted/m'\ncan_execute=true\n";
+    let mut s = Builder::new(solo)
+        .reply("coder", CODE)
+        .reply("coder", CODE)
+        .reply("coder", "TERMINATE")
+        .start();
+    s.send(Op::AddPolicy {
+        rule: PolicyRule::CodeOnce {
+            hash: proctor::engine::state::code_hash("print('hi')"),
+        },
+    });
+    let first = approval_id(&s.wait_for("first approval", is_approval).await);
+    let auto = s
+        .wait_for("auto resolution", |k| {
+            matches!(k, EventKind::ApprovalResolved { .. })
+        })
+        .await;
+    assert!(matches!(
+        auto.kind,
+        EventKind::ApprovalResolved { id, by_rule: Some(PolicyRule::CodeOnce { .. }), .. } if id == first
+    ));
+    // The same code again: the rule is used up, so the human is asked.
+    let second = approval_id(&s.wait_for("second approval", is_approval).await);
+    s.send(resolve(second, 0, Decision::Skip));
+    s.wait_for("end", is_terminated).await;
+    let second_decisions: Vec<_> = s
+        .seen
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::ApprovalResolved {
+                id,
+                decision,
+                by_rule,
+                ..
+            } if *id == second => Some((*decision, by_rule.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        second_decisions,
+        [(DecisionKind::Skipped, None)],
+        "the human, not the used-up rule, decided the second proposal"
+    );
+    assert_eq!(s.exec.runs.lock().unwrap().len(), 1);
+}
