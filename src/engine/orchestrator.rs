@@ -761,11 +761,9 @@ impl Orchestrator {
         let mut answers = Vec::new();
         for strict in [false, true] {
             let req = selection::selector_request(&team, &self.state, cands, &model_ref, strict);
-            let projected = self.prices.project(
-                &model_ref,
-                estimate_request_tokens(&req),
-                u64::from(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
-            );
+            let projected =
+                self.prices
+                    .project_request(&model_ref, &req, u64::from(DEFAULT_MAX_TOKENS));
             if let (Some(cap), Some(p)) = (self.state.budget_usd, projected)
                 && self.state.spend.usd + p > cap
             {
@@ -812,9 +810,10 @@ impl Orchestrator {
 
     /// Projects the next call's cost; pauses (and returns false) when it would cross a cap.
     async fn budget_allows(&mut self, agent: &str, model_ref: &str, req: &ChatRequest) -> bool {
-        let input = estimate_request_tokens(req);
-        let max_out = u64::from(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS));
-        let Some(projected) = self.prices.project(model_ref, input, max_out) else {
+        let Some(projected) =
+            self.prices
+                .project_request(model_ref, req, u64::from(DEFAULT_MAX_TOKENS))
+        else {
             if (self.state.budget_usd.is_some() || self.agent_cap(agent).is_some())
                 && !self.unpriced_noted.iter().any(|m| m == model_ref)
             {
