@@ -279,6 +279,11 @@ pub enum EventKind {
         /// New mode.
         mode: SessionMode,
     },
+    /// The human pinned the next speaker (it speaks next, whatever the selector says).
+    SpeakerPinned {
+        /// Agent name.
+        agent: String,
+    },
     /// An agent was muted or unmuted.
     AgentMuted {
         /// Agent name.
@@ -411,6 +416,7 @@ impl EventKind {
             EventKind::ApprovalResolved { .. } => "approval_resolved",
             EventKind::PolicyAdded { .. } => "policy_added",
             EventKind::ModeChanged { .. } => "mode_changed",
+            EventKind::SpeakerPinned { .. } => "speaker_pinned",
             EventKind::AgentMuted { .. } => "agent_muted",
             EventKind::ImagePull { .. } => "image_pull",
             EventKind::ExecutionStarted { .. } => "execution_started",

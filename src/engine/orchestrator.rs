@@ -103,7 +103,6 @@ struct Orchestrator {
     started: Instant,
     termination: Condition,
     rng: StdRng,
-    pin: Option<String>,
     pause_requested: bool,
     budget_override_once: bool,
     step_acknowledged: bool,
@@ -207,7 +206,6 @@ impl Orchestrator {
             started: Instant::now(),
             termination,
             rng,
-            pin: None,
             pause_requested: false,
             budget_override_once: false,
             step_acknowledged: false,
@@ -591,11 +589,7 @@ impl Orchestrator {
                 if !self.is_agent(&agent) {
                     return self.error(format!("no agent named {agent:?}")).await;
                 }
-                self.emit(EventKind::Notice {
-                    message: format!("{agent} will speak next (pinned by the human)"),
-                })
-                .await;
-                self.pin = Some(agent);
+                self.emit(EventKind::SpeakerPinned { agent }).await;
             }
             Op::Mute { agent, muted } => {
                 if !self.is_agent(&agent) {
@@ -681,7 +675,7 @@ impl Orchestrator {
 
     async fn select_speaker(&mut self) {
         let team = self.team.clone();
-        if let Some(agent) = self.pin.take()
+        if let Some(agent) = self.state.pinned.clone()
             && !self.state.muted.contains(&agent)
         {
             self.emit(EventKind::SpeakerSelected {

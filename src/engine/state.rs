@@ -135,6 +135,8 @@ pub struct SessionState {
     /// Per agent: its messages since the human last said or decided something (AutoGen's
     /// `max_consecutive_auto_reply` counts per agent). `consecutive_auto` is the largest.
     pub consecutive_by_agent: BTreeMap<String, u32>,
+    /// Agent the human pinned to speak next.
+    pub pinned: Option<String>,
     /// Muted agents.
     pub muted: BTreeSet<String>,
     /// Auto-approval rules in force.
@@ -215,6 +217,7 @@ impl SessionState {
             }
             EventKind::SpeakerSelected { agent, .. } => {
                 self.unoffered_message = None;
+                self.pinned = None;
                 self.speaking = Some(agent.clone());
                 self.speaker_requested = None;
             }
@@ -327,6 +330,7 @@ impl SessionState {
                 }
             }
             EventKind::ModeChanged { mode } => self.mode = *mode,
+            EventKind::SpeakerPinned { agent } => self.pinned = Some(agent.clone()),
             EventKind::AgentMuted { agent, muted } => {
                 if *muted {
                     self.muted.insert(agent.clone());

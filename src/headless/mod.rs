@@ -616,6 +616,9 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
         EventKind::ModeChanged { mode } => {
             let _ = writeln!(out, "  mode: {mode:?}");
         }
+        EventKind::SpeakerPinned { agent } => {
+            let _ = writeln!(out, "  {agent} speaks next (pinned)");
+        }
         EventKind::AgentMuted { agent, muted } => {
             let _ = writeln!(
                 out,

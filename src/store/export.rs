@@ -295,6 +295,9 @@ pub fn to_markdown(id: &str, events: &[Event]) -> String {
             EventKind::ModeChanged { mode } => {
                 let _ = writeln!(out, "> Approval mode is now {}\n", mode_name(*mode));
             }
+            EventKind::SpeakerPinned { agent } => {
+                let _ = writeln!(out, "> {agent} was pinned to speak next\n");
+            }
             EventKind::AgentMuted { agent, muted } => {
                 let _ = writeln!(
                     out,

@@ -112,6 +112,7 @@ impl Fold {
             EventKind::PolicyAdded { .. }
             | EventKind::ModeChanged { .. }
             | EventKind::AgentMuted { .. }
+            | EventKind::SpeakerPinned { .. }
             | EventKind::ImagePull { .. }
             | EventKind::Waiting { .. }
             | EventKind::ExecutionFinished { .. }

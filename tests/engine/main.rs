@@ -1213,3 +1213,48 @@ async fn a_code_once_rule_approves_that_code_one_time_only() {
     );
     assert_eq!(s.exec.runs.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn a_pinned_speaker_survives_a_resume() {
+    let slow = ScriptedReply {
+        agent: Some("coder".into()),
+        text: "a long first reply that is still streaming".into(),
+        delay_ms: 100,
+        ..Default::default()
+    };
+    let mut s = Builder::new(PAIR).replies(vec![slow]).start();
+    s.wait_for("coder streaming", |k| {
+        matches!(k, EventKind::MessageDelta { .. })
+    })
+    .await;
+    s.send(Op::PinNextSpeaker {
+        agent: "coder".into(),
+    });
+    s.wait_for("pin recorded", |k| {
+        matches!(k, EventKind::SpeakerPinned { .. })
+    })
+    .await;
+    let log = s.sink.events.lock().unwrap().clone();
+    s.handle.task.abort();
+
+    let mut b = Builder::new(PAIR)
+        .reply("coder", "first, again")
+        .reply("coder", "pinned turn TERMINATE");
+    b.resume = Some(log);
+    let mut r = b.start();
+    r.wait_for("end", is_terminated).await;
+    let after: Vec<String> = r
+        .seen
+        .iter()
+        .filter(|e| e.seq > 10_000)
+        .filter_map(|e| match &e.kind {
+            EventKind::SpeakerSelected { agent, .. } => Some(agent.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        after,
+        ["coder"],
+        "round robin would have picked the reviewer"
+    );
+}

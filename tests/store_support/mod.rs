@@ -65,10 +65,11 @@ pub fn kind_index(kind: &EventKind) -> usize {
         EventKind::Terminated { .. } => 21,
         EventKind::Error { .. } => 22,
         EventKind::Waiting { .. } => 23,
+        EventKind::SpeakerPinned { .. } => 24,
     }
 }
 
-pub const KINDS: usize = 24;
+pub const KINDS: usize = 25;
 
 /// One event of every kind, session_started first, with awkward text (quotes, newlines, unicode).
 pub fn every_kind() -> Vec<EventKind> {
@@ -137,6 +138,9 @@ pub fn every_kind() -> Vec<EventKind> {
         EventKind::AgentMuted {
             agent: "reviewer".into(),
             muted: true,
+        },
+        EventKind::SpeakerPinned {
+            agent: "coder".into(),
         },
         EventKind::ImagePull {
             image: "python:3.12-slim".into(),
