@@ -323,6 +323,10 @@ fn console_mode_prints_a_readable_transcript_and_takes_y() {
     assert!(stdout.contains("[y] approve"));
     assert!(stdout.contains("│ 42"));
     assert!(stdout.contains("session ended: reviewer said TERMINATE"));
+    assert!(
+        stdout.contains("cost: $"),
+        "the session's cost is shown at the end: {stdout}"
+    );
 }
 
 #[test]

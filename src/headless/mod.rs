@@ -697,6 +697,12 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
         EventKind::Terminated { reason } => {
             end_stream(out, c);
             let _ = writeln!(out, "\n■ session ended: {}", sanitize(reason));
+            let unpriced = if c.unpriced {
+                " (some calls unpriced)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "  cost: ${:.4}{unpriced}", c.total_usd);
         }
         EventKind::Error { message } => {
             end_stream(out, c);
