@@ -405,7 +405,6 @@ async fn session_resume(
     last: bool,
     front: FrontEnd,
 ) -> anyhow::Result<i32> {
-    headless_note(&front);
     let store = SessionStore::open(&ctx.data_dir)?;
     let id = match (id, last) {
         (Some(id), _) => store.resolve(&id)?,
@@ -414,6 +413,7 @@ async fn session_resume(
             .ok_or_else(|| anyhow!("no saved sessions in {}", ctx.data_dir.display()))?,
     };
     let (events, report, writer) = store.open_existing(&id)?;
+    headless_note(&front);
     for w in report.warnings() {
         eprintln!("proctor: session {id}: {w}");
     }
