@@ -160,9 +160,7 @@ fn build_models(
     let mut scripted: HashMap<String, ScriptedModel> = HashMap::new();
     for model_ref in refs {
         let built: anyhow::Result<Arc<dyn ChatModel>> = (|| {
-            let (provider_name, model) = model_ref
-                .split_once('/')
-                .ok_or_else(|| anyhow!("model {model_ref:?} must be \"<provider>/<model>\""))?;
+            let (provider_name, model) = proctor::provider::split_model_ref(&model_ref)?;
             let provider = providers.get(provider_name).ok_or_else(|| {
                 anyhow!("model {model_ref}: no provider {provider_name:?} (add [providers.{provider_name}] to config.toml)")
             })?;
@@ -513,7 +511,7 @@ async fn drive_with(
         }
     };
     match &outcome {
-        Outcome::Terminated(_) | Outcome::AlreadyFinished(_) => {}
+        Outcome::Terminated(_) => {}
         Outcome::Paused(why) => {
             eprintln!(
                 "proctor: {}; session {id} saved — `proctor resume {id}` continues it",

@@ -2,7 +2,7 @@
 //! messages as assistant turns, everyone else's labelled by name, private notes only when they are
 //! addressed to it), trimmed to its `max_context_tokens`.
 
-use crate::config::{AgentConfig, TeamConfig};
+use crate::config::{AgentConfig, TeamConfig, split_model_ref};
 use crate::engine::cost::estimate_tokens;
 use crate::engine::state::SessionState;
 use crate::protocol::HUMAN;
@@ -111,8 +111,7 @@ pub fn build_request(
     }
     BuiltRequest {
         request: ChatRequest {
-            model: model
-                .split_once('/')
+            model: split_model_ref(model)
                 .map(|(_, m)| m)
                 .unwrap_or(model)
                 .to_string(),

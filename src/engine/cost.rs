@@ -103,7 +103,8 @@ impl PriceTable {
         if let Some(p) = self.overrides.get(model_ref) {
             return (Some(*p), PriceSource::Config);
         }
-        let (provider, model) = model_ref.split_once('/').unwrap_or(("", model_ref));
+        let (provider, model) =
+            crate::config::split_model_ref(model_ref).unwrap_or(("", model_ref));
         if self.free_providers.iter().any(|f| f == provider) {
             let free = PriceConfig {
                 input_per_mtok: 0.0,

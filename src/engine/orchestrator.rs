@@ -27,7 +27,7 @@ use crate::engine::termination::{Condition, detect_loop};
 use crate::executor::{ExecError, ExecEvent, ExecRequest, Executor};
 use crate::protocol::{
     AgentActivity, Decision, DecisionKind, EXECUTOR, Event, EventKind, HUMAN, Op, PauseKind,
-    PolicyRule, SCHEMA_VERSION, SessionMode, WaitingOn,
+    SCHEMA_VERSION, SessionMode, WaitingOn,
 };
 use crate::provider::{ChatChunk, ChatModel, ChatRequest, ProviderError, TokenUsage};
 use crate::store::EventSink;
@@ -153,9 +153,6 @@ impl OutputLine {
         self.text.push_str(text);
     }
 }
-
-/// Note of an interrupted selector call (no speaker chosen).
-const SELECTOR_INTERRUPTED: &str = "selector interrupted";
 
 /// Seqs a resumed session skips past the last record of its log: live-only events (deltas,
 /// status) of the crashed run used seqs that are not in the log.
@@ -709,8 +706,7 @@ impl Orchestrator {
                 if cands.len() == 1 {
                     (cands.first().cloned(), None)
                 } else {
-                    let (agent, note) = self.auto_select(&cands).await;
-                    if agent.is_none() && note.as_deref() == Some(SELECTOR_INTERRUPTED) {
+                    let Some((agent, note)) = self.auto_select(&cands).await else {
                         if self.stop_requested.is_none() && !self.front_end_gone {
                             self.emit(EventKind::Paused {
                                 reason: "interrupted while choosing the next speaker".into(),
@@ -719,7 +715,7 @@ impl Orchestrator {
                             .await;
                         }
                         return;
-                    }
+                    };
                     (agent, note)
                 }
             }
@@ -734,8 +730,9 @@ impl Orchestrator {
         self.emit(EventKind::SpeakerSelected { agent, note }).await;
     }
 
-    /// Asks the selector model; one retry on an unparseable answer, then round robin.
-    async fn auto_select(&mut self, cands: &[String]) -> (Option<String>, Option<String>) {
+    /// Asks the selector model; one retry on an unparseable answer, then round robin. Returns
+    /// the pick and a note for the transcript, or `None` when the human interrupted the call.
+    async fn auto_select(&mut self, cands: &[String]) -> Option<(Option<String>, Option<String>)> {
         let team = self.team.clone();
         let model_ref = team
             .orchestration
@@ -745,12 +742,12 @@ impl Orchestrator {
             .unwrap_or_default();
         let fallback = selection::round_robin(&team, self.state.last_speaker.as_deref(), cands);
         let Some(model) = self.models.get(&model_ref).cloned() else {
-            return (
+            return Some((
                 fallback,
                 Some(format!(
                     "selector model {model_ref} is not available; fell back to round robin"
                 )),
-            );
+            ));
         };
         let mut answers = Vec::new();
         for strict in [false, true] {
@@ -761,31 +758,31 @@ impl Orchestrator {
             if let (Some(cap), Some(p)) = (self.state.budget_usd, projected)
                 && self.state.spend.usd + p > cap
             {
-                return (
+                return Some((
                     fallback,
                     Some(
                         "the selector's call could cross the budget; fell back to round robin"
                             .into(),
                     ),
-                );
+                ));
             }
             let out = self.call_model("selector", model.clone(), req, false).await;
             if let Some(e) = out.error {
-                return (
+                return Some((
                     fallback,
                     Some(format!(
                         "selector call failed ({e}); fell back to round robin"
                     )),
-                );
+                ));
             }
             if out.interrupted {
                 // Nobody speaks: the human interrupted to take over.
-                return (None, Some(SELECTOR_INTERRUPTED.into()));
+                return None;
             }
             if let Some(a) = selection::parse_selector_answer(&out.text, cands) {
                 let note = (!answers.is_empty())
                     .then(|| "selector named an agent on its second try".to_string());
-                return (Some(a), note);
+                return Some((Some(a), note));
             }
             answers.push(out.text);
         }
@@ -793,13 +790,13 @@ impl Orchestrator {
             .iter()
             .map(|a| format!("{:?}", a.chars().take(60).collect::<String>()))
             .collect();
-        (
+        Some((
             fallback,
             Some(format!(
                 "selector answered {} without naming one agent; fell back to round robin",
                 shown.join(" then ")
             )),
-        )
+        ))
     }
 
     /// Projects the next call's cost; pauses (and returns false) when it would cross a cap.
@@ -875,7 +872,8 @@ impl Orchestrator {
     ) -> CallOutcome {
         let cancel = CancellationToken::new();
         self.current_cancel = Some(cancel.clone());
-        let input_estimate = estimate_request_tokens(&req);
+        // Kept to count the prompt only if the provider reports no usage (an interrupted call).
+        let sent = req.clone();
         let mut stream = model.stream(req, cancel.clone());
         let mut out = CallOutcome {
             text: String::new(),
@@ -931,7 +929,7 @@ impl Orchestrator {
             None if out.text.is_empty() && out.error.is_some() => return out,
             None => (
                 TokenUsage {
-                    input_tokens: input_estimate,
+                    input_tokens: estimate_request_tokens(&sent),
                     output_tokens: estimate_tokens(&out.text),
                     ..Default::default()
                 },
@@ -941,7 +939,7 @@ impl Orchestrator {
         let model_ref = model.model_ref().to_string();
         let usd = self.prices.cost(&model_ref, &u).or_else(|| {
             // A deployment name (Azure) has no price; the model the server reports may.
-            let provider = model_ref.split_once('/').map(|(p, _)| p)?;
+            let (provider, _) = crate::config::split_model_ref(&model_ref)?;
             self.prices
                 .cost(&format!("{provider}/{}", served.as_deref()?), &u)
         });
@@ -1187,25 +1185,41 @@ impl Orchestrator {
         }
     }
 
+    /// Closes a started block the executor gave no result for, so every start has a finish.
+    async fn finish_without_result(
+        &mut self,
+        id: u64,
+        block: usize,
+        output: String,
+        interrupted: bool,
+    ) {
+        self.emit(EventKind::ExecutionFinished {
+            id,
+            block,
+            exit_code: -1,
+            timed_out: false,
+            truncated: false,
+            duration_ms: 0,
+            output,
+            oom: false,
+            interrupted,
+        })
+        .await;
+    }
+
     /// Runs the approved blocks of the pending approval in order and reports back to the agent.
     async fn execute_pending(&mut self) {
         let Some(p) = self.state.pending.clone() else {
             return;
         };
         for block in p.running.iter().copied() {
-            self.emit(EventKind::ExecutionFinished {
-                id: p.id,
+            self.finish_without_result(
+                p.id,
                 block,
-                exit_code: -1,
-                timed_out: false,
-                truncated: false,
-                duration_ms: 0,
-                output:
-                    "interrupted: proctor stopped while this block was running; it was not re-run"
-                        .into(),
-                oom: false,
-                interrupted: true,
-            })
+                "interrupted: proctor stopped while this block was running; it was not re-run"
+                    .into(),
+                true,
+            )
             .await;
         }
         let mut sandbox_error: Option<String> = None;
@@ -1341,18 +1355,8 @@ impl Orchestrator {
                     }
                 };
                 let partial = self.state.partial_output(p.id, i);
-                self.emit(EventKind::ExecutionFinished {
-                    id: p.id,
-                    block: i,
-                    exit_code: -1,
-                    timed_out: false,
-                    truncated: false,
-                    duration_ms: 0,
-                    output: format!("{partial}{output}"),
-                    oom: false,
-                    interrupted: cancelled,
-                })
-                .await;
+                self.finish_without_result(p.id, i, format!("{partial}{output}"), cancelled)
+                    .await;
             }
         }
         let Some(done) = self.state.pending.clone() else {
@@ -1387,9 +1391,4 @@ impl Orchestrator {
             .await;
         }
     }
-}
-
-/// Is this policy rule one the human can add (not the mode marker)?
-pub fn is_user_rule(rule: &PolicyRule) -> bool {
-    !matches!(rule, PolicyRule::Mode {})
 }

@@ -31,15 +31,13 @@ pub enum Outcome {
     Paused(String),
     /// Input ended while the engine waited for the human; the session is saved and resumable.
     InputClosed(String),
-    /// The session was already finished (resume of a finished session).
-    AlreadyFinished(String),
 }
 
 impl Outcome {
     /// Process exit code for this outcome.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Outcome::Terminated(_) | Outcome::AlreadyFinished(_) => 0,
+            Outcome::Terminated(_) => 0,
             Outcome::Paused(_) => 2,
             Outcome::InputClosed(_) => 3,
         }
@@ -170,7 +168,7 @@ where
     let mut waiting: Option<WaitingOn> = None;
     let mut last_waiting: Option<WaitingOn> = None;
     // Answers typed before the engine asked: delivered in order when it waits.
-    let mut queue: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    let mut queue: std::collections::VecDeque<Queued> = std::collections::VecDeque::new();
     let mut last_pause = String::new();
     let mut terminated: Option<String> = None;
     let mut ops = Some(handle.ops.clone());
@@ -210,12 +208,21 @@ where
                     None => input_open = false,
                     Some(line) if line.trim().is_empty() => {}
                     Some(line) => {
-                        let line = line.trim().to_string();
-                        if is_immediate(opts.json, &line) {
-                            sent += deliver(&mut console, opts.json, waiting, &line, ops.as_ref(), &mut err);
+                        let line = line.trim();
+                        if opts.json {
+                            match parse_json_line(line) {
+                                Err(e) => { let _ = writeln!(err, "proctor: {e}"); }
+                                Ok(op) if answers_a_question(&op) => queue.push_back(Queued::Op(op)),
+                                Ok(op) => {
+                                    sent += send(ops.as_ref(), vec![op]);
+                                    waiting = None;
+                                }
+                            }
+                        } else if line.starts_with('@') || line.starts_with('/') {
+                            sent += deliver_console(&mut console, waiting, line, ops.as_ref(), &mut err);
                             waiting = None;
                         } else {
-                            queue.push_back(line);
+                            queue.push_back(Queued::Line(line.to_string()));
                         }
                     }
                 }
@@ -225,20 +232,16 @@ where
         if let Some(on) = waiting {
             if opts.auto && on == WaitingOn::Continue {
                 ops = None; // nobody will answer: end the run, the session stays paused
-            } else if let Some(line) = queue.pop_front() {
-                if !opts.json {
-                    // Typed ahead: show the question with its answer, as a transcript would.
-                    prompt(&mut out, &console, on);
-                    let _ = writeln!(out, "{line}");
-                }
-                let n = deliver(
-                    &mut console,
-                    opts.json,
-                    Some(on),
-                    &line,
-                    ops.as_ref(),
-                    &mut err,
-                );
+            } else if let Some(answer) = queue.pop_front() {
+                let n = match answer {
+                    Queued::Op(op) => send(ops.as_ref(), vec![op]),
+                    Queued::Line(line) => {
+                        // Typed ahead: show the question with its answer, as a transcript would.
+                        prompt(&mut out, &console, on);
+                        let _ = writeln!(out, "{line}");
+                        deliver_console(&mut console, Some(on), &line, ops.as_ref(), &mut err)
+                    }
+                };
                 if n > 0 {
                     sent += n;
                     waiting = None;
@@ -255,11 +258,8 @@ where
     }
     let _ = out.flush();
     let state = handle.task.await.ok();
-    if let Some(reason) = terminated {
+    if let Some(reason) = terminated.or_else(|| state.and_then(|s| s.terminated)) {
         return Outcome::Terminated(reason);
-    }
-    if let Some(reason) = state.and_then(|s| s.terminated) {
-        return Outcome::AlreadyFinished(reason);
     }
     let waiting = last_waiting;
     let what = match waiting {
@@ -276,48 +276,46 @@ where
     }
 }
 
-/// Input that acts at once rather than answering a question: messages, notes, pause, stop,
-/// interrupt (anything but decisions, speaker picks and continue).
-fn is_immediate(json: bool, line: &str) -> bool {
-    if json {
-        return match parse_json_line(line) {
-            Ok(op) => !matches!(
-                op,
-                Op::ResolveApproval { .. }
-                    | Op::ApproveAll { .. }
-                    | Op::SelectSpeaker { .. }
-                    | Op::Continue
-            ),
-            Err(_) => true, // reported at once
-        };
-    }
-    line.starts_with('@') || line.starts_with('/')
+/// An answer typed before the engine asked for it: a parsed JSON op, or a console line (read
+/// in the light of the question it answers).
+enum Queued {
+    Op(Op),
+    Line(String),
 }
 
-/// Parses one line in the current state and sends its ops; how many were sent (0 when refused).
-fn deliver<E: Write>(
+/// Ops that answer a question (a decision, a speaker pick, continue) wait for it; every other op
+/// acts at once.
+fn answers_a_question(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::ResolveApproval { .. }
+            | Op::ApproveAll { .. }
+            | Op::SelectSpeaker { .. }
+            | Op::Continue
+    )
+}
+
+/// Sends ops to the engine (if it still listens); how many were sent.
+fn send(ops: Option<&mpsc::UnboundedSender<Op>>, new_ops: Vec<Op>) -> u64 {
+    let n = new_ops.len() as u64;
+    if let Some(tx) = ops {
+        for op in new_ops {
+            let _ = tx.send(op);
+        }
+    }
+    n
+}
+
+/// Reads a console line in the current state and sends its ops; how many (0 when refused).
+fn deliver_console<E: Write>(
     console: &mut Console,
-    json: bool,
     waiting: Option<WaitingOn>,
     line: &str,
     ops: Option<&mpsc::UnboundedSender<Op>>,
     err: &mut E,
 ) -> u64 {
-    let parsed = if json {
-        parse_json_line(line).map(|op| vec![op])
-    } else {
-        console_ops(console, waiting, line)
-    };
-    match parsed {
-        Ok(new_ops) => {
-            let n = new_ops.len() as u64;
-            if let Some(tx) = ops {
-                for op in new_ops {
-                    let _ = tx.send(op);
-                }
-            }
-            n
-        }
+    match console_ops(console, waiting, line) {
+        Ok(new_ops) => send(ops, new_ops),
         Err(e) => {
             let _ = writeln!(err, "proctor: {e}");
             0
@@ -564,7 +562,6 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             );
         }
         EventKind::ApprovalRequested { id, agent, blocks } => {
-            end_stream(out, c);
             let _ = writeln!(
                 out,
                 "\n┌ approval #{id}: {agent} proposes {} block(s)",
@@ -687,15 +684,12 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             let _ = writeln!(out, "  budget now ${cap_usd:.2}");
         }
         EventKind::Notice { message } => {
-            end_stream(out, c);
             let _ = writeln!(out, "  · {}", sanitize(message));
         }
         EventKind::Paused { reason, .. } => {
-            end_stream(out, c);
             let _ = writeln!(out, "\n⏸ paused: {}", sanitize(reason));
         }
         EventKind::Terminated { reason } => {
-            end_stream(out, c);
             let _ = writeln!(out, "\n■ session ended: {}", sanitize(reason));
             let unpriced = if c.unpriced {
                 " (some calls unpriced)"
@@ -705,7 +699,6 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             let _ = writeln!(out, "  cost: ${:.4}{unpriced}", c.total_usd);
         }
         EventKind::Error { message } => {
-            end_stream(out, c);
             let _ = writeln!(out, "  ✗ {}", sanitize(message));
         }
     }

@@ -10,12 +10,11 @@ use crate::config::{Config, ProviderConfig, ProviderKind};
 /// Splits a model ref at its first `/`: `("openai", "gpt-4o-mini")`; model names may contain
 /// further slashes (`"vllm/meta-llama/Llama-3.1-8B"`).
 pub fn split_model_ref(model_ref: &str) -> Result<(&str, &str), ProviderError> {
-    match model_ref.split_once('/') {
-        Some((p, m)) if !p.is_empty() && !m.is_empty() => Ok((p, m)),
-        Some(_) | None => Err(ProviderError::Config(format!(
+    crate::config::split_model_ref(model_ref).ok_or_else(|| {
+        ProviderError::Config(format!(
             "model `{model_ref}` must be written as \"<provider>/<model>\", e.g. \"openai/gpt-4o-mini\""
-        ))),
-    }
+        ))
+    })
 }
 
 /// The HTTP client for `model` of `[providers.<provider_name>]`. Reads the API key from the env
