@@ -1213,11 +1213,14 @@ impl Orchestrator {
             return;
         };
         for block in p.running.iter().copied() {
+            // What the block printed before the crash goes with the interruption.
+            let partial = self.state.partial_output(p.id, block);
             self.finish_without_result(
                 p.id,
                 block,
-                "interrupted: proctor stopped while this block was running; it was not re-run"
-                    .into(),
+                format!(
+                    "{partial}interrupted: proctor stopped while this block was running; it was not re-run"
+                ),
                 true,
             )
             .await;

@@ -71,7 +71,15 @@ impl Executor for FakeExecutor {
             .as_ref()
             .is_some_and(|h| request.code.contains(h.as_str()));
         let code = request.code.clone();
-        let started = futures::stream::iter([Ok(ExecEvent::Started)]);
+        let mut first = vec![Ok(ExecEvent::Started)];
+        if hang {
+            // A hanging block has said something before it hangs.
+            first.push(Ok(ExecEvent::Output {
+                stream: StreamKind::Stdout,
+                text: "started working\n".into(),
+            }));
+        }
+        let started = futures::stream::iter(first);
         let rest = futures::stream::once(async move {
             let mut events = vec![];
             if hang {

@@ -940,8 +940,8 @@ async fn resume_reports_a_block_that_was_running_as_interrupted() {
     let mut s = b.start();
     let id = approval_id(&s.wait_for("approval", is_approval).await);
     s.send(resolve(id, 0, Decision::Approve));
-    s.wait_for("started", |k| {
-        matches!(k, EventKind::ExecutionStarted { .. })
+    s.wait_for("its first output", |k| {
+        matches!(k, EventKind::ExecutionOutput { .. })
     })
     .await;
     let log = s.sink.events.lock().unwrap().clone();
@@ -956,6 +956,12 @@ async fn resume_reports_a_block_that_was_running_as_interrupted() {
         "not re-run silently"
     );
     assert!(r.seen.iter().any(|e| matches!(&e.kind, EventKind::ExecutionFinished { interrupted: true, output, .. } if output.contains("not re-run"))));
+    // What it printed before the crash reaches the agent with the interruption.
+    assert!(
+        r.last_request_text("reviewer").contains("started working"),
+        "{}",
+        r.last_request_text("reviewer")
+    );
 }
 
 #[tokio::test]
