@@ -11,3 +11,4 @@ pub mod headless;
 pub mod protocol;
 pub mod provider;
 pub mod store;
+pub mod text_safety;

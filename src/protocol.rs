@@ -107,6 +107,35 @@ pub enum PolicyRule {
     Mode {},
 }
 
+/// How a block changed one file of the workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChange {
+    /// Path relative to the workspace, `/`-separated.
+    pub path: String,
+    /// Size before the block (absent for a created file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_before: Option<u64>,
+    /// Size after the block (absent for a deleted file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_after: Option<u64>,
+    /// Lines added (text files only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines_added: Option<u64>,
+    /// Lines removed (text files only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines_removed: Option<u64>,
+}
+
+/// A part of the workspace that was summarised instead of walked (`.git/`, `target/`, an ignored
+/// directory), or a note that the walk hit its cap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceNote {
+    /// Path relative to the workspace (empty for the whole workspace).
+    pub path: String,
+    /// What was summarised or left out, in words.
+    pub note: String,
+}
+
 /// Why the session paused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -274,6 +303,11 @@ pub enum EventKind {
         /// The rule.
         rule: PolicyRule,
     },
+    /// An auto-approval rule was revoked: it approves nothing from now on.
+    PolicyRevoked {
+        /// The rule.
+        rule: PolicyRule,
+    },
     /// Session approval mode changed.
     ModeChanged {
         /// New mode.
@@ -349,6 +383,25 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         interrupted: bool,
     },
+    /// What a finished block changed in the workspace.
+    WorkspaceChanged {
+        /// Approval id.
+        id: u64,
+        /// Block index.
+        block: usize,
+        /// Files the block created.
+        #[serde(default)]
+        created: Vec<FileChange>,
+        /// Files the block modified.
+        #[serde(default)]
+        modified: Vec<FileChange>,
+        /// Files the block deleted.
+        #[serde(default)]
+        deleted: Vec<FileChange>,
+        /// Parts summarised rather than walked, and whether the walk hit its cap.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        notes: Vec<WorkspaceNote>,
+    },
     /// Budget warning threshold crossed.
     BudgetWarning {
         /// Spent so far.
@@ -415,6 +468,7 @@ impl EventKind {
             EventKind::ApprovalRequested { .. } => "approval_requested",
             EventKind::ApprovalResolved { .. } => "approval_resolved",
             EventKind::PolicyAdded { .. } => "policy_added",
+            EventKind::PolicyRevoked { .. } => "policy_revoked",
             EventKind::ModeChanged { .. } => "mode_changed",
             EventKind::SpeakerPinned { .. } => "speaker_pinned",
             EventKind::AgentMuted { .. } => "agent_muted",
@@ -422,6 +476,7 @@ impl EventKind {
             EventKind::ExecutionStarted { .. } => "execution_started",
             EventKind::ExecutionOutput { .. } => "execution_output",
             EventKind::ExecutionFinished { .. } => "execution_finished",
+            EventKind::WorkspaceChanged { .. } => "workspace_changed",
             EventKind::BudgetWarning { .. } => "budget_warning",
             EventKind::BudgetChanged { .. } => "budget_changed",
             EventKind::Notice { .. } => "notice",
@@ -536,6 +591,11 @@ pub enum Op {
     /// Add an auto-approval rule.
     AddPolicy {
         /// The rule.
+        rule: PolicyRule,
+    },
+    /// Revoke an auto-approval rule (it approves nothing from now on).
+    RevokePolicy {
+        /// The rule, as in `policy_added`.
         rule: PolicyRule,
     },
     /// Change the approval mode.

@@ -595,6 +595,17 @@ impl Orchestrator {
                 self.emit(EventKind::AgentMuted { agent, muted }).await;
             }
             Op::AddPolicy { rule } => self.emit(EventKind::PolicyAdded { rule }).await,
+            Op::RevokePolicy { rule } => {
+                if !self.state.rules.contains(&rule) {
+                    return self
+                        .error(format!(
+                            "no such auto-approval rule: {}",
+                            serde_json::to_string(&rule).unwrap_or_default()
+                        ))
+                        .await;
+                }
+                self.emit(EventKind::PolicyRevoked { rule }).await;
+            }
             Op::SetMode { mode } => {
                 self.emit(EventKind::ModeChanged { mode }).await;
                 self.auto_resolve().await;

@@ -329,6 +329,7 @@ impl SessionState {
                     self.rules.push(rule.clone());
                 }
             }
+            EventKind::PolicyRevoked { rule } => self.rules.retain(|r| r != rule),
             EventKind::ModeChanged { mode } => self.mode = *mode,
             EventKind::SpeakerPinned { agent } => self.pinned = Some(agent.clone()),
             EventKind::AgentMuted { agent, muted } => {
@@ -389,7 +390,9 @@ impl SessionState {
                 self.budget_usd = Some(*cap_usd);
                 self.budget_warned = false;
             }
-            EventKind::Notice { .. } | EventKind::Error { .. } => {}
+            EventKind::Notice { .. }
+            | EventKind::Error { .. }
+            | EventKind::WorkspaceChanged { .. } => {}
             EventKind::Paused { kind, .. } => {
                 // An interrupted or failed reply proposes nothing.
                 self.unoffered_message = None;

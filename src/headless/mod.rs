@@ -610,6 +610,11 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
         EventKind::PolicyAdded { rule } => {
             let _ = writeln!(out, "  rule added: {rule:?}");
         }
+        EventKind::PolicyRevoked { rule } => {
+            let _ = writeln!(out, "  rule revoked: {rule:?}");
+        }
+        // The workspace issue fills this in (a short change list).
+        EventKind::WorkspaceChanged { .. } => {}
         EventKind::ModeChanged { mode } => {
             let _ = writeln!(out, "  mode: {mode:?}");
         }

@@ -292,6 +292,11 @@ pub fn to_markdown(id: &str, events: &[Event]) -> String {
             EventKind::PolicyAdded { rule } => {
                 let _ = writeln!(out, "> Auto-approval rule added: {}\n", rule_text(rule));
             }
+            EventKind::PolicyRevoked { rule } => {
+                let _ = writeln!(out, "> Auto-approval rule revoked: {}\n", rule_text(rule));
+            }
+            // The workspace issue fills this in (changes per block).
+            EventKind::WorkspaceChanged { .. } => {}
             EventKind::ModeChanged { mode } => {
                 let _ = writeln!(out, "> Approval mode is now {}\n", mode_name(*mode));
             }

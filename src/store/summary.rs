@@ -110,6 +110,8 @@ impl Fold {
                 self.paused = false;
             }
             EventKind::PolicyAdded { .. }
+            | EventKind::PolicyRevoked { .. }
+            | EventKind::WorkspaceChanged { .. }
             | EventKind::ModeChanged { .. }
             | EventKind::AgentMuted { .. }
             | EventKind::SpeakerPinned { .. }

@@ -389,6 +389,47 @@ async fn policy_language_agent_rule_and_auto_mode() {
 }
 
 #[tokio::test]
+async fn a_revoked_rule_approves_nothing_more() {
+    let rule = PolicyRule::LanguageAgent {
+        language: "python".into(),
+        agent: "coder".into(),
+    };
+    let mut s = Builder::new(PAIR)
+        .reply("coder", CODE)
+        .reply("reviewer", "TERMINATE")
+        .mode(SessionMode::Step)
+        .start();
+    s.wait_for("step pause", is_paused).await;
+    s.send(Op::AddPolicy { rule: rule.clone() });
+    s.send(Op::RevokePolicy { rule: rule.clone() });
+    s.wait_for("revoked", |k| matches!(k, EventKind::PolicyRevoked { .. }))
+        .await;
+    s.send(Op::Continue);
+    // The block is asked about, not approved by the revoked rule.
+    let id = approval_id(&s.wait_for("approval", is_approval).await);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!s.seen.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::ApprovalResolved {
+            by_rule: Some(_),
+            ..
+        }
+    )));
+    s.send(resolve(id, 0, Decision::Skip));
+    s.wait_for("second step pause", is_paused).await;
+    // Revoking a rule that does not exist is an error event, not a crash.
+    s.send(Op::RevokePolicy { rule });
+    s.wait_for(
+        "error",
+        |k| matches!(k, EventKind::Error { message } if message.contains("no such")),
+    )
+    .await;
+    s.send(Op::Continue);
+    s.wait_for("end", is_terminated).await;
+    assert!(s.exec.runs.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn step_mode_pauses_before_every_agent_turn() {
     let mut s = Builder::new(PAIR)
         .reply("coder", "one")

@@ -66,6 +66,8 @@ pub fn kind_index(kind: &EventKind) -> usize {
         EventKind::Error { .. } => 22,
         EventKind::Waiting { .. } => 23,
         EventKind::SpeakerPinned { .. } => 24,
+        EventKind::PolicyRevoked { .. } => 25,
+        EventKind::WorkspaceChanged { .. } => 26,
     }
 }
 
@@ -194,6 +196,28 @@ pub fn every_kind() -> Vec<EventKind> {
         EventKind::Waiting {
             on: proctor::protocol::WaitingOn::Approval,
             ops_handled: 0,
+        },
+        EventKind::PolicyRevoked {
+            rule: PolicyRule::CodeSession {
+                hash: "ab".repeat(32),
+            },
+        },
+        EventKind::WorkspaceChanged {
+            id: 1,
+            block: 0,
+            created: vec![proctor::protocol::FileChange {
+                path: "out.csv".into(),
+                size_before: None,
+                size_after: Some(12),
+                lines_added: Some(2),
+                lines_removed: Some(0),
+            }],
+            modified: vec![],
+            deleted: vec![],
+            notes: vec![proctor::protocol::WorkspaceNote {
+                path: ".git".into(),
+                note: "summarised, not walked".into(),
+            }],
         },
     ]
 }

@@ -1,0 +1,349 @@
+//! One place that makes text from outside (agents, team files, tasks, providers, containers, file
+//! names) safe to put on a terminal and honest to read: nothing that could move the cursor, change
+//! the terminal's state or reorder what is shown passes through, and nothing is dropped silently.
+//!
+//! Every character that is invisible or acts on the terminal is replaced by a visible marker:
+//! C0 controls as control pictures (`␍`, `␛`, `␀`…), DEL as `␡`, C1 controls, bidi controls,
+//! zero-width and other invisible format characters, line/paragraph separators and tag characters
+//! as `⟨U+202E⟩`. `\n` and `\t` are kept where the context allows them.
+//!
+//! Every front end (console, TUI), the Markdown export and every stderr line go through here.
+//! The JSON stream does not: it carries the exact text, and its consumers sanitise it themselves.
+
+use std::borrow::Cow;
+
+/// Why a character is shown as a marker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hidden {
+    /// A C0 control (other than `\n` and `\t` where those are allowed), DEL, or a C1 control.
+    Control,
+    /// A bidirectional control (U+202A–202E, U+2066–2069, U+200E/200F, U+061C).
+    Bidi,
+    /// A zero-width or other invisible format character, a line or paragraph separator, a tag
+    /// character, or a filler that renders as blank.
+    Invisible,
+}
+
+/// Classifies `c`: `None` when it is shown as itself.
+///
+/// `\n` and `\t` count as controls here; the functions below decide where they may pass.
+pub fn classify(c: char) -> Option<Hidden> {
+    let u = c as u32;
+    match u {
+        0x00..=0x1F | 0x7F | 0x80..=0x9F => Some(Hidden::Control),
+        0x061C | 0x200E | 0x200F | 0x202A..=0x202E | 0x2066..=0x2069 => Some(Hidden::Bidi),
+        0x00AD
+        | 0x034F
+        | 0x0600..=0x0605
+        | 0x06DD
+        | 0x070F
+        | 0x0890..=0x0891
+        | 0x08E2
+        | 0x115F
+        | 0x1160
+        | 0x17B4
+        | 0x17B5
+        | 0x180B..=0x180F
+        | 0x200B..=0x200D
+        | 0x2028
+        | 0x2029
+        | 0x2060..=0x2065
+        | 0x206A..=0x206F
+        | 0x3164
+        | 0xFEFF
+        | 0xFFA0
+        | 0xFFF9..=0xFFFB
+        | 0x110BD
+        | 0x110CD
+        | 0x13430..=0x1343F
+        | 0x1BCA0..=0x1BCA3
+        | 0x1D173..=0x1D17A
+        | 0xE0000..=0xE007F => Some(Hidden::Invisible),
+        _ => None,
+    }
+}
+
+/// The visible marker shown in place of a hidden character.
+///
+/// ```
+/// use proctor::text_safety::marker;
+/// assert_eq!(marker('\r'), "␍");
+/// assert_eq!(marker('\u{1b}'), "␛");
+/// assert_eq!(marker('\u{202E}'), "⟨U+202E⟩");
+/// ```
+pub fn marker(c: char) -> String {
+    let u = c as u32;
+    match u {
+        // Control pictures: U+2400 + the code for C0, U+2421 for DEL.
+        0x00..=0x1F => char::from_u32(0x2400 + u)
+            .map(String::from)
+            .unwrap_or_default(),
+        0x7F => "␡".to_string(),
+        _ => format!("⟨U+{u:04X}⟩"),
+    }
+}
+
+/// A piece of made-safe text: shown as is, or a marker standing for one hidden character.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece<'a> {
+    /// Text that is safe to show as is.
+    Text(&'a str),
+    /// A marker for one hidden character.
+    Marker {
+        /// What the marker shows (`␍`, `⟨U+202E⟩`…).
+        shown: String,
+        /// The kind of character it stands for.
+        kind: Hidden,
+    },
+}
+
+/// Which of `\n` and `\t` pass through as themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// `\n` and `\t` (messages, code, output).
+    NewlinesAndTabs,
+    /// `\t` only: one line (a line of code already split, a transcript line).
+    Tabs,
+    /// Neither: a name, a file name, a one-line summary.
+    Nothing,
+}
+
+impl Keep {
+    fn passes(self, c: char) -> bool {
+        match self {
+            Keep::NewlinesAndTabs => c == '\n' || c == '\t',
+            Keep::Tabs => c == '\t',
+            Keep::Nothing => false,
+        }
+    }
+}
+
+/// Splits `s` into safe text and markers, in order (for front ends that style markers).
+pub fn pieces(s: &str, keep: Keep) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        let Some(kind) = classify(c) else { continue };
+        if keep.passes(c) {
+            continue;
+        }
+        if start < i {
+            out.push(Piece::Text(&s[start..i]));
+        }
+        out.push(Piece::Marker {
+            shown: marker(c),
+            kind,
+        });
+        start = i + c.len_utf8();
+    }
+    if start < s.len() {
+        out.push(Piece::Text(&s[start..]));
+    }
+    out
+}
+
+fn needs_change(s: &str, keep: Keep) -> bool {
+    s.chars().any(|c| !keep.passes(c) && classify(c).is_some())
+}
+
+/// Text for a terminal: every hidden character but `\n` and `\t` becomes its marker.
+///
+/// ```
+/// use proctor::text_safety::visible;
+/// assert_eq!(visible("a\x1b[2Jb\n"), "a␛[2Jb\n");
+/// assert_eq!(visible("ok\u{202E}txt"), "ok⟨U+202E⟩txt");
+/// ```
+pub fn visible(s: &str) -> Cow<'_, str> {
+    visible_keeping(s, Keep::NewlinesAndTabs)
+}
+
+/// One line for a terminal (names, file names, table cells, stderr summaries): like [`visible`],
+/// and `\n` and `\t` become markers too.
+pub fn visible_line(s: &str) -> Cow<'_, str> {
+    visible_keeping(s, Keep::Nothing)
+}
+
+/// Like [`visible`], keeping exactly what `keep` allows.
+pub fn visible_keeping(s: &str, keep: Keep) -> Cow<'_, str> {
+    if !needs_change(s, keep) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for p in pieces(s, keep) {
+        match p {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Marker { shown, .. } => out.push_str(&shown),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A one-line, length-capped excerpt of text from outside, for error messages: hidden characters
+/// made visible, whitespace runs folded, at most `max_chars` characters (then `…`).
+pub fn excerpt(s: &str, max_chars: usize) -> String {
+    let folded: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let safe = visible_line(&folded);
+    if safe.chars().count() <= max_chars {
+        safe.into_owned()
+    } else {
+        safe.chars().take(max_chars).collect::<String>() + "…"
+    }
+}
+
+/// How many hidden characters `code` holds (what the approval header reports). `\n` and `\t` are
+/// not counted; a `\r` is, even in `\r\n`.
+pub fn hidden_count(code: &str) -> usize {
+    code.chars()
+        .filter(|c| *c != '\n' && *c != '\t' && classify(*c).is_some())
+        .count()
+}
+
+/// Whether `s` holds any control or invisible character at all (`\n` and `\t` included): such a
+/// string cannot be a file name.
+pub fn has_hidden(s: &str) -> bool {
+    s.chars().any(|c| classify(c).is_some())
+}
+
+/// The characters that end a line for `language`'s interpreter, besides `\n`.
+fn breaks_line(language: &str, c: char) -> bool {
+    match language {
+        // Python's tokenizer: `\n`, `\r\n` and a lone `\r`.
+        "python" => c == '\r',
+        // ECMAScript line terminators.
+        "javascript" | "typescript" => matches!(c, '\r' | '\u{2028}' | '\u{2029}'),
+        // Shells and everything else: only `\n` (a `\r` is part of the line).
+        _ => false,
+    }
+}
+
+/// The lines of `code` as `language`'s interpreter will see them, each made visible (tabs kept):
+/// line numbers shown next to these match the interpreter's. A `\r` that ends a Python line is
+/// still shown (as `␍`) at the end of that line.
+///
+/// ```
+/// use proctor::text_safety::code_lines;
+/// let lines = code_lines("# TODO: tidy later\rimport os", "python");
+/// assert_eq!(lines, vec!["# TODO: tidy later␍", "import os"]);
+/// let lines = code_lines("echo hi\r", "bash");
+/// assert_eq!(lines, vec!["echo hi␍"]);
+/// ```
+pub fn code_lines(code: &str, language: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut current = String::new();
+    let mut chars = code.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\n' {
+            lines.push(std::mem::take(&mut current));
+            continue;
+        }
+        if c == '\t' || classify(c).is_none() {
+            current.push(c);
+            continue;
+        }
+        current.push_str(&marker(c));
+        if breaks_line(language, c) {
+            // `\r\n` is one line end.
+            if c == '\r' && chars.peek() == Some(&'\n') {
+                chars.next();
+            }
+            lines.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() || lines.is_empty() {
+        lines.push(current);
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_named_by_the_issue_is_marked() {
+        for c in [
+            '\r',
+            '\u{0}',
+            '\u{7}',
+            '\u{8}',
+            '\u{1b}',
+            '\u{7f}',
+            '\u{85}',
+            '\u{9b}',
+            '\u{202A}',
+            '\u{202E}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{200B}',
+            '\u{200F}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{FEFF}',
+            '\u{E0041}',
+            '\u{E007F}',
+        ] {
+            let s = format!("a{c}b");
+            let v = visible(&s);
+            assert!(!v.contains(c), "{c:?} passed through: {v:?}");
+            assert!(v.len() > 2, "{c:?} dropped: {v:?}");
+            assert_eq!(hidden_count(&s), 1, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn newlines_and_tabs_depend_on_the_context() {
+        assert_eq!(visible("a\n\tb"), "a\n\tb");
+        assert_eq!(visible_line("a\n\tb"), "a␊␉b");
+        assert_eq!(visible_keeping("a\n\tb", Keep::Tabs), "a␊\tb");
+        assert!(matches!(visible("plain ascii"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn ordinary_unicode_is_left_alone() {
+        let s = "héllo → 世界 🎉 ❤️ ∑";
+        assert_eq!(visible(s), s);
+        assert_eq!(hidden_count(s), 0);
+    }
+
+    #[test]
+    fn python_lines_follow_the_tokenizer() {
+        assert_eq!(code_lines("a\r\nb\rc\n", "python"), vec!["a␍", "b␍", "c"]);
+        assert_eq!(code_lines("a\rb", "bash"), vec!["a␍b"]);
+        assert_eq!(
+            code_lines("x\u{2028}y", "javascript"),
+            vec!["x⟨U+2028⟩", "y"]
+        );
+        assert_eq!(code_lines("", "python"), vec![""]);
+        assert_eq!(code_lines("a\n\nb", "sh"), vec!["a", "", "b"]);
+    }
+
+    #[test]
+    fn pieces_tell_markers_from_text() {
+        let p = pieces("x\u{202E}y", Keep::NewlinesAndTabs);
+        assert_eq!(p.len(), 3);
+        assert!(matches!(
+            p[1],
+            Piece::Marker {
+                kind: Hidden::Bidi,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn excerpts_are_short_single_lines() {
+        let long = "line one\nline\ttwo ".repeat(100);
+        let e = excerpt(&long, 40);
+        assert!(!e.contains('\n'));
+        assert_eq!(e.chars().count(), 41);
+        assert!(e.ends_with('…'));
+        assert_eq!(excerpt("a\x1b]52;c;x\x07", 80), "a␛]52;c;x␇");
+    }
+
+    #[test]
+    fn file_names_with_any_hidden_character_are_detected() {
+        assert!(has_hidden("a\u{200B}.py"));
+        assert!(has_hidden("a\n.py"));
+        assert!(!has_hidden("dir/ok_name-1.py"));
+    }
+}
