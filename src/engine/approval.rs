@@ -41,12 +41,14 @@ fn clip(output: &str, max: usize) -> String {
     format!("{head}\n… [{} bytes omitted] …\n{tail}", output.len() - max)
 }
 
+/// How every executor report begins (then the approval id); [`read_report`] looks for it.
+const REPORT_HEADER: &str = "Results of the code blocks you proposed (approval #";
+/// What a report says for a rejection without a reason.
+const NO_REASON: &str = "(no reason given)";
+
 /// The executor's message to the proposing agent for a finished approval.
 pub fn report(p: &PendingApproval, sandbox_error: Option<&str>) -> String {
-    let mut out = format!(
-        "Results of the code blocks you proposed (approval #{}):\n",
-        p.id
-    );
+    let mut out = format!("{REPORT_HEADER}{}):\n", p.id);
     for (i, block) in p.blocks.iter().enumerate() {
         let n = i + 1;
         let lang = &block.language;
@@ -59,7 +61,7 @@ pub fn report(p: &PendingApproval, sandbox_error: Option<&str>) -> String {
                 let reason = d.reason.as_deref().filter(|r| !r.trim().is_empty());
                 out.push_str(&format!(
                     "\nBlock {n} ({lang}): REJECTED by the human, not run. Reason: {}\n",
-                    reason.unwrap_or("(no reason given)")
+                    reason.unwrap_or(NO_REASON)
                 ));
                 continue;
             }
@@ -120,4 +122,152 @@ pub fn report(p: &PendingApproval, sandbox_error: Option<&str>) -> String {
         }
     }
     out
+}
+
+/// One block's decision as an executor report states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportedDecision {
+    /// What the human decided.
+    pub decision: DecisionKind,
+    /// The reason of a rejection, when one was given.
+    pub reason: Option<String>,
+}
+
+/// The decisions an executor report (see [`report`]) states, block by block, read back from its
+/// text: for a reader that sees only the conversation, as a model does (the scripted model
+/// branches on them). `None` when `text` holds no report; blocks without a decision are left out.
+pub fn read_report(text: &str) -> Option<Vec<ReportedDecision>> {
+    let start = text.find(REPORT_HEADER)?;
+    let body = &text[start..];
+    // Block headers in order; output quoted in the report cannot reorder them.
+    let mut heads = Vec::new();
+    let mut from = 0;
+    for n in 1.. {
+        let Some(at) = body[from..].find(&format!("\nBlock {n} (")) else {
+            break;
+        };
+        heads.push(from + at + 1);
+        from += at + 1;
+    }
+    let mut out = Vec::new();
+    for (k, &head) in heads.iter().enumerate() {
+        let end = heads.get(k + 1).copied().unwrap_or(body.len());
+        let section = &body[head..end];
+        let Some(colon) = section.find("): ") else {
+            continue;
+        };
+        let said = &section[colon + 3..];
+        let decision =
+            if let Some(rest) = said.strip_prefix("REJECTED by the human, not run. Reason: ") {
+                let reason = rest.trim_end();
+                ReportedDecision {
+                    decision: DecisionKind::Rejected,
+                    reason: (reason != NO_REASON).then(|| reason.to_string()),
+                }
+            } else if said.starts_with("skipped by the human") {
+                ReportedDecision {
+                    decision: DecisionKind::Skipped,
+                    reason: None,
+                }
+            } else if said.starts_with("the human EDITED this block") {
+                ReportedDecision {
+                    decision: DecisionKind::Edited,
+                    reason: None,
+                }
+            } else if said.starts_with("approved and run as proposed") {
+                ReportedDecision {
+                    decision: DecisionKind::Approved,
+                    reason: None,
+                }
+            } else {
+                continue;
+            };
+        out.push(decision);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::state::{BlockDecision, BlockResult};
+
+    fn block(i: usize, code: &str) -> CodeBlock {
+        CodeBlock {
+            index: i,
+            language: "python".into(),
+            code: code.into(),
+            filename: None,
+        }
+    }
+
+    fn decided(decision: DecisionKind, code: Option<&str>, reason: Option<&str>) -> BlockDecision {
+        BlockDecision {
+            decision,
+            code: code.map(str::to_string),
+            reason: reason.map(str::to_string),
+            allow_network: false,
+            by_rule: false,
+        }
+    }
+
+    fn ran(output: &str) -> Option<BlockResult> {
+        Some(BlockResult {
+            exit_code: 0,
+            timed_out: false,
+            truncated: false,
+            oom: false,
+            interrupted: false,
+            output: output.into(),
+        })
+    }
+
+    #[test]
+    fn a_report_reads_back_as_the_decisions_it_states() {
+        let p = PendingApproval {
+            id: 4,
+            agent: "coder".into(),
+            blocks: (0..5).map(|i| block(i, "print(1)")).collect(),
+            decisions: vec![
+                // Output that looks like a later block's header does not confuse the reader.
+                Some(decided(DecisionKind::Approved, None, None)),
+                Some(decided(DecisionKind::Edited, Some("print(2)"), None)),
+                Some(decided(
+                    DecisionKind::Rejected,
+                    None,
+                    Some("no network\nuse the stdlib"),
+                )),
+                Some(decided(DecisionKind::Rejected, None, Some("  "))),
+                Some(decided(DecisionKind::Skipped, None, None)),
+            ],
+            results: vec![
+                ran("Block 3 (python): approved and run as proposed."),
+                ran("2"),
+                None,
+                None,
+                None,
+            ],
+            running: Default::default(),
+            partial: Default::default(),
+        };
+        let text = format!("[executor]: {}", report(&p, None));
+        let read = read_report(&text).expect("a report");
+        let kinds: Vec<DecisionKind> = read.iter().map(|d| d.decision).collect();
+        assert_eq!(
+            kinds,
+            [
+                DecisionKind::Approved,
+                DecisionKind::Edited,
+                DecisionKind::Rejected,
+                DecisionKind::Rejected,
+                DecisionKind::Skipped
+            ]
+        );
+        assert_eq!(
+            read[2].reason.as_deref(),
+            Some("no network\nuse the stdlib")
+        );
+        assert_eq!(read[3].reason, None, "a blank reason is no reason");
+        assert_eq!(read_report("[coder]: Results are in."), None);
+    }
 }
