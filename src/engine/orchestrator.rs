@@ -307,6 +307,13 @@ impl Orchestrator {
                 mode: self.initial_mode,
             })
             .await;
+            if !self.team.agents.iter().any(|a| a.can_execute) {
+                let message = format!(
+                    "no agent of team {} can execute code: their code blocks are shown, never run; set can_execute = true on an agent in the team file to run its code in the sandbox",
+                    self.team.name
+                );
+                self.emit(EventKind::Notice { message }).await;
+            }
             if !self.task.trim().is_empty() {
                 let task = self.task.clone();
                 self.emit(EventKind::Message {
@@ -1101,6 +1108,9 @@ impl Orchestrator {
         if spec.can_execute && self.offer_blocks(agent, &out.text).await {
             return;
         }
+        if !spec.can_execute {
+            self.note_code_not_offered(agent, &out.text).await;
+        }
         self.emit(EventKind::AgentStatus {
             agent: agent.into(),
             state: AgentActivity::Idle,
@@ -1123,14 +1133,40 @@ impl Orchestrator {
         .await;
     }
 
+    /// The blocks of `text` the sandbox could run.
+    fn executable_blocks(&self, text: &str) -> Vec<crate::protocol::CodeBlock> {
+        let interpreters = &self.team.executor.interpreters;
+        crate::engine::codeblocks::extract_blocks(text)
+            .into_iter()
+            .filter(|b| crate::engine::codeblocks::is_executable(&b.language, interpreters))
+            .collect()
+    }
+
+    /// The first time an agent that cannot execute writes runnable code, says once why it is
+    /// not offered. Counted from the history, so a resumed session does not say it again.
+    async fn note_code_not_offered(&mut self, agent: &str, text: &str) {
+        if self.executable_blocks(text).is_empty() {
+            return;
+        }
+        let history = self.state.history.clone();
+        let with_code = history
+            .iter()
+            .filter(|h| h.agent == agent && !self.executable_blocks(&h.content).is_empty())
+            .count();
+        if with_code == 1 {
+            self.emit(EventKind::Notice {
+                message: format!(
+                    "{agent}'s code is shown, never offered to run: {agent} has can_execute = false in the team file"
+                ),
+            })
+            .await;
+        }
+    }
+
     /// Offers the executable blocks of `agent`'s message for approval (rules and the mode may
     /// approve them at once). Returns whether there were any.
     async fn offer_blocks(&mut self, agent: &str, text: &str) -> bool {
-        let interpreters = self.team.executor.interpreters.clone();
-        let mut blocks: Vec<_> = crate::engine::codeblocks::extract_blocks(text)
-            .into_iter()
-            .filter(|b| crate::engine::codeblocks::is_executable(&b.language, &interpreters))
-            .collect();
+        let mut blocks = self.executable_blocks(text);
         if blocks.is_empty() {
             return false;
         }

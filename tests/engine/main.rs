@@ -1305,3 +1305,130 @@ async fn a_pinned_speaker_survives_a_resume() {
         "round robin would have picked the reviewer"
     );
 }
+
+fn notices(s: &Session) -> Vec<String> {
+    s.seen
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Notice { message } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn code_from_an_agent_that_cannot_execute_gets_one_notice_even_across_a_resume() {
+    let mut s = Builder::new(PAIR)
+        .reply("coder", "I'll leave the code to you.")
+        .reply("reviewer", CODE)
+        .reply("coder", "ok")
+        .reply("reviewer", "again:\n```bash\nls\n```\n")
+        .start();
+    s.wait_for("reviewer's second code", |k| {
+        matches!(k, EventKind::Message { agent, content, .. } if agent == "reviewer" && content.contains("ls"))
+    })
+    .await;
+    // The script is used up: the session pauses, and that log is resumed below.
+    s.wait_for("script used up", is_paused).await;
+    let log = s.sink.events.lock().unwrap().clone();
+    s.handle.task.abort();
+    let said: Vec<String> = notices(&s)
+        .into_iter()
+        .filter(|m| m.contains("can_execute"))
+        .collect();
+    assert_eq!(said.len(), 1, "one notice, the first time: {said:?}");
+    assert!(said[0].starts_with("reviewer's code is shown, never offered to run"));
+    // The notice comes right after the message with the code; nothing was offered.
+    let at = s
+        .seen
+        .iter()
+        .position(
+            |e| matches!(&e.kind, EventKind::Notice { message } if message.contains("can_execute")),
+        )
+        .unwrap();
+    assert!(
+        matches!(&s.seen[at - 1].kind, EventKind::Message { agent, .. } if agent == "reviewer")
+    );
+    assert!(!s.types().iter().any(|t| t == "approval_requested"));
+
+    // Resumed, the reviewer writes code again: the notice is not repeated.
+    let mut b = Builder::new(PAIR).reply("coder", "fine").reply(
+        "reviewer",
+        "once more:\n```python\nprint(3)\n```\nTERMINATE",
+    );
+    b.resume = Some(log);
+    let mut r = b.start();
+    r.send(Op::Continue);
+    r.wait_for("end", is_terminated).await;
+    let again = r
+        .seen
+        .iter()
+        .filter(|e| e.seq > 10_000)
+        .filter(
+            |e| matches!(&e.kind, EventKind::Notice { message } if message.contains("can_execute")),
+        )
+        .count();
+    assert_eq!(again, 0);
+}
+
+#[tokio::test]
+async fn a_team_where_no_agent_can_execute_says_so_at_session_start() {
+    let talkers = PAIR.replace("can_execute = true", "can_execute = false");
+    let mut s = Builder::new(&talkers).reply("coder", "TERMINATE").start();
+    s.wait_for("end", is_terminated).await;
+    assert_eq!(s.types()[1], "notice", "right after session_started");
+    let said = notices(&s);
+    assert!(
+        said[0].contains("no agent of team t can execute code")
+            && said[0].contains("can_execute = true"),
+        "{said:?}"
+    );
+    // A team with an agent that can execute is not told so.
+    let mut s = Builder::new(PAIR).reply("coder", "TERMINATE").start();
+    s.wait_for("end", is_terminated).await;
+    assert!(notices(&s).iter().all(|m| !m.contains("can execute")));
+}
+
+#[tokio::test]
+async fn a_scripted_reply_answers_the_reason_of_the_human_rejection() {
+    let script = r#"
+[[reply]]
+agent = "coder"
+text = "```python\nimport socket\n```"
+[[reply]]
+agent = "reviewer"
+text = "approved path"
+[reply.after.rejected]
+text = "The human said: {reason}. TERMINATE"
+[reply.after.edited]
+text = "edited path"
+"#;
+    let replies = proctor::provider::scripted::Script::parse(script)
+        .unwrap()
+        .reply;
+    let mut s = Builder::new(PAIR).replies(replies).start();
+    let id = approval_id(&s.wait_for("approval", is_approval).await);
+    s.send(resolve(
+        id,
+        0,
+        Decision::Reject {
+            reason: "no sockets in this sandbox".into(),
+        },
+    ));
+    s.wait_for("end", is_terminated).await;
+    let reviewer = s
+        .seen
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::Message { agent, content, .. } if agent == "reviewer" => {
+                Some(content.clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        reviewer,
+        "The human said: no sockets in this sandbox. TERMINATE"
+    );
+    assert!(s.exec.runs.lock().unwrap().is_empty(), "nothing ran");
+}
