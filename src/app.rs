@@ -11,7 +11,7 @@ use tokio::io::BufReader;
 
 use proctor::cli::{Cli, Command, ExportFormat, FrontEnd, SessionsCommand};
 use proctor::config::{self, Config, ProviderKind, TeamConfig};
-use proctor::engine::cost::PriceTable;
+use proctor::engine::cost::{DEMO_MODEL, PriceTable};
 use proctor::engine::{SessionSetup, start};
 use proctor::executor::{DockerExecutor, doctor_check, sweep_orphans};
 use proctor::headless::{self, HeadlessOptions, Outcome};
@@ -262,7 +262,7 @@ fn calls_made(events: &[Event]) -> HashMap<String, usize> {
 
 /// Whether a team runs on the built-in demo model (its script and prices come with proctor).
 fn is_demo_team(team: &TeamConfig) -> bool {
-    team.agents.iter().any(|a| a.model == "scripted/demo")
+    team.agents.iter().any(|a| a.model == DEMO_MODEL)
 }
 
 fn prices(ctx: &Context_) -> PriceTable {
@@ -270,12 +270,13 @@ fn prices(ctx: &Context_) -> PriceTable {
 }
 
 /// The demo's scripted model is priced like gpt-4o-mini (unless config.toml prices it), so the
-/// cost meter shows what such a session would cost.
+/// cost meter shows what such a session would cost. These are demo prices: the transcript, the
+/// console and exports mark them (`cost::is_demo_priced`).
 fn demo_prices(ctx: &Context_) -> PriceTable {
     let mut config = ctx.config.clone();
     config
         .pricing
-        .entry("scripted/demo".into())
+        .entry(DEMO_MODEL.into())
         .or_insert(config::PriceConfig {
             input_per_mtok: 0.15,
             output_per_mtok: 0.60,

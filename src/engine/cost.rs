@@ -53,6 +53,16 @@ const BUILTIN: &[PriceRow] = &[
     ("claude-haiku-4-5", 1.00, 0.10, 5.00, Some(1.25)),
 ];
 
+/// The model `proctor demo` runs on. Its price (set by the binary, like gpt-4o-mini's) is a demo
+/// price: shown so the cost meter moves, never billed. The transcript, the console and exports
+/// say so wherever its costs appear.
+pub const DEMO_MODEL: &str = "scripted/demo";
+
+/// Whether costs of `model_ref` are demo prices (see [`DEMO_MODEL`]).
+pub fn is_demo_priced(model_ref: &str) -> bool {
+    model_ref == DEMO_MODEL
+}
+
 /// Where a model's price came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -307,6 +307,9 @@ impl Orchestrator {
                 mode: self.initial_mode,
             })
             .await;
+            if let Some(message) = self.demo_prices_note() {
+                self.emit(EventKind::Notice { message }).await;
+            }
             if !self.team.agents.iter().any(|a| a.can_execute) {
                 let message = format!(
                     "no agent of team {} can execute code: their code blocks are shown, never run; set can_execute = true on an agent in the team file to run its code in the sandbox",
@@ -1131,6 +1134,19 @@ impl Orchestrator {
             text,
         })
         .await;
+    }
+
+    /// What the transcript says at the start of a session whose costs are demo prices.
+    fn demo_prices_note(&self) -> Option<String> {
+        let model = crate::engine::cost::DEMO_MODEL;
+        if !self.team.agents.iter().any(|a| a.model == model) {
+            return None;
+        }
+        let p = self.prices.lookup(model)?;
+        Some(format!(
+            "demo prices: the costs shown are what {model} would cost at ${:.2} in / ${:.2} out per million tokens; nothing is billed",
+            p.input_per_mtok, p.output_per_mtok
+        ))
     }
 
     /// The blocks of `text` the sandbox could run.

@@ -15,23 +15,28 @@ const PULL_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Timeout of an image inspect.
 const INSPECT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// What to tell the user when the image is missing and cannot be pulled.
-pub fn missing_image_fix(image: &str) -> String {
-    format!(
-        "the sandbox image {image} is not present and could not be pulled. Pull it where a \
-         registry is reachable (`docker pull {image}`), or build a local image without any \
-         registry: `scripts/build-sandbox-image.sh` and run with `--image proctor-sandbox:bookworm` \
-         (or PROCTOR_SANDBOX_IMAGE=proctor-sandbox:bookworm)"
-    )
+/// What to tell the user when the image is missing and cannot be pulled: the fix first (a
+/// one-line summary on stderr may cut the end), then what Docker said, if anything.
+pub fn missing_image_fix(image: &str, docker_said: Option<&str>) -> String {
+    let mut s = format!(
+        "the sandbox image {image} is not here and could not be pulled. Build a local one without \
+         any registry: `scripts/build-sandbox-image.sh`, then run with `--image \
+         proctor-sandbox:bookworm` (or PROCTOR_SANDBOX_IMAGE=proctor-sandbox:bookworm); or \
+         `docker pull {image}` where a registry is reachable"
+    );
+    if let Some(said) = docker_said {
+        s.push_str(&format!(" (Docker said: {said})"));
+    }
+    s
 }
 
 /// What `proctor doctor` says when the image is not present (nothing was pulled yet).
 pub fn absent_image_fix(image: &str) -> String {
     format!(
-        "the sandbox image {image} is not present locally. proctor pulls it before the first block \
-         when a registry is reachable (`docker pull {image}` does it now); without a registry, \
-         build a local image with `scripts/build-sandbox-image.sh` and run with \
-         `--image proctor-sandbox:bookworm` (or PROCTOR_SANDBOX_IMAGE=proctor-sandbox:bookworm)"
+        "the sandbox image {image} is not here. Build a local one without any registry: \
+         `scripts/build-sandbox-image.sh`, then run with `--image proctor-sandbox:bookworm` (or \
+         PROCTOR_SANDBOX_IMAGE=proctor-sandbox:bookworm); or pull it now with `docker pull {image}` \
+         (proctor also pulls it before the first block when a registry is reachable)"
     )
 }
 
@@ -118,11 +123,8 @@ pub async fn ensure_image(
     loop {
         let item = match tokio::time::timeout(PULL_IDLE_TIMEOUT, stream.next()).await {
             Err(_) => {
-                return Err(ExecError::Image(format!(
-                    "pulling {image} stalled for {} s; {}",
-                    PULL_IDLE_TIMEOUT.as_secs(),
-                    missing_image_fix(image)
-                )));
+                let stalled = format!("the pull stalled for {} s", PULL_IDLE_TIMEOUT.as_secs());
+                return Err(ExecError::Image(missing_image_fix(image, Some(&stalled))));
             }
             Ok(None) => break,
             Ok(Some(item)) => item,
@@ -130,10 +132,7 @@ pub async fn ensure_image(
         match item {
             Ok(info) => {
                 if let Some(err) = info.error_detail.as_ref().and_then(|d| d.message.clone()) {
-                    return Err(ExecError::Image(format!(
-                        "{err}; {}",
-                        missing_image_fix(image)
-                    )));
+                    return Err(ExecError::Image(missing_image_fix(image, Some(&err))));
                 }
                 let p = tracker.update(image, &info);
                 let layer_event = matches!(
@@ -146,9 +145,9 @@ pub async fn ensure_image(
                 }
             }
             Err(e) => {
-                return Err(ExecError::Image(format!(
-                    "{e}; {}",
-                    missing_image_fix(image)
+                return Err(ExecError::Image(missing_image_fix(
+                    image,
+                    Some(&e.to_string()),
                 )));
             }
         }
@@ -156,7 +155,7 @@ pub async fn ensure_image(
     if image_present(docker, image).await? {
         Ok(())
     } else {
-        Err(ExecError::Image(missing_image_fix(image)))
+        Err(ExecError::Image(missing_image_fix(image, None)))
     }
 }
 
@@ -175,6 +174,22 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_fix_for_a_missing_image_comes_before_what_docker_said() {
+        let docker = "Docker responded with status code 500: Get \"https://registry-1.docker.io/v2/\": dial tcp: lookup registry-1.docker.io: no such host";
+        let msg = missing_image_fix("python:3.12-slim", Some(docker));
+        // The console's one-line pause summary keeps 400 characters: the fix must be in them.
+        let head: String = msg.chars().take(330).collect();
+        for fix in [
+            "scripts/build-sandbox-image.sh",
+            "--image proctor-sandbox:bookworm",
+            "docker pull python:3.12-slim",
+        ] {
+            assert!(head.contains(fix), "{fix} not in {head}");
+        }
+        assert!(msg.ends_with(&format!("(Docker said: {docker})")));
     }
 
     #[test]

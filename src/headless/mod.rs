@@ -145,6 +145,8 @@ struct Console {
     speaker_candidates: Vec<String>,
     total_usd: f64,
     unpriced: bool,
+    /// Some costs were demo prices (`proctor demo`).
+    demo_priced: bool,
 }
 
 /// Runs the headless front end until the session ends. `out` gets events (JSON) or the transcript;
@@ -548,8 +550,10 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
                 None => c.unpriced = true,
             }
             let approx = if *estimated { "≈" } else { "" };
+            let demo = crate::engine::cost::is_demo_priced(model);
+            c.demo_priced |= demo;
             let cost = usd
-                .map(|u| format!("${u:.4}"))
+                .map(|u| format!("${u:.4}{}", if demo { " demo price" } else { "" }))
                 .unwrap_or_else(|| "unpriced".into());
             let total = if c.unpriced {
                 format!("${:.4}+", c.total_usd)
@@ -701,7 +705,12 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             } else {
                 ""
             };
-            let _ = writeln!(out, "  cost: ${:.4}{unpriced}", c.total_usd);
+            let demo = if c.demo_priced {
+                " (demo prices; nothing is billed)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "  cost: ${:.4}{unpriced}{demo}", c.total_usd);
         }
         EventKind::Error { message } => {
             let _ = writeln!(out, "  ✗ {}", sanitize(message));

@@ -421,9 +421,14 @@ fn write_costs(out: &mut String, costs: &BTreeMap<(String, String), CostRow>) {
     out.push_str("|---|---|---:|---:|---:|---:|---:|\n");
     let mut total = CostRow::default();
     for ((agent, model), row) in costs {
+        let demo = if crate::engine::cost::is_demo_priced(model) {
+            " (demo price)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
-            "| {agent} | {model} | {} | {} | {} | {} | {} |",
+            "| {agent} | {model} | {} | {} | {} | {} | {}{demo} |",
             row.calls,
             row.input,
             row.output,
@@ -457,6 +462,16 @@ fn write_costs(out: &mut String, costs: &BTreeMap<(String, String), CostRow>) {
     if total.estimated {
         out.push_str(
             "≈ marks token counts estimated by proctor rather than reported by the provider.\n\n",
+        );
+    }
+    if costs
+        .keys()
+        .any(|(_, model)| crate::engine::cost::is_demo_priced(model))
+    {
+        let _ = writeln!(
+            out,
+            "{} costs are demo prices: what the demo would cost on a real model; nothing was billed.\n",
+            crate::engine::cost::DEMO_MODEL
         );
     }
 }
