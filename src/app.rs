@@ -22,6 +22,7 @@ use proctor::provider::scripted::{DEMO_SCRIPT, Script, ScriptedModel};
 use proctor::store::{
     EventSink, SessionStore, SessionWriter, StoreError, format_session_table, new_session_id,
 };
+use proctor::text_safety::visible_line;
 
 /// `println!` that ignores a closed stdout (`proctor sessions list | head` must not panic).
 macro_rules! outln {
@@ -362,8 +363,17 @@ async fn session_new(
     front: FrontEnd,
     script: Option<Script>,
 ) -> anyhow::Result<i32> {
+    let (models, _) = match build_models(ctx, &team, script.as_ref(), false, &HashMap::new()) {
+        Ok(built) => built,
+        Err(e) => match no_key_guidance(&e, &team) {
+            Some(text) => {
+                eprint!("{text}");
+                return Ok(1);
+            }
+            None => return Err(e),
+        },
+    };
     headless_note(&front);
-    let (models, _) = build_models(ctx, &team, script.as_ref(), false, &HashMap::new())?;
     let prices = if script.is_some() {
         demo_prices(ctx)
     } else {
@@ -396,6 +406,31 @@ async fn session_new(
         image_override: ctx.image.clone(),
     };
     drive(setup, &front, &id).await
+}
+
+/// What to do when a model of the team needs an API key that is not set: a few lines instead of
+/// a dead end (a key, a local server, or the demo right now). `None` for any other error.
+fn no_key_guidance(error: &anyhow::Error, team: &TeamConfig) -> Option<String> {
+    let proctor::provider::ProviderError::MissingKey { env } =
+        error.downcast_ref::<proctor::provider::ProviderError>()?
+    else {
+        return None;
+    };
+    let needs: Vec<String> = team
+        .agents
+        .iter()
+        .map(|a| a.model.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    Some(format!(
+        "proctor: no model to talk to: team {} uses {}, and ${env} is not set. Either\n\
+         \x20 - export {env}=your-key (OPENAI_API_KEY for openai/... models, ANTHROPIC_API_KEY for claude/...; see docs/keys.md),\n\
+         \x20 - run a local model on Ollama or vLLM, no key needed: proctor run --team teams/local-ollama.toml (its header shows the config.toml lines),\n\
+         \x20 - or see proctor work right now, no key and no network: proctor demo\n",
+        visible_line(&team.name),
+        visible_line(&needs.join(", "))
+    ))
 }
 
 async fn session_resume(
@@ -616,7 +651,13 @@ async fn doctor(ctx: &Context_) -> anyhow::Result<i32> {
             .unwrap_or(false);
         match r {
             Err(e) if !needed => outln!("note  provider {name}: {e}"),
-            r => line(&format!("provider {name}"), r),
+            Err(e) => line(
+                &format!("provider {name}"),
+                Err(format!(
+                    "{e}; without a key, run a local model (teams/local-ollama.toml) or try `proctor demo`"
+                )),
+            ),
+            ok => line(&format!("provider {name}"), ok),
         }
     }
     if let Ok(team) = default_team(ctx) {
@@ -637,6 +678,13 @@ async fn doctor(ctx: &Context_) -> anyhow::Result<i32> {
                     unpriced.join(", ")
                 ))
             },
+        );
+    }
+    if let Some(p) = demo_prices(ctx).lookup(DEMO_MODEL) {
+        outln!(
+            "note  demo: `proctor demo` needs no key and no network; its costs are demo prices (${:.2} in / ${:.2} out per million tokens, nothing billed)",
+            p.input_per_mtok,
+            p.output_per_mtok
         );
     }
     let image = ctx
