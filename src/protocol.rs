@@ -455,6 +455,17 @@ fn default_schema() -> u32 {
 }
 
 impl EventKind {
+    /// Whether `name` is the `type` tag of an event this build knows. A whole record with another
+    /// tag was written by a newer proctor.
+    pub fn is_known_type(name: &str) -> bool {
+        // Serde names an unknown tag before it looks at any other field.
+        let probe = serde_json::json!({ "type": name });
+        match serde_json::from_value::<EventKind>(probe) {
+            Ok(_) => true,
+            Err(e) => !e.to_string().starts_with("unknown variant"),
+        }
+    }
+
     /// The `type` tag of this event, as in JSON.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -662,5 +673,22 @@ mod tests {
             op,
             Op::ResolveApproval { decision: Decision::Reject { ref reason }, .. } if reason == "no"
         ));
+    }
+
+    #[test]
+    fn known_event_types_are_told_from_newer_ones() {
+        for name in [
+            "session_started",
+            "message",
+            "approval_requested",
+            "execution_finished",
+            "workspace_changed",
+            "error",
+            "waiting",
+        ] {
+            assert!(EventKind::is_known_type(name), "{name}");
+        }
+        assert!(!EventKind::is_known_type("hologram_projected"));
+        assert!(!EventKind::is_known_type(""));
     }
 }
