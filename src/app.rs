@@ -495,7 +495,11 @@ async fn drive_with(
         sig = shutdown_signal() => {
             executor.shutdown(id).await;
             eprintln!("proctor: {sig}: sandbox removed; session {id} saved — `proctor resume {id}` continues it");
-            return Ok(if sig == "SIGINT" { 130 } else { 143 });
+            return Ok(if sig == "SIGINT" {
+                proctor::cli::exit_code::SIGINT
+            } else {
+                proctor::cli::exit_code::SIGTERM
+            });
         }
     };
     executor.shutdown(id).await;
@@ -646,7 +650,12 @@ async fn doctor(ctx: &Context_) -> anyhow::Result<i32> {
     for (name, r) in doctor_check(&image).await {
         line(&name, r);
     }
-    Ok(if failures == 0 { 0 } else { 1 })
+    use proctor::cli::exit_code;
+    Ok(if failures == 0 {
+        exit_code::OK
+    } else {
+        exit_code::FAILED
+    })
 }
 
 fn check_data_dir(dir: &Path) -> Result<String, String> {

@@ -3,9 +3,14 @@
 mod app;
 
 use clap::Parser;
+use proctor::cli::exit_code;
+use proctor::text_safety;
 
 fn main() {
-    let cli = proctor::cli::Cli::parse();
+    let cli = match proctor::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => std::process::exit(parse_failure(&e)),
+    };
     let _log_guard = init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -13,19 +18,43 @@ fn main() {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("proctor: cannot start the async runtime: {e}");
-            std::process::exit(1);
+            eprintln!(
+                "proctor: cannot start the async runtime: {}",
+                text_safety::visible_line(&e.to_string())
+            );
+            std::process::exit(exit_code::FAILED);
         }
     };
     let code = match runtime.block_on(app::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("proctor: {}", one_line(&format!("{e:#}")));
-            1
+            eprintln!(
+                "proctor: {}",
+                text_safety::visible_line(&one_line(&format!("{e:#}")))
+            );
+            exit_code::FAILED
         }
     };
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     std::process::exit(code);
+}
+
+/// `--help` and `--version` print to stdout and succeed; every other parse error is bad input:
+/// clap's message on stderr (made safe: it quotes what was typed) and the bad-input exit code.
+fn parse_failure(e: &clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            exit_code::OK
+        }
+        _ => {
+            // `render` without styles: plain text, then every hidden character made visible.
+            let text = e.render().to_string();
+            eprint!("{}", text_safety::visible(&text));
+            exit_code::FAILED
+        }
+    }
 }
 
 fn one_line(s: &str) -> String {

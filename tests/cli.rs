@@ -575,3 +575,115 @@ text = "TERMINATE"
     );
     assert!(!output.contains("OPENAI_API_KEY") && !output.contains("ANTHROPIC_API_KEY"));
 }
+
+/// The exit codes documented in docs/cli.md's table, in order.
+fn documented_exit_codes() -> Vec<i32> {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md")).unwrap();
+    let table = doc
+        .split("## Exit codes")
+        .nth(1)
+        .expect("docs/cli.md has an `## Exit codes` section");
+    table
+        .lines()
+        .filter_map(|l| l.strip_prefix("| "))
+        .filter_map(|l| l.split(" |").next()?.trim().parse().ok())
+        .collect()
+}
+
+/// Runs `run` in JSON ask mode until the approval is asked, then sends `signal`.
+fn exit_code_on_signal(env: &Env, signal: &str) -> (i32, String) {
+    use std::io::BufRead;
+    let mut c = env.cmd();
+    c.args(["run", "--team"]).arg(env.path("team.toml")).args([
+        "--task",
+        "t",
+        "--headless",
+        "--json",
+    ]);
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    for line in std::io::BufReader::new(stdout).lines() {
+        if line.unwrap().contains("\"approval_requested\"") {
+            break;
+        }
+    }
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn every_row_of_the_exit_code_table_is_what_the_binary_does() {
+    let documented = documented_exit_codes();
+    assert_eq!(documented, vec![0, 1, 2, 3, 130, 143], "docs/cli.md table");
+    let env = Env::new(SCRIPT, TEAM);
+    let status = |args: &[&str]| {
+        let out = env.cmd().args(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    // 0: help, version, a command that did what it was asked.
+    let (code, out, _) = status(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Usage"), "help goes to stdout: {out}");
+    let (code, out, _) = status(&["--version"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(env!("CARGO_PKG_VERSION")));
+    assert_eq!(status(&["sessions", "list"]).0, 0);
+    // 1: usage errors of every kind (with clap's message), bad files, unknown sessions.
+    for (args, says) in [
+        (&["run", "--frobnicate"][..], "--frobnicate"),
+        (&["run", "--approve", "maybe"][..], "maybe"),
+        (&["run", "--mode"][..], "--mode"),
+        (&["sessions"][..], "Usage"),
+        (&["sessions", "fork", "x", "--at", "-3"][..], "-3"),
+        (&["nonsense"][..], "nonsense"),
+        (
+            &["sessions", "export", "no-such-session"][..],
+            "no-such-session",
+        ),
+        (
+            &["run", "--team", "/nonexistent/team.toml"][..],
+            "/nonexistent/team.toml",
+        ),
+    ] {
+        let (code, _, err) = status(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    // 2: an auto session pauses.
+    let paused = Env::new(
+        "[[reply]]\nagent = \"coder\"\nerror = \"the server fell over\"\n",
+        TEAM,
+    );
+    let (code, _, _) = paused.run(
+        &["--task", "t", "--headless", "--json", "--approve", "auto"],
+        "",
+    );
+    assert_eq!(code, 2);
+    // 3: input ends while an approval waits.
+    let (code, _, _) = env.run(&["--task", "t", "--headless", "--json"], "");
+    assert_eq!(code, 3);
+    // 130 and 143: signals while an approval waits.
+    let (code, err) = exit_code_on_signal(&env, "INT");
+    assert_eq!(code, 130, "{err}");
+    let (code, err) = exit_code_on_signal(&env, "TERM");
+    assert_eq!(code, 143, "{err}");
+}

@@ -36,10 +36,11 @@ pub enum Outcome {
 impl Outcome {
     /// Process exit code for this outcome.
     pub fn exit_code(&self) -> i32 {
+        use crate::cli::exit_code;
         match self {
-            Outcome::Terminated(_) => 0,
-            Outcome::Paused(_) => 2,
-            Outcome::InputClosed(_) => 3,
+            Outcome::Terminated(_) => exit_code::OK,
+            Outcome::Paused(_) => exit_code::PAUSED,
+            Outcome::InputClosed(_) => exit_code::INPUT_ENDED,
         }
     }
 }
