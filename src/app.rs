@@ -99,6 +99,10 @@ fn context(cli: &Cli) -> anyhow::Result<Context_> {
         })?,
     };
     let image = cli.image.clone().filter(|i| !i.trim().is_empty());
+    if let Some(i) = &image {
+        config::check_image_ref(i)
+            .map_err(|e| anyhow!("--image (or PROCTOR_SANDBOX_IMAGE): {e}"))?;
+    }
     let theme_source = match (&cli.theme, &config.theme) {
         (Some(t), _) => Some((t, "--theme".to_string())),
         (None, Some(t)) => Some((
@@ -425,6 +429,9 @@ async fn session_resume(
             _ => None,
         })
         .ok_or_else(|| anyhow!("session {id} has no team recorded; it cannot be resumed"))?;
+    config::check_recorded_team(&team).map_err(|e| {
+        anyhow!("session {id}: the team recorded in its log is invalid ({e}); it cannot be resumed")
+    })?;
     let demo = is_demo_team(&team);
     let demo_script = if demo {
         Some(

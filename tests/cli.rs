@@ -687,3 +687,47 @@ fn every_row_of_the_exit_code_table_is_what_the_binary_does() {
     let (code, err) = exit_code_on_signal(&env, "TERM");
     assert_eq!(code, 143, "{err}");
 }
+
+#[test]
+fn bad_limits_are_refused_before_any_model_call_from_every_source() {
+    // --image: checked at start, before the scripted model is asked anything.
+    let env = Env::new(SCRIPT, TEAM);
+    let mut c = Command::new(env!("CARGO_BIN_EXE_proctor"));
+    c.arg("--config")
+        .arg(env.path("config.toml"))
+        .arg("--data-dir")
+        .arg(env.path("data"))
+        .env("PROCTOR_SANDBOX_IMAGE", "Not An Image")
+        .args(["run", "--team"])
+        .arg(env.path("team.toml"))
+        .args(["--task", "t", "--headless", "--json"]);
+    let (code, events, stderr) = finish(c, "");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(events.is_empty(), "nothing ran: {events:?}");
+    assert!(
+        stderr.contains("--image") && stderr.contains("not an image reference"),
+        "{stderr}"
+    );
+
+    // A team in a saved session is checked when it is resumed.
+    let (code, events, _) = env.run(&["--task", "t", "--headless", "--json"], "");
+    assert_eq!(code, 3);
+    let session = events[0]["session"].as_str().unwrap().to_string();
+    let log = env
+        .path("data")
+        .join("sessions")
+        .join(&session)
+        .join("events.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let tampered = text.replacen("\"cpus\":1.0", "\"cpus\":1e12", 1);
+    assert_ne!(tampered, text);
+    std::fs::write(&log, &tampered).unwrap();
+    let mut c = env.cmd();
+    c.args(["resume", &session, "--headless", "--json"]);
+    let (code, _, stderr) = finish(c, "");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("executor.cpus") && stderr.contains("from 0.01 to 1024"),
+        "{stderr}"
+    );
+}

@@ -9,6 +9,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, Resourc
 use sha2::{Digest, Sha256};
 
 use super::{ExecError, ExecRequest};
+use crate::config::limits;
 
 /// Label carrying the session id on every sandbox container.
 pub const LABEL_SESSION: &str = "proctor.session";
@@ -65,7 +66,9 @@ impl SandboxSpec {
         let meta = std::fs::metadata(&ws).map_err(|e| {
             ExecError::Other(format!("cannot stat workspace {}: {e}", ws.display()))
         })?;
-        let pids = req.policy.pids.max(16);
+        // Clamped to the ranges the team file is checked against, so nothing below overflows
+        // even for a policy that did not come through that check.
+        let pids = req.policy.pids.clamp(16, *limits::PIDS.end());
         let (uid, gid, host_user) = if host_is_root() {
             // A uid of its own per session: the nproc ulimit counts processes per uid across
             // the whole host, so sessions must not share one.
@@ -84,9 +87,14 @@ impl SandboxSpec {
         Ok(Self {
             image: req.policy.image.clone(),
             network,
-            memory_mb: req.policy.memory_mb.max(16),
-            cpus: if req.policy.cpus > 0.0 {
-                req.policy.cpus
+            memory_mb: req
+                .policy
+                .memory_mb
+                .clamp(*limits::MEMORY_MB.start(), *limits::MEMORY_MB.end()),
+            cpus: if req.policy.cpus.is_finite() && req.policy.cpus > 0.0 {
+                req.policy
+                    .cpus
+                    .clamp(*limits::CPUS.start(), *limits::CPUS.end())
             } else {
                 1.0
             },
