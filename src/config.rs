@@ -1212,11 +1212,29 @@ fn check_executor(src: &Source<'_>, at: &FieldPath, exec: &ExecutorConfig) -> Ch
         " KiB",
     )?;
     for (language, command) in &exec.interpreters {
-        if command.first().is_none_or(|c| c.trim().is_empty()) {
+        let here = at.key("interpreters").key(language);
+        // Keys are the names fenced blocks get, so a block can find its interpreter.
+        let named = crate::engine::codeblocks::normalize_language(language);
+        if crate::engine::codeblocks::DISPLAY_ONLY.contains(&named.as_str()) {
             return Err(src.error(
-                &at.key("interpreters").key(language),
-                "must be a non-empty command, e.g. [\"node\"]",
+                &here,
+                format!(
+                    "\"{named}\" blocks are shown, never run (a console block is a transcript of \
+                     commands and their output); remove this entry"
+                ),
             ));
+        }
+        if named != *language {
+            return Err(src.error(
+                &here,
+                format!(
+                    "blocks tagged {language:?} are called \"{named}\": write {named} = [...] so \
+                     they find this interpreter"
+                ),
+            ));
+        }
+        if command.first().is_none_or(|c| c.trim().is_empty()) {
+            return Err(src.error(&here, "must be a non-empty command, e.g. [\"node\"]"));
         }
     }
     Ok(())
