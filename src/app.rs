@@ -23,15 +23,32 @@ use proctor::store::{
     EventSink, SessionStore, SessionWriter, StoreError, format_session_table, new_session_id,
 };
 
-/// `println!` that ignores a closed stdout (`proctor sessions list | head` must not panic).
+/// `println!` that ignores a closed stdout (`proctor sessions list | head` must not panic), with
+/// every hidden character of the text (names, paths, Docker's messages) made visible.
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+        let text = format!($($arg)*);
+        let _ = writeln!(std::io::stdout().lock(), "{}", proctor::text_safety::visible(&text));
     }};
 }
 
-/// `print!` that ignores a closed stdout.
+/// One line on stderr, made safe: names, ids and reasons from files, sessions and servers never
+/// reach the terminal raw.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let text = format!($($arg)*);
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}",
+            proctor::text_safety::visible_line(&text)
+        );
+    }};
+}
+
+/// `print!` that ignores a closed stdout; the text goes out exactly (the session table and the
+/// Markdown export are made safe where they are built; the JSON export is exact JSON).
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
@@ -352,7 +369,7 @@ impl EventSink for StoreSink {
 
 fn headless_note(front: &FrontEnd) {
     if !front.headless {
-        eprintln!(
+        errln!(
             "proctor: the full-screen TUI is not in this build yet; using the console front end (--headless)"
         );
     }
@@ -417,7 +434,7 @@ async fn session_resume(
     let (events, report, writer) = store.open_existing(&id)?;
     headless_note(&front);
     for w in report.warnings() {
-        eprintln!("proctor: session {id}: {w}");
+        errln!("proctor: session {id}: {w}");
     }
     let team = events
         .iter()
@@ -444,7 +461,7 @@ async fn session_resume(
     let (models, problems) =
         build_models(ctx, &team, demo_script.as_ref(), true, &calls_made(&events))?;
     for p in &problems {
-        eprintln!(
+        errln!(
             "proctor: session {id} opens without a model: {p}; agents using it cannot speak until this is fixed"
         );
     }
@@ -501,7 +518,7 @@ async fn drive_with(
         o = run => o,
         sig = shutdown_signal() => {
             executor.shutdown(id).await;
-            eprintln!("proctor: {sig}: sandbox removed; session {id} saved — `proctor resume {id}` continues it");
+            errln!("proctor: {sig}: sandbox removed; session {id} saved — `proctor resume {id}` continues it");
             return Ok(if sig == "SIGINT" {
                 proctor::cli::exit_code::SIGINT
             } else {
@@ -524,13 +541,13 @@ async fn drive_with(
     match &outcome {
         Outcome::Terminated(_) => {}
         Outcome::Paused(why) => {
-            eprintln!(
+            errln!(
                 "proctor: {}; session {id} saved — `proctor resume {id}` continues it",
                 one_line(why)
             )
         }
         Outcome::InputClosed(why) => {
-            eprintln!(
+            errln!(
                 "proctor: input ended while {why}; session {id} saved — `proctor resume {id}` continues it"
             )
         }

@@ -731,3 +731,122 @@ fn bad_limits_are_refused_before_any_model_call_from_every_source() {
         "{stderr}"
     );
 }
+
+/// A reply whose code holds a carriage return, bidi controls, a zero-width space and tag
+/// characters, and whose filename hint and prose try terminal escapes.
+const HOSTILE_SCRIPT: &str = r#"
+[[reply]]
+agent = "coder"
+text = "Tidy-up \u001b]52;c;cHduZWQ=\u0007 done:\n```python\n# TODO: tidy later\rimport os; print('ran')\naccess = 'user\u202E \u2066// admin\u2069\u2066'\nok\u200B = 'a\U000E0041'\n```\n"
+[[reply]]
+agent = "reviewer"
+text = "TERMINATE"
+"#;
+
+const HOSTILE_TEAM: &str = r#"
+name = "pair\u001b]0;title\u0007"
+[[agents]]
+name = "coder"
+model = "fake/m"
+can_execute = true
+[[agents]]
+name = "reviewer"
+model = "fake/m"
+"#;
+
+fn assert_terminal_safe(what: &str, text: &str) {
+    for c in text.chars() {
+        let u = c as u32;
+        let hidden = (u < 0x20 && c != '\n' && c != '\t')
+            || (0x7f..=0x9f).contains(&u)
+            || (0x200b..=0x200f).contains(&u)
+            || (0x202a..=0x202e).contains(&u)
+            || (0x2066..=0x2069).contains(&u)
+            || u == 0xfeff
+            || (0xe0000..=0xe007f).contains(&u);
+        assert!(!hidden, "{what}: {c:?} reached the terminal:\n{text}");
+    }
+}
+
+#[test]
+fn the_console_shows_every_hidden_byte_of_what_would_run() {
+    let env = Env::new(HOSTILE_SCRIPT, HOSTILE_TEAM);
+    let mut c = env.cmd();
+    c.args(["run", "--team"]).arg(env.path("team.toml")).args([
+        "--task",
+        "clean \u{1b}[2Jup",
+        "--headless",
+    ]);
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"n\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_terminal_safe("stdout", &stdout);
+    assert_terminal_safe("stderr", &stderr);
+    assert!(!stdout.contains('\r'));
+    assert!(stdout.contains("team pair␛]0;title␇"), "{stdout}");
+    assert!(stdout.contains("task: clean ␛[2Jup"), "{stdout}");
+    assert!(stdout.contains("Tidy-up ␛]52;c;cHduZWQ=␇ done"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "│ ⚠ 7 hidden characters shown as ␍ ⟨U+202E⟩ ⟨U+2066⟩ ⟨U+2069⟩ ⟨U+200B⟩ ⟨U+E0041⟩"
+        ),
+        "{stdout}"
+    );
+    // Numbered as Python counts: the \r ends line 1, so the import is line 2.
+    assert!(stdout.contains("│ 1  # TODO: tidy later␍\n"), "{stdout}");
+    assert!(
+        stdout.contains("│ 2  import os; print('ran')\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("│ 3  access = 'user⟨U+202E⟩ ⟨U+2066⟩// admin⟨U+2069⟩⟨U+2066⟩'\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("│ 4  ok⟨U+200B⟩ = 'a⟨U+E0041⟩'\n"),
+        "{stdout}"
+    );
+
+    // The JSON stream carries the exact code.
+    let (_, events, _) = env.run(&["--task", "t", "--headless", "--json"], "");
+    let asked = of_type(&events, "approval_requested");
+    assert_eq!(
+        asked[0]["blocks"][0]["code"].as_str().unwrap(),
+        "# TODO: tidy later\rimport os; print('ran')\naccess = 'user\u{202E} \u{2066}// admin\u{2069}\u{2066}'\nok\u{200B} = 'a\u{E0041}'"
+    );
+}
+
+#[test]
+fn stderr_lines_show_hostile_text_as_markers() {
+    let script = "[[reply]]\nagent = \"coder\"\nerror = \"gateway says \\u001b]52;c;cHduZWQ=\\u0007\\u001b[2J\\u202Edone\"\n";
+    let env = Env::new(script, TEAM);
+    let (code, _, stderr) = env.run(
+        &["--task", "t", "--headless", "--json", "--approve", "auto"],
+        "",
+    );
+    assert_eq!(code, 2);
+    assert_terminal_safe("stderr", &stderr);
+    assert!(
+        stderr.contains("gateway says ␛]52;c;cHduZWQ=␇␛[2J⟨U+202E⟩done"),
+        "{stderr}"
+    );
+
+    // What was typed, echoed in an error, is made safe too.
+    let out = env
+        .cmd()
+        .args(["sessions", "export", "\u{1b}]0;x\u{7}\u{202E}"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_terminal_safe("stderr", &stderr);
+    assert!(stderr.contains("is not a session id"), "{stderr}");
+}

@@ -297,11 +297,14 @@ pub fn block_path(
         return Ok(PathBuf::from(format!("tmp_code_{hex}.{extension}")));
     };
     let refuse = |why: &str| ExecError::BadFilename {
-        filename: hint.to_owned(),
+        filename: crate::text_safety::visible_line(hint).into_owned(),
         why: why.to_owned(),
     };
-    if hint.contains('\0') {
-        return Err(refuse("contains a NUL byte"));
+    if crate::text_safety::has_hidden(hint) {
+        // A name that shows differently from what it is (escapes, bidi, zero-width, newlines).
+        return Err(refuse(
+            "holds control or invisible characters (shown as markers); use a plain file name",
+        ));
     }
     if hint.starts_with('/') || hint.starts_with('\\') || hint.starts_with('~') {
         return Err(refuse(
@@ -521,7 +524,19 @@ mod tests {
     #[test]
     fn escaping_filenames_are_refused() {
         let ws = tempfile::tempdir().unwrap();
-        for bad in ["../x.py", "a/../../x.py", "/etc/passwd", "~/x", "a/\0b"] {
+        for bad in [
+            "../x.py",
+            "a/../../x.py",
+            "/etc/passwd",
+            "~/x",
+            "a/\0b",
+            "x\u{1b}[2J.py",
+            "tx\u{202E}yp.exe",
+            "a\u{200B}.py",
+            "a\nb.py",
+            "a\rb.py",
+            "tag\u{E0041}.py",
+        ] {
             let err = block_path(ws.path(), Some(bad), "", "py").unwrap_err();
             assert!(
                 matches!(err, ExecError::BadFilename { .. }),

@@ -2,6 +2,7 @@
 //! console transcript with prompts on the terminal. Like the TUI, it knows the session only through
 //! `Event`s and acts only through `Op`s.
 
+use std::fmt::Write as _;
 use std::io::Write;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt};
@@ -12,6 +13,7 @@ use crate::engine::state::code_hash;
 use crate::protocol::{
     CodeBlock, Decision, DecisionKind, Event, EventKind, Op, PolicyRule, StreamKind, WaitingOn,
 };
+use crate::text_safety;
 
 /// How the headless front end talks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,7 +214,7 @@ where
                         let line = line.trim();
                         if opts.json {
                             match parse_json_line(line) {
-                                Err(e) => { let _ = writeln!(err, "proctor: {e}"); }
+                                Err(e) => note(&mut err, &e),
                                 Ok(op) if answers_a_question(&op) => queue.push_back(Queued::Op(op)),
                                 Ok(op) => {
                                     sent += send(ops.as_ref(), vec![op]);
@@ -239,7 +241,7 @@ where
                     Queued::Line(line) => {
                         // Typed ahead: show the question with its answer, as a transcript would.
                         prompt(&mut out, &console, on);
-                        let _ = writeln!(out, "{line}");
+                        write_safe(&mut out, &format!("{line}\n"));
                         deliver_console(&mut console, Some(on), &line, ops.as_ref(), &mut err)
                     }
                 };
@@ -318,7 +320,7 @@ fn deliver_console<E: Write>(
     match console_ops(console, waiting, line) {
         Ok(new_ops) => send(ops, new_ops),
         Err(e) => {
-            let _ = writeln!(err, "proctor: {e}");
+            note(err, &e);
             0
         }
     }
@@ -342,8 +344,7 @@ fn prompt<W: Write>(out: &mut W, c: &Console, on: WaitingOn) {
         WaitingOn::Continue => "[c] continue  [q] stop  or type a message > ".into(),
         WaitingOn::Message => "type the task > ".into(),
     };
-    let _ = write!(out, "{text}");
-    let _ = out.flush();
+    write_safe(out, &text);
 }
 
 /// Interprets a console line in the current waiting state.
@@ -476,8 +477,64 @@ fn edit_in_editor(code: &str) -> Result<String, String> {
     std::fs::read_to_string(file.path()).map_err(|e| format!("cannot read the edited file: {e}"))
 }
 
+/// The one place console text reaches the terminal: whatever hidden character is still in
+/// `text` (anything but `\n` and `\t`) is written as its visible marker.
+fn write_safe<W: Write>(out: &mut W, text: &str) {
+    let _ = out.write_all(text_safety::visible(text).as_bytes());
+    let _ = out.flush();
+}
+
+/// A note for the human on stderr, on one line, made safe.
+fn note<E: Write>(err: &mut E, message: &str) {
+    let _ = writeln!(err, "proctor: {}", text_safety::visible_line(message));
+    let _ = err.flush();
+}
+
+/// One-line text from outside (names, file names, reasons) for the console.
+fn one(s: &str) -> std::borrow::Cow<'_, str> {
+    text_safety::visible_line(s)
+}
+
 fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
-    let end_stream = |out: &mut W, c: &mut Console| {
+    let mut s = String::new();
+    console_text(&mut s, c, ev);
+    write_safe(out, &s);
+}
+
+/// The blocks of an approval as the human decides them: per block its language, file name (and
+/// whether it will be refused), how many hidden characters it holds, and its lines numbered as
+/// the interpreter will count them, every hidden character shown as a marker.
+fn approval_text(s: &mut String, id: u64, agent: &str, blocks: &[CodeBlock]) {
+    let _ = writeln!(
+        s,
+        "\n┌ approval #{id}: {} proposes {} block(s)",
+        one(agent),
+        blocks.len()
+    );
+    for b in blocks {
+        let file = match &b.filename {
+            Some(f) if text_safety::has_hidden(f) => format!(
+                " → {} (refused: a file name with hidden characters; the block will not run)",
+                one(f)
+            ),
+            Some(f) => format!(" → {}", one(f)),
+            None => String::new(),
+        };
+        let _ = writeln!(s, "│ block {} ({}){file}", b.index + 1, one(&b.language));
+        if let Some(summary) = text_safety::hidden_summary(&b.code) {
+            let _ = writeln!(s, "│ ⚠ {summary}");
+        }
+        let lines = text_safety::code_lines(&b.code, &b.language);
+        let width = lines.len().to_string().len();
+        for (i, l) in lines.iter().enumerate() {
+            let _ = writeln!(s, "│ {:>width$}  {l}", i + 1);
+        }
+    }
+    let _ = writeln!(s, "└");
+}
+
+fn console_text(out: &mut String, c: &mut Console, ev: &Event) {
+    let end_stream = |out: &mut String, c: &mut Console| {
         if c.mid_line {
             c.mid_line = false;
             let _ = writeln!(out);
@@ -494,19 +551,24 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
     }
     match &ev.kind {
         EventKind::SessionStarted { team, task, .. } => {
-            let _ = writeln!(out, "proctor session {} · team {team}", ev.session);
+            let _ = writeln!(
+                out,
+                "proctor session {} · team {}",
+                one(&ev.session),
+                one(team)
+            );
             if !task.is_empty() {
-                let _ = writeln!(out, "task: {task}");
+                let _ = writeln!(out, "task: {}", text_safety::visible(task));
             }
         }
         EventKind::SpeakerSelected { agent, note } => {
             c.header = Some(agent.clone());
             match note {
                 Some(n) => {
-                    let _ = writeln!(out, "\n── {agent} ── ({n})");
+                    let _ = writeln!(out, "\n── {} ── ({})", one(agent), one(n));
                 }
                 None => {
-                    let _ = writeln!(out, "\n── {agent} ──");
+                    let _ = writeln!(out, "\n── {} ──", one(agent));
                 }
             }
         }
@@ -515,24 +577,24 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
         EventKind::MessageDelta { agent, delta } => {
             c.streamed = Some(agent.clone());
             c.mid_line = !delta.ends_with('\n');
-            let _ = write!(out, "{}", sanitize(delta));
-            let _ = out.flush();
+            out.push_str(&text_safety::visible(delta));
         }
         EventKind::Message { agent, content, to } => {
             end_stream(out, c);
             let header = c.header.take();
+            let content = text_safety::visible(content);
             if c.streamed.take().as_ref() == Some(agent) {
                 // Already on screen, streamed.
             } else if header.as_ref() == Some(agent) {
-                let _ = writeln!(out, "{}", sanitize(content));
+                let _ = writeln!(out, "{content}");
             } else if agent == "human" {
                 let who = to
                     .as_ref()
-                    .map(|t| format!("human → {t} (private)"))
+                    .map(|t| format!("human → {} (private)", one(t)))
                     .unwrap_or_else(|| "human".into());
-                let _ = writeln!(out, "\n── {who} ──\n{}", sanitize(content));
+                let _ = writeln!(out, "\n── {who} ──\n{content}");
             } else {
-                let _ = writeln!(out, "\n── {agent} ──\n{}", sanitize(content));
+                let _ = writeln!(out, "\n── {} ──\n{content}", one(agent));
             }
         }
         EventKind::Usage {
@@ -559,27 +621,13 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             };
             let _ = writeln!(
                 out,
-                "   [{agent} · {model} · {approx}{input_tokens} in / {approx}{output_tokens} out · {cost} · session {total}]"
+                "   [{} · {} · {approx}{input_tokens} in / {approx}{output_tokens} out · {cost} · session {total}]",
+                one(agent),
+                one(model)
             );
         }
         EventKind::ApprovalRequested { id, agent, blocks } => {
-            let _ = writeln!(
-                out,
-                "\n┌ approval #{id}: {agent} proposes {} block(s)",
-                blocks.len()
-            );
-            for b in blocks {
-                let file = b
-                    .filename
-                    .as_ref()
-                    .map(|f| format!(" → {f}"))
-                    .unwrap_or_default();
-                let _ = writeln!(out, "│ block {} ({}){file}", b.index + 1, b.language);
-                for l in b.code.lines() {
-                    let _ = writeln!(out, "│   {}", sanitize(l));
-                }
-            }
-            let _ = writeln!(out, "└");
+            approval_text(out, *id, agent, blocks);
             c.pending = Some((*id, blocks.clone(), vec![false; blocks.len()]));
             c.pending_agent = agent.clone();
         }
@@ -596,10 +644,11 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
                 *d = true;
             }
             let by = if by_rule.is_some() { " (by rule)" } else { "" };
-            let why = reason
-                .as_ref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default();
+            let why = match (decision, reason.as_deref().map(str::trim)) {
+                (DecisionKind::Rejected, Some(r)) if !r.is_empty() => format!(": {}", one(r)),
+                (DecisionKind::Rejected, _) => ": no reason given".to_string(),
+                _ => String::new(),
+            };
             let word = match decision {
                 DecisionKind::Approved => "approved",
                 DecisionKind::Edited => "edited",
@@ -609,10 +658,10 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             let _ = writeln!(out, "  block {} {word}{by}{why}", block + 1);
         }
         EventKind::PolicyAdded { rule } => {
-            let _ = writeln!(out, "  rule added: {rule:?}");
+            let _ = writeln!(out, "  rule added: {}", one(&format!("{rule:?}")));
         }
         EventKind::PolicyRevoked { rule } => {
-            let _ = writeln!(out, "  rule revoked: {rule:?}");
+            let _ = writeln!(out, "  rule revoked: {}", one(&format!("{rule:?}")));
         }
         // The workspace issue fills this in (a short change list).
         EventKind::WorkspaceChanged { .. } => {}
@@ -620,12 +669,13 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             let _ = writeln!(out, "  mode: {mode:?}");
         }
         EventKind::SpeakerPinned { agent } => {
-            let _ = writeln!(out, "  {agent} speaks next (pinned)");
+            let _ = writeln!(out, "  {} speaks next (pinned)", one(agent));
         }
         EventKind::AgentMuted { agent, muted } => {
             let _ = writeln!(
                 out,
-                "  {agent} {}",
+                "  {} {}",
+                one(agent),
                 if *muted { "muted" } else { "unmuted" }
             );
         }
@@ -637,16 +687,21 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             layers,
             ..
         } => {
-            let pct = if *total > 0 { current * 100 / total } else { 0 };
+            let pct = if *total > 0 {
+                current.saturating_mul(100) / total
+            } else {
+                0
+            };
             let _ = writeln!(
                 out,
-                "  pulling {image}: {pct}% ({layers_done}/{layers} layers)"
+                "  pulling {}: {pct}% ({layers_done}/{layers} layers)",
+                one(image)
             );
         }
         EventKind::ExecutionStarted {
             block, language, ..
         } => {
-            let _ = writeln!(out, "  ▶ running block {} ({language})", block + 1);
+            let _ = writeln!(out, "  ▶ running block {} ({})", block + 1, one(language));
         }
         EventKind::ExecutionOutput { stream, text, .. } => {
             let prefix = match stream {
@@ -654,7 +709,11 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
                 StreamKind::Stderr => "  ! ",
             };
             for l in text.lines() {
-                let _ = writeln!(out, "{prefix}{}", sanitize(l));
+                let _ = writeln!(
+                    out,
+                    "{prefix}{}",
+                    text_safety::visible_keeping(l, text_safety::Keep::Tabs)
+                );
             }
         }
         EventKind::ExecutionFinished {
@@ -690,13 +749,13 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             let _ = writeln!(out, "  budget now ${cap_usd:.2}");
         }
         EventKind::Notice { message } => {
-            let _ = writeln!(out, "  · {}", sanitize(message));
+            let _ = writeln!(out, "  · {}", text_safety::visible(message));
         }
         EventKind::Paused { reason, .. } => {
-            let _ = writeln!(out, "\n⏸ paused: {}", sanitize(reason));
+            let _ = writeln!(out, "\n⏸ paused: {}", text_safety::visible(reason));
         }
         EventKind::Terminated { reason } => {
-            let _ = writeln!(out, "\n■ session ended: {}", sanitize(reason));
+            let _ = writeln!(out, "\n■ session ended: {}", text_safety::visible(reason));
             let unpriced = if c.unpriced {
                 " (some calls unpriced)"
             } else {
@@ -705,17 +764,9 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             let _ = writeln!(out, "  cost: ${:.4}{unpriced}", c.total_usd);
         }
         EventKind::Error { message } => {
-            let _ = writeln!(out, "  ✗ {}", sanitize(message));
+            let _ = writeln!(out, "  ✗ {}", text_safety::visible(message));
         }
     }
-    let _ = out.flush();
-}
-
-/// Removes terminal control sequences (ESC and other C0 controls except newline and tab).
-pub fn sanitize(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
-        .collect()
 }
 
 #[cfg(test)]
@@ -823,8 +874,136 @@ mod tests {
         );
     }
 
+    fn console_bytes(kind: EventKind) -> String {
+        let mut out = Vec::new();
+        let ev = Event {
+            seq: 1,
+            session: "s".into(),
+            ts_ms: 0,
+            kind,
+        };
+        render_console(&mut out, &mut Console::default(), &ev);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn approval(language: &str, code: &str, filename: Option<&str>) -> EventKind {
+        EventKind::ApprovalRequested {
+            id: 1,
+            agent: "coder".into(),
+            blocks: vec![CodeBlock {
+                index: 0,
+                language: language.into(),
+                code: code.into(),
+                filename: filename.map(str::to_string),
+            }],
+        }
+    }
+
+    /// Nothing but `\n` (and `\t`) from the C0 range, and none of the invisible or bidi
+    /// characters, reaches the terminal.
+    fn assert_terminal_safe(shown: &str) {
+        for c in shown.chars() {
+            assert!(
+                c == '\n' || c == '\t' || text_safety::classify(c).is_none(),
+                "{c:?} reached the terminal in {shown:?}"
+            );
+        }
+    }
+
     #[test]
-    fn sanitize_strips_escape_sequences() {
-        assert_eq!(sanitize("a\x1b[31mred\x07\n"), "a[31mred\n");
+    fn a_carriage_return_in_python_shows_as_the_second_line_it_is() {
+        let shown = console_bytes(approval(
+            "python",
+            "# TODO: tidy later\rimport os; os.system('id')\nprint('ok')",
+            None,
+        ));
+        assert_terminal_safe(&shown);
+        assert!(
+            shown.contains("│ ⚠ 1 hidden character shown as ␍\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("│ 1  # TODO: tidy later␍\n"), "{shown}");
+        assert!(
+            shown.contains("│ 2  import os; os.system('id')\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("│ 3  print('ok')\n"), "{shown}");
+        // In a shell script a lone \r does not end the line: one line, the marker inside it.
+        let shown = console_bytes(approval("bash", "echo safe\rrm -rf ~", None));
+        assert!(shown.contains("│ 1  echo safe␍rm -rf ~\n"), "{shown}");
+    }
+
+    #[test]
+    fn bidi_zero_width_and_tag_characters_are_markers_and_counted() {
+        let code = "access = 'user\u{202E} \u{2066}// admin\u{2069}\u{2066}'\nx\u{200B}y = 1\nz = 'a\u{E0041}\u{E0042}'\u{FEFF}";
+        let shown = console_bytes(approval("python", code, None));
+        assert_terminal_safe(&shown);
+        assert!(
+            shown.contains("│ ⚠ 8 hidden characters shown as ⟨U+202E⟩ ⟨U+2066⟩ ⟨U+2069⟩ ⟨U+200B⟩ ⟨U+E0041⟩ ⟨U+E0042⟩ …"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("│ 1  access = 'user⟨U+202E⟩ ⟨U+2066⟩// admin⟨U+2069⟩⟨U+2066⟩'\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("│ 2  x⟨U+200B⟩y = 1\n"), "{shown}");
+        assert!(
+            shown.contains("│ 3  z = 'a⟨U+E0041⟩⟨U+E0042⟩'⟨U+FEFF⟩\n"),
+            "{shown}"
+        );
+        // Line numbers line up past nine lines.
+        let long = (1..=10)
+            .map(|i| format!("x = {i}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let shown = console_bytes(approval("python", &long, None));
+        assert!(shown.contains("│  9  x = 9\n│ 10  x = 10\n"), "{shown}");
+    }
+
+    #[test]
+    fn escapes_in_names_file_hints_and_messages_never_reach_the_terminal() {
+        let shown = console_bytes(approval(
+            "python",
+            "print(1)",
+            Some("x.py\u{1b}]52;c;Y2xpcGJvYXJk\u{7}\u{1b}[2J"),
+        ));
+        assert_terminal_safe(&shown);
+        assert!(
+            shown.contains("→ x.py␛]52;c;Y2xpcGJvYXJk␇␛[2J (refused"),
+            "{shown}"
+        );
+        let shown = console_bytes(approval("python", "print(1)", Some("a\nb.py")));
+        assert!(shown.contains("→ a␊b.py (refused"), "{shown}");
+        for kind in [
+            EventKind::SessionStarted {
+                team: "t\u{1b}]0;pwned\u{7}".into(),
+                task: "do \u{1b}[31mthis\u{202E}".into(),
+                schema: 1,
+                team_config: None,
+                mode: crate::protocol::SessionMode::Gate,
+            },
+            EventKind::Message {
+                agent: "coder".into(),
+                content: "hi\u{1b}[2J\r there\u{200B}".into(),
+                to: None,
+            },
+            EventKind::MessageDelta {
+                agent: "coder".into(),
+                delta: "\u{9b}31m\u{85}".into(),
+            },
+            EventKind::Error {
+                message: "provider said \u{1b}]8;;http://x\u{7}click".into(),
+            },
+            EventKind::ExecutionOutput {
+                id: 1,
+                block: 0,
+                stream: StreamKind::Stdout,
+                text: "50%\r100%\u{1b}[K\n".into(),
+            },
+        ] {
+            let shown = console_bytes(kind);
+            assert_terminal_safe(&shown);
+            assert!(shown.contains('␛') || shown.contains("⟨U+"), "{shown}");
+        }
     }
 }
