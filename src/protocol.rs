@@ -382,6 +382,10 @@ pub enum EventKind {
         /// Cancelled by the human or interrupted by a crash of proctor.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         interrupted: bool,
+        /// The code never started: its file name was refused, no interpreter knows its
+        /// language, or the sandbox could not run it. `output` says why.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        not_run: bool,
     },
     /// What a finished block changed in the workspace.
     WorkspaceChanged {

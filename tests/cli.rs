@@ -850,3 +850,86 @@ fn stderr_lines_show_hostile_text_as_markers() {
     assert_terminal_safe("stderr", &stderr);
     assert!(stderr.contains("is not a session id"), "{stderr}");
 }
+
+#[test]
+fn a_file_name_the_host_cannot_write_is_refused_for_that_block_only() {
+    let long = "n".repeat(300);
+    let script = format!(
+        r#"
+[[reply]]
+agent = "coder"
+text = """
+```python
+print('first ran')
+```
+```python
+# filename: {long}.py
+print('never')
+```
+```python
+# filename: ok\u202Etxt.py
+print('never either')
+```
+```python
+print('last ran')
+```
+"""
+[[reply]]
+agent = "reviewer"
+text = "TERMINATE"
+"#
+    );
+    let env = Env::new(&script, TEAM);
+    let (code, events, stderr) = env.run(
+        &["--task", "t", "--headless", "--json", "--approve", "auto"],
+        "",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        of_type(&events, "paused").is_empty(),
+        "no pause: {events:?}"
+    );
+    let finished = of_type(&events, "execution_finished");
+    assert_eq!(finished.len(), 4);
+    assert!(
+        finished[0]["output"]
+            .as_str()
+            .unwrap()
+            .contains("first ran")
+    );
+    for refused in &finished[1..3] {
+        assert_eq!(refused["not_run"], true, "{refused}");
+    }
+    assert!(
+        finished[1]["output"]
+            .as_str()
+            .unwrap()
+            .contains("longer than 255 bytes")
+    );
+    assert!(
+        finished[2]["output"]
+            .as_str()
+            .unwrap()
+            .contains("invisible characters")
+    );
+    assert!(finished[3]["output"].as_str().unwrap().contains("last ran"));
+    let report = of_type(&events, "message")
+        .into_iter()
+        .find(|m| m["agent"] == "executor")
+        .unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        report.matches("approved and run as proposed").count(),
+        2,
+        "{report}"
+    );
+    assert_eq!(
+        report.matches("approved, but NOT RUN").count(),
+        2,
+        "{report}"
+    );
+    let data = env.path("data").display().to_string();
+    assert!(!report.contains(&data), "{report}");
+}

@@ -47,6 +47,8 @@ pub struct BlockResult {
     pub oom: bool,
     /// Interrupted (cancel or crash).
     pub interrupted: bool,
+    /// Never started (refused, or the sandbox failed); `output` says why.
+    pub not_run: bool,
     /// Captured output.
     pub output: String,
 }
@@ -363,9 +365,10 @@ impl SessionState {
                 output,
                 oom,
                 interrupted,
+                not_run,
                 ..
             } => {
-                if *exit_code != 0 && !*interrupted {
+                if *exit_code != 0 && !*interrupted && !*not_run {
                     self.loop_errors.push(error_signature(output));
                 } else {
                     self.loop_errors.clear();
@@ -380,6 +383,7 @@ impl SessionState {
                             truncated: *truncated,
                             oom: *oom,
                             interrupted: *interrupted,
+                            not_run: *not_run,
                             output: output.clone(),
                         });
                     }

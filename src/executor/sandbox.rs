@@ -283,6 +283,18 @@ pub fn interpreter(
     })
 }
 
+/// Longest file name component a Linux file system stores (`NAME_MAX`).
+const MAX_NAME_BYTES: usize = 255;
+/// Longest hint accepted (the interpreter gets `/workspace/<hint>`, well under `PATH_MAX`).
+const MAX_PATH_BYTES: usize = 1024;
+
+/// Whether a failed write is about the name itself (too long, not a directory where one is
+/// needed, ...): then the block is refused, and the session goes on.
+fn is_name_error(e: &std::io::Error) -> bool {
+    // ENOTDIR, EISDIR, EINVAL, ENAMETOOLONG, ELOOP, EILSEQ.
+    matches!(e.raw_os_error(), Some(20 | 21 | 22 | 36 | 40 | 84))
+}
+
 /// Resolves where a block's code is written: the hint (relative, inside the workspace, not through
 /// a symlink that leaves it) or `tmp_code_<hash>.<ext>`. Returns the path relative to the workspace.
 pub fn block_path(
@@ -324,6 +336,18 @@ pub fn block_path(
     }
     if rel.as_os_str().is_empty() {
         return Err(refuse("names no file"));
+    }
+    // What the host cannot store is this block's problem, not the sandbox's.
+    if rel
+        .components()
+        .any(|c| c.as_os_str().len() > MAX_NAME_BYTES)
+    {
+        return Err(refuse(&format!(
+            "a part of the path is longer than {MAX_NAME_BYTES} bytes, more than a file system allows"
+        )));
+    }
+    if rel.as_os_str().len() > MAX_PATH_BYTES {
+        return Err(refuse(&format!("is longer than {MAX_PATH_BYTES} bytes")));
     }
     let root = workspace
         .canonicalize()
@@ -412,10 +436,20 @@ pub fn write_block(spec: &SandboxSpec, rel: &Path, code: &str) -> Result<(), Exe
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
     let root = &spec.workspace;
-    let shown = root.join(rel);
-    let io = |e: std::io::Error| ExecError::Other(format!("cannot write {}: {e}", shown.display()));
+    // Named as the code sees it: the host's paths stay out of messages the agent may read.
+    let shown = container_path(rel);
+    let io = |e: std::io::Error| {
+        if is_name_error(&e) {
+            ExecError::BadFilename {
+                filename: crate::text_safety::visible_line(&rel.display().to_string()).into_owned(),
+                why: format!("the host cannot write it: {e}"),
+            }
+        } else {
+            ExecError::Other(format!("cannot write {shown}: {e}"))
+        }
+    };
     let refuse = |why: &str| ExecError::BadFilename {
-        filename: rel.display().to_string(),
+        filename: crate::text_safety::visible_line(&rel.display().to_string()).into_owned(),
         why: why.to_owned(),
     };
     let root_owned = host_is_root();
@@ -536,6 +570,8 @@ mod tests {
             "a\nb.py",
             "a\rb.py",
             "tag\u{E0041}.py",
+            &format!("{}.py", "a".repeat(300)),
+            &format!("{}/x.py", "d/".repeat(600)),
         ] {
             let err = block_path(ws.path(), Some(bad), "", "py").unwrap_err();
             assert!(

@@ -335,6 +335,7 @@ pub fn to_markdown(id: &str, events: &[Event]) -> String {
                 output,
                 oom,
                 interrupted,
+                not_run,
             } => {
                 let language = running
                     .remove(&(*id, *block))
@@ -354,12 +355,20 @@ pub fn to_markdown(id: &str, events: &[Event]) -> String {
                 if *truncated {
                     what.push("output truncated".into());
                 }
-                let _ = writeln!(
-                    out,
-                    "#### Ran block {} of approval {id} ({language}): {}\n",
-                    block + 1,
-                    what.join(", ")
-                );
+                if *not_run {
+                    let _ = writeln!(
+                        out,
+                        "#### Block {} of approval {id} ({language}) did not run\n",
+                        block + 1
+                    );
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "#### Ran block {} of approval {id} ({language}): {}\n",
+                        block + 1,
+                        what.join(", ")
+                    );
+                }
                 if output.is_empty() {
                     out.push_str("(no output)\n\n");
                 } else {
