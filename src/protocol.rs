@@ -635,6 +635,12 @@ pub enum Op {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// A line of the human's input could not be read (not UTF-8, too long, not a decision): the
+    /// engine records it as an `error` event, so every consumer of the stream sees it.
+    ReportInputError {
+        /// What was wrong, with at most a short excerpt of the line.
+        message: String,
+    },
 }
 
 #[cfg(test)]

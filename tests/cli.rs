@@ -933,3 +933,76 @@ text = "TERMINATE"
     let data = env.path("data").display().to_string();
     assert!(!report.contains(&data), "{report}");
 }
+
+#[test]
+fn bad_input_lines_are_reported_and_reading_goes_on() {
+    let env = Env::new(SCRIPT, TEAM);
+    let mut c = env.cmd();
+    c.args(["run", "--team"]).arg(env.path("team.toml")).args([
+        "--task",
+        "t",
+        "--headless",
+        "--json",
+    ]);
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut input = b"caf\xe9 is not utf-8\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', (16 << 20) + 10));
+        input.push(b'\n');
+        // An empty edit is refused (the block stays open); a reason-less reject is taken.
+        input.extend_from_slice(
+            b"{\"id\": 1, \"block\": 0, \"decision\": \"edit\", \"code\": \"\"}\n",
+        );
+        input.extend_from_slice(b"{\"id\": 1, \"block\": 0, \"decision\": \"reject\"}\n");
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let events: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let errors: Vec<String> = of_type(&events, "error")
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect();
+    assert!(errors.iter().any(|m| m.contains("not UTF-8")), "{errors:?}");
+    assert!(
+        errors.iter().any(|m| m.contains("longer than 16 MiB")),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|m| m.contains("empty edit")),
+        "{errors:?}"
+    );
+    assert!(errors.iter().all(|m| m.len() < 400), "{errors:?}");
+    assert!(
+        stderr.len() < 2000,
+        "stderr repeats only excerpts: {} bytes",
+        stderr.len()
+    );
+    let resolved = of_type(&events, "approval_resolved");
+    assert_eq!(resolved.len(), 1, "the empty edit decided nothing");
+    assert_eq!(resolved[0]["decision"], "rejected");
+    let report = of_type(&events, "message")
+        .into_iter()
+        .find(|m| m["agent"] == "executor")
+        .unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        report.contains("REJECTED by the human, not run. Reason: (no reason given)"),
+        "{report}"
+    );
+    assert_eq!(events.last().unwrap()["type"], "terminated");
+}

@@ -485,6 +485,17 @@ impl Orchestrator {
                         ))
                         .await;
                 }
+                if let Decision::Edit { code } = &decision
+                    && code.trim().is_empty()
+                {
+                    // An edit that leaves nothing would run nothing: say so, keep the block open.
+                    return self
+                        .error(format!(
+                            "an empty edit would run nothing: block {block} of approval #{id} stays \
+                             open; reject it (with a reason) or skip it instead"
+                        ))
+                        .await;
+                }
                 let original = p.blocks[block].code.clone();
                 if let Some(rule) = remember
                     && matches!(decision, Decision::Approve | Decision::Edit { .. })
@@ -651,6 +662,9 @@ impl Orchestrator {
                 if let Some(c) = &self.current_cancel {
                     c.cancel();
                 }
+            }
+            Op::ReportInputError { message } => {
+                self.error(crate::text_safety::excerpt(&message, 300)).await;
             }
         }
     }

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::io::Write;
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 use tokio::sync::mpsc;
 
 use crate::engine::SessionHandle;
@@ -51,33 +51,37 @@ impl Outcome {
 /// (`{"id":1,"block":0,"decision":"approve"}`), any `Op` as `{"op": ...}`, and
 /// `{"decision":"approve_all","id":1}`.
 pub fn parse_json_line(line: &str) -> Result<Op, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| format!("input is not JSON ({e}): {line}"))?;
+    // Messages repeat a short, safe excerpt of the line, never the whole of it.
+    let shown = text_safety::excerpt(line, EXCERPT_CHARS);
+    // serde quotes offending values, which may be long: keep its words short too.
+    let why = |e: serde_json::Error| text_safety::excerpt(&e.to_string(), 2 * EXCERPT_CHARS);
+    let v: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| format!("input is not JSON ({}): {shown}", why(e)))?;
     if v.get("op").is_some() {
-        return serde_json::from_value(v).map_err(|e| format!("invalid op ({e}): {line}"));
+        return serde_json::from_value(v).map_err(|e| format!("invalid op ({}): {shown}", why(e)));
     }
     let Some(decision) = v.get("decision").and_then(|d| d.as_str()) else {
         return Err(format!(
-            "expected a decision like {{\"id\":1,\"block\":0,\"decision\":\"approve\"}} or an op like {{\"op\":\"continue\"}}, got: {line}"
+            "expected a decision like {{\"id\":1,\"block\":0,\"decision\":\"approve\"}} or an op like {{\"op\":\"continue\"}}, got: {shown}"
         ));
     };
     let id = v
         .get("id")
         .and_then(|x| x.as_u64())
-        .ok_or_else(|| format!("decision without a numeric \"id\": {line}"))?;
+        .ok_or_else(|| format!("decision without a numeric \"id\": {shown}"))?;
     if decision == "approve_all" {
         return Ok(Op::ApproveAll { id });
     }
     let block = v
         .get("block")
         .and_then(|x| x.as_u64())
-        .ok_or_else(|| format!("decision without a numeric \"block\": {line}"))?
+        .ok_or_else(|| format!("decision without a numeric \"block\": {shown}"))?
         as usize;
     let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
     let decision = match decision {
         "approve" | "approved" => Decision::Approve,
         "edit" | "edited" => Decision::Edit {
-            code: text("code").ok_or_else(|| format!("an edit needs \"code\": {line}"))?,
+            code: text("code").ok_or_else(|| format!("an edit needs \"code\": {shown}"))?,
         },
         "reject" | "rejected" => Decision::Reject {
             reason: text("reason").unwrap_or_default(),
@@ -85,14 +89,15 @@ pub fn parse_json_line(line: &str) -> Result<Op, String> {
         "skip" | "skipped" => Decision::Skip,
         other => {
             return Err(format!(
-                "unknown decision {other:?}: use approve, edit, reject or skip"
+                "unknown decision {:?}: use approve, edit, reject or skip",
+                text_safety::excerpt(other, EXCERPT_CHARS)
             ));
         }
     };
     let remember = match v.get("remember") {
         Some(r) => Some(
             serde_json::from_value(r.clone())
-                .map_err(|e| format!("invalid \"remember\" ({e}): {line}"))?,
+                .map_err(|e| format!("invalid \"remember\" ({}): {shown}", why(e)))?,
         ),
         None => None,
     };
@@ -109,28 +114,108 @@ pub fn parse_json_line(line: &str) -> Result<Op, String> {
     })
 }
 
-/// Reads lines from `input` into a channel; `None` marks end of input.
+/// Longest input line read, in bytes (a decision with an edited block fits many times over).
+pub const MAX_INPUT_LINE: usize = 16 << 20;
+
+/// How much of a bad input line an error message repeats.
+const EXCERPT_CHARS: usize = 60;
+
+/// One line of input as the reader found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum InputLine {
+    /// A line of text, without its line end.
+    Text(String),
+    /// A line that cannot be used (not UTF-8, too long); the message says which and why, with
+    /// at most a short excerpt. Reading goes on with the next line.
+    Bad(String),
+}
+
+/// Reads lines from `input` into a channel; `None` marks end of input. Each line is read with a
+/// bounded buffer: a line longer than [`MAX_INPUT_LINE`] is skipped to its end and reported, a
+/// line that is not UTF-8 is reported, and neither ends the input.
 fn spawn_reader<R: AsyncBufRead + Unpin + Send + 'static>(
-    input: R,
-) -> mpsc::UnboundedReceiver<Option<String>> {
+    mut input: R,
+) -> mpsc::UnboundedReceiver<Option<InputLine>> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let mut lines = input.lines();
+        let mut number: u64 = 0;
         loop {
-            match lines.next_line().await {
-                Ok(Some(l)) => {
-                    if tx.send(Some(l)).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) | Err(_) => {
-                    let _ = tx.send(None);
-                    return;
-                }
+            let line = read_line(&mut input, &mut number).await;
+            let end = line.is_none();
+            if tx.send(line).is_err() || end {
+                return;
             }
         }
     });
     rx
+}
+
+/// The next line of `input` (`None` at its end); `number` counts lines read.
+async fn read_line<R: AsyncBufRead + Unpin>(input: &mut R, number: &mut u64) -> Option<InputLine> {
+    let mut buf = Vec::new();
+    let read = (&mut *input)
+        .take(MAX_INPUT_LINE as u64 + 1)
+        .read_until(b'\n', &mut buf)
+        .await;
+    match read {
+        Ok(0) => return None,
+        Ok(_) => {}
+        // An unreadable stdin: say why once and end the input.
+        Err(e) => {
+            return if buf.is_empty() {
+                None
+            } else {
+                Some(InputLine::Bad(format!("input could not be read: {e}")))
+            };
+        }
+    }
+    *number += 1;
+    let n = *number;
+    if buf.last() != Some(&b'\n') && buf.len() > MAX_INPUT_LINE {
+        let rest = skip_to_line_end(input).await;
+        return Some(InputLine::Bad(format!(
+            "input line {n} is longer than {} MiB ({} bytes or more) and was ignored: {}",
+            MAX_INPUT_LINE >> 20,
+            buf.len() as u64 + rest,
+            text_safety::excerpt(&String::from_utf8_lossy(&buf[..256]), EXCERPT_CHARS)
+        )));
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+    match String::from_utf8(buf) {
+        Ok(text) => Some(InputLine::Text(text)),
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            Some(InputLine::Bad(format!(
+                "input line {n} is not UTF-8 (invalid byte at offset {at}) and was ignored: {}",
+                text_safety::excerpt(&lossy, EXCERPT_CHARS)
+            )))
+        }
+    }
+}
+
+/// Reads and drops the rest of an over-long line, through its `\n`; returns how many bytes.
+async fn skip_to_line_end<R: AsyncBufRead + Unpin>(input: &mut R) -> u64 {
+    let mut skipped = 0u64;
+    loop {
+        let (used, done) = match input.fill_buf().await {
+            Ok([]) | Err(_) => return skipped,
+            Ok(chunk) => match chunk.iter().position(|b| *b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (chunk.len(), false),
+            },
+        };
+        input.consume(used);
+        skipped += used as u64;
+        if done {
+            return skipped;
+        }
+    }
 }
 
 /// Console view state: what is open and needs an answer.
@@ -209,12 +294,24 @@ where
             line = lines.recv(), if input_open => {
                 match line.flatten() {
                     None => input_open = false,
-                    Some(line) if line.trim().is_empty() => {}
-                    Some(line) => {
+                    Some(InputLine::Bad(why)) => {
+                        note(&mut err, &why);
+                        if opts.json {
+                            // A JSON consumer sees it in the stream too.
+                            sent += send(ops.as_ref(), vec![Op::ReportInputError { message: why }]);
+                            waiting = None;
+                        }
+                    }
+                    Some(InputLine::Text(line)) if line.trim().is_empty() => {}
+                    Some(InputLine::Text(line)) => {
                         let line = line.trim();
                         if opts.json {
                             match parse_json_line(line) {
-                                Err(e) => note(&mut err, &e),
+                                Err(e) => {
+                                    note(&mut err, &e);
+                                    sent += send(ops.as_ref(), vec![Op::ReportInputError { message: e }]);
+                                    waiting = None;
+                                }
                                 Ok(op) if answers_a_question(&op) => queue.push_back(Queued::Op(op)),
                                 Ok(op) => {
                                     sent += send(ops.as_ref(), vec![op]);
@@ -406,8 +503,10 @@ fn console_ops(c: &mut Console, waiting: Option<WaitingOn>, line: &str) -> Resul
                 "?" | "h" | "help" => {
                     return Err("answers: y approve · Y approve and always approve this exact code · L approve and \
                                 always approve this language from this agent · w approve with network for this \
-                                block · e edit in $VISUAL/$EDITOR · n REASON reject · s skip · a approve all \
-                                remaining · @agent TEXT private note · /stop"
+                                block · e edit in $VISUAL/$EDITOR (an empty edit is refused: reject or skip \
+                                instead) · n REASON reject (the agent reads the reason; without one it is told \
+                                none was given) · s skip · a approve all remaining · @agent TEXT private note · \
+                                /stop"
                         .into());
                 }
                 "a" | "all" => {
@@ -416,11 +515,19 @@ fn console_ops(c: &mut Console, waiting: Option<WaitingOn>, line: &str) -> Resul
                 }
                 "e" | "edit" => {
                     let code = edit_in_editor(&blocks[i].code)?;
+                    if code.trim().is_empty() {
+                        return Err(
+                            "the edited block is empty and would run nothing; it stays open: \
+                                    reject it (n REASON) or skip it (s) instead"
+                                .into(),
+                        );
+                    }
                     Decision::Edit { code }
                 }
                 other => {
                     return Err(format!(
-                        "unknown answer {other:?}: y, e, n [reason], s or a"
+                        "unknown answer {:?}: y, e, n [reason], s or a (? for more)",
+                        text_safety::excerpt(other, EXCERPT_CHARS)
                     ));
                 }
             };
@@ -1005,5 +1112,70 @@ mod tests {
             assert_terminal_safe(&shown);
             assert!(shown.contains('␛') || shown.contains("⟨U+"), "{shown}");
         }
+    }
+
+    async fn read_all(bytes: Vec<u8>) -> Vec<InputLine> {
+        let mut input = tokio::io::BufReader::new(std::io::Cursor::new(bytes));
+        let mut n = 0;
+        let mut lines = Vec::new();
+        while let Some(l) = read_line(&mut input, &mut n).await {
+            lines.push(l);
+        }
+        lines
+    }
+
+    #[tokio::test]
+    async fn a_line_that_is_not_utf8_is_one_bad_line_not_the_end_of_input() {
+        let mut bytes = b"first\n".to_vec();
+        bytes.extend_from_slice(b"caf\xe9 \xff\xfe\r\n");
+        bytes.extend_from_slice(b"{\"op\":\"continue\"}\nlast without newline");
+        let lines = read_all(bytes).await;
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(lines[0], InputLine::Text("first".into()));
+        let InputLine::Bad(why) = &lines[1] else {
+            panic!("{lines:?}")
+        };
+        assert!(
+            why.starts_with("input line 2 is not UTF-8 (invalid byte at offset 3)"),
+            "{why}"
+        );
+        assert_eq!(lines[2], InputLine::Text("{\"op\":\"continue\"}".into()));
+        assert_eq!(lines[3], InputLine::Text("last without newline".into()));
+    }
+
+    #[tokio::test]
+    async fn an_over_long_line_is_skipped_with_a_short_message_and_reading_goes_on() {
+        let mut bytes = vec![b'x'; MAX_INPUT_LINE + 4096];
+        bytes.extend_from_slice(b"\nnext\n");
+        // Exactly the limit is still a line.
+        bytes.extend(std::iter::repeat_n(b'y', MAX_INPUT_LINE));
+        bytes.push(b'\n');
+        let lines = read_all(bytes).await;
+        assert_eq!(lines.len(), 3);
+        let InputLine::Bad(why) = &lines[0] else {
+            panic!("first line should be refused")
+        };
+        assert!(why.contains("longer than 16 MiB"), "{why}");
+        assert!(
+            why.len() < 300,
+            "the message repeats only an excerpt: {} bytes",
+            why.len()
+        );
+        assert_eq!(lines[1], InputLine::Text("next".into()));
+        assert!(matches!(&lines[2], InputLine::Text(t) if t.len() == MAX_INPUT_LINE));
+    }
+
+    #[test]
+    fn decision_errors_repeat_only_an_excerpt_of_the_line() {
+        let huge = format!(
+            "{{\"id\":1,\"block\":0,\"decision\":\"{}\"}}",
+            "z".repeat(100_000)
+        );
+        let e = parse_json_line(&huge).unwrap_err();
+        assert!(e.len() < 400, "{} bytes", e.len());
+        let e = parse_json_line(&format!("not json {}", "q".repeat(100_000))).unwrap_err();
+        assert!(e.len() < 400, "{} bytes", e.len());
+        let e = parse_json_line(&format!("{{\"id\":\"{}\"}}", "w".repeat(100_000))).unwrap_err();
+        assert!(e.len() < 400, "{} bytes", e.len());
     }
 }
