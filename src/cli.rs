@@ -46,6 +46,10 @@ pub struct Cli {
         env = "PROCTOR_SANDBOX_IMAGE"
     )]
     pub image: Option<String>,
+    /// Start a new session even when the data dir cannot be written: nothing is saved and the
+    /// session cannot be resumed (proctor, run, demo).
+    #[arg(long, global = true)]
+    pub unsaved: bool,
     /// What to do (default: a new session with the default team).
     #[command(subcommand)]
     pub command: Option<Command>,
