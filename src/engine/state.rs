@@ -368,10 +368,12 @@ impl SessionState {
                 not_run,
                 ..
             } => {
-                if *exit_code != 0 && !*interrupted && !*not_run {
-                    self.loop_errors.push(error_signature(output));
-                } else {
-                    self.loop_errors.clear();
+                // A block that never started says nothing about the code: it neither repeats
+                // an error nor breaks a run of them.
+                match (*not_run, *exit_code != 0 && !*interrupted) {
+                    (true, _) => {}
+                    (false, true) => self.loop_errors.push(error_signature(output)),
+                    (false, false) => self.loop_errors.clear(),
                 }
                 if let Some(p) = self.pending.as_mut().filter(|p| p.id == *id) {
                     p.running.remove(block);
