@@ -454,6 +454,7 @@ async fn session_new(
             anyhow!("{e}; or pass --unsaved to run this session without saving it (it cannot be resumed)")
         })?;
     }
+    check_cpus_fit(&team).await?;
     headless_note(&front);
     let (models, _) = build_models(ctx, &team, script.as_ref(), false, &HashMap::new())?;
     let prices = if script.is_some() {
@@ -591,6 +592,31 @@ async fn session_resume(
         &status,
     )
     .await
+}
+
+/// Docker refuses a CPU quota above its host's CPUs — at the first block, after paid model calls.
+/// Checked before a session starts, when Docker answers (when it does not, the first block says
+/// so). A quota of one CPU or less fits every host and needs no question.
+async fn check_cpus_fit(team: &TeamConfig) -> anyhow::Result<()> {
+    let wanted = team.executor.cpus;
+    if wanted <= 1.0 {
+        return Ok(());
+    }
+    let Ok(docker) = proctor::executor::docker::connect_docker().await else {
+        return Ok(());
+    };
+    let Ok(Ok(info)) = tokio::time::timeout(std::time::Duration::from_secs(5), docker.info()).await
+    else {
+        return Ok(());
+    };
+    match info.ncpu {
+        Some(n) if n > 0 && wanted > n as f64 => bail!(
+            "team {}: [executor] cpus = {wanted} is more than the {n} CPUs of the Docker host; \
+             lower it to {n} or less",
+            team.name
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// What the last line says about the session's log: saved (only when every event is on disk)

@@ -1006,3 +1006,16 @@ fn bad_input_lines_are_reported_and_reading_goes_on() {
     );
     assert_eq!(events.last().unwrap()["type"], "terminated");
 }
+
+#[test]
+fn more_cpus_than_the_docker_host_has_is_refused_before_any_model_call() {
+    let team = format!("{TEAM}\n[executor]\ncpus = 1024.0\n");
+    let env = Env::new(SCRIPT, &team);
+    let (code, events, stderr) = env.run(&["--task", "t", "--headless", "--json"], "");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(events.is_empty(), "the session started: {events:?}");
+    assert!(
+        stderr.contains("cpus = 1024") && stderr.contains("CPUs of the Docker host"),
+        "{stderr}"
+    );
+}
