@@ -93,6 +93,7 @@ fn kind(seq: u64) -> EventKind {
             output: format!("{}\n", seq * 2),
             oom: false,
             interrupted: false,
+            not_run: false,
         },
     }
 }

@@ -24,15 +24,32 @@ use proctor::store::{
 };
 use proctor::text_safety::visible_line;
 
-/// `println!` that ignores a closed stdout (`proctor sessions list | head` must not panic).
+/// `println!` that ignores a closed stdout (`proctor sessions list | head` must not panic), with
+/// every hidden character of the text (names, paths, Docker's messages) made visible.
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+        let text = format!($($arg)*);
+        let _ = writeln!(std::io::stdout().lock(), "{}", proctor::text_safety::visible(&text));
     }};
 }
 
-/// `print!` that ignores a closed stdout.
+/// One line on stderr, made safe: names, ids and reasons from files, sessions and servers never
+/// reach the terminal raw.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let text = format!($($arg)*);
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}",
+            proctor::text_safety::visible_line(&text)
+        );
+    }};
+}
+
+/// `print!` that ignores a closed stdout; the text goes out exactly (the session table and the
+/// Markdown export are made safe where they are built; the JSON export is exact JSON).
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
@@ -46,11 +63,15 @@ struct Context_ {
     config_path: Option<PathBuf>,
     data_dir: PathBuf,
     image: Option<String>,
+    /// `--unsaved`: new sessions start even when they cannot be saved.
+    unsaved: bool,
+    /// Where this run's log goes.
+    logs: crate::LogState,
 }
 
 /// Runs the command line; returns the process exit code.
-pub async fn run(cli: Cli) -> anyhow::Result<i32> {
-    let ctx = context(&cli)?;
+pub async fn run(cli: Cli, logs: crate::LogState) -> anyhow::Result<i32> {
+    let ctx = context(&cli, logs)?;
     match cli.command {
         None => {
             let team = default_team(&ctx)?;
@@ -72,13 +93,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             }
             session_new(&ctx, team, task.unwrap_or_default(), front, None).await
         }
-        Some(Command::Resume { id, last, front }) => session_resume(&ctx, id, last, front).await,
+        Some(Command::Resume { id, last, front }) => {
+            if ctx.unsaved {
+                bail!(
+                    "--unsaved is for new sessions; resume continues a saved one (and saves what follows)"
+                );
+            }
+            session_resume(&ctx, id, last, front).await
+        }
         Some(Command::Sessions { action }) => sessions(&ctx, action),
         Some(Command::Doctor) => doctor(&ctx).await,
     }
 }
 
-fn context(cli: &Cli) -> anyhow::Result<Context_> {
+fn context(cli: &Cli, logs: crate::LogState) -> anyhow::Result<Context_> {
     let config_path = cli.config.clone().or_else(config::config_path_default);
     let config = match &cli.config {
         // An explicit --config must exist.
@@ -100,6 +128,10 @@ fn context(cli: &Cli) -> anyhow::Result<Context_> {
         })?,
     };
     let image = cli.image.clone().filter(|i| !i.trim().is_empty());
+    if let Some(i) = &image {
+        config::check_image_ref(i)
+            .map_err(|e| anyhow!("--image (or PROCTOR_SANDBOX_IMAGE): {e}"))?;
+    }
     let theme_source = match (&cli.theme, &config.theme) {
         (Some(t), _) => Some((t, "--theme".to_string())),
         (None, Some(t)) => Some((
@@ -127,6 +159,8 @@ fn context(cli: &Cli) -> anyhow::Result<Context_> {
         config_path,
         data_dir,
         image,
+        unsaved: cli.unsaved,
+        logs,
     })
 }
 
@@ -287,14 +321,47 @@ fn demo_prices(ctx: &Context_) -> PriceTable {
     PriceTable::from_config(&config)
 }
 
+/// What the end-of-run messages may claim about saving: `None` while every event is on disk
+/// (as of the last fsync), else why not.
+#[derive(Clone, Default)]
+struct SaveStatus(Arc<std::sync::Mutex<Option<String>>>);
+
+impl SaveStatus {
+    fn set(&self, problem: Option<String>) {
+        if let Ok(mut p) = self.0.lock() {
+            *p = problem;
+        }
+    }
+
+    /// Why not every event is on disk; `None` when all are.
+    fn problem(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|p| p.clone())
+    }
+}
+
 /// Records events in the store, creating the session on its first event. If the session
 /// cannot be created yet (disk full, permissions), events are kept in memory and creation is
-/// retried with each new event, so nothing is lost once saving works again.
+/// retried with each new event, so nothing is lost once saving works again. `status` tells the
+/// end-of-run messages whether everything reached the disk.
 struct StoreSink {
     store: SessionStore,
     id: String,
     writer: Option<SessionWriter>,
     unsaved: Vec<Event>,
+    status: SaveStatus,
+}
+
+/// `--unsaved`: nothing is recorded.
+struct DiscardSink;
+
+#[async_trait]
+impl EventSink for DiscardSink {
+    async fn append(&mut self, _event: &Event) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 impl StoreSink {
@@ -319,9 +386,8 @@ impl StoreSink {
     }
 }
 
-#[async_trait]
-impl EventSink for StoreSink {
-    async fn append(&mut self, event: &Event) -> Result<(), StoreError> {
+impl StoreSink {
+    async fn append_inner(&mut self, event: &Event) -> Result<(), StoreError> {
         if self.writer.is_some() && self.unsaved.is_empty() {
             return self.writer()?.append(event).await;
         }
@@ -336,21 +402,42 @@ impl EventSink for StoreSink {
         }
         result
     }
+
+    /// Records what an append or sync says about the disk: an fsynced success means everything
+    /// so far is on disk; any failure means something is not.
+    fn note(&self, result: &Result<(), StoreError>, synced: bool) {
+        match result {
+            Err(e) => self.status.set(Some(e.to_string())),
+            Ok(()) if synced => self.status.set(None),
+            Ok(()) => {}
+        }
+    }
+}
+
+#[async_trait]
+impl EventSink for StoreSink {
+    async fn append(&mut self, event: &Event) -> Result<(), StoreError> {
+        let result = self.append_inner(event).await;
+        self.note(&result, event.kind.needs_sync());
+        result
+    }
     async fn sync(&mut self) -> Result<(), StoreError> {
-        match &mut self.writer {
+        let result = match &mut self.writer {
             Some(w) => w.sync().await,
             None => Err(StoreError::Io(format!(
                 "session {} could not be created; {} events are only in memory",
                 self.id,
                 self.unsaved.len()
             ))),
-        }
+        };
+        self.note(&result, true);
+        result
     }
 }
 
 fn headless_note(front: &FrontEnd) {
     if !front.headless {
-        eprintln!(
+        errln!(
             "proctor: the full-screen TUI is not in this build yet; using the console front end (--headless)"
         );
     }
@@ -373,6 +460,13 @@ async fn session_new(
             None => return Err(e),
         },
     };
+    // A session that cannot be saved does not start (and calls no model) unless asked to.
+    if !ctx.unsaved {
+        SessionStore::check_writable(&ctx.data_dir).map_err(|e| {
+            anyhow!("{e}; or pass --unsaved to run this session without saving it (it cannot be resumed)")
+        })?;
+    }
+    check_cpus_fit(&team).await?;
     headless_note(&front);
     let prices = if script.is_some() {
         demo_prices(ctx)
@@ -381,14 +475,30 @@ async fn session_new(
     };
     // The tokenizer's first use is slow: load it off the async threads now.
     tokio::task::spawn_blocking(proctor::provider::tokens::warm_up);
-    let store = SessionStore::open(&ctx.data_dir)?;
     let id = new_session_id();
-    let workspace = store.workspace_dir(&id);
-    let sink = StoreSink {
-        store,
-        id: id.clone(),
-        writer: None,
-        unsaved: Vec::new(),
+    let status = SaveStatus::default();
+    // `--unsaved`: no session directory; the code's workspace is a temporary directory.
+    let mut scratch = None;
+    let (workspace, sink): (PathBuf, Box<dyn EventSink>) = if ctx.unsaved {
+        status.set(Some("--unsaved: nothing is saved".into()));
+        let dir = tempfile::Builder::new()
+            .prefix("proctor-unsaved-")
+            .tempdir()
+            .context("cannot make a temporary workspace for an unsaved session")?;
+        let ws = dir.path().join("workspace");
+        scratch = Some(dir);
+        (ws, Box::new(DiscardSink))
+    } else {
+        let store = SessionStore::open(&ctx.data_dir)?;
+        let ws = store.workspace_dir(&id);
+        let sink = StoreSink {
+            store,
+            id: id.clone(),
+            writer: None,
+            unsaved: Vec::new(),
+            status: status.clone(),
+        };
+        (ws, Box::new(sink))
     };
     let mode = front.session_mode();
     let setup = SessionSetup {
@@ -400,12 +510,14 @@ async fn session_new(
         executor: Arc::new(DockerExecutor::new()?),
         workspace,
         prices,
-        sink: Box::new(sink),
+        sink,
         resume: None,
         seed: None,
         image_override: ctx.image.clone(),
     };
-    drive(setup, &front, &id).await
+    let code = drive_with(setup, &front, &id, None, &status).await;
+    drop(scratch);
+    code
 }
 
 /// What to do when a model of the team needs an API key that is not set: a few lines instead of
@@ -449,7 +561,7 @@ async fn session_resume(
     let (events, report, writer) = store.open_existing(&id)?;
     headless_note(&front);
     for w in report.warnings() {
-        eprintln!("proctor: session {id}: {w}");
+        errln!("proctor: session {id}: {w}");
     }
     let team = events
         .iter()
@@ -461,6 +573,9 @@ async fn session_resume(
             _ => None,
         })
         .ok_or_else(|| anyhow!("session {id} has no team recorded; it cannot be resumed"))?;
+    config::check_recorded_team(&team).map_err(|e| {
+        anyhow!("session {id}: the team recorded in its log is invalid ({e}); it cannot be resumed")
+    })?;
     let demo = is_demo_team(&team);
     let demo_script = if demo {
         Some(
@@ -473,7 +588,7 @@ async fn session_resume(
     let (models, problems) =
         build_models(ctx, &team, demo_script.as_ref(), true, &calls_made(&events))?;
     for p in &problems {
-        eprintln!(
+        errln!(
             "proctor: session {id} opens without a model: {p}; agents using it cannot speak until this is fixed"
         );
     }
@@ -482,6 +597,14 @@ async fn session_resume(
         _ => m,
     });
     let workspace = store.workspace_dir(&id);
+    let status = SaveStatus::default();
+    let sink = StoreSink {
+        store: store.clone(),
+        id: id.clone(),
+        writer: Some(writer),
+        unsaved: Vec::new(),
+        status: status.clone(),
+    };
     let setup = SessionSetup {
         id: id.clone(),
         team,
@@ -491,17 +614,56 @@ async fn session_resume(
         executor: Arc::new(DockerExecutor::new()?),
         workspace,
         prices: if demo { demo_prices(ctx) } else { prices(ctx) },
-        sink: Box::new(writer),
+        sink: Box::new(sink),
         resume: Some(events),
         seed: None,
         image_override: ctx.image.clone(),
     };
     let wanted = (front.approve.is_some() || front.mode.is_some()).then(|| front.session_mode());
-    drive_with(setup, &front, &id, wanted.filter(|m| *m != logged_mode)).await
+    drive_with(
+        setup,
+        &front,
+        &id,
+        wanted.filter(|m| *m != logged_mode),
+        &status,
+    )
+    .await
 }
 
-async fn drive(setup: SessionSetup, front: &FrontEnd, id: &str) -> anyhow::Result<i32> {
-    drive_with(setup, front, id, None).await
+/// Docker refuses a CPU quota above its host's CPUs — at the first block, after paid model calls.
+/// Checked before a session starts, when Docker answers (when it does not, the first block says
+/// so). A quota of one CPU or less fits every host and needs no question.
+async fn check_cpus_fit(team: &TeamConfig) -> anyhow::Result<()> {
+    let wanted = team.executor.cpus;
+    if wanted <= 1.0 {
+        return Ok(());
+    }
+    let Ok(docker) = proctor::executor::docker::connect_docker().await else {
+        return Ok(());
+    };
+    let Ok(Ok(info)) = tokio::time::timeout(std::time::Duration::from_secs(5), docker.info()).await
+    else {
+        return Ok(());
+    };
+    match info.ncpu {
+        Some(n) if n > 0 && wanted > n as f64 => bail!(
+            "team {}: [executor] cpus = {wanted} is more than the {n} CPUs of the Docker host; \
+             lower it to {n} or less",
+            team.name
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// What the last line says about the session's log: saved (only when every event is on disk)
+/// and how to continue, or what was not saved.
+fn saved_note(id: &str, status: &SaveStatus) -> String {
+    match status.problem() {
+        None => format!("session {id} saved — `proctor resume {id}` continues it"),
+        Some(why) => format!(
+            "session {id} is NOT saved completely ({why}); what reached the disk can be resumed with `proctor resume {id}`"
+        ),
+    }
 }
 
 async fn drive_with(
@@ -509,6 +671,7 @@ async fn drive_with(
     front: &FrontEnd,
     id: &str,
     set_mode: Option<SessionMode>,
+    status: &SaveStatus,
 ) -> anyhow::Result<i32> {
     let executor = setup.executor.clone();
     // Sandboxes left by a proctor that died (this session's too, after a crash): removed in the
@@ -530,8 +693,12 @@ async fn drive_with(
         o = run => o,
         sig = shutdown_signal() => {
             executor.shutdown(id).await;
-            eprintln!("proctor: {sig}: sandbox removed; session {id} saved — `proctor resume {id}` continues it");
-            return Ok(if sig == "SIGINT" { 130 } else { 143 });
+            errln!("proctor: {sig}: sandbox removed; {}", saved_note(id, status));
+            return Ok(if sig == "SIGINT" {
+                proctor::cli::exit_code::SIGINT
+            } else {
+                proctor::cli::exit_code::SIGTERM
+            });
         }
     };
     executor.shutdown(id).await;
@@ -547,16 +714,18 @@ async fn drive_with(
         }
     };
     match &outcome {
-        Outcome::Terminated(_) => {}
+        Outcome::Terminated(_) => {
+            if let Some(why) = status.problem() {
+                errln!("proctor: session {id} ended but is NOT saved completely ({why})");
+            }
+        }
         Outcome::Paused(why) => {
-            eprintln!(
-                "proctor: {}; session {id} saved — `proctor resume {id}` continues it",
-                one_line(why)
-            )
+            errln!("proctor: {}; {}", one_line(why), saved_note(id, status))
         }
         Outcome::InputClosed(why) => {
-            eprintln!(
-                "proctor: input ended while {why}; session {id} saved — `proctor resume {id}` continues it"
+            errln!(
+                "proctor: input ended while {why}; {}",
+                saved_note(id, status)
             )
         }
     }
@@ -578,7 +747,15 @@ async fn shutdown_signal() -> &'static str {
 }
 
 fn sessions(ctx: &Context_, action: SessionsCommand) -> anyhow::Result<i32> {
-    let store = SessionStore::open(&ctx.data_dir)?;
+    // Listing and exporting only read: they work on a data dir that cannot be written.
+    let store = match action {
+        SessionsCommand::List | SessionsCommand::Export { .. } => {
+            SessionStore::for_reading(&ctx.data_dir)
+        }
+        SessionsCommand::Fork { .. } | SessionsCommand::Rm { .. } => {
+            SessionStore::open(&ctx.data_dir)?
+        }
+    };
     match action {
         SessionsCommand::List => {
             let list = store.list()?;
@@ -628,6 +805,21 @@ async fn doctor(ctx: &Context_) -> anyhow::Result<i32> {
         }),
     );
     line("data dir", check_data_dir(&ctx.data_dir));
+    line(
+        "logs",
+        match &ctx.logs {
+            crate::LogState::File(p) => Ok(format!("written to {}", p.display())),
+            crate::LogState::Off(p, why) => Err(format!(
+                "off for this run: cannot write {}: {why}; free space on its disk or make {} writable, \
+                 or pass --data-dir DIR (or set PROCTOR_DATA_DIR)",
+                p.display(),
+                p.parent().unwrap_or(p).display()
+            )),
+            crate::LogState::NoDataDir => {
+                Err("off: no data dir; pass --data-dir DIR (or set PROCTOR_DATA_DIR)".into())
+            }
+        },
+    );
     for (name, p) in ctx.config.effective_providers() {
         if p.kind == ProviderKind::Scripted {
             continue;
@@ -695,18 +887,18 @@ async fn doctor(ctx: &Context_) -> anyhow::Result<i32> {
     for (name, r) in doctor_check(&image).await {
         line(&name, r);
     }
-    Ok(if failures == 0 { 0 } else { 1 })
+    use proctor::cli::exit_code;
+    Ok(if failures == 0 {
+        exit_code::OK
+    } else {
+        exit_code::FAILED
+    })
 }
 
+/// Whether new sessions can be saved in `dir` (a real write, synced: a full disk fails too).
 fn check_data_dir(dir: &Path) -> Result<String, String> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create {}: {e}; pass --data-dir DIR", dir.display()))?;
-    let probe = tempfile::NamedTempFile::new_in(dir).map_err(|e| {
-        format!(
-            "{} is not writable: {e}; pass --data-dir DIR",
-            dir.display()
-        )
+    SessionStore::check_writable(dir).map_err(|e| {
+        format!("{e}; until then `run` and `demo` refuse to start (or run with --unsaved)")
     })?;
-    drop(probe);
     Ok(format!("{} is writable", dir.display()))
 }

@@ -6,6 +6,24 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::protocol::SessionMode;
 
+/// Process exit codes: the one table of docs/cli.md, used by every path that ends the process.
+pub mod exit_code {
+    /// The session ended normally, the command did what it was asked, or `--help`/`--version`.
+    pub const OK: i32 = 0;
+    /// Bad input (a usage error, an invalid config or team file, a missing key, an unknown
+    /// session) or any other failure; `doctor` found a problem. The message says what to fix.
+    pub const FAILED: i32 = 1;
+    /// A `--approve auto` session paused (budget, loop, provider or sandbox error): nobody can
+    /// answer, the session is saved.
+    pub const PAUSED: i32 = 2;
+    /// Input ended while the session waited for the human; the session is saved.
+    pub const INPUT_ENDED: i32 = 3;
+    /// Stopped by SIGINT (Ctrl-C); the session is saved.
+    pub const SIGINT: i32 = 130;
+    /// Stopped by SIGTERM; the session is saved.
+    pub const SIGTERM: i32 = 143;
+}
+
 /// Supervise a team of LLM coding agents: approve, edit or reject every code block before it runs
 /// in a hardened Docker sandbox.
 #[derive(Debug, Parser)]
@@ -28,6 +46,10 @@ pub struct Cli {
         env = "PROCTOR_SANDBOX_IMAGE"
     )]
     pub image: Option<String>,
+    /// Start a new session even when the data dir cannot be written: nothing is saved and the
+    /// session cannot be resumed (proctor, run, demo).
+    #[arg(long, global = true)]
+    pub unsaved: bool,
     /// What to do (default: a new session with the default team).
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -272,6 +272,20 @@ pub struct ExecutorConfig {
     pub interpreters: BTreeMap<String, Vec<String>>,
 }
 
+impl ExecutorConfig {
+    /// The per-block time limit, within [`limits::EXEC_TIMEOUT_S`] whatever the policy says.
+    pub fn block_timeout(&self) -> std::time::Duration {
+        let range = limits::EXEC_TIMEOUT_S;
+        std::time::Duration::from_secs(self.timeout_s.clamp(*range.start(), *range.end()))
+    }
+
+    /// Output kept per block, KiB, within [`limits::OUTPUT_LIMIT_KB`] whatever the policy says.
+    pub fn output_limit(&self) -> u64 {
+        let range = limits::OUTPUT_LIMIT_KB;
+        self.output_limit_kb.clamp(*range.start(), *range.end())
+    }
+}
+
 impl Default for ExecutorConfig {
     fn default() -> Self {
         Self {
@@ -314,6 +328,44 @@ pub const THEMES: [&str; 3] = ["dark", "light", "high-contrast"];
 
 /// Default sandbox image.
 pub const DEFAULT_IMAGE: &str = "python:3.12-slim";
+
+/// The ranges proctor accepts for the numbers of a team file and config.toml (docs/config.md
+/// lists them). Checked when a file loads, so nothing fails later, after a paid model call, and
+/// no arithmetic on them can overflow.
+pub mod limits {
+    use std::ops::RangeInclusive;
+
+    /// `[executor] timeout_s`: one second to one day per block.
+    pub const EXEC_TIMEOUT_S: RangeInclusive<u64> = 1..=86_400;
+    /// `[executor] memory_mb`: 16 MiB to 1 TiB.
+    pub const MEMORY_MB: RangeInclusive<u64> = 16..=1_048_576;
+    /// `[executor] cpus`: Docker's smallest quota (0.01) to 1024.
+    pub const CPUS: RangeInclusive<f64> = 0.01..=1024.0;
+    /// `[executor] pids`: 8 to Linux's largest pid_max.
+    pub const PIDS: RangeInclusive<u64> = 8..=4_194_304;
+    /// `[executor] output_limit_kb`: 1 KiB to 64 MiB of output kept per block.
+    pub const OUTPUT_LIMIT_KB: RangeInclusive<u64> = 1..=65_536;
+    /// `[termination] timeout_s`: one second to 30 days.
+    pub const SESSION_TIMEOUT_S: RangeInclusive<u64> = 1..=2_592_000;
+    /// `[orchestration] max_rounds`.
+    pub const MAX_ROUNDS: RangeInclusive<u32> = 1..=100_000;
+    /// `[termination] max_consecutive_auto_replies`.
+    pub const MAX_AUTO_REPLIES: RangeInclusive<u32> = 1..=100_000;
+    /// `[budget] usd` and an agent's `budget_usd` (more than 0).
+    pub const BUDGET_USD_MAX: f64 = 1_000_000.0;
+    /// An agent's `max_context_tokens`.
+    pub const MAX_CONTEXT_TOKENS: RangeInclusive<u64> = 1..=100_000_000;
+    /// An agent's `max_tokens`.
+    pub const MAX_TOKENS: RangeInclusive<u32> = 1..=10_000_000;
+    /// A provider's `idle_timeout_s`: one second to one hour between streamed chunks.
+    pub const IDLE_TIMEOUT_S: RangeInclusive<u64> = 1..=3_600;
+    /// A provider's `connect_timeout_s`.
+    pub const CONNECT_TIMEOUT_S: RangeInclusive<u64> = 1..=600;
+    /// A provider's `max_retries`.
+    pub const MAX_RETRIES: RangeInclusive<u32> = 0..=20;
+    /// Prices, USD per million tokens.
+    pub const PRICE_PER_MTOK: RangeInclusive<f64> = 0.0..=100_000.0;
+}
 
 fn default_max_rounds() -> u32 {
     20
@@ -861,12 +913,13 @@ fn check_team(
     }
 
     let orch = root.key("orchestration");
-    if team.orchestration.max_rounds == 0 {
-        return Err(src.error(
-            &orch.key("max_rounds"),
-            "must be at least 1 (agent turns per session)",
-        ));
-    }
+    check_range(
+        src,
+        &orch.key("max_rounds"),
+        team.orchestration.max_rounds,
+        limits::MAX_ROUNDS,
+        " agent turns per session",
+    )?;
     if let Some(model) = &team.orchestration.selector_model {
         check_model_ref(src, &orch.key("selector_model"), model, providers)?;
     }
@@ -892,24 +945,24 @@ fn check_team(
     }
 
     let term = root.key("termination");
-    if team.termination.max_consecutive_auto_replies == 0 {
-        return Err(src.error(
-            &term.key("max_consecutive_auto_replies"),
-            "must be at least 1",
-        ));
-    }
-    if team.termination.timeout_s == 0 {
-        return Err(src.error(&term.key("timeout_s"), "must be at least 1 second"));
-    }
+    check_range(
+        src,
+        &term.key("max_consecutive_auto_replies"),
+        team.termination.max_consecutive_auto_replies,
+        limits::MAX_AUTO_REPLIES,
+        " turns",
+    )?;
+    check_range(
+        src,
+        &term.key("timeout_s"),
+        team.termination.timeout_s,
+        limits::SESSION_TIMEOUT_S,
+        " seconds (30 days)",
+    )?;
 
     let budget = root.key("budget");
-    if let Some(usd) = team.budget.usd
-        && !(usd.is_finite() && usd > 0.0)
-    {
-        return Err(src.error(
-            &budget.key("usd"),
-            format!("must be more than 0 USD (got {usd}); remove `usd` for no cap"),
-        ));
+    if let Some(usd) = team.budget.usd {
+        check_usd(src, &budget.key("usd"), usd, "remove `usd` for no cap")?;
     }
     let warn_at = team.budget.warn_at;
     if !(warn_at > 0.0 && warn_at <= 1.0) {
@@ -961,26 +1014,37 @@ fn check_agent(
             ),
         ));
     }
-    if let Some(first) = team.agents[..i].iter().position(|a| &a.name == name) {
+    if let Some(first) = team.agents[..i]
+        .iter()
+        .position(|a| a.name.eq_ignore_ascii_case(name))
+    {
+        let other = &team.agents[first].name;
         return Err(src.error(
             &at.key("name"),
             format!(
-                "duplicate agent name \"{name}\" (also agents[{first}].name); names must be unique"
+                "duplicate agent name \"{name}\" (also agents[{first}].name = \"{other}\"); names must \
+                 be unique, ignoring case"
             ),
         ));
     }
     check_model_ref(src, &at.key("model"), &agent.model, providers)?;
-    if agent.max_context_tokens == Some(0) {
-        return Err(src.error(
+    if let Some(n) = agent.max_context_tokens {
+        check_range(
+            src,
             &at.key("max_context_tokens"),
-            "must be more than 0; remove it for no limit",
-        ));
+            n,
+            limits::MAX_CONTEXT_TOKENS,
+            " tokens; remove it for no limit",
+        )?;
     }
-    if agent.max_tokens == Some(0) {
-        return Err(src.error(
+    if let Some(n) = agent.max_tokens {
+        check_range(
+            src,
             &at.key("max_tokens"),
-            "must be more than 0; remove it for the model's default",
-        ));
+            n,
+            limits::MAX_TOKENS,
+            " tokens; remove it for the model's default",
+        )?;
     }
     if let Some(t) = agent.temperature
         && !(0.0..=2.0).contains(&t)
@@ -990,15 +1054,53 @@ fn check_agent(
             format!("must be between 0 and 2 (got {t})"),
         ));
     }
-    if let Some(usd) = agent.budget_usd
-        && !(usd.is_finite() && usd > 0.0)
-    {
-        return Err(src.error(
+    if let Some(usd) = agent.budget_usd {
+        check_usd(
+            src,
             &at.key("budget_usd"),
-            format!("must be more than 0 USD (got {usd}); remove it for no per-agent cap"),
-        ));
+            usd,
+            "remove it for no per-agent cap",
+        )?;
     }
     Ok(())
+}
+
+/// `value` must lie in `range`; the message names the range, its unit and the value found.
+fn check_range<T>(
+    src: &Source<'_>,
+    at: &FieldPath,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    unit: &str,
+) -> Check
+where
+    T: PartialOrd + std::fmt::Display,
+{
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(src.error(
+        at,
+        format!(
+            "must be from {} to {}{unit} (got {value})",
+            range.start(),
+            range.end()
+        ),
+    ))
+}
+
+/// A budget in USD: more than 0, at most [`limits::BUDGET_USD_MAX`].
+fn check_usd(src: &Source<'_>, at: &FieldPath, usd: f64, otherwise: &str) -> Check {
+    if usd.is_finite() && usd > 0.0 && usd <= limits::BUDGET_USD_MAX {
+        return Ok(());
+    }
+    Err(src.error(
+        at,
+        format!(
+            "must be more than 0 USD and at most {} USD (got {usd}); {otherwise}",
+            limits::BUDGET_USD_MAX
+        ),
+    ))
 }
 
 fn check_model_ref(
@@ -1071,51 +1173,204 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 fn check_executor(src: &Source<'_>, at: &FieldPath, exec: &ExecutorConfig) -> Check {
-    if exec.image.trim().is_empty() {
-        return Err(src.error(
-            &at.key("image"),
-            format!("must name an image, e.g. \"{DEFAULT_IMAGE}\""),
-        ));
+    if let Err(why) = check_image_ref(&exec.image) {
+        return Err(src.error(&at.key("image"), why));
     }
-    if exec.timeout_s == 0 {
-        return Err(src.error(&at.key("timeout_s"), "must be at least 1 second per block"));
-    }
-    if exec.memory_mb < 16 {
-        return Err(src.error(
-            &at.key("memory_mb"),
-            format!(
-                "must be at least 16 MiB (got {}); 512 is a good start",
-                exec.memory_mb
-            ),
-        ));
-    }
-    if !(exec.cpus.is_finite() && exec.cpus > 0.0) {
-        return Err(src.error(
-            &at.key("cpus"),
-            format!("must be more than 0 (got {})", exec.cpus),
-        ));
-    }
-    if exec.pids < 8 {
-        return Err(src.error(
-            &at.key("pids"),
-            format!(
-                "must be at least 8 (got {}); an interpreter needs a few processes",
-                exec.pids
-            ),
-        ));
-    }
-    if exec.output_limit_kb == 0 {
-        return Err(src.error(&at.key("output_limit_kb"), "must be at least 1 KiB"));
-    }
+    check_range(
+        src,
+        &at.key("timeout_s"),
+        exec.timeout_s,
+        limits::EXEC_TIMEOUT_S,
+        " seconds per block",
+    )?;
+    check_range(
+        src,
+        &at.key("memory_mb"),
+        exec.memory_mb,
+        limits::MEMORY_MB,
+        " MiB; 512 is a good start",
+    )?;
+    check_range(
+        src,
+        &at.key("cpus"),
+        exec.cpus,
+        limits::CPUS,
+        " CPUs, and not more than the Docker host has",
+    )?;
+    check_range(
+        src,
+        &at.key("pids"),
+        exec.pids,
+        limits::PIDS,
+        " processes; an interpreter needs a few",
+    )?;
+    check_range(
+        src,
+        &at.key("output_limit_kb"),
+        exec.output_limit_kb,
+        limits::OUTPUT_LIMIT_KB,
+        " KiB",
+    )?;
     for (language, command) in &exec.interpreters {
-        if command.first().is_none_or(|c| c.trim().is_empty()) {
+        let here = at.key("interpreters").key(language);
+        // Keys are the names fenced blocks get, so a block can find its interpreter.
+        let named = crate::engine::codeblocks::normalize_language(language);
+        if crate::engine::codeblocks::DISPLAY_ONLY.contains(&named.as_str()) {
             return Err(src.error(
-                &at.key("interpreters").key(language),
-                "must be a non-empty command, e.g. [\"node\"]",
+                &here,
+                format!(
+                    "\"{named}\" blocks are shown, never run (a console block is a transcript of \
+                     commands and their output); remove this entry"
+                ),
             ));
+        }
+        if named != *language {
+            return Err(src.error(
+                &here,
+                format!(
+                    "blocks tagged {language:?} are called \"{named}\": write {named} = [...] so \
+                     they find this interpreter"
+                ),
+            ));
+        }
+        if command.first().is_none_or(|c| c.trim().is_empty()) {
+            return Err(src.error(&here, "must be a non-empty command, e.g. [\"node\"]"));
         }
     }
     Ok(())
+}
+
+/// Checks an image reference the way Docker reads one (`[host[:port]/]path[:tag][@digest]`), so
+/// a typo is refused when the file loads instead of at the first block. `Err` says what is wrong.
+///
+/// ```
+/// use proctor::config::check_image_ref;
+/// assert!(check_image_ref("python:3.12-slim").is_ok());
+/// assert!(check_image_ref("localhost:5000/team/sandbox:v2").is_ok());
+/// assert!(check_image_ref("Python:3.12").is_err());
+/// assert!(check_image_ref("python 3.12").is_err());
+/// ```
+pub fn check_image_ref(reference: &str) -> Result<(), String> {
+    const EXAMPLE: &str = "e.g. \"python:3.12-slim\" or \"ghcr.io/org/sandbox:1.0\"";
+    let bad = |why: &str| {
+        Err(format!(
+            "{:?} is not an image reference: {why}; {EXAMPLE}",
+            crate::text_safety::excerpt(reference, 80)
+        ))
+    };
+    if reference.is_empty() {
+        return bad("it is empty");
+    }
+    if !reference.chars().all(|c| c.is_ascii_graphic()) {
+        return bad("it may hold only ASCII letters, digits and punctuation, no spaces");
+    }
+    let (rest, digest) = match reference.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (reference, None),
+    };
+    if let Some(d) = digest {
+        let Some((algo, hex)) = d.split_once(':') else {
+            return bad("a digest is ALGORITHM:HEX, e.g. @sha256:…");
+        };
+        let algo_ok = !algo.is_empty()
+            && algo.starts_with(|c: char| c.is_ascii_alphabetic())
+            && algo
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+.-_".contains(c));
+        if !algo_ok || hex.len() < 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return bad("a digest is ALGORITHM:HEX with at least 32 hex digits");
+        }
+    }
+    let last_slash = rest.rfind('/');
+    let (name, tag) = match rest.rfind(':') {
+        Some(i) if last_slash.is_none_or(|s| i > s) => (&rest[..i], Some(&rest[i + 1..])),
+        _ => (rest, None),
+    };
+    if let Some(tag) = tag {
+        let ok = (1..=128).contains(&tag.len())
+            && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !ok {
+            return bad(
+                "a tag is 1 to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
+            );
+        }
+    }
+    if name.is_empty() || name.len() > 255 {
+        return bad("the name must be 1 to 255 characters");
+    }
+    let mut parts: Vec<&str> = name.split('/').collect();
+    let first = parts[0];
+    let is_host = parts.len() > 1
+        && (first.contains('.')
+            || first.contains(':')
+            || first == "localhost"
+            || first.chars().any(|c| c.is_ascii_uppercase()));
+    if is_host {
+        let (host, port) = match first.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (first, None),
+        };
+        let host_ok = !host.is_empty()
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            });
+        let port_ok = port.is_none_or(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
+        if !host_ok || !port_ok {
+            return bad("the registry must be HOST or HOST:PORT");
+        }
+        parts.remove(0);
+    }
+    for part in parts {
+        if !is_path_component(part) {
+            return bad(
+                "each part of the name is lowercase letters and digits, joined by '.', '_', '__' or '-'",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `[a-z0-9]+` runs joined by `.`, `_`, `__` or runs of `-` (Docker's path component).
+fn is_path_component(part: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !part.starts_with(alnum) || !part.ends_with(alnum) {
+        return false;
+    }
+    let mut separator = String::new();
+    for c in part.chars() {
+        if alnum(c) {
+            let ok = separator.is_empty()
+                || separator == "."
+                || separator == "_"
+                || separator == "__"
+                || separator.chars().all(|s| s == '-');
+            if !ok {
+                return false;
+            }
+            separator.clear();
+        } else if ".-_".contains(c) {
+            separator.push(c);
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// Checks a team that comes from a saved session (resume) with the same rules as a team file;
+/// `Err` is `field: what is wrong`.
+pub fn check_recorded_team(team: &TeamConfig) -> Result<(), String> {
+    let source = Source::new(Path::new("(recorded team)"), "");
+    check_team(&source, team, None).map_err(|e| match e {
+        ConfigError::Invalid { field, message, .. } => format!("{field}: {message}"),
+        ConfigError::Read { .. } => e.to_string(),
+    })
 }
 
 fn check_config(src: &Source<'_>, config: &Config) -> Check {
@@ -1146,13 +1401,14 @@ fn check_config(src: &Source<'_>, config: &Config) -> Check {
             ("cache_write_per_mtok", price.cache_write_per_mtok),
         ];
         for (field, value) in prices {
-            if let Some(v) = value
-                && !(v.is_finite() && v >= 0.0)
-            {
-                return Err(src.error(
+            if let Some(v) = value {
+                check_range(
+                    src,
                     &at.key(field),
-                    format!("must be a price of 0 or more USD per million tokens (got {v})"),
-                ));
+                    v,
+                    limits::PRICE_PER_MTOK,
+                    " USD per million tokens",
+                )?;
             }
         }
     }
@@ -1203,13 +1459,32 @@ fn check_provider(src: &Source<'_>, at: &FieldPath, provider: &ProviderConfig) -
             ));
         }
     }
-    for (field, value) in [
-        ("idle_timeout_s", provider.idle_timeout_s),
-        ("connect_timeout_s", provider.connect_timeout_s),
-    ] {
-        if value == Some(0) {
-            return Err(src.error(&at.key(field), "must be at least 1 second"));
-        }
+    if let Some(s) = provider.idle_timeout_s {
+        check_range(
+            src,
+            &at.key("idle_timeout_s"),
+            s,
+            limits::IDLE_TIMEOUT_S,
+            " seconds",
+        )?;
+    }
+    if let Some(s) = provider.connect_timeout_s {
+        check_range(
+            src,
+            &at.key("connect_timeout_s"),
+            s,
+            limits::CONNECT_TIMEOUT_S,
+            " seconds",
+        )?;
+    }
+    if let Some(n) = provider.max_retries {
+        check_range(
+            src,
+            &at.key("max_retries"),
+            n,
+            limits::MAX_RETRIES,
+            " retries",
+        )?;
     }
     Ok(())
 }
@@ -1556,5 +1831,76 @@ mod tests {
             );
         }
         assert_eq!(Config::default().default_team_path(file), None);
+    }
+
+    #[test]
+    fn image_references_are_read_as_docker_reads_them() {
+        for ok in [
+            "python:3.12-slim",
+            "proctor-sandbox:bookworm",
+            "ubuntu",
+            "library/python",
+            "ghcr.io/org/team/sandbox:1.0",
+            "localhost:5000/sandbox",
+            "localhost/sandbox:v_2",
+            "registry.example.com:443/a__b/c-d.e:latest",
+            "python@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "python:3.12@sha256:0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(
+                check_image_ref(ok).is_ok(),
+                "{ok}: {:?}",
+                check_image_ref(ok)
+            );
+        }
+        for bad in [
+            "",
+            "Python",
+            "python 3",
+            "python:",
+            "python:-x",
+            "a//b",
+            "/python",
+            "python/",
+            "py..thon",
+            "py___thon",
+            "python@sha256:abc",
+            "python@:0123456789abcdef0123456789abcdef",
+            "reg:xx/img",
+            "-python",
+            "pyth\u{202E}on",
+            "python\n",
+        ] {
+            assert!(check_image_ref(bad).is_err(), "{bad:?} passed");
+        }
+        let long = format!("a:{}", "b".repeat(129));
+        assert!(check_image_ref(&long).is_err());
+    }
+
+    #[test]
+    fn a_recorded_team_is_checked_like_a_file() {
+        let mut t = default_team();
+        assert_eq!(check_recorded_team(&t), Ok(()));
+        t.executor.memory_mb = u64::MAX / 2;
+        let e = check_recorded_team(&t).unwrap_err();
+        assert!(e.starts_with("executor.memory_mb: must be from 16"), "{e}");
+    }
+
+    #[test]
+    fn executor_numbers_are_clamped_where_they_are_used() {
+        let huge = ExecutorConfig {
+            timeout_s: u64::MAX,
+            output_limit_kb: u64::MAX,
+            ..ExecutorConfig::default()
+        };
+        assert_eq!(huge.block_timeout().as_secs(), 86_400);
+        assert_eq!(huge.output_limit(), 65_536);
+        let zero = ExecutorConfig {
+            timeout_s: 0,
+            output_limit_kb: 0,
+            ..ExecutorConfig::default()
+        };
+        assert_eq!(zero.block_timeout().as_secs(), 1);
+        assert_eq!(zero.output_limit(), 1);
     }
 }

@@ -382,6 +382,10 @@ pub enum EventKind {
         /// Cancelled by the human or interrupted by a crash of proctor.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         interrupted: bool,
+        /// The code never started: its file name was refused, no interpreter knows its
+        /// language, or the sandbox could not run it. `output` says why.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        not_run: bool,
     },
     /// What a finished block changed in the workspace.
     WorkspaceChanged {
@@ -455,6 +459,17 @@ fn default_schema() -> u32 {
 }
 
 impl EventKind {
+    /// Whether `name` is the `type` tag of an event this build knows. A whole record with another
+    /// tag was written by a newer proctor.
+    pub fn is_known_type(name: &str) -> bool {
+        // Serde names an unknown tag before it looks at any other field.
+        let probe = serde_json::json!({ "type": name });
+        match serde_json::from_value::<EventKind>(probe) {
+            Ok(_) => true,
+            Err(e) => !e.to_string().starts_with("unknown variant"),
+        }
+    }
+
     /// The `type` tag of this event, as in JSON.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -620,6 +635,12 @@ pub enum Op {
         #[serde(default)]
         reason: Option<String>,
     },
+    /// A line of the human's input could not be read (not UTF-8, too long, not a decision): the
+    /// engine records it as an `error` event, so every consumer of the stream sees it.
+    ReportInputError {
+        /// What was wrong, with at most a short excerpt of the line.
+        message: String,
+    },
 }
 
 #[cfg(test)]
@@ -662,5 +683,22 @@ mod tests {
             op,
             Op::ResolveApproval { decision: Decision::Reject { ref reason }, .. } if reason == "no"
         ));
+    }
+
+    #[test]
+    fn known_event_types_are_told_from_newer_ones() {
+        for name in [
+            "session_started",
+            "message",
+            "approval_requested",
+            "execution_finished",
+            "workspace_changed",
+            "error",
+            "waiting",
+        ] {
+            assert!(EventKind::is_known_type(name), "{name}");
+        }
+        assert!(!EventKind::is_known_type("hologram_projected"));
+        assert!(!EventKind::is_known_type(""));
     }
 }

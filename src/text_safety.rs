@@ -198,6 +198,47 @@ pub fn hidden_count(code: &str) -> usize {
         .count()
 }
 
+/// What an approval header says about `code`'s hidden characters, e.g. `2 hidden characters shown
+/// as ␍ ⟨U+202E⟩` (each kind of marker once, in order of appearance); `None` when there are none.
+///
+/// ```
+/// use proctor::text_safety::hidden_summary;
+/// assert_eq!(hidden_summary("print(1)\n"), None);
+/// assert_eq!(
+///     hidden_summary("a\rb\u{202E}c\r").as_deref(),
+///     Some("3 hidden characters shown as ␍ ⟨U+202E⟩")
+/// );
+/// ```
+pub fn hidden_summary(code: &str) -> Option<String> {
+    const MAX_KINDS: usize = 6;
+    let n = hidden_count(code);
+    if n == 0 {
+        return None;
+    }
+    let mut kinds: Vec<String> = Vec::new();
+    let mut more = false;
+    for c in code.chars() {
+        if c == '\n' || c == '\t' || classify(c).is_none() {
+            continue;
+        }
+        let m = marker(c);
+        if kinds.contains(&m) {
+            continue;
+        }
+        if kinds.len() == MAX_KINDS {
+            more = true;
+            break;
+        }
+        kinds.push(m);
+    }
+    let plural = if n == 1 { "" } else { "s" };
+    let more = if more { " …" } else { "" };
+    Some(format!(
+        "{n} hidden character{plural} shown as {}{more}",
+        kinds.join(" ")
+    ))
+}
+
 /// Whether `s` holds any control or invisible character at all (`\n` and `\t` included): such a
 /// string cannot be a file name.
 pub fn has_hidden(s: &str) -> bool {

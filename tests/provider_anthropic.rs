@@ -576,3 +576,62 @@ async fn anthropic_rate_limit_reset_times_set_the_wait() {
     let wait = out.retries()[0].1;
     assert!((1000..=2000).contains(&wait), "{wait}");
 }
+
+#[tokio::test]
+async fn a_gateway_that_does_not_stream_gives_the_whole_message_at_once() {
+    let server = MockServer::start().await;
+    let message = json!({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": MODEL,
+        "content": [
+            {"type": "thinking", "thinking": "not shown", "signature": "x"},
+            {"type": "text", "text": "Part one, "},
+            {"type": "text", "text": "part two."}
+        ],
+        "stop_reason": "max_tokens", "stop_sequence": null,
+        "usage": {"input_tokens": 25, "output_tokens": 9, "cache_read_input_tokens": 100,
+            "cache_creation_input_tokens": 40}
+    });
+    Mock::given(method("POST"))
+        .and(path("/v1/messages"))
+        .and(body_partial_json(json!({"stream": true})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(message))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let out = call(&claude(&server.uri()), "hi").await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(
+        out.chunks,
+        vec![
+            ChatChunk::Delta("Part one, part two.".into()),
+            ChatChunk::Usage {
+                usage: TokenUsage {
+                    input_tokens: 165,
+                    output_tokens: 9,
+                    cached_tokens: 100,
+                    cache_creation_tokens: 40
+                },
+                estimated: false,
+                served_model: None
+            },
+            ChatChunk::Done {
+                finish_reason: Some("max_tokens".into())
+            },
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_whole_error_object_is_reported_with_its_message() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": "streaming is not enabled for this key"}
+        })))
+        .mount(&server)
+        .await;
+    let out = call(&claude(&server.uri()), "hi").await;
+    let msg = out.error.expect("error").to_string();
+    assert!(msg.contains("streaming is not enabled"), "{msg}");
+}

@@ -618,7 +618,7 @@ async fn connect_timeout_applies_when_the_server_cannot_accept() {
 }
 
 #[tokio::test]
-async fn a_json_reply_instead_of_a_stream_is_reported() {
+async fn a_json_error_instead_of_a_stream_is_reported() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(
@@ -630,9 +630,77 @@ async fn a_json_reply_instead_of_a_stream_is_reported() {
     let out = call(&openai(&server.uri()), "hi").await;
     let msg = out.error.expect("error").to_string();
     assert!(
-        msg.contains("text/event-stream") && msg.contains("streaming is disabled"),
+        msg.contains("error instead of a reply") && msg.contains("streaming is disabled"),
         "{msg}"
     );
+}
+
+#[tokio::test]
+async fn a_gateway_that_does_not_stream_gives_the_whole_reply_at_once() {
+    let server = MockServer::start().await;
+    let completion = json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini-2024-07-18",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Whole reply.\n```python\nprint(1)\n```"},
+            "logprobs": null, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": 31, "completion_tokens": 12, "total_tokens": 43,
+            "prompt_tokens_details": {"cached_tokens": 16}}
+    });
+    Mock::given(method("POST"))
+        .and(body_partial_json(json!({"stream": true})))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_raw(completion.to_string(), "application/json; charset=utf-8"),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let out = call(&openai(&server.uri()), "hi").await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(
+        out.chunks,
+        vec![
+            ChatChunk::Delta("Whole reply.\n```python\nprint(1)\n```".into()),
+            ChatChunk::Usage {
+                usage: TokenUsage {
+                    input_tokens: 31,
+                    output_tokens: 12,
+                    cached_tokens: 16,
+                    cache_creation_tokens: 0
+                },
+                estimated: false,
+                served_model: Some("gpt-4o-mini-2024-07-18".into())
+            },
+            ChatChunk::Done {
+                finish_reason: Some("length".into())
+            },
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_whole_reply_without_usage_is_counted_and_junk_json_is_an_error() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello there"}, "finish_reason": "stop"}]
+        })))
+        .mount(&server)
+        .await;
+    let out = call(&openai(&server.uri()), "hi").await;
+    assert!(out.error.is_none(), "{:?}", out.error);
+    assert_eq!(out.text(), "hello there");
+    assert!(usage_of(&out).iter().all(|(_, estimated)| *estimated));
+
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"status": "queued"})))
+        .mount(&server)
+        .await;
+    let out = call(&openai(&server.uri()), "hi").await;
+    let msg = out.error.as_ref().expect("not a reply").to_string();
+    assert!(msg.contains("queued"), "{msg}");
+    assert!(out.text().is_empty());
 }
 
 #[tokio::test]

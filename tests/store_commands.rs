@@ -386,3 +386,67 @@ fn data_dir_comes_from_the_flag_then_the_environment() {
     let default = resolve_data_dir(None).unwrap();
     assert!(default.ends_with("proctor"), "{}", default.display());
 }
+
+/// Whether `text` holds anything a terminal would act on or hide (besides `\n` and `\t`).
+fn has_raw_controls(text: &str) -> Option<char> {
+    text.chars().find(|c| {
+        let u = *c as u32;
+        (u < 0x20 && *c != '\n' && *c != '\t')
+            || (0x7f..=0x9f).contains(&u)
+            || (0x200b..=0x200f).contains(&u)
+            || (0x202a..=0x202e).contains(&u)
+            || (0x2066..=0x2069).contains(&u)
+            || u == 0xfeff
+            || (0xe0000..=0xe007f).contains(&u)
+    })
+}
+
+#[tokio::test]
+async fn hostile_names_tasks_and_text_reach_neither_the_list_nor_the_export_raw() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = SessionStore::open(tmp.path()).unwrap();
+    let id = "01900000-0000-7000-8000-00000000000a";
+    let mut first = started("fix \u{1b}[2Jit\u{202E}txt.exe");
+    if let EventKind::SessionStarted { team, .. } = &mut first {
+        // An OSC never closed: a terminal would swallow everything after it.
+        *team = "squad\u{1b}]0;".into();
+    }
+    let events = events_of(
+        id,
+        vec![
+            first,
+            EventKind::Message {
+                agent: "coder".into(),
+                content: "done \u{1b}]52;c;cHduZWQ=\u{7} \u{200B}".into(),
+                to: None,
+            },
+            EventKind::ApprovalRequested {
+                id: 1,
+                agent: "coder".into(),
+                blocks: vec![CodeBlock {
+                    index: 0,
+                    language: "python".into(),
+                    code: "# x\rimport os".into(),
+                    filename: Some("a\u{1b}[8m.py\n# injected".into()),
+                }],
+            },
+        ],
+    );
+    save(&store, &events).await;
+
+    let table = format_session_table(&store.list().unwrap());
+    assert_eq!(has_raw_controls(&table), None, "{table}");
+    let row = table.lines().nth(1).unwrap();
+    assert!(row.contains("fix ␛[2Jit⟨U+202E⟩txt.exe"), "{row}");
+    assert!(row.contains("squad␛]0;"), "{row}");
+    // The rest of the row is still there after the team name.
+    assert!(row.contains("waiting for approval"), "{row}");
+
+    let md = store.export_md(id).unwrap();
+    assert_eq!(has_raw_controls(&md), None, "{md}");
+    assert!(md.contains("done ␛]52;c;cHduZWQ=␇ ⟨U+200B⟩"), "{md}");
+    assert!(md.contains("`a␛[8m.py␊# injected`"), "{md}");
+    // The JSON export stays the exact events.
+    let json = store.export_json(id).unwrap();
+    assert!(json.contains("\\u001b]52;c;"), "{json}");
+}

@@ -85,7 +85,14 @@ proptest! {
                 (at, at)
             }
         };
-        let parsed = parse_log(&bytes).expect("a damaged log still loads");
+        let parsed = match parse_log(&bytes) {
+            Ok(p) => p,
+            // Damage inside a type name can leave a whole record of a type this build does not
+            // know at the end: that is what a newer proctor's record looks like, so the log is
+            // refused (and left alone) rather than cut.
+            Err(e) if e.to_string().contains("newer proctor") => return Ok(()),
+            Err(e) => panic!("a damaged log still loads, got {e}"),
+        };
         // Every record is kept whose bytes, newline and preceding newline all lie outside the damage.
         for (ev, &(start, end)) in events.iter().zip(&spans) {
             if end <= lo || start > hi {

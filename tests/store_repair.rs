@@ -244,6 +244,41 @@ async fn a_log_from_a_newer_proctor_is_refused_and_left_alone() {
 }
 
 #[tokio::test]
+async fn a_whole_last_record_of_an_unknown_type_is_a_newer_proctors_not_a_torn_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, id, events, full) = saved_session(&tmp).await;
+    let next = events.last().unwrap().seq + 1;
+    let mut newer = full.clone();
+    newer.extend_from_slice(
+        format!(
+            "{{\"seq\":{next},\"session\":\"{id}\",\"ts_ms\":9,\"type\":\"workspace_snapshot\",\"files\":3}}\n"
+        )
+        .as_bytes(),
+    );
+    std::fs::write(store.log_path(&id), &newer).unwrap();
+    let err = store
+        .open_existing(&id)
+        .expect_err("a record of a newer proctor must be refused, not cut");
+    assert!(matches!(err, StoreError::Corrupt(_)));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("newer proctor")
+            && msg.contains("workspace_snapshot")
+            && msg.contains("upgrade"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read(store.log_path(&id)).unwrap(),
+        newer,
+        "the log must stay byte-identical"
+    );
+    // Reading for export or the list does not cut it either.
+    assert!(store.read(&id).is_err());
+    let _ = store.list().unwrap();
+    assert_eq!(std::fs::read(store.log_path(&id)).unwrap(), newer);
+}
+
+#[tokio::test]
 async fn a_log_without_schema_field_reads_as_the_current_schema() {
     let tmp = tempfile::tempdir().unwrap();
     let (store, id, events, full) = saved_session(&tmp).await;

@@ -495,6 +495,17 @@ impl Orchestrator {
                         ))
                         .await;
                 }
+                if let Decision::Edit { code } = &decision
+                    && code.trim().is_empty()
+                {
+                    // An edit that leaves nothing would run nothing: say so, keep the block open.
+                    return self
+                        .error(format!(
+                            "an empty edit would run nothing: block {block} of approval #{id} stays \
+                             open; reject it (with a reason) or skip it instead"
+                        ))
+                        .await;
+                }
                 let original = p.blocks[block].code.clone();
                 if let Some(rule) = remember
                     && matches!(decision, Decision::Approve | Decision::Edit { .. })
@@ -661,6 +672,9 @@ impl Orchestrator {
                 if let Some(c) = &self.current_cancel {
                     c.cancel();
                 }
+            }
+            Op::ReportInputError { message } => {
+                self.error(crate::text_safety::excerpt(&message, 300)).await;
             }
         }
     }
@@ -1255,6 +1269,7 @@ impl Orchestrator {
         block: usize,
         output: String,
         interrupted: bool,
+        not_run: bool,
     ) {
         self.emit(EventKind::ExecutionFinished {
             id,
@@ -1266,6 +1281,7 @@ impl Orchestrator {
             output,
             oom: false,
             interrupted,
+            not_run,
         })
         .await;
     }
@@ -1285,6 +1301,7 @@ impl Orchestrator {
                     "{partial}interrupted: proctor stopped while this block was running; it was not re-run"
                 ),
                 true,
+                false,
             )
             .await;
         }
@@ -1341,6 +1358,8 @@ impl Orchestrator {
             self.current_cancel = Some(cancel.clone());
             let mut stream = self.executor.run(req, cancel.clone());
             let mut finished = false;
+            // The executor says when the code itself starts (after the file and the sandbox).
+            let mut code_started = false;
             let mut block_refused: Option<String> = None;
             let mut ops_open = true;
             // Output pieces of one line ("tick", " ", "9\n") go out as one event.
@@ -1362,7 +1381,7 @@ impl Orchestrator {
                                 layers: pp.layers, layers_done: pp.layers_done,
                             }).await;
                         }
-                        Some(Ok(ExecEvent::Started)) => {}
+                        Some(Ok(ExecEvent::Started)) => code_started = true,
                         Some(Ok(ExecEvent::Output { stream: s, text })) => {
                             if line.stream.is_some_and(|cur| cur != s) {
                                 self.flush_output(p.id, i, &mut line).await;
@@ -1381,7 +1400,7 @@ impl Orchestrator {
                             self.emit(EventKind::ExecutionFinished {
                                 id: p.id, block: i, exit_code: o.exit_code, timed_out: o.timed_out,
                                 truncated: o.truncated, duration_ms: o.duration_ms, output: o.output,
-                                oom: o.oom, interrupted: o.cancelled,
+                                oom: o.oom, interrupted: o.cancelled, not_run: false,
                             }).await;
                             break;
                         }
@@ -1420,15 +1439,32 @@ impl Orchestrator {
                         format!("could not run: {msg}")
                     }
                 };
+                // Refused or failed before the code started: the result says it never ran.
+                let not_run = !code_started;
                 let partial = self.state.partial_output(p.id, i);
-                self.finish_without_result(p.id, i, format!("{partial}{output}"), cancelled)
-                    .await;
+                self.finish_without_result(
+                    p.id,
+                    i,
+                    format!("{partial}{output}"),
+                    cancelled,
+                    not_run,
+                )
+                .await;
             }
         }
         let Some(done) = self.state.pending.clone() else {
             return;
         };
-        let report = approval::report(&done, sandbox_error.as_deref());
+        let not_reached = match (&sandbox_error, interrupted) {
+            (Some(msg), _) => Some(format!("the sandbox could not run code: {msg}")),
+            (None, true) => Some("execution was interrupted before this block".to_string()),
+            (None, false) => None,
+        };
+        let report = approval::report(
+            &done,
+            not_reached.as_deref(),
+            &approval::HostPaths::new(&self.workspace),
+        );
         self.emit(EventKind::Message {
             agent: EXECUTOR.into(),
             content: report,

@@ -47,6 +47,8 @@ pub struct BlockResult {
     pub oom: bool,
     /// Interrupted (cancel or crash).
     pub interrupted: bool,
+    /// Never started (refused, or the sandbox failed); `output` says why.
+    pub not_run: bool,
     /// Captured output.
     pub output: String,
 }
@@ -363,12 +365,15 @@ impl SessionState {
                 output,
                 oom,
                 interrupted,
+                not_run,
                 ..
             } => {
-                if *exit_code != 0 && !*interrupted {
-                    self.loop_errors.push(error_signature(output));
-                } else {
-                    self.loop_errors.clear();
+                // A block that never started says nothing about the code: it neither repeats
+                // an error nor breaks a run of them.
+                match (*not_run, *exit_code != 0 && !*interrupted) {
+                    (true, _) => {}
+                    (false, true) => self.loop_errors.push(error_signature(output)),
+                    (false, false) => self.loop_errors.clear(),
                 }
                 if let Some(p) = self.pending.as_mut().filter(|p| p.id == *id) {
                     p.running.remove(block);
@@ -380,6 +385,7 @@ impl SessionState {
                             truncated: *truncated,
                             oom: *oom,
                             interrupted: *interrupted,
+                            not_run: *not_run,
                             output: output.clone(),
                         });
                     }

@@ -759,8 +759,8 @@ impl Inner {
         let StartExecResults::Attached { mut output, .. } = started else {
             return Err(ExecError::Other("exec started detached".into()));
         };
-        let mut collector = Collector::new(req.policy.output_limit_kb.max(1));
-        let deadline = t0 + Duration::from_secs(req.policy.timeout_s.max(1));
+        let mut collector = Collector::new(req.policy.output_limit());
+        let deadline = t0 + req.policy.block_timeout();
         let (mut timed_out, mut cancelled) = (false, false);
         let mut give_up = None;
         loop {
@@ -837,8 +837,8 @@ async fn run_with_launcher(
     out: &Out,
     (docker, id, user): (&Docker, &str, &str),
 ) -> LauncherEnd {
-    let limit_kb = req.policy.output_limit_kb.max(1);
-    let timeout = Duration::from_secs(req.policy.timeout_s.max(1));
+    let limit_kb = req.policy.output_limit();
+    let timeout = req.policy.block_timeout();
     let env: serde_json::Map<String, serde_json::Value> = block_env()
         .into_iter()
         .filter_map(|kv| {

@@ -9,6 +9,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, Resourc
 use sha2::{Digest, Sha256};
 
 use super::{ExecError, ExecRequest};
+use crate::config::limits;
 
 /// Label carrying the session id on every sandbox container.
 pub const LABEL_SESSION: &str = "proctor.session";
@@ -65,7 +66,9 @@ impl SandboxSpec {
         let meta = std::fs::metadata(&ws).map_err(|e| {
             ExecError::Other(format!("cannot stat workspace {}: {e}", ws.display()))
         })?;
-        let pids = req.policy.pids.max(16);
+        // Clamped to the ranges the team file is checked against, so nothing below overflows
+        // even for a policy that did not come through that check.
+        let pids = req.policy.pids.clamp(16, *limits::PIDS.end());
         let (uid, gid, host_user) = if host_is_root() {
             // A uid of its own per session: the nproc ulimit counts processes per uid across
             // the whole host, so sessions must not share one.
@@ -84,9 +87,14 @@ impl SandboxSpec {
         Ok(Self {
             image: req.policy.image.clone(),
             network,
-            memory_mb: req.policy.memory_mb.max(16),
-            cpus: if req.policy.cpus > 0.0 {
-                req.policy.cpus
+            memory_mb: req
+                .policy
+                .memory_mb
+                .clamp(*limits::MEMORY_MB.start(), *limits::MEMORY_MB.end()),
+            cpus: if req.policy.cpus.is_finite() && req.policy.cpus > 0.0 {
+                req.policy
+                    .cpus
+                    .clamp(*limits::CPUS.start(), *limits::CPUS.end())
             } else {
                 1.0
             },
@@ -275,6 +283,18 @@ pub fn interpreter(
     })
 }
 
+/// Longest file name component a Linux file system stores (`NAME_MAX`).
+const MAX_NAME_BYTES: usize = 255;
+/// Longest hint accepted (the interpreter gets `/workspace/<hint>`, well under `PATH_MAX`).
+const MAX_PATH_BYTES: usize = 1024;
+
+/// Whether a failed write is about the name itself (too long, not a directory where one is
+/// needed, ...): then the block is refused, and the session goes on.
+fn is_name_error(e: &std::io::Error) -> bool {
+    // ENOTDIR, EISDIR, EINVAL, ENAMETOOLONG, ELOOP, EILSEQ.
+    matches!(e.raw_os_error(), Some(20 | 21 | 22 | 36 | 40 | 84))
+}
+
 /// Resolves where a block's code is written: the hint (relative, inside the workspace, not through
 /// a symlink that leaves it) or `tmp_code_<hash>.<ext>`. Returns the path relative to the workspace.
 pub fn block_path(
@@ -289,11 +309,14 @@ pub fn block_path(
         return Ok(PathBuf::from(format!("tmp_code_{hex}.{extension}")));
     };
     let refuse = |why: &str| ExecError::BadFilename {
-        filename: hint.to_owned(),
+        filename: crate::text_safety::visible_line(hint).into_owned(),
         why: why.to_owned(),
     };
-    if hint.contains('\0') {
-        return Err(refuse("contains a NUL byte"));
+    if crate::text_safety::has_hidden(hint) {
+        // A name that shows differently from what it is (escapes, bidi, zero-width, newlines).
+        return Err(refuse(
+            "holds control or invisible characters (shown as markers); use a plain file name",
+        ));
     }
     if hint.starts_with('/') || hint.starts_with('\\') || hint.starts_with('~') {
         return Err(refuse(
@@ -313,6 +336,18 @@ pub fn block_path(
     }
     if rel.as_os_str().is_empty() {
         return Err(refuse("names no file"));
+    }
+    // What the host cannot store is this block's problem, not the sandbox's.
+    if rel
+        .components()
+        .any(|c| c.as_os_str().len() > MAX_NAME_BYTES)
+    {
+        return Err(refuse(&format!(
+            "a part of the path is longer than {MAX_NAME_BYTES} bytes, more than a file system allows"
+        )));
+    }
+    if rel.as_os_str().len() > MAX_PATH_BYTES {
+        return Err(refuse(&format!("is longer than {MAX_PATH_BYTES} bytes")));
     }
     let root = workspace
         .canonicalize()
@@ -401,10 +436,20 @@ pub fn write_block(spec: &SandboxSpec, rel: &Path, code: &str) -> Result<(), Exe
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 
     let root = &spec.workspace;
-    let shown = root.join(rel);
-    let io = |e: std::io::Error| ExecError::Other(format!("cannot write {}: {e}", shown.display()));
+    // Named as the code sees it: the host's paths stay out of messages the agent may read.
+    let shown = container_path(rel);
+    let io = |e: std::io::Error| {
+        if is_name_error(&e) {
+            ExecError::BadFilename {
+                filename: crate::text_safety::visible_line(&rel.display().to_string()).into_owned(),
+                why: format!("the host cannot write it: {e}"),
+            }
+        } else {
+            ExecError::Other(format!("cannot write {shown}: {e}"))
+        }
+    };
     let refuse = |why: &str| ExecError::BadFilename {
-        filename: rel.display().to_string(),
+        filename: crate::text_safety::visible_line(&rel.display().to_string()).into_owned(),
         why: why.to_owned(),
     };
     let root_owned = host_is_root();
@@ -513,7 +558,21 @@ mod tests {
     #[test]
     fn escaping_filenames_are_refused() {
         let ws = tempfile::tempdir().unwrap();
-        for bad in ["../x.py", "a/../../x.py", "/etc/passwd", "~/x", "a/\0b"] {
+        for bad in [
+            "../x.py",
+            "a/../../x.py",
+            "/etc/passwd",
+            "~/x",
+            "a/\0b",
+            "x\u{1b}[2J.py",
+            "tx\u{202E}yp.exe",
+            "a\u{200B}.py",
+            "a\nb.py",
+            "a\rb.py",
+            "tag\u{E0041}.py",
+            &format!("{}.py", "a".repeat(300)),
+            &format!("{}/x.py", "d/".repeat(600)),
+        ] {
             let err = block_path(ws.path(), Some(bad), "", "py").unwrap_err();
             assert!(
                 matches!(err, ExecError::BadFilename { .. }),

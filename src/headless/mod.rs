@@ -2,9 +2,10 @@
 //! console transcript with prompts on the terminal. Like the TUI, it knows the session only through
 //! `Event`s and acts only through `Op`s.
 
+use std::fmt::Write as _;
 use std::io::Write;
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 use tokio::sync::mpsc;
 
 use crate::engine::SessionHandle;
@@ -12,6 +13,7 @@ use crate::engine::state::code_hash;
 use crate::protocol::{
     CodeBlock, Decision, DecisionKind, Event, EventKind, Op, PolicyRule, StreamKind, WaitingOn,
 };
+use crate::text_safety;
 
 /// How the headless front end talks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,10 +38,11 @@ pub enum Outcome {
 impl Outcome {
     /// Process exit code for this outcome.
     pub fn exit_code(&self) -> i32 {
+        use crate::cli::exit_code;
         match self {
-            Outcome::Terminated(_) => 0,
-            Outcome::Paused(_) => 2,
-            Outcome::InputClosed(_) => 3,
+            Outcome::Terminated(_) => exit_code::OK,
+            Outcome::Paused(_) => exit_code::PAUSED,
+            Outcome::InputClosed(_) => exit_code::INPUT_ENDED,
         }
     }
 }
@@ -48,33 +51,37 @@ impl Outcome {
 /// (`{"id":1,"block":0,"decision":"approve"}`), any `Op` as `{"op": ...}`, and
 /// `{"decision":"approve_all","id":1}`.
 pub fn parse_json_line(line: &str) -> Result<Op, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(line).map_err(|e| format!("input is not JSON ({e}): {line}"))?;
+    // Messages repeat a short, safe excerpt of the line, never the whole of it.
+    let shown = text_safety::excerpt(line, EXCERPT_CHARS);
+    // serde quotes offending values, which may be long: keep its words short too.
+    let why = |e: serde_json::Error| text_safety::excerpt(&e.to_string(), 2 * EXCERPT_CHARS);
+    let v: serde_json::Value = serde_json::from_str(line)
+        .map_err(|e| format!("input is not JSON ({}): {shown}", why(e)))?;
     if v.get("op").is_some() {
-        return serde_json::from_value(v).map_err(|e| format!("invalid op ({e}): {line}"));
+        return serde_json::from_value(v).map_err(|e| format!("invalid op ({}): {shown}", why(e)));
     }
     let Some(decision) = v.get("decision").and_then(|d| d.as_str()) else {
         return Err(format!(
-            "expected a decision like {{\"id\":1,\"block\":0,\"decision\":\"approve\"}} or an op like {{\"op\":\"continue\"}}, got: {line}"
+            "expected a decision like {{\"id\":1,\"block\":0,\"decision\":\"approve\"}} or an op like {{\"op\":\"continue\"}}, got: {shown}"
         ));
     };
     let id = v
         .get("id")
         .and_then(|x| x.as_u64())
-        .ok_or_else(|| format!("decision without a numeric \"id\": {line}"))?;
+        .ok_or_else(|| format!("decision without a numeric \"id\": {shown}"))?;
     if decision == "approve_all" {
         return Ok(Op::ApproveAll { id });
     }
     let block = v
         .get("block")
         .and_then(|x| x.as_u64())
-        .ok_or_else(|| format!("decision without a numeric \"block\": {line}"))?
+        .ok_or_else(|| format!("decision without a numeric \"block\": {shown}"))?
         as usize;
     let text = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
     let decision = match decision {
         "approve" | "approved" => Decision::Approve,
         "edit" | "edited" => Decision::Edit {
-            code: text("code").ok_or_else(|| format!("an edit needs \"code\": {line}"))?,
+            code: text("code").ok_or_else(|| format!("an edit needs \"code\": {shown}"))?,
         },
         "reject" | "rejected" => Decision::Reject {
             reason: text("reason").unwrap_or_default(),
@@ -82,14 +89,15 @@ pub fn parse_json_line(line: &str) -> Result<Op, String> {
         "skip" | "skipped" => Decision::Skip,
         other => {
             return Err(format!(
-                "unknown decision {other:?}: use approve, edit, reject or skip"
+                "unknown decision {:?}: use approve, edit, reject or skip",
+                text_safety::excerpt(other, EXCERPT_CHARS)
             ));
         }
     };
     let remember = match v.get("remember") {
         Some(r) => Some(
             serde_json::from_value(r.clone())
-                .map_err(|e| format!("invalid \"remember\" ({e}): {line}"))?,
+                .map_err(|e| format!("invalid \"remember\" ({}): {shown}", why(e)))?,
         ),
         None => None,
     };
@@ -106,28 +114,108 @@ pub fn parse_json_line(line: &str) -> Result<Op, String> {
     })
 }
 
-/// Reads lines from `input` into a channel; `None` marks end of input.
+/// Longest input line read, in bytes (a decision with an edited block fits many times over).
+pub const MAX_INPUT_LINE: usize = 16 << 20;
+
+/// How much of a bad input line an error message repeats.
+const EXCERPT_CHARS: usize = 60;
+
+/// One line of input as the reader found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum InputLine {
+    /// A line of text, without its line end.
+    Text(String),
+    /// A line that cannot be used (not UTF-8, too long); the message says which and why, with
+    /// at most a short excerpt. Reading goes on with the next line.
+    Bad(String),
+}
+
+/// Reads lines from `input` into a channel; `None` marks end of input. Each line is read with a
+/// bounded buffer: a line longer than [`MAX_INPUT_LINE`] is skipped to its end and reported, a
+/// line that is not UTF-8 is reported, and neither ends the input.
 fn spawn_reader<R: AsyncBufRead + Unpin + Send + 'static>(
-    input: R,
-) -> mpsc::UnboundedReceiver<Option<String>> {
+    mut input: R,
+) -> mpsc::UnboundedReceiver<Option<InputLine>> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        let mut lines = input.lines();
+        let mut number: u64 = 0;
         loop {
-            match lines.next_line().await {
-                Ok(Some(l)) => {
-                    if tx.send(Some(l)).is_err() {
-                        return;
-                    }
-                }
-                Ok(None) | Err(_) => {
-                    let _ = tx.send(None);
-                    return;
-                }
+            let line = read_line(&mut input, &mut number).await;
+            let end = line.is_none();
+            if tx.send(line).is_err() || end {
+                return;
             }
         }
     });
     rx
+}
+
+/// The next line of `input` (`None` at its end); `number` counts lines read.
+async fn read_line<R: AsyncBufRead + Unpin>(input: &mut R, number: &mut u64) -> Option<InputLine> {
+    let mut buf = Vec::new();
+    let read = (&mut *input)
+        .take(MAX_INPUT_LINE as u64 + 1)
+        .read_until(b'\n', &mut buf)
+        .await;
+    match read {
+        Ok(0) => return None,
+        Ok(_) => {}
+        // An unreadable stdin: say why once and end the input.
+        Err(e) => {
+            return if buf.is_empty() {
+                None
+            } else {
+                Some(InputLine::Bad(format!("input could not be read: {e}")))
+            };
+        }
+    }
+    *number += 1;
+    let n = *number;
+    if buf.last() != Some(&b'\n') && buf.len() > MAX_INPUT_LINE {
+        let rest = skip_to_line_end(input).await;
+        return Some(InputLine::Bad(format!(
+            "input line {n} is longer than {} MiB ({} bytes or more) and was ignored: {}",
+            MAX_INPUT_LINE >> 20,
+            buf.len() as u64 + rest,
+            text_safety::excerpt(&String::from_utf8_lossy(&buf[..256]), EXCERPT_CHARS)
+        )));
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+    match String::from_utf8(buf) {
+        Ok(text) => Some(InputLine::Text(text)),
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let lossy = String::from_utf8_lossy(e.as_bytes()).into_owned();
+            Some(InputLine::Bad(format!(
+                "input line {n} is not UTF-8 (invalid byte at offset {at}) and was ignored: {}",
+                text_safety::excerpt(&lossy, EXCERPT_CHARS)
+            )))
+        }
+    }
+}
+
+/// Reads and drops the rest of an over-long line, through its `\n`; returns how many bytes.
+async fn skip_to_line_end<R: AsyncBufRead + Unpin>(input: &mut R) -> u64 {
+    let mut skipped = 0u64;
+    loop {
+        let (used, done) = match input.fill_buf().await {
+            Ok([]) | Err(_) => return skipped,
+            Ok(chunk) => match chunk.iter().position(|b| *b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (chunk.len(), false),
+            },
+        };
+        input.consume(used);
+        skipped += used as u64;
+        if done {
+            return skipped;
+        }
+    }
 }
 
 /// Console view state: what is open and needs an answer.
@@ -208,12 +296,24 @@ where
             line = lines.recv(), if input_open => {
                 match line.flatten() {
                     None => input_open = false,
-                    Some(line) if line.trim().is_empty() => {}
-                    Some(line) => {
+                    Some(InputLine::Bad(why)) => {
+                        note(&mut err, &why);
+                        if opts.json {
+                            // A JSON consumer sees it in the stream too.
+                            sent += send(ops.as_ref(), vec![Op::ReportInputError { message: why }]);
+                            waiting = None;
+                        }
+                    }
+                    Some(InputLine::Text(line)) if line.trim().is_empty() => {}
+                    Some(InputLine::Text(line)) => {
                         let line = line.trim();
                         if opts.json {
                             match parse_json_line(line) {
-                                Err(e) => { let _ = writeln!(err, "proctor: {e}"); }
+                                Err(e) => {
+                                    note(&mut err, &e);
+                                    sent += send(ops.as_ref(), vec![Op::ReportInputError { message: e }]);
+                                    waiting = None;
+                                }
                                 Ok(op) if answers_a_question(&op) => queue.push_back(Queued::Op(op)),
                                 Ok(op) => {
                                     sent += send(ops.as_ref(), vec![op]);
@@ -240,7 +340,7 @@ where
                     Queued::Line(line) => {
                         // Typed ahead: show the question with its answer, as a transcript would.
                         prompt(&mut out, &console, on);
-                        let _ = writeln!(out, "{line}");
+                        write_safe(&mut out, &format!("{line}\n"));
                         deliver_console(&mut console, Some(on), &line, ops.as_ref(), &mut err)
                     }
                 };
@@ -319,7 +419,7 @@ fn deliver_console<E: Write>(
     match console_ops(console, waiting, line) {
         Ok(new_ops) => send(ops, new_ops),
         Err(e) => {
-            let _ = writeln!(err, "proctor: {e}");
+            note(err, &e);
             0
         }
     }
@@ -343,8 +443,7 @@ fn prompt<W: Write>(out: &mut W, c: &Console, on: WaitingOn) {
         WaitingOn::Continue => "[c] continue  [q] stop  or type a message > ".into(),
         WaitingOn::Message => "type the task > ".into(),
     };
-    let _ = write!(out, "{text}");
-    let _ = out.flush();
+    write_safe(out, &text);
 }
 
 /// Interprets a console line in the current waiting state.
@@ -406,8 +505,10 @@ fn console_ops(c: &mut Console, waiting: Option<WaitingOn>, line: &str) -> Resul
                 "?" | "h" | "help" => {
                     return Err("answers: y approve · Y approve and always approve this exact code · L approve and \
                                 always approve this language from this agent · w approve with network for this \
-                                block · e edit in $VISUAL/$EDITOR · n REASON reject · s skip · a approve all \
-                                remaining · @agent TEXT private note · /stop"
+                                block · e edit in $VISUAL/$EDITOR (an empty edit is refused: reject or skip \
+                                instead) · n REASON reject (the agent reads the reason; without one it is told \
+                                none was given) · s skip · a approve all remaining · @agent TEXT private note · \
+                                /stop"
                         .into());
                 }
                 "a" | "all" => {
@@ -416,11 +517,19 @@ fn console_ops(c: &mut Console, waiting: Option<WaitingOn>, line: &str) -> Resul
                 }
                 "e" | "edit" => {
                     let code = edit_in_editor(&blocks[i].code)?;
+                    if code.trim().is_empty() {
+                        return Err(
+                            "the edited block is empty and would run nothing; it stays open: \
+                                    reject it (n REASON) or skip it (s) instead"
+                                .into(),
+                        );
+                    }
                     Decision::Edit { code }
                 }
                 other => {
                     return Err(format!(
-                        "unknown answer {other:?}: y, e, n [reason], s or a"
+                        "unknown answer {:?}: y, e, n [reason], s or a (? for more)",
+                        text_safety::excerpt(other, EXCERPT_CHARS)
                     ));
                 }
             };
@@ -477,8 +586,64 @@ fn edit_in_editor(code: &str) -> Result<String, String> {
     std::fs::read_to_string(file.path()).map_err(|e| format!("cannot read the edited file: {e}"))
 }
 
+/// The one place console text reaches the terminal: whatever hidden character is still in
+/// `text` (anything but `\n` and `\t`) is written as its visible marker.
+fn write_safe<W: Write>(out: &mut W, text: &str) {
+    let _ = out.write_all(text_safety::visible(text).as_bytes());
+    let _ = out.flush();
+}
+
+/// A note for the human on stderr, on one line, made safe.
+fn note<E: Write>(err: &mut E, message: &str) {
+    let _ = writeln!(err, "proctor: {}", text_safety::visible_line(message));
+    let _ = err.flush();
+}
+
+/// One-line text from outside (names, file names, reasons) for the console.
+fn one(s: &str) -> std::borrow::Cow<'_, str> {
+    text_safety::visible_line(s)
+}
+
 fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
-    let end_stream = |out: &mut W, c: &mut Console| {
+    let mut s = String::new();
+    console_text(&mut s, c, ev);
+    write_safe(out, &s);
+}
+
+/// The blocks of an approval as the human decides them: per block its language, file name (and
+/// whether it will be refused), how many hidden characters it holds, and its lines numbered as
+/// the interpreter will count them, every hidden character shown as a marker.
+fn approval_text(s: &mut String, id: u64, agent: &str, blocks: &[CodeBlock]) {
+    let _ = writeln!(
+        s,
+        "\n┌ approval #{id}: {} proposes {} block(s)",
+        one(agent),
+        blocks.len()
+    );
+    for b in blocks {
+        let file = match &b.filename {
+            Some(f) if text_safety::has_hidden(f) => format!(
+                " → {} (refused: a file name with hidden characters; the block will not run)",
+                one(f)
+            ),
+            Some(f) => format!(" → {}", one(f)),
+            None => String::new(),
+        };
+        let _ = writeln!(s, "│ block {} ({}){file}", b.index + 1, one(&b.language));
+        if let Some(summary) = text_safety::hidden_summary(&b.code) {
+            let _ = writeln!(s, "│ ⚠ {summary}");
+        }
+        let lines = text_safety::code_lines(&b.code, &b.language);
+        let width = lines.len().to_string().len();
+        for (i, l) in lines.iter().enumerate() {
+            let _ = writeln!(s, "│ {:>width$}  {l}", i + 1);
+        }
+    }
+    let _ = writeln!(s, "└");
+}
+
+fn console_text(out: &mut String, c: &mut Console, ev: &Event) {
+    let end_stream = |out: &mut String, c: &mut Console| {
         if c.mid_line {
             c.mid_line = false;
             let _ = writeln!(out);
@@ -495,19 +660,24 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
     }
     match &ev.kind {
         EventKind::SessionStarted { team, task, .. } => {
-            let _ = writeln!(out, "proctor session {} · team {team}", ev.session);
+            let _ = writeln!(
+                out,
+                "proctor session {} · team {}",
+                one(&ev.session),
+                one(team)
+            );
             if !task.is_empty() {
-                let _ = writeln!(out, "task: {task}");
+                let _ = writeln!(out, "task: {}", text_safety::visible(task));
             }
         }
         EventKind::SpeakerSelected { agent, note } => {
             c.header = Some(agent.clone());
             match note {
                 Some(n) => {
-                    let _ = writeln!(out, "\n── {agent} ── ({n})");
+                    let _ = writeln!(out, "\n── {} ── ({})", one(agent), one(n));
                 }
                 None => {
-                    let _ = writeln!(out, "\n── {agent} ──");
+                    let _ = writeln!(out, "\n── {} ──", one(agent));
                 }
             }
         }
@@ -516,24 +686,24 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
         EventKind::MessageDelta { agent, delta } => {
             c.streamed = Some(agent.clone());
             c.mid_line = !delta.ends_with('\n');
-            let _ = write!(out, "{}", sanitize(delta));
-            let _ = out.flush();
+            out.push_str(&text_safety::visible(delta));
         }
         EventKind::Message { agent, content, to } => {
             end_stream(out, c);
             let header = c.header.take();
+            let content = text_safety::visible(content);
             if c.streamed.take().as_ref() == Some(agent) {
                 // Already on screen, streamed.
             } else if header.as_ref() == Some(agent) {
-                let _ = writeln!(out, "{}", sanitize(content));
+                let _ = writeln!(out, "{content}");
             } else if agent == "human" {
                 let who = to
                     .as_ref()
-                    .map(|t| format!("human → {t} (private)"))
+                    .map(|t| format!("human → {} (private)", one(t)))
                     .unwrap_or_else(|| "human".into());
-                let _ = writeln!(out, "\n── {who} ──\n{}", sanitize(content));
+                let _ = writeln!(out, "\n── {who} ──\n{content}");
             } else {
-                let _ = writeln!(out, "\n── {agent} ──\n{}", sanitize(content));
+                let _ = writeln!(out, "\n── {} ──\n{content}", one(agent));
             }
         }
         EventKind::Usage {
@@ -562,27 +732,13 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             };
             let _ = writeln!(
                 out,
-                "   [{agent} · {model} · {approx}{input_tokens} in / {approx}{output_tokens} out · {cost} · session {total}]"
+                "   [{} · {} · {approx}{input_tokens} in / {approx}{output_tokens} out · {cost} · session {total}]",
+                one(agent),
+                one(model)
             );
         }
         EventKind::ApprovalRequested { id, agent, blocks } => {
-            let _ = writeln!(
-                out,
-                "\n┌ approval #{id}: {agent} proposes {} block(s)",
-                blocks.len()
-            );
-            for b in blocks {
-                let file = b
-                    .filename
-                    .as_ref()
-                    .map(|f| format!(" → {f}"))
-                    .unwrap_or_default();
-                let _ = writeln!(out, "│ block {} ({}){file}", b.index + 1, b.language);
-                for l in b.code.lines() {
-                    let _ = writeln!(out, "│   {}", sanitize(l));
-                }
-            }
-            let _ = writeln!(out, "└");
+            approval_text(out, *id, agent, blocks);
             c.pending = Some((*id, blocks.clone(), vec![false; blocks.len()]));
             c.pending_agent = agent.clone();
         }
@@ -599,10 +755,11 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
                 *d = true;
             }
             let by = if by_rule.is_some() { " (by rule)" } else { "" };
-            let why = reason
-                .as_ref()
-                .map(|r| format!(": {r}"))
-                .unwrap_or_default();
+            let why = match (decision, reason.as_deref().map(str::trim)) {
+                (DecisionKind::Rejected, Some(r)) if !r.is_empty() => format!(": {}", one(r)),
+                (DecisionKind::Rejected, _) => ": no reason given".to_string(),
+                _ => String::new(),
+            };
             let word = match decision {
                 DecisionKind::Approved => "approved",
                 DecisionKind::Edited => "edited",
@@ -612,10 +769,10 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             let _ = writeln!(out, "  block {} {word}{by}{why}", block + 1);
         }
         EventKind::PolicyAdded { rule } => {
-            let _ = writeln!(out, "  rule added: {rule:?}");
+            let _ = writeln!(out, "  rule added: {}", one(&format!("{rule:?}")));
         }
         EventKind::PolicyRevoked { rule } => {
-            let _ = writeln!(out, "  rule revoked: {rule:?}");
+            let _ = writeln!(out, "  rule revoked: {}", one(&format!("{rule:?}")));
         }
         // The workspace issue fills this in (a short change list).
         EventKind::WorkspaceChanged { .. } => {}
@@ -623,12 +780,13 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             let _ = writeln!(out, "  mode: {mode:?}");
         }
         EventKind::SpeakerPinned { agent } => {
-            let _ = writeln!(out, "  {agent} speaks next (pinned)");
+            let _ = writeln!(out, "  {} speaks next (pinned)", one(agent));
         }
         EventKind::AgentMuted { agent, muted } => {
             let _ = writeln!(
                 out,
-                "  {agent} {}",
+                "  {} {}",
+                one(agent),
                 if *muted { "muted" } else { "unmuted" }
             );
         }
@@ -640,16 +798,21 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             layers,
             ..
         } => {
-            let pct = if *total > 0 { current * 100 / total } else { 0 };
+            let pct = if *total > 0 {
+                current.saturating_mul(100) / total
+            } else {
+                0
+            };
             let _ = writeln!(
                 out,
-                "  pulling {image}: {pct}% ({layers_done}/{layers} layers)"
+                "  pulling {}: {pct}% ({layers_done}/{layers} layers)",
+                one(image)
             );
         }
         EventKind::ExecutionStarted {
             block, language, ..
         } => {
-            let _ = writeln!(out, "  ▶ running block {} ({language})", block + 1);
+            let _ = writeln!(out, "  ▶ running block {} ({})", block + 1, one(language));
         }
         EventKind::ExecutionOutput { stream, text, .. } => {
             let prefix = match stream {
@@ -657,7 +820,11 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
                 StreamKind::Stderr => "  ! ",
             };
             for l in text.lines() {
-                let _ = writeln!(out, "{prefix}{}", sanitize(l));
+                let _ = writeln!(
+                    out,
+                    "{prefix}{}",
+                    text_safety::visible_keeping(l, text_safety::Keep::Tabs)
+                );
             }
         }
         EventKind::ExecutionFinished {
@@ -693,13 +860,13 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             let _ = writeln!(out, "  budget now ${cap_usd:.2}");
         }
         EventKind::Notice { message } => {
-            let _ = writeln!(out, "  · {}", sanitize(message));
+            let _ = writeln!(out, "  · {}", text_safety::visible(message));
         }
         EventKind::Paused { reason, .. } => {
-            let _ = writeln!(out, "\n⏸ paused: {}", sanitize(reason));
+            let _ = writeln!(out, "\n⏸ paused: {}", text_safety::visible(reason));
         }
         EventKind::Terminated { reason } => {
-            let _ = writeln!(out, "\n■ session ended: {}", sanitize(reason));
+            let _ = writeln!(out, "\n■ session ended: {}", text_safety::visible(reason));
             let unpriced = if c.unpriced {
                 " (some calls unpriced)"
             } else {
@@ -713,17 +880,9 @@ fn render_console<W: Write>(out: &mut W, c: &mut Console, ev: &Event) {
             let _ = writeln!(out, "  cost: ${:.4}{unpriced}{demo}", c.total_usd);
         }
         EventKind::Error { message } => {
-            let _ = writeln!(out, "  ✗ {}", sanitize(message));
+            let _ = writeln!(out, "  ✗ {}", text_safety::visible(message));
         }
     }
-    let _ = out.flush();
-}
-
-/// Removes terminal control sequences (ESC and other C0 controls except newline and tab).
-pub fn sanitize(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
-        .collect()
 }
 
 #[cfg(test)]
@@ -831,8 +990,201 @@ mod tests {
         );
     }
 
+    fn console_bytes(kind: EventKind) -> String {
+        let mut out = Vec::new();
+        let ev = Event {
+            seq: 1,
+            session: "s".into(),
+            ts_ms: 0,
+            kind,
+        };
+        render_console(&mut out, &mut Console::default(), &ev);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn approval(language: &str, code: &str, filename: Option<&str>) -> EventKind {
+        EventKind::ApprovalRequested {
+            id: 1,
+            agent: "coder".into(),
+            blocks: vec![CodeBlock {
+                index: 0,
+                language: language.into(),
+                code: code.into(),
+                filename: filename.map(str::to_string),
+            }],
+        }
+    }
+
+    /// Nothing but `\n` (and `\t`) from the C0 range, and none of the invisible or bidi
+    /// characters, reaches the terminal.
+    fn assert_terminal_safe(shown: &str) {
+        for c in shown.chars() {
+            assert!(
+                c == '\n' || c == '\t' || text_safety::classify(c).is_none(),
+                "{c:?} reached the terminal in {shown:?}"
+            );
+        }
+    }
+
     #[test]
-    fn sanitize_strips_escape_sequences() {
-        assert_eq!(sanitize("a\x1b[31mred\x07\n"), "a[31mred\n");
+    fn a_carriage_return_in_python_shows_as_the_second_line_it_is() {
+        let shown = console_bytes(approval(
+            "python",
+            "# TODO: tidy later\rimport os; os.system('id')\nprint('ok')",
+            None,
+        ));
+        assert_terminal_safe(&shown);
+        assert!(
+            shown.contains("│ ⚠ 1 hidden character shown as ␍\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("│ 1  # TODO: tidy later␍\n"), "{shown}");
+        assert!(
+            shown.contains("│ 2  import os; os.system('id')\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("│ 3  print('ok')\n"), "{shown}");
+        // In a shell script a lone \r does not end the line: one line, the marker inside it.
+        let shown = console_bytes(approval("bash", "echo safe\rrm -rf ~", None));
+        assert!(shown.contains("│ 1  echo safe␍rm -rf ~\n"), "{shown}");
+    }
+
+    #[test]
+    fn bidi_zero_width_and_tag_characters_are_markers_and_counted() {
+        let code = "access = 'user\u{202E} \u{2066}// admin\u{2069}\u{2066}'\nx\u{200B}y = 1\nz = 'a\u{E0041}\u{E0042}'\u{FEFF}";
+        let shown = console_bytes(approval("python", code, None));
+        assert_terminal_safe(&shown);
+        assert!(
+            shown.contains("│ ⚠ 8 hidden characters shown as ⟨U+202E⟩ ⟨U+2066⟩ ⟨U+2069⟩ ⟨U+200B⟩ ⟨U+E0041⟩ ⟨U+E0042⟩ …"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("│ 1  access = 'user⟨U+202E⟩ ⟨U+2066⟩// admin⟨U+2069⟩⟨U+2066⟩'\n"),
+            "{shown}"
+        );
+        assert!(shown.contains("│ 2  x⟨U+200B⟩y = 1\n"), "{shown}");
+        assert!(
+            shown.contains("│ 3  z = 'a⟨U+E0041⟩⟨U+E0042⟩'⟨U+FEFF⟩\n"),
+            "{shown}"
+        );
+        // Line numbers line up past nine lines.
+        let long = (1..=10)
+            .map(|i| format!("x = {i}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let shown = console_bytes(approval("python", &long, None));
+        assert!(shown.contains("│  9  x = 9\n│ 10  x = 10\n"), "{shown}");
+    }
+
+    #[test]
+    fn escapes_in_names_file_hints_and_messages_never_reach_the_terminal() {
+        let shown = console_bytes(approval(
+            "python",
+            "print(1)",
+            Some("x.py\u{1b}]52;c;Y2xpcGJvYXJk\u{7}\u{1b}[2J"),
+        ));
+        assert_terminal_safe(&shown);
+        assert!(
+            shown.contains("→ x.py␛]52;c;Y2xpcGJvYXJk␇␛[2J (refused"),
+            "{shown}"
+        );
+        let shown = console_bytes(approval("python", "print(1)", Some("a\nb.py")));
+        assert!(shown.contains("→ a␊b.py (refused"), "{shown}");
+        for kind in [
+            EventKind::SessionStarted {
+                team: "t\u{1b}]0;pwned\u{7}".into(),
+                task: "do \u{1b}[31mthis\u{202E}".into(),
+                schema: 1,
+                team_config: None,
+                mode: crate::protocol::SessionMode::Gate,
+            },
+            EventKind::Message {
+                agent: "coder".into(),
+                content: "hi\u{1b}[2J\r there\u{200B}".into(),
+                to: None,
+            },
+            EventKind::MessageDelta {
+                agent: "coder".into(),
+                delta: "\u{9b}31m\u{85}".into(),
+            },
+            EventKind::Error {
+                message: "provider said \u{1b}]8;;http://x\u{7}click".into(),
+            },
+            EventKind::ExecutionOutput {
+                id: 1,
+                block: 0,
+                stream: StreamKind::Stdout,
+                text: "50%\r100%\u{1b}[K\n".into(),
+            },
+        ] {
+            let shown = console_bytes(kind);
+            assert_terminal_safe(&shown);
+            assert!(shown.contains('␛') || shown.contains("⟨U+"), "{shown}");
+        }
+    }
+
+    async fn read_all(bytes: Vec<u8>) -> Vec<InputLine> {
+        let mut input = tokio::io::BufReader::new(std::io::Cursor::new(bytes));
+        let mut n = 0;
+        let mut lines = Vec::new();
+        while let Some(l) = read_line(&mut input, &mut n).await {
+            lines.push(l);
+        }
+        lines
+    }
+
+    #[tokio::test]
+    async fn a_line_that_is_not_utf8_is_one_bad_line_not_the_end_of_input() {
+        let mut bytes = b"first\n".to_vec();
+        bytes.extend_from_slice(b"caf\xe9 \xff\xfe\r\n");
+        bytes.extend_from_slice(b"{\"op\":\"continue\"}\nlast without newline");
+        let lines = read_all(bytes).await;
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(lines[0], InputLine::Text("first".into()));
+        let InputLine::Bad(why) = &lines[1] else {
+            panic!("{lines:?}")
+        };
+        assert!(
+            why.starts_with("input line 2 is not UTF-8 (invalid byte at offset 3)"),
+            "{why}"
+        );
+        assert_eq!(lines[2], InputLine::Text("{\"op\":\"continue\"}".into()));
+        assert_eq!(lines[3], InputLine::Text("last without newline".into()));
+    }
+
+    #[tokio::test]
+    async fn an_over_long_line_is_skipped_with_a_short_message_and_reading_goes_on() {
+        let mut bytes = vec![b'x'; MAX_INPUT_LINE + 4096];
+        bytes.extend_from_slice(b"\nnext\n");
+        // Exactly the limit is still a line.
+        bytes.extend(std::iter::repeat_n(b'y', MAX_INPUT_LINE));
+        bytes.push(b'\n');
+        let lines = read_all(bytes).await;
+        assert_eq!(lines.len(), 3);
+        let InputLine::Bad(why) = &lines[0] else {
+            panic!("first line should be refused")
+        };
+        assert!(why.contains("longer than 16 MiB"), "{why}");
+        assert!(
+            why.len() < 300,
+            "the message repeats only an excerpt: {} bytes",
+            why.len()
+        );
+        assert_eq!(lines[1], InputLine::Text("next".into()));
+        assert!(matches!(&lines[2], InputLine::Text(t) if t.len() == MAX_INPUT_LINE));
+    }
+
+    #[test]
+    fn decision_errors_repeat_only_an_excerpt_of_the_line() {
+        let huge = format!(
+            "{{\"id\":1,\"block\":0,\"decision\":\"{}\"}}",
+            "z".repeat(100_000)
+        );
+        let e = parse_json_line(&huge).unwrap_err();
+        assert!(e.len() < 400, "{} bytes", e.len());
+        let e = parse_json_line(&format!("not json {}", "q".repeat(100_000))).unwrap_err();
+        assert!(e.len() < 400, "{} bytes", e.len());
+        let e = parse_json_line(&format!("{{\"id\":\"{}\"}}", "w".repeat(100_000))).unwrap_err();
+        assert!(e.len() < 400, "{} bytes", e.len());
     }
 }

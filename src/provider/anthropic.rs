@@ -10,7 +10,9 @@ use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::http::{Emit, StreamFailure, Transport, driven_stream, emit, is_transient_error_kind};
+use super::http::{
+    Answer, Emit, StreamFailure, Transport, driven_stream, emit, is_transient_error_kind,
+};
 use super::retry::RetryPolicy;
 use super::tokens::{count_request_tokens, count_tokens};
 use super::turns::alternate_turns;
@@ -162,7 +164,11 @@ impl Inner {
                     &mut tx,
                 )
                 .await?;
-            let resp = t.expect_event_stream(resp).await?;
+            let resp = match t.answer(resp).await? {
+                Answer::Stream(resp) => resp,
+                // A gateway that does not stream: the body is the whole message.
+                Answer::Whole(v) => return self.read_whole(&v, &req, &mut tx).await,
+            };
             match self.read(resp, &req, &mut tx).await {
                 Ok(()) => return Ok(()),
                 Err(StreamFailure::Retry(reason)) => {
@@ -276,35 +282,80 @@ impl Inner {
                 }
             }
         }
-        let (usage, estimated) = match usage.total() {
-            Some(u) => (u, false),
-            None => (
-                TokenUsage {
-                    input_tokens: count_request_tokens(req),
-                    output_tokens: count_tokens(&output),
-                    ..TokenUsage::default()
-                },
-                true,
-            ),
-        };
-        emit(
-            tx,
-            ChatChunk::Usage {
-                usage,
-                estimated,
-                served_model: None,
-            },
-        )
-        .await?;
-        emit(
-            tx,
-            ChatChunk::Done {
-                finish_reason: stop_reason,
-            },
-        )
-        .await?;
+        finish_reply(req, &output, &usage, stop_reason, tx).await?;
         Ok(())
     }
+
+    /// Reads a `message` object sent whole instead of streamed: its text blocks go out as one
+    /// delta, then its usage and stop reason, as a stream would end.
+    async fn read_whole(
+        &self,
+        v: &Value,
+        req: &ChatRequest,
+        tx: &mut Emit,
+    ) -> Result<(), ProviderError> {
+        let t = &self.transport;
+        let (Some("message"), Some(content)) = (
+            v.get("type").and_then(Value::as_str),
+            v.get("content").and_then(Value::as_array),
+        ) else {
+            return Err(t.not_a_reply(v));
+        };
+        let output: String = content
+            .iter()
+            .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect();
+        if !output.is_empty() {
+            emit(tx, ChatChunk::Delta(output.clone())).await?;
+        }
+        let mut usage = UsageParts::default();
+        if let Some(u) = v.get("usage") {
+            usage.update(u);
+        }
+        let stop_reason = v
+            .get("stop_reason")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        finish_reply(req, &output, &usage, stop_reason, tx).await
+    }
+}
+
+/// Ends a reply: its usage (counted by proctor when the server reported none) and `Done`.
+async fn finish_reply(
+    req: &ChatRequest,
+    output: &str,
+    usage: &UsageParts,
+    stop_reason: Option<String>,
+    tx: &mut Emit,
+) -> Result<(), ProviderError> {
+    let (usage, estimated) = match usage.total() {
+        Some(u) => (u, false),
+        None => (
+            TokenUsage {
+                input_tokens: count_request_tokens(req),
+                output_tokens: count_tokens(output),
+                ..TokenUsage::default()
+            },
+            true,
+        ),
+    };
+    emit(
+        tx,
+        ChatChunk::Usage {
+            usage,
+            estimated,
+            served_model: None,
+        },
+    )
+    .await?;
+    emit(
+        tx,
+        ChatChunk::Done {
+            finish_reason: stop_reason,
+        },
+    )
+    .await
 }
 
 /// Anthropic reports usage in pieces: `message_start` has the input side, `message_delta` the

@@ -28,6 +28,17 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const USER_AGENT: &str = concat!("proctor/", env!("CARGO_PKG_VERSION"));
 /// Most bytes of an error body kept for the message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+/// Most bytes of a whole (non-streamed) JSON reply.
+const MAX_WHOLE_BODY: usize = 16 << 20;
+
+/// A 2xx answer to a streaming request.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// Server-sent events, read with [`Transport::events`].
+    Stream(reqwest::Response),
+    /// One complete JSON body: the whole reply at once, from a server that does not stream.
+    Whole(serde_json::Value),
+}
 
 /// An API key. Its `Debug` never shows the value; it leaves the process only in a header.
 #[derive(Clone, PartialEq, Eq)]
@@ -308,6 +319,68 @@ impl Transport {
         Ok(())
     }
 
+    /// Reads a whole (non-streamed) answer, with the idle timeout on every read and at most
+    /// [`MAX_WHOLE_BODY`] bytes.
+    async fn read_whole_body(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, ProviderError> {
+        let mut raw = Vec::new();
+        loop {
+            match tokio::time::timeout(self.idle_timeout, resp.chunk()).await {
+                Err(_) => {
+                    return Err(ProviderError::IdleTimeout {
+                        provider: self.provider.clone(),
+                        secs: self.idle_timeout.as_secs(),
+                    });
+                }
+                Ok(Err(e)) => {
+                    return Err(ProviderError::Stream {
+                        provider: self.provider.clone(),
+                        message: format!("reply closed before completion: {}", error_chain(&e)),
+                    });
+                }
+                Ok(Ok(None)) => return Ok(raw),
+                Ok(Ok(Some(bytes))) => {
+                    if raw.len() + bytes.len() > MAX_WHOLE_BODY {
+                        return Err(ProviderError::Stream {
+                            provider: self.provider.clone(),
+                            message: format!(
+                                "the server's reply is larger than {} MiB; proctor stopped reading it",
+                                MAX_WHOLE_BODY >> 20
+                            ),
+                        });
+                    }
+                    raw.extend_from_slice(&bytes);
+                }
+            }
+        }
+    }
+
+    /// The error for a whole JSON answer that is not a reply: the server's own error, or an
+    /// excerpt of what it sent.
+    pub fn not_a_reply(&self, v: &serde_json::Value) -> ProviderError {
+        let err = v.get("error").filter(|e| !e.is_null());
+        let message = match err {
+            Some(e) => {
+                let text = e
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| e.to_string());
+                format!(
+                    "the server answered with an error instead of a reply: {}",
+                    excerpt(&self.redact(&text))
+                )
+            }
+            None => format!(
+                "the server's JSON answer is not a reply this client reads: {}",
+                excerpt(&self.redact(&v.to_string()))
+            ),
+        };
+        ProviderError::Stream {
+            provider: self.provider.clone(),
+            message,
+        }
+    }
+
     async fn read_error_body(&self, mut resp: reqwest::Response) -> ErrorBody {
         let mut raw = Vec::new();
         let wait = self.idle_timeout.min(Duration::from_secs(10));
@@ -368,11 +441,10 @@ impl Transport {
         }
     }
 
-    /// Checks a 2xx response is an event stream; otherwise reads what the server said.
-    pub async fn expect_event_stream(
-        &self,
-        resp: reqwest::Response,
-    ) -> Result<reqwest::Response, ProviderError> {
+    /// What a 2xx answer to a streaming request is: an event stream, or — from gateways that
+    /// ignore `stream: true` — one complete JSON body. Anything else is an error saying what the
+    /// server sent.
+    pub async fn answer(&self, resp: reqwest::Response) -> Result<Answer, ProviderError> {
         let ctype = resp
             .headers()
             .get(CONTENT_TYPE)
@@ -380,7 +452,21 @@ impl Transport {
             .unwrap_or("")
             .to_ascii_lowercase();
         if ctype.is_empty() || ctype.contains("event-stream") {
-            return Ok(resp);
+            return Ok(Answer::Stream(resp));
+        }
+        let essence = ctype.split(';').next().unwrap_or("").trim();
+        if essence == "application/json" || essence.ends_with("+json") {
+            let raw = self.read_whole_body(resp).await?;
+            return match serde_json::from_slice::<serde_json::Value>(&raw) {
+                Ok(v) => Ok(Answer::Whole(v)),
+                Err(e) => Err(ProviderError::Stream {
+                    provider: self.provider.clone(),
+                    message: format!(
+                        "the server sent {essence} that is not JSON ({e}): {}",
+                        excerpt(&self.redact(&String::from_utf8_lossy(&raw)))
+                    ),
+                }),
+            };
         }
         let body = self.read_error_body(resp).await;
         Err(ProviderError::Stream {
@@ -566,14 +652,9 @@ pub(crate) fn is_loopback(url: &reqwest::Url) -> bool {
     }
 }
 
-/// First 300 characters of a server text, on one line.
+/// First 300 characters of a server text, on one line, safe for a terminal.
 fn excerpt(text: &str) -> String {
-    const MAX: usize = 300;
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    match text.char_indices().nth(MAX) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text,
-    }
+    crate::text_safety::excerpt(text, 300)
 }
 
 /// An error and its causes on one line ("error sending request: tcp connect error: refused").

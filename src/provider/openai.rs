@@ -9,7 +9,9 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use super::http::{Emit, StreamFailure, Transport, driven_stream, emit, is_transient_error_kind};
+use super::http::{
+    Answer, Emit, StreamFailure, Transport, driven_stream, emit, is_transient_error_kind,
+};
 use super::retry::RetryPolicy;
 use super::tokens::{count_request_tokens, count_tokens};
 use super::turns::merge_consecutive;
@@ -209,7 +211,11 @@ impl Inner {
                     &mut tx,
                 )
                 .await?;
-            let resp = t.expect_event_stream(resp).await?;
+            let resp = match t.answer(resp).await? {
+                Answer::Stream(resp) => resp,
+                // A gateway that does not stream: the body is the whole reply.
+                Answer::Whole(v) => return self.read_whole(&v, &req, &mut tx).await,
+            };
             match self.read(resp, &req, &mut tx).await {
                 Ok(()) => return Ok(()),
                 Err(StreamFailure::Retry(reason)) => {
@@ -307,35 +313,88 @@ impl Inner {
                 usage = Some(u);
             }
         }
-        let (usage, estimated) = match usage {
-            Some(u) => (u, false),
-            None => (
-                TokenUsage {
-                    input_tokens: count_request_tokens(req),
-                    output_tokens: count_tokens(&output),
-                    ..TokenUsage::default()
-                },
-                true,
-            ),
-        };
-        emit(
-            tx,
-            ChatChunk::Usage {
-                usage,
-                estimated,
-                served_model,
-            },
-        )
-        .await?;
-        emit(
-            tx,
-            ChatChunk::Done {
-                finish_reason: finish,
-            },
-        )
-        .await?;
+        finish_reply(req, &output, usage, served_model, finish, tx).await?;
         Ok(())
     }
+
+    /// Reads a `chat.completion` object sent whole instead of streamed: its text goes out as
+    /// one delta, then its usage and finish reason, as a stream would end.
+    async fn read_whole(
+        &self,
+        v: &Value,
+        req: &ChatRequest,
+        tx: &mut Emit,
+    ) -> Result<(), ProviderError> {
+        let t = &self.transport;
+        let Some(choices) = v.get("choices").and_then(Value::as_array) else {
+            return Err(t.not_a_reply(v));
+        };
+        if v.get("error").is_some_and(|e| !e.is_null()) {
+            return Err(t.not_a_reply(v));
+        }
+        let mut output = String::new();
+        let mut finish = None;
+        for choice in choices {
+            let message = choice.get("message").or_else(|| choice.get("delta"));
+            if let Some(text) = message
+                .and_then(|m| m.get("content"))
+                .and_then(Value::as_str)
+            {
+                output.push_str(text);
+            }
+            if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
+                finish = Some(reason.to_string());
+            }
+        }
+        if !output.is_empty() {
+            emit(tx, ChatChunk::Delta(output.clone())).await?;
+        }
+        let served_model = v
+            .get("model")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+            .map(str::to_string);
+        let usage = v.get("usage").and_then(parse_usage);
+        finish_reply(req, &output, usage, served_model, finish, tx).await
+    }
+}
+
+/// Ends a reply: its usage (counted by proctor when the server reported none) and `Done`.
+async fn finish_reply(
+    req: &ChatRequest,
+    output: &str,
+    usage: Option<TokenUsage>,
+    served_model: Option<String>,
+    finish: Option<String>,
+    tx: &mut Emit,
+) -> Result<(), ProviderError> {
+    let (usage, estimated) = match usage {
+        Some(u) => (u, false),
+        None => (
+            TokenUsage {
+                input_tokens: count_request_tokens(req),
+                output_tokens: count_tokens(output),
+                ..TokenUsage::default()
+            },
+            true,
+        ),
+    };
+    emit(
+        tx,
+        ChatChunk::Usage {
+            usage,
+            estimated,
+            served_model,
+        },
+    )
+    .await?;
+    emit(
+        tx,
+        ChatChunk::Done {
+            finish_reason: finish,
+        },
+    )
+    .await
 }
 
 /// Repairs a request a server rejected with 400/422 when its message names the culprit:

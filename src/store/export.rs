@@ -105,7 +105,8 @@ struct CostRow {
 /// reasons), each execution's output, and a cost table per agent and model.
 ///
 /// The executor's result messages are left out: the approvals and executions above them already
-/// say what ran and what came out.
+/// say what ran and what came out. Control and invisible characters from the session (agent text,
+/// names, file names, output) are shown as visible markers (`␛`, `⟨U+202E⟩`), never passed on.
 pub fn to_markdown(id: &str, events: &[Event]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# proctor session {id}\n");
@@ -210,7 +211,7 @@ pub fn to_markdown(id: &str, events: &[Event]) -> String {
                     let file = b
                         .filename
                         .as_deref()
-                        .map(|f| format!(" · `{f}`"))
+                        .map(|f| format!(" · `{}`", crate::text_safety::visible_line(f)))
                         .unwrap_or_default();
                     let lines = b.code.lines().count();
                     let unit = if lines == 1 { "line" } else { "lines" };
@@ -334,6 +335,7 @@ pub fn to_markdown(id: &str, events: &[Event]) -> String {
                 output,
                 oom,
                 interrupted,
+                not_run,
             } => {
                 let language = running
                     .remove(&(*id, *block))
@@ -353,12 +355,20 @@ pub fn to_markdown(id: &str, events: &[Event]) -> String {
                 if *truncated {
                     what.push("output truncated".into());
                 }
-                let _ = writeln!(
-                    out,
-                    "#### Ran block {} of approval {id} ({language}): {}\n",
-                    block + 1,
-                    what.join(", ")
-                );
+                if *not_run {
+                    let _ = writeln!(
+                        out,
+                        "#### Block {} of approval {id} ({language}) did not run\n",
+                        block + 1
+                    );
+                } else {
+                    let _ = writeln!(
+                        out,
+                        "#### Ran block {} of approval {id} ({language}): {}\n",
+                        block + 1,
+                        what.join(", ")
+                    );
+                }
                 if output.is_empty() {
                     out.push_str("(no output)\n\n");
                 } else {
@@ -406,7 +416,9 @@ pub fn to_markdown(id: &str, events: &[Event]) -> String {
     }
     write_costs(&mut out, &costs);
     let _ = writeln!(out, "_Last activity: {} UTC_", format_time(last_ts));
-    out
+    // Everything above came from the session's events: a transcript printed to a terminal must
+    // not act on it, so every hidden character becomes its visible marker (one pass, all fields).
+    crate::text_safety::visible(&out).into_owned()
 }
 
 fn write_costs(out: &mut String, costs: &BTreeMap<(String, String), CostRow>) {

@@ -132,6 +132,53 @@ pub(crate) fn newer_schema_message(schema: u32) -> String {
     )
 }
 
+/// The message shown when a log holds a whole record of a type this build does not know.
+fn newer_record_message(name: &str, offset: u64) -> String {
+    format!(
+        "this session was written by a newer proctor: its log holds a {:?} record (at byte \
+         {offset}) that this build does not know; upgrade proctor to open it (the log is left \
+         as it is)",
+        crate::text_safety::excerpt(name, 60)
+    )
+}
+
+/// Moves the segments held since the last good record into `skipped`, in log order.
+fn flush_skips(
+    skipped: &mut Vec<(u64, String)>,
+    bad: &mut Option<(u64, String)>,
+    newer: &mut Option<(u64, String)>,
+) {
+    let newer = newer
+        .take()
+        .map(|(offset, name)| (offset, format!("a {name:?} record of a newer proctor")));
+    let mut held: Vec<(u64, String)> = bad.take().into_iter().chain(newer).collect();
+    held.sort_by_key(|(offset, _)| *offset);
+    skipped.extend(held);
+}
+
+/// What a segment that does not parse as an event is.
+enum Whole {
+    /// A whole JSON object whose `type` this build does not know: a newer proctor wrote it.
+    NewerType(String),
+    /// A whole JSON object this build cannot read as an event (kept, reported as skipped).
+    Unreadable,
+    /// Not a whole JSON object: torn by a crash, or garbage.
+    No,
+}
+
+/// A torn record is a strict prefix of a JSON object, which is never itself a JSON object; so a
+/// segment that parses as one was written whole.
+fn whole_record(seg: &[u8]) -> Whole {
+    let Ok(serde_json::Value::Object(obj)) = serde_json::from_slice::<serde_json::Value>(seg)
+    else {
+        return Whole::No;
+    };
+    match obj.get("type").and_then(|t| t.as_str()) {
+        Some(name) if !EventKind::is_known_type(name) => Whole::NewerType(name.to_string()),
+        Some(_) | None => Whole::Unreadable,
+    }
+}
+
 fn trim(seg: &[u8]) -> (usize, &[u8]) {
     let start = seg
         .iter()
@@ -166,6 +213,8 @@ pub(crate) fn parse_from(
     let mut bad: Option<(u64, String)> = None;
     // End of the last good record's bytes, and whether a newline follows it.
     let mut good: Option<(usize, bool)> = None;
+    // First whole record of a type this build does not know since the last good record.
+    let mut newer: Option<(u64, String)> = None;
     let mut pos = 0usize;
     while pos < bytes.len() {
         let rest = &bytes[pos..];
@@ -203,9 +252,7 @@ pub(crate) fn parse_from(
             };
             match parsed {
                 Ok(event) => {
-                    if let Some(skip) = bad.take() {
-                        out.report.skipped.push(skip);
-                    }
+                    flush_skips(&mut out.report.skipped, &mut bad, &mut newer);
                     if event.seq <= last_seq {
                         out.report.skipped.push((
                             offset,
@@ -217,17 +264,36 @@ pub(crate) fn parse_from(
                     }
                     good = Some((end, end < bytes.len() && bytes[end] == b'\n'));
                 }
-                Err(e) => {
-                    if bad.is_none() {
-                        bad = Some((offset, e));
+                Err(e) => match whole_record(seg) {
+                    Whole::NewerType(name) => {
+                        // Whole, so never cut: skipped if a record this build knows follows it,
+                        // and a reason to refuse the log if none does.
+                        if newer.is_none() {
+                            newer = Some((offset, name));
+                        }
                     }
-                }
+                    Whole::Unreadable => {
+                        // Written whole, so not torn: skipped, but never cut from the log.
+                        flush_skips(&mut out.report.skipped, &mut bad, &mut newer);
+                        out.report.skipped.push((offset, e));
+                        good = Some((end, end < bytes.len() && bytes[end] == b'\n'));
+                    }
+                    Whole::No => {
+                        if bad.is_none() {
+                            bad = Some((offset, e));
+                        }
+                    }
+                },
             }
         }
         if end < bytes.len() && bytes[end] == 0 {
             out.report.nul_bytes += 1;
         }
         pos = end + 1;
+    }
+    if let Some((offset, name)) = newer {
+        // The log ends in records of a newer proctor: not a torn tail, and not ours to cut.
+        return Err(StoreError::Corrupt(newer_record_message(&name, offset)));
     }
     let good_len = match good {
         Some((end, true)) => end + 1,
@@ -296,5 +362,54 @@ mod tests {
         );
         assert_eq!(p.report.skipped.len(), 1);
         assert_eq!(p.report.skipped[0].0, line(1, "a").len() as u64);
+    }
+
+    #[test]
+    fn a_whole_last_record_of_an_unknown_type_refuses_the_log() {
+        let log = format!(
+            "{}{}{{\"seq\":3,\"session\":\"s\",\"ts_ms\":0,\"type\":\"hologram\",\"x\":1}}\n",
+            line(1, "a"),
+            line(2, "b")
+        );
+        let err = parse_log(log.as_bytes()).expect_err("a newer record is not a torn tail");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("newer proctor") && msg.contains("hologram"),
+            "{msg}"
+        );
+        assert!(msg.contains("upgrade"), "{msg}");
+    }
+
+    #[test]
+    fn a_whole_unreadable_last_record_is_kept_not_cut() {
+        // Known type, wrong shape: reported, never cut.
+        let log = format!(
+            "{}{{\"seq\":2,\"session\":\"s\",\"type\":\"message\"}}\n",
+            line(1, "a")
+        );
+        let p = parse_log(log.as_bytes()).unwrap();
+        assert_eq!(p.events.len(), 1);
+        assert_eq!(p.good_len, log.len() as u64);
+        assert_eq!(p.report.truncated_bytes, 0);
+        assert_eq!(p.report.skipped.len(), 1);
+        // A torn one still is cut.
+        let torn = format!("{}{{\"seq\":2,\"session\":\"s\",\"ty", line(1, "a"));
+        let p = parse_log(torn.as_bytes()).unwrap();
+        assert_eq!(p.good_len, line(1, "a").len() as u64);
+        assert!(p.report.truncated_bytes > 0);
+    }
+
+    #[test]
+    fn an_unknown_record_followed_by_known_ones_is_skipped_in_place() {
+        let log = format!(
+            "{}{{\"seq\":2,\"session\":\"s\",\"type\":\"hologram\"}}\n{}",
+            line(1, "a"),
+            line(3, "c")
+        );
+        let p = parse_log(log.as_bytes()).unwrap();
+        assert_eq!(p.events.len(), 2);
+        assert_eq!(p.good_len, log.len() as u64);
+        assert_eq!(p.report.skipped.len(), 1);
+        assert!(p.report.skipped[0].1.contains("newer proctor"));
     }
 }

@@ -18,6 +18,9 @@ pub const LOG_FILE: &str = "events.jsonl";
 pub const WORKSPACE_DIR: &str = "workspace";
 /// Directory under the data dir that holds one directory per session.
 pub const SESSIONS_DIR: &str = "sessions";
+/// Bytes a new session must be able to write before it starts (see
+/// [`SessionStore::check_writable`]).
+pub const PROBE_BYTES: usize = 64 * 1024;
 /// Environment variable that overrides the data dir.
 pub const DATA_DIR_ENV: &str = "PROCTOR_DATA_DIR";
 
@@ -93,6 +96,53 @@ impl SessionStore {
         Ok(SessionStore { root })
     }
 
+    /// The store under `data_dir` for reading only (list, export): creates nothing, so it works
+    /// on a data dir that cannot be written; a missing sessions directory holds no sessions.
+    pub fn for_reading(data_dir: impl AsRef<Path>) -> Self {
+        SessionStore {
+            root: data_dir.as_ref().join(SESSIONS_DIR),
+        }
+    }
+
+    /// Checks that new sessions can be saved here: makes the sessions directory, writes and
+    /// fsyncs a probe of [`PROBE_BYTES`] (a full disk fails here, before a session starts) and
+    /// removes it. The error names the directory, what failed and the fix.
+    pub fn check_writable(data_dir: impl AsRef<Path>) -> Result<(), StoreError> {
+        let root = data_dir.as_ref().join(SESSIONS_DIR);
+        let path = root.join(format!(".proctor-probe-{}", std::process::id()));
+        let probe = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&root)?;
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)?;
+            let written = file
+                .write_all(&[0u8; PROBE_BYTES])
+                .and_then(|()| file.sync_data());
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            written
+        };
+        probe().map_err(|e| {
+            use std::io::ErrorKind;
+            let fix = match e.kind() {
+                ErrorKind::StorageFull | ErrorKind::QuotaExceeded => {
+                    "the disk is full: free some space on it"
+                }
+                ErrorKind::ReadOnlyFilesystem => {
+                    "the file system is read-only: remount it writable"
+                }
+                ErrorKind::PermissionDenied => "fix its permissions",
+                _ => "make it a writable directory",
+            };
+            StoreError::Read(format!(
+                "cannot save sessions in {}: {e}; {fix}, or pass --data-dir DIR (or set {DATA_DIR_ENV})",
+                root.display()
+            ))
+        })
+    }
+
     /// The sessions directory.
     pub fn root(&self) -> &Path {
         &self.root
@@ -128,8 +178,12 @@ impl SessionStore {
 
     /// Ids of all sessions, oldest first.
     pub fn ids(&self) -> Result<Vec<String>, StoreError> {
-        let entries =
-            std::fs::read_dir(&self.root).map_err(|e| io_err("cannot list", &self.root, e))?;
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            // Nothing was ever saved here.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("cannot list", &self.root, e)),
+        };
         let mut ids: Vec<String> = entries
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().into_string().ok())

@@ -246,10 +246,12 @@ pub fn format_usd(usd: f64, unpriced_calls: u64) -> String {
     s
 }
 
+/// One table cell: on one line, every hidden character a visible marker, at most `width` wide.
 fn clip(text: &str, width: usize) -> String {
-    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let folded: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let one_line = crate::text_safety::visible_line(&folded);
     if one_line.chars().count() <= width {
-        one_line
+        one_line.into_owned()
     } else {
         let mut s: String = one_line.chars().take(width.saturating_sub(1)).collect();
         s.push('…');
@@ -278,7 +280,7 @@ pub fn format_session_table(sessions: &[SessionSummary]) -> String {
                 (state, _) => state.to_string(),
             };
             [
-                s.id.clone(),
+                crate::text_safety::visible_line(&s.id).into_owned(),
                 clip(&s.task, 40),
                 clip(&s.team, 16),
                 format_time(s.started_ms),

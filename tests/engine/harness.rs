@@ -164,6 +164,7 @@ pub struct Builder {
     pub task: String,
     pub seed: Option<u64>,
     pub extra_models: Vec<ScriptedModel>,
+    pub workspace: std::path::PathBuf,
 }
 
 impl Builder {
@@ -178,6 +179,7 @@ impl Builder {
             task: "write hello world".into(),
             seed: Some(7),
             extra_models: Vec::new(),
+            workspace: std::env::temp_dir(),
         }
     }
     pub fn reply(mut self, agent: &str, text: &str) -> Self {
@@ -207,7 +209,7 @@ impl Builder {
             mode: self.mode,
             models,
             executor: Arc::new(self.exec.clone()),
-            workspace: std::env::temp_dir(),
+            workspace: self.workspace,
             prices: self.prices,
             sink: Box::new(sink.clone()),
             resume: self.resume,

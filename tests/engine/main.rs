@@ -741,6 +741,7 @@ async fn interrupt_cancels_an_execution_within_100ms() {
         fin.kind,
         EventKind::ExecutionFinished {
             interrupted: true,
+            not_run: false,
             ..
         }
     ));
@@ -895,7 +896,100 @@ async fn sandbox_failure_is_reported_to_agent_and_pauses() {
     assert!(
         matches!(&p.kind, EventKind::Paused { kind: PauseKind::Sandbox, reason } if reason.contains("Docker is not running"))
     );
-    assert!(s.seen.iter().any(|e| matches!(&e.kind, EventKind::Message { agent, content, .. } if agent == "executor" && content.contains("could not run"))));
+    assert!(s.seen.iter().any(|e| matches!(&e.kind, EventKind::Message { agent, content, .. } if agent == "executor" && content.contains("NOT RUN") && content.contains("Docker is not running"))));
+}
+
+#[tokio::test]
+async fn blocks_that_did_not_run_are_never_reported_as_run_and_host_paths_stay_home() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let ws = data.join("sessions").join("test-session").join("workspace");
+    let three = "```python\nprint(1)\n```\n```python\nprint(2)\n```\n```python\nprint(3)\n```\n";
+    let mut b = Builder::new(PAIR).reply("coder", three);
+    b.workspace = ws.clone();
+    b.exec = FakeExecutor {
+        fail_with: Some(format!(
+            "cannot create workspace {}: Permission denied; check {}",
+            ws.display(),
+            data.display()
+        )),
+        ..Default::default()
+    };
+    let mut s = b.start();
+    let id = approval_id(&s.wait_for("approval", is_approval).await);
+    s.send(Op::ApproveAll { id });
+    s.wait_for("pause", is_paused).await;
+    let report = s
+        .seen
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::Message { agent, content, .. } if agent == "executor" => {
+                Some(content.clone())
+            }
+            _ => None,
+        })
+        .expect("a report");
+    assert!(!report.contains("run as proposed"), "{report}");
+    assert_eq!(
+        report.matches("approved, but NOT RUN").count(),
+        3,
+        "{report}"
+    );
+    assert!(
+        report.contains("Why it did not run: the sandbox could not run code"),
+        "{report}"
+    );
+    let host = tmp.path().display().to_string();
+    assert!(
+        !report.contains(&host),
+        "a host path reached the agent: {report}"
+    );
+    assert!(
+        report.contains("cannot create workspace /workspace: Permission denied; check <data dir>"),
+        "{report}"
+    );
+    // The human still sees where the problem is.
+    assert!(
+        s.seen
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::Error { message } if message.contains(&host)))
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_block_is_reported_as_interrupted_not_as_run() {
+    let text = "```python\nprint('slow')\n```\n```python\nprint('never')\n```\n";
+    let mut b = Builder::new(PAIR).reply("coder", text);
+    b.exec = FakeExecutor {
+        hang_on: Some("slow".into()),
+        ..Default::default()
+    };
+    let mut s = b.start();
+    let id = approval_id(&s.wait_for("approval", is_approval).await);
+    s.send(Op::ApproveAll { id });
+    s.wait_for("output", |k| matches!(k, EventKind::ExecutionOutput { .. }))
+        .await;
+    s.send(Op::Interrupt);
+    s.wait_for("pause", is_paused).await;
+    let report = s
+        .seen
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::Message { agent, content, .. } if agent == "executor" => {
+                Some(content.clone())
+            }
+            _ => None,
+        })
+        .expect("a report");
+    assert!(!report.contains("run as proposed"), "{report}");
+    assert!(
+        report.contains("Block 1 (python): approved and started as proposed, but INTERRUPTED"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Block 2 (python): approved, but NOT RUN.\nWhy it did not run: execution was interrupted before this block"),
+        "{report}"
+    );
 }
 
 #[tokio::test]

@@ -173,6 +173,7 @@ pub fn every_kind() -> Vec<EventKind> {
             output: "hello\nwarn\n".into(),
             oom: true,
             interrupted: true,
+            not_run: false,
         },
         EventKind::BudgetWarning {
             spent_usd: 1.6,
@@ -336,6 +337,7 @@ pub fn demo_session(id: &str) -> Vec<Event> {
                 output: "n=1\nn=2\nn=3\n".into(),
                 oom: false,
                 interrupted: false,
+                not_run: false,
             },
             EventKind::ExecutionStarted {
                 id: 1,
@@ -352,6 +354,7 @@ pub fn demo_session(id: &str) -> Vec<Event> {
                 output: "ls: cannot access '```': No such file\n".into(),
                 oom: false,
                 interrupted: false,
+                not_run: false,
             },
             EventKind::Message {
                 agent: "executor".into(),
