@@ -207,7 +207,6 @@ pub(crate) fn parse_from(
 ) -> Result<ParsedLog, StoreError> {
     let mut out = ParsedLog::default();
     let mut schema = schema;
-    let mut last_seq = last_seq;
     // First bad segment since the last good record: reported as skipped once a good one follows,
     // or cut as the torn tail when none does.
     let mut bad: Option<(u64, String)> = None;
@@ -215,6 +214,8 @@ pub(crate) fn parse_from(
     let mut good: Option<(usize, bool)> = None;
     // First whole record of a type this build does not know since the last good record.
     let mut newer: Option<(u64, String)> = None;
+    // Every whole, readable record, before the seq check.
+    let mut records: Vec<(u64, Event)> = Vec::new();
     let mut pos = 0usize;
     while pos < bytes.len() {
         let rest = &bytes[pos..];
@@ -253,15 +254,7 @@ pub(crate) fn parse_from(
             match parsed {
                 Ok(event) => {
                     flush_skips(&mut out.report.skipped, &mut bad, &mut newer);
-                    if event.seq <= last_seq {
-                        out.report.skipped.push((
-                            offset,
-                            format!("record seq {} does not follow seq {last_seq}", event.seq),
-                        ));
-                    } else {
-                        last_seq = event.seq;
-                        out.events.push(event);
-                    }
+                    records.push((offset, event));
                     good = Some((end, end < bytes.len() && bytes[end] == b'\n'));
                 }
                 Err(e) => match whole_record(seg) {
@@ -291,6 +284,7 @@ pub(crate) fn parse_from(
         }
         pos = end + 1;
     }
+    keep_in_seq_order(records, last_seq, &mut out);
     if let Some((offset, name)) = newer {
         // The log ends in records of a newer proctor: not a torn tail, and not ours to cut.
         return Err(StoreError::Corrupt(newer_record_message(&name, offset)));
@@ -306,6 +300,50 @@ pub(crate) fn parse_from(
     out.report.torn_tail = bad.map(|(_, e)| e);
     out.report.schema = schema.unwrap_or(SCHEMA_VERSION);
     Ok(out)
+}
+
+/// Keeps the most records whose seqs strictly increase (after `last_seq`), in file order, and
+/// reports the others as skipped. A record whose seq was damaged into a larger number (`15` read
+/// as `115`) is the one skipped, never every record after it; a duplicate keeps its first copy.
+fn keep_in_seq_order(records: Vec<(u64, Event)>, last_seq: u64, out: &mut ParsedLog) {
+    // Longest strictly increasing subsequence of the seqs (patience sorting): `tails[k]` is the
+    // index of the smallest last seq of a kept run of length k + 1; `prev` links the runs.
+    let mut tails: Vec<usize> = Vec::new();
+    let mut prev: Vec<Option<usize>> = vec![None; records.len()];
+    for (i, (_, ev)) in records.iter().enumerate() {
+        if ev.seq <= last_seq {
+            continue;
+        }
+        let k = tails.partition_point(|&t| records[t].1.seq < ev.seq);
+        prev[i] = k.checked_sub(1).map(|j| tails[j]);
+        if k == tails.len() {
+            tails.push(i);
+        } else if records[tails[k]].1.seq > ev.seq {
+            tails[k] = i;
+        }
+    }
+    let mut keep = vec![false; records.len()];
+    let mut at = tails.last().copied();
+    while let Some(i) = at {
+        keep[i] = true;
+        at = prev[i];
+    }
+    let mut kept_seq = last_seq;
+    for (i, (offset, ev)) in records.into_iter().enumerate() {
+        if keep[i] {
+            kept_seq = ev.seq;
+            out.events.push(ev);
+        } else {
+            out.report.skipped.push((
+                offset,
+                format!(
+                    "record seq {} is out of order (the records around it go from seq {kept_seq} on)",
+                    ev.seq
+                ),
+            ));
+        }
+    }
+    out.report.skipped.sort_by_key(|(offset, _)| *offset);
 }
 
 /// The first record of a log, when it is the `session_started` record every log begins with.
@@ -350,6 +388,25 @@ mod tests {
         assert_eq!(p.events.len(), 2);
         assert!(p.needs_newline);
         assert_eq!(p.good_len, cut.len() as u64);
+    }
+
+    #[test]
+    fn a_seq_damaged_upwards_skips_that_record_only() {
+        // `"seq":2` damaged into `"seq":12`: records 3.. must survive.
+        let log = format!(
+            "{}{}{}{}",
+            line(1, "a"),
+            line(12, "b"),
+            line(3, "c"),
+            line(4, "d")
+        );
+        let p = parse_log(log.as_bytes()).unwrap();
+        assert_eq!(
+            p.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 3, 4]
+        );
+        assert_eq!(p.report.skipped.len(), 1);
+        assert_eq!(p.report.skipped[0].0, line(1, "a").len() as u64);
     }
 
     #[test]
