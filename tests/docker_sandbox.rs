@@ -138,10 +138,12 @@ fn docker(args: &[&str]) -> (bool, String) {
     )
 }
 
-/// Processes in the container other than init, its main `sleep`, the launcher and the warm
-/// interpreter, as seen by a fresh listing of `/proc` (no `ps` needed in the image).
+/// Processes in the container other than init, its main `sleep`, the launcher and its fork
+/// server, as seen by a fresh listing of `/proc` (no `ps` needed in the image).
 fn stray_processes(container: &str) -> Vec<String> {
-    let list = r#"for d in /proc/[0-9]*; do p=${d#/proc/}; [ "$p" = "$$" ] && continue; [ -r "$d/cmdline" ] || continue; printf '%s ' "$p"; tr '\0\n' '  ' < "$d/cmdline"; echo; done"#;
+    // The fork server (a `#proctor-zygote` whose parent is the launcher) is expected; its
+    // children run block code and are strays like any other.
+    let list = r#"for d in /proc/[0-9]*; do p=${d#/proc/}; [ "$p" = "$$" ] && continue; [ -r "$d/cmdline" ] || continue; pp=$(cut -d' ' -f4 "$d/stat" 2>/dev/null); if tr '\0' ' ' < "$d/cmdline" | grep -q proctor-zygote && tr '\0' ' ' < "/proc/$pp/cmdline" 2>/dev/null | grep -q proctor-launcher; then continue; fi; printf '%s ' "$p"; tr '\0\n' '  ' < "$d/cmdline"; echo; done"#;
     let (ok, out) = docker(&["exec", container, "sh", "-c", list]);
     assert!(ok, "listing processes failed: {out}");
     out.lines()
@@ -153,7 +155,7 @@ fn stray_processes(container: &str) -> Vec<String> {
                 || args.contains("docker-init")
                 || args.contains("sleep 2147483647")
                 || args.contains("proctor-launcher")
-                || args.contains("proctor-warm"))
+                || args.contains("grep -q proctor-"))
         })
         .map(str::to_owned)
         .collect()
@@ -591,7 +593,7 @@ async fn a_launcher_killed_by_a_block_is_replaced_and_the_block_reported() {
     let ws = tempfile::tempdir().unwrap();
     let s = session("killlauncher");
     run(&exec, &s, ws.path(), "print('warm')", &policy()).await;
-    let code = "import os, signal\nprint('about to kill the launcher', flush=True)\nos.kill(os.getppid(), signal.SIGKILL)\nimport time; time.sleep(30)";
+    let code = "import os, signal\nprint('about to kill the launcher', flush=True)\nfor p in os.listdir('/proc'):\n    try:\n        if p.isdigit() and b'proctor-launcher' in open('/proc/%s/cmdline' % p, 'rb').read():\n            os.kill(int(p), signal.SIGKILL)\n    except OSError:\n        pass\nimport time; time.sleep(30)";
     let ran = run(&exec, &s, ws.path(), code, &policy()).await;
     assert!(
         ran.outcome.output.contains("launcher died"),
@@ -602,6 +604,30 @@ async fn a_launcher_killed_by_a_block_is_replaced_and_the_block_reported() {
     assert!(ran.outcome.duration_ms < 10_000);
     let ran = run(&exec, &s, ws.path(), "print('fine again')", &policy()).await;
     assert_eq!(ran.outcome.output, "fine again\n");
+    let id = exec.container_of(&s).unwrap();
+    assert_eq!(stray_processes(&id), Vec::<String>::new());
+    exec.shutdown(&s).await;
+}
+
+#[tokio::test]
+async fn a_block_that_kills_or_stops_the_fork_server_does_not_reach_the_next_block() {
+    let exec = DockerExecutor::new().unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let s = session("killzygote");
+    let ran = run(&exec, &s, ws.path(), "print('first')", &policy()).await;
+    assert_eq!(ran.outcome.output, "first\n");
+    // The block's parent is the fork server: kill it, then stop its replacement.
+    let kill = "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nprint('parent killed')";
+    let ran = run(&exec, &s, ws.path(), kill, &policy()).await;
+    assert_eq!(ran.outcome.output, "parent killed\n");
+    let stop = "import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\nprint('parent stopped')";
+    let ran = run(&exec, &s, ws.path(), stop, &policy()).await;
+    assert_eq!(ran.outcome.output, "parent stopped\n");
+    // Blocks keep running normally, with their own exit codes.
+    for (code, want) in [("print('next')", 0), ("import sys; sys.exit(7)", 7)] {
+        let ran = run(&exec, &s, ws.path(), code, &policy()).await;
+        assert_eq!(ran.outcome.exit_code, want, "{:?}", ran.outcome);
+    }
     let id = exec.container_of(&s).unwrap();
     assert_eq!(stray_processes(&id), Vec::<String>::new());
     exec.shutdown(&s).await;
@@ -805,6 +831,53 @@ async fn python_blocks_behave_like_python3_file_py_every_time() {
         "{}",
         ran.outcome.output
     );
+    // What a fresh `python3 file.py` has and does, compared with a real one in the same sandbox:
+    // loaded modules, signal dispositions, atexit handlers and non-daemon threads at exit, a
+    // workspace module shadowing a stdlib one that start-up does not load, its own process group.
+    std::fs::write(ws.path().join("json.py"), "SHADOW = True\n").unwrap();
+    let state = "import sys, signal, os\n\
+                 mods = sorted(m for m in sys.modules if m not in ('__main__',))\n\
+                 sigs = [str(signal.getsignal(n)) for n in (signal.SIGINT, signal.SIGPIPE, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)]\n\
+                 import json\n\
+                 print(len(mods), 'socket' in mods, 'ctypes' in mods, sigs, getattr(json, 'SHADOW', False), os.getpgid(0) == os.getpid())\n";
+    std::fs::write(ws.path().join("state.py"), state).unwrap();
+    let reference = run(
+        &exec,
+        &s,
+        ws.path(),
+        "import subprocess, sys\nsys.stdout.write(subprocess.run(['python3', 'state.py'], capture_output=True, text=True).stdout)",
+        &policy(),
+    )
+    .await;
+    assert!(
+        reference.outcome.output.contains("False False"),
+        "{}",
+        reference.outcome.output
+    );
+    for _ in 0..2 {
+        let mut req = request(&s, ws.path(), "python", state, &policy());
+        req.filename = Some("state2.py".into());
+        let ran = run_req(&exec, req, CancellationToken::new()).await.unwrap();
+        // The reference ran as a child of a block: same interpreter, so the same module set,
+        // except that its parent's process group is its own (it was not setsid'd): compare the rest.
+        let strip = |o: &str| {
+            o.rsplit_once(' ')
+                .map(|(a, _)| a.to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(strip(&ran.outcome.output), strip(&reference.outcome.output));
+        assert!(
+            ran.outcome.output.trim_end().ends_with("True"),
+            "{}",
+            ran.outcome.output
+        );
+    }
+    let exit_work = "import atexit, threading, time\n\
+                     atexit.register(lambda: print('atexit ran', flush=True))\n\
+                     threading.Thread(target=lambda: (time.sleep(0.2), print('thread done', flush=True))).start()\n\
+                     print('main done', flush=True)\n";
+    let ran = run(&exec, &s, ws.path(), exit_work, &policy()).await;
+    assert_eq!(ran.outcome.output, "main done\nthread done\natexit ran\n");
     exec.shutdown(&s).await;
 }
 

@@ -47,11 +47,11 @@ def oom_kills():
     return None
 
 
-def leftovers():
-    """Live processes of this uid other than the launcher (zombies do not count)."""
+def leftovers(spare=None):
+    """Live processes of this uid other than the launcher and `spare` (zombies do not count)."""
     me, mine, n = os.getpid(), os.getuid(), 0
     for d in os.listdir("/proc"):
-        if not d.isdigit() or int(d) == me:
+        if not d.isdigit() or int(d) in (me, spare):
             continue
         try:
             with open("/proc/%s/status" % d) as f:
@@ -109,23 +109,91 @@ class Stdin:
                 yield json.loads(line)
 
 
-# A Python interpreter started ahead of the next block (after the previous block's processes are
-# all gone, so no block code ever ran next to it). Given a script path on the fd named by argv[1], it runs the script
-# as `python3 PATH` would: fresh __main__ module, sys.argv, sys.path[0], exit code, tracebacks.
-# Until the block starts it must run nothing from the workspace (its cwd): the current directory
-# leaves sys.path before anything is imported, and the stub uses only builtins and modules the
-# interpreter already loaded.
-WARM_STUB = r"""#proctor-warm
+# The fork server: a Python interpreter started ahead of the blocks (after every block process of
+# this uid is dead, so no block code has ever run beside it) that forks one child per Python block.
+# A fork costs about a millisecond where an interpreter start costs tens (more on slow storage).
+#
+# What it holds: nothing of any block. It never runs block code, never reads block output and never
+# sees a nonce; it is handed only a script path and the two pipe ends for the block's stdout and
+# stderr (over a socket pair that only the launcher and it hold). It is non-dumpable, so code of the
+# same uid cannot read or write its memory or open its file descriptors; it ignores the signals a
+# block could send to make it act. A block CAN kill or stop it (same uid): the launcher then sees it
+# gone or unresponsive and starts a new one. It survives a block only when the block left no
+# process behind (then nothing of that block remains that could touch it); otherwise the sweep
+# that kills the leftovers kills it too and a fresh one is started.
+#
+# What each child does before the block's first line: closes every descriptor but its stdio, starts
+# a new session (its own process group), restores the signal dispositions a fresh interpreter has,
+# drops every module the fork server imported beyond a fresh interpreter's start-up set (so the
+# block's imports resolve exactly as under `python3 PATH`, workspace first), becomes dumpable again,
+# and runs the script as `python3 PATH` would: fresh `__main__`, `sys.argv`, `sys.path[0]`, exit
+# status, tracebacks without fork-server frames, `atexit` and thread joins at exit.
+#
+# Until it is handed a block it runs nothing from the workspace (its cwd): the current directory
+# leaves sys.path before anything is imported.
+ZYGOTE = r"""#proctor-zygote
 import sys as _sys
+_base = set(_sys.modules)
 _sys.path[:] = [p for p in _sys.path if p not in ("", ".", "/workspace")]
 import os as _os
-def _proctor_load():
-    r = _os.fdopen(int(_sys.argv[1]), "rb", buffering=0)
-    line = r.readline()
-    r.close()
-    if not line:
-        _os._exit(0)
-    path = _os.fsdecode(line.rstrip(b"\n"))
+import signal as _signal
+_sigs = {}
+for _n in range(1, _signal.NSIG):
+    try:
+        _sigs[_n] = _signal.getsignal(_n)
+    except (ValueError, OSError):
+        pass
+def _serve():
+    import ctypes, socket, struct
+    if ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) != 0:
+        _os._exit(4)
+    for n in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1,
+              _signal.SIGUSR2, _signal.SIGPIPE, _signal.SIGALRM, _signal.SIGTSTP, _signal.SIGTTIN,
+              _signal.SIGTTOU):
+        _signal.signal(n, _signal.SIG_IGN)
+    sock = socket.socket(fileno=int(_sys.argv[1]))
+    sock.sendall(b"R")
+    while True:
+        try:
+            msg, fds, _f, _a = socket.recv_fds(sock, 65536, 2)
+        except OSError:
+            _os._exit(0)
+        if not msg or len(fds) != 2:
+            _os._exit(0)
+        pid = _os.fork()
+        if pid == 0:
+            sock.close()
+            return _os.fsdecode(msg), fds
+        for fd in fds:
+            _os.close(fd)
+        try:
+            sock.sendall(struct.pack(">ci", b"P", pid))
+            _p, status = _os.waitpid(pid, 0)
+            sock.sendall(struct.pack(">ci", b"X", _os.waitstatus_to_exitcode(status)))
+        except OSError:
+            _os._exit(0)
+def _child(path, fds):
+    _os.dup2(fds[0], 1)
+    _os.dup2(fds[1], 2)
+    null = _os.open("/dev/null", _os.O_RDONLY)
+    _os.dup2(null, 0)
+    _os.closerange(3, 1 << 20)
+    _os.setsid()
+    try:
+        _os.setpriority(_os.PRIO_PROCESS, 0, 19)
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+    except OSError:
+        pass
+    for n, h in _sigs.items():
+        try:
+            _signal.signal(n, h)
+        except (ValueError, OSError, TypeError):
+            pass
+    import ctypes
+    ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)
+    for name in [m for m in _sys.modules if m not in _base]:
+        del _sys.modules[name]
     _sys.argv = [path]
     _sys.path.insert(0, _os.path.dirname(_os.path.abspath(path)))
     main = type(_sys)("__main__")
@@ -140,8 +208,8 @@ def _proctor_load():
         e.__traceback__ = None
         _sys.excepthook(type(e), e, None)
         _sys.exit(1)
-_c, _g = _proctor_load()
-del _proctor_load
+_c, _g = _child(*_serve())
+del _serve, _child, _base, _sigs
 try:
     exec(_c, _g)
 except SystemExit:
@@ -153,47 +221,157 @@ except BaseException as _e:
 """
 
 
-class Warm:
-    """At most one pre-started interpreter, with the argv/env/cwd it was started for."""
+class Forked:
+    """A block process forked by the fork server, with what `run_block` needs of a Popen. Its exit
+    code comes from the fork server (its parent); if the fork server does not report it (killed or
+    stopped by the block), the code is -9 when the launcher killed the block, else -1 (unknown),
+    and that fork server is discarded."""
+
+    def __init__(self, pid, stdout, stderr, zygote):
+        self.pid, self.stdout, self.stderr = pid, stdout, stderr
+        self.zygote = zygote
+        self.returncode = None
+        self.killed = False
+
+    def poll(self):
+        if self.returncode is None and not _alive(self.pid):
+            return self.wait()
+        return self.returncode
+
+    def wait(self):
+        end = time.monotonic() + 2.0
+        while self.returncode is None:
+            code = self.zygote.read_exit(0.01)
+            if code is not None:
+                self.returncode = code
+            elif time.monotonic() > end or self.zygote.sock is None or _stopped(self.zygote.pid()):
+                self.returncode = -9 if self.killed else -1
+                self.zygote.broken = True
+        return self.returncode
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+class Zygote:
+    """At most one fork server, with the interpreter/env/cwd it was started for."""
 
     def __init__(self):
         self.proc = None
         self.key = None
-        self.control = None
+        self.sock = None
+        self.ready = False
+        self.broken = False
+        self.disabled = False
+        self.buf = b""
 
     def start(self, key):
+        import socket
+
         self.discard()
-        interp, env, cwd = key
-        r, w = os.pipe()
-        try:
-            proc = spawn([interp, "-c", WARM_STUB, str(r)], dict(env), cwd, pass_fds=(r,))
-        except OSError:
-            os.close(r)
-            os.close(w)
+        if self.disabled:
             return
-        os.close(r)
-        self.proc, self.key, self.control = proc, key, w
-
-    def take(self, key):
-        """The warm interpreter for `key`, told to run `path`, or None."""
-        return self.proc if self.proc is not None and self.key == key and self.proc.poll() is None else None
-
-    def hand_over(self, path):
-        proc, w = self.proc, self.control
-        self.proc = self.key = self.control = None
+        interp, env, cwd = key
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            os.write(w, os.fsencode(path) + b"\n")
+            proc = spawn([interp, "-c", ZYGOTE, str(theirs.fileno())], dict(env), cwd,
+                         pass_fds=(theirs.fileno(),))
         except OSError:
-            os.close(w)
-            self.proc, self.control = proc, None
+            mine.close()
+            theirs.close()
+            return
+        theirs.close()
+        self.proc, self.key, self.sock, self.ready, self.buf = proc, key, mine, False, b""
+        self.broken = False
+
+    def _read(self, n, timeout):
+        """Reads exactly n bytes or returns None (closed, or nothing within timeout)."""
+        end = time.monotonic() + timeout
+        while len(self.buf) < n:
+            if self.sock is None:
+                return None
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(4096)
+            except (OSError, ValueError):
+                return None
+            if not data:
+                # The fork server is gone.
+                self.sock.close()
+                self.sock = None
+                self.broken = True
+                return None
+            self.buf += data
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def pid(self):
+        return self.proc.pid if self.proc is not None else None
+
+    def usable(self, key, wait=True):
+        if self.proc is None or self.key != key or self.broken or self.proc.poll() is not None:
+            return False
+        if not _alive(self.proc.pid) or _stopped(self.proc.pid):
+            return False
+        if not self.ready and wait:
+            # Started a moment ago (back-to-back blocks): waiting for it still beats a new start.
+            if self._read(1, 5.0) != b"R":
+                # It could not start (e.g. no ctypes): blocks spawn their interpreter from now on.
+                self.disabled = self.proc.poll() is not None
+                return False
+            self.ready = True
+        return True
+
+    def fork(self, key, path):
+        """Starts `path` in a child of the fork server; a Forked, or None (caller spawns)."""
+        import socket
+        import struct
+
+        if not self.usable(key):
             self.discard()
             return None
-        os.close(w)
-        return proc
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            self.sock.settimeout(2.0)
+            socket.send_fds(self.sock, [os.fsencode(path)], [out_w, err_w])
+            reply = self._read(5, 2.0)
+        except OSError:
+            reply = None
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        if reply is None or reply[:1] != b"P":
+            os.close(out_r)
+            os.close(err_r)
+            self.discard()
+            return None
+        pid = struct.unpack(">i", reply[1:])[0]
+        return Forked(pid, os.fdopen(out_r, "rb", buffering=0), os.fdopen(err_r, "rb", buffering=0), self)
+
+    def read_exit(self, timeout):
+        """The exit code the fork server reports for its running child (None: no report in time)."""
+        import struct
+
+        if self.sock is None:
+            return None
+        frame = self._read(5, timeout)
+        if frame is None or frame[:1] != b"X":
+            return None
+        return struct.unpack(">i", frame[1:])[0]
 
     def discard(self):
-        if self.control is not None:
-            os.close(self.control)
+        if self.sock is not None:
+            self.sock.close()
         if self.proc is not None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -204,7 +382,18 @@ class Warm:
             self.proc.stderr.close()
             # Whatever it may have started dies too, as after a block.
             sweep()
-        self.proc = self.key = self.control = None
+        self.proc = self.key = self.sock = None
+        self.ready = False
+        self.broken = False
+        self.buf = b""
+
+
+def _stopped(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except (OSError, IndexError):
+        return True
 
 
 def spawn(argv, env, cwd, pass_fds=()):
@@ -229,7 +418,7 @@ def spawn(argv, env, cwd, pass_fds=()):
     return child
 
 
-WARM = Warm()
+ZYGOTE_SERVER = Zygote()
 
 
 def run_block(cmd, stdin):
@@ -241,15 +430,13 @@ def run_block(cmd, stdin):
     argv = cmd["argv"]
     env = dict(os.environ, **(cmd.get("env") or {}))
     cwd = cmd.get("cwd") or "/"
-    warm_key = None
+    zygote_key = None
     if len(argv) == 2 and argv[0] in ("python3", "python"):
-        warm_key = (argv[0], tuple(sorted(env.items())), cwd)
+        zygote_key = (argv[0], tuple(sorted(env.items())), cwd)
     start = time.monotonic()
     child = None
-    if warm_key is not None and WARM.take(warm_key) is not None:
-        child = WARM.hand_over(argv[1])
-    else:
-        WARM.discard()
+    if zygote_key is not None:
+        child = ZYGOTE_SERVER.fork(zygote_key, argv[1])
     if child is None:
         try:
             child = spawn(argv, env, cwd)
@@ -276,6 +463,8 @@ def run_block(cmd, stdin):
 
     def kill_all():
         nonlocal killed, swept
+        if isinstance(child, Forked):
+            child.killed = True
         try:
             os.killpg(child.pid, signal.SIGKILL)
         except OSError:
@@ -338,9 +527,11 @@ def run_block(cmd, stdin):
             exited = True
         if exited and not killed:
             # The block's main process is gone: whatever it left behind dies now, which also
-            # closes the output pipes those leftovers held.
-            n, _ = sweep(child)
-            swept += n
+            # closes the output pipes those leftovers held. (The sweep kills the fork server too;
+            # with nothing left behind there is nothing to sweep and the fork server lives on.)
+            if leftovers(ZYGOTE_SERVER.pid()) > 0:
+                n, _ = sweep(child)
+                swept += n
             killed = True
     code = child.wait()
     if pidfd is not None and pidfd >= 0:
@@ -372,8 +563,8 @@ def run_block(cmd, stdin):
             }
         ).encode(),
     )
-    if warm_key is not None and not host_gone:
-        WARM.start(warm_key)
+    if zygote_key is not None and not host_gone and not ZYGOTE_SERVER.usable(zygote_key, wait=False):
+        ZYGOTE_SERVER.start(zygote_key)
     return not host_gone
 
 
