@@ -13,7 +13,9 @@ use proctor::cli::{Cli, Command, ExportFormat, FrontEnd, SessionsCommand};
 use proctor::config::{self, Config, ProviderKind, TeamConfig};
 use proctor::engine::cost::PriceTable;
 use proctor::engine::{SessionSetup, start};
-use proctor::executor::{DockerExecutor, doctor_check, sweep_orphans};
+use proctor::executor::{
+    DockerExecutor, EngineHost, HostSource, doctor_check_on, sweep_orphans_on,
+};
 use proctor::headless::{self, HeadlessOptions, Outcome};
 use proctor::protocol::{Event, EventKind, Op, SessionMode};
 use proctor::provider::ChatModel;
@@ -45,6 +47,8 @@ struct Context_ {
     config_path: Option<PathBuf>,
     data_dir: PathBuf,
     image: Option<String>,
+    /// `--docker-host`.
+    docker_host: Option<String>,
 }
 
 /// Runs the command line; returns the process exit code.
@@ -126,6 +130,7 @@ fn context(cli: &Cli) -> anyhow::Result<Context_> {
         config_path,
         data_dir,
         image,
+        docker_host: cli.docker_host.clone(),
     })
 }
 
@@ -362,6 +367,7 @@ async fn session_new(
     script: Option<Script>,
 ) -> anyhow::Result<i32> {
     headless_note(&front);
+    let engine = engine_for(ctx, &team)?;
     let (models, _) = build_models(ctx, &team, script.as_ref(), false, &HashMap::new())?;
     let prices = if script.is_some() {
         demo_prices(ctx)
@@ -386,7 +392,7 @@ async fn session_new(
         task,
         mode,
         models,
-        executor: Arc::new(DockerExecutor::new()?),
+        executor: Arc::new(DockerExecutor::for_engine(engine.clone())),
         workspace,
         prices,
         sink: Box::new(sink),
@@ -394,7 +400,7 @@ async fn session_new(
         seed: None,
         image_override: ctx.image.clone(),
     };
-    drive(setup, &front, &id).await
+    drive(setup, &front, &id, engine).await
 }
 
 async fn session_resume(
@@ -446,13 +452,14 @@ async fn session_resume(
         _ => m,
     });
     let workspace = store.workspace_dir(&id);
+    let engine = engine_for(ctx, &team)?;
     let setup = SessionSetup {
         id: id.clone(),
         team,
         task: String::new(),
         mode: logged_mode,
         models,
-        executor: Arc::new(DockerExecutor::new()?),
+        executor: Arc::new(DockerExecutor::for_engine(engine.clone())),
         workspace,
         prices: if demo { demo_prices(ctx) } else { prices(ctx) },
         sink: Box::new(writer),
@@ -461,24 +468,66 @@ async fn session_resume(
         image_override: ctx.image.clone(),
     };
     let wanted = (front.approve.is_some() || front.mode.is_some()).then(|| front.session_mode());
-    drive_with(setup, &front, &id, wanted.filter(|m| *m != logged_mode)).await
+    drive_with(
+        setup,
+        &front,
+        &id,
+        engine,
+        wanted.filter(|m| *m != logged_mode),
+    )
+    .await
 }
 
-async fn drive(setup: SessionSetup, front: &FrontEnd, id: &str) -> anyhow::Result<i32> {
-    drive_with(setup, front, id, None).await
+async fn drive(
+    setup: SessionSetup,
+    front: &FrontEnd,
+    id: &str,
+    engine: EngineHost,
+) -> anyhow::Result<i32> {
+    drive_with(setup, front, id, engine, None).await
+}
+
+/// The engine a session's sandboxes run on: `--docker-host`, else the team's
+/// `[executor] docker_host`, else `DOCKER_HOST`, else the local socket.
+fn engine_for(ctx: &Context_, team: &TeamConfig) -> anyhow::Result<EngineHost> {
+    Ok(resolve_engine(ctx, team.executor.docker_host.as_deref())?)
+}
+
+/// [`EngineHost::resolve`] with what the command line or the team file chose, by precedence.
+fn resolve_engine(
+    ctx: &Context_,
+    team_host: Option<&str>,
+) -> Result<EngineHost, proctor::executor::engine_host::EngineHostError> {
+    let chosen = match (&ctx.docker_host, team_host) {
+        (Some(h), _) => Some((h.as_str(), HostSource::CommandLine)),
+        (None, Some(h)) => Some((h, HostSource::TeamFile)),
+        (None, None) => None,
+    };
+    EngineHost::resolve(chosen)
 }
 
 async fn drive_with(
     setup: SessionSetup,
     front: &FrontEnd,
     id: &str,
+    engine: EngineHost,
     set_mode: Option<SessionMode>,
 ) -> anyhow::Result<i32> {
     let executor = setup.executor.clone();
+    if engine.is_remote() {
+        eprintln!(
+            "proctor: code runs on the Docker engine at {}",
+            proctor::text_safety::visible_line(&engine.describe())
+        );
+    }
     // Sandboxes left by a proctor that died (this session's too, after a crash): removed in the
     // background, bounded. Containers of running proctors are kept by their owner label.
     let sweep = tokio::spawn(async move {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sweep_orphans(&[])).await;
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            sweep_orphans_on(&engine, &[]),
+        )
+        .await;
     });
     let handle = start(setup);
     if let Some(mode) = set_mode {
@@ -643,7 +692,9 @@ async fn doctor(ctx: &Context_) -> anyhow::Result<i32> {
         .clone()
         .or_else(|| default_team(ctx).ok().map(|t| t.executor.image))
         .unwrap_or_else(|| config::DEFAULT_IMAGE.to_string());
-    for (name, r) in doctor_check(&image).await {
+    let team_host = default_team(ctx).ok().and_then(|t| t.executor.docker_host);
+    let engine = resolve_engine(ctx, team_host.as_deref());
+    for (name, r) in doctor_check_on(engine, &image).await {
         line(&name, r);
     }
     Ok(if failures == 0 { 0 } else { 1 })

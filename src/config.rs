@@ -270,6 +270,9 @@ pub struct ExecutorConfig {
     /// Extra interpreters: language -> command (e.g. `node = ["node"]`).
     #[serde(default)]
     pub interpreters: BTreeMap<String, Vec<String>>,
+    /// The Docker engine to run sandboxes on, over `DOCKER_HOST` (`unix://`, `tcp://`, `ssh://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_host: Option<String>,
 }
 
 impl Default for ExecutorConfig {
@@ -283,6 +286,7 @@ impl Default for ExecutorConfig {
             pids: default_pids(),
             output_limit_kb: default_output_kb(),
             interpreters: BTreeMap::new(),
+            docker_host: None,
         }
     }
 }
@@ -1106,6 +1110,11 @@ fn check_executor(src: &Source<'_>, at: &FieldPath, exec: &ExecutorConfig) -> Ch
     }
     if exec.output_limit_kb == 0 {
         return Err(src.error(&at.key("output_limit_kb"), "must be at least 1 KiB"));
+    }
+    if let Some(host) = &exec.docker_host
+        && let Err(why) = crate::executor::engine_host::check_host_syntax(host)
+    {
+        return Err(src.error(&at.key("docker_host"), why));
     }
     for (language, command) in &exec.interpreters {
         if command.first().is_none_or(|c| c.trim().is_empty()) {
