@@ -271,7 +271,7 @@ pub struct ExecutorConfig {
     #[serde(default)]
     pub interpreters: BTreeMap<String, Vec<String>>,
     /// The Docker engine to run sandboxes on, over `DOCKER_HOST` (`unix://`, `tcp://`, `ssh://`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub docker_host: Option<String>,
 }
 

@@ -689,11 +689,17 @@ fn check_tls_files(engine: &EngineHost, tls: &TlsFiles) -> Result<(), ExecError>
 }
 
 /// One line for an engine that could not be reached or refused us: the cause in the user's
-/// terms and the fix.
+/// terms and the fix first, then a short excerpt of the underlying error.
 fn unreachable(engine: &EngineHost, err: &str) -> String {
     let lower = err.to_ascii_lowercase();
     let host = &engine.host;
-    let doctor = "`proctor doctor` checks this.";
+    let detail = excerpt(err, 160);
+    let check_address = || {
+        format!(
+            "is the engine running and listening there? Check the address in {}",
+            engine.source.label()
+        )
+    };
     match engine.transport {
         EngineTransport::Unix => {
             let fix = if lower.contains("permission denied") {
@@ -704,62 +710,61 @@ fn unreachable(engine: &EngineHost, err: &str) -> String {
                  Desktop), or point DOCKER_HOST at a running engine (unix:///var/run/docker.sock, \
                  tcp://HOST:2376 with TLS, ssh://USER@HOST)."
             };
-            format!("cannot reach the Docker daemon at {host} ({err}). {fix} {doctor}")
+            format!(
+                "cannot reach the Docker daemon at {host} ({detail}). {fix} `proctor doctor` \
+                 checks this."
+            )
         }
         EngineTransport::Tls => {
-            let Some(tls) = &engine.tls else {
-                return format!("cannot reach the Docker engine at {host} ({err}). {doctor}");
+            let (ca, cert) = match &engine.tls {
+                Some(tls) => (tls.ca.display().to_string(), tls.cert.display().to_string()),
+                None => ("ca.pem".to_owned(), "cert.pem".to_owned()),
             };
-            let ca = tls.ca.display();
-            let cert = tls.cert.display();
             let why = if lower.contains("unknownissuer")
                 || lower.contains("unknown issuer")
                 || lower.contains("badsignature")
             {
                 format!(
-                    "the engine's certificate is not signed by the CA in {ca}: put the CA that \
+                    "the engine's certificate is not signed by the CA in {ca}; put the CA that \
                      signed the engine's certificate there"
                 )
             } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
-                "the engine's certificate does not name this address: connect by a name or IP \
+                "the engine's certificate does not name this address; connect by a name or IP \
                  address the certificate lists, or reissue it with this one"
                     .to_owned()
             } else if lower.contains("invalid peer certificate") && lower.contains("expired") {
-                "the engine's certificate has expired: renew it on the engine's host".to_owned()
+                "the engine's certificate has expired; renew it on the engine's host".to_owned()
             } else if lower.contains("received fatal alert") {
                 format!(
-                    "the engine refused the client certificate {cert}: use a certificate signed by \
-                     the CA the engine trusts (its --tlscacert), with its key.pem"
+                    "the engine refused the client certificate {cert}; use one signed by the CA \
+                     the engine trusts (its --tlscacert), with its key.pem"
                 )
             } else if lower.contains("corrupt message") || lower.contains("invalidcontenttype") {
-                "the engine does not speak TLS on this port: use its TLS port (usually 2376)"
+                "the engine does not speak TLS on this port; use its TLS port (usually 2376)"
                     .to_owned()
             } else {
-                format!(
-                    "is the engine running and listening on TLS there? Check the address and \
-                     port in {}",
-                    engine.source.label()
-                )
+                check_address()
             };
-            format!("cannot reach the Docker engine at {host} over TLS ({err}): {why}. {doctor}")
+            format!("cannot reach the Docker engine at {host} over TLS: {why} ({detail})")
         }
         EngineTransport::Tcp => {
             let why = if lower.contains("http request to an https server")
                 || lower.contains("client sent an http request")
             {
-                "the engine expects TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH (ca.pem, \
+                "the engine expects TLS; set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH (ca.pem, \
                  cert.pem, key.pem)"
                     .to_owned()
             } else {
-                format!(
-                    "is the engine running and listening there? Check the address and port in {}",
-                    engine.source.label()
-                )
+                check_address()
             };
-            format!("cannot reach the Docker engine at {host} ({err}): {why}. {doctor}")
+            format!("cannot reach the Docker engine at {host}: {why} ({detail})")
         }
+        // The SSH transport's errors already say what failed and the fix (see `ssh_failure`).
         EngineTransport::Ssh => {
-            format!("cannot reach the Docker engine at {host} over SSH: {err}. {doctor}")
+            format!(
+                "cannot reach the Docker engine at {host} over SSH: {}",
+                excerpt(err, 400)
+            )
         }
     }
 }
