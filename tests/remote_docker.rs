@@ -54,12 +54,11 @@ fn assert_block_ran(code: i32, events: &[serde_json::Value], stderr: &str) {
     assert_eq!(fin.len(), 1, "{events:?}");
     assert_eq!(fin[0]["exit_code"], 0, "{}", fin[0]);
     assert_eq!(fin[0]["output"].as_str().unwrap().trim(), "42 True");
-    assert!(
-        of_type(events, "execution_output")
-            .iter()
-            .any(|o| o["text"].as_str().unwrap().contains("42 True")),
-        "output streamed as it came"
-    );
+    let streamed: String = of_type(events, "execution_output")
+        .iter()
+        .map(|o| o["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(streamed.trim(), "42 True", "output streamed as it came");
     assert_eq!(events.last().unwrap()["type"], "terminated");
 }
 

@@ -1284,6 +1284,13 @@ mod tests {
     }
 
     #[test]
+    fn only_owners_of_this_boot_count_as_this_machine() {
+        assert!(owned_by_this_boot(&owner_id()));
+        assert!(!owned_by_this_boot("another-machine-boot:1:1"));
+        assert!(!owned_by_this_boot("garbage"));
+    }
+
+    #[test]
     fn oom_kill_counter_is_read_from_v2_and_v1_listings() {
         let v2 = "low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 0\n";
         assert_eq!(parse_oom_kills(v2), Some(2));
