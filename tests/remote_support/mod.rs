@@ -253,7 +253,7 @@ impl TlsRelay {
         use std::os::unix::process::CommandExt;
         let log = pki.path(&format!("socat-{port}.log"));
         let listen = format!(
-            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={},key={},cafile={},verify=1",
+            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,nodelay,cert={},key={},cafile={},verify=1",
             pki.path("server.pem").display(),
             pki.path("server-key.pem").display(),
             pki.path("ca.pem").display()
@@ -261,6 +261,8 @@ impl TlsRelay {
         // socat's forked children verify client certificates without a session id context, so
         // OpenSSL refuses a resumed session ("session id context uninitialized"); dockerd has no
         // such problem. Stateful tickets make each child fall back to a full handshake instead.
+        // `nodelay`: dockerd (Go) sets TCP_NODELAY; without it socat's small writes wait for
+        // delayed ACKs (about 40 ms per block).
         let conf = pki.path("openssl-relay.cnf");
         std::fs::write(
             &conf,
