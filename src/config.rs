@@ -271,7 +271,8 @@ pub struct ExecutorConfig {
     #[serde(default)]
     pub interpreters: BTreeMap<String, Vec<String>>,
     /// The Docker engine to run sandboxes on, over `DOCKER_HOST` (`unix://`, `tcp://`, `ssh://`).
-    #[serde(default)]
+    /// Left out of saved sessions when unset, so their logs read as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_host: Option<String>,
 }
 
