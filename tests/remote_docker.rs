@@ -420,3 +420,71 @@ fn the_transport_follows_the_environment_like_the_docker_cli() {
         std::path::Path::new("/home/u/.docker/ca.pem")
     );
 }
+
+/// The harness the dropped-link tests build on: a killed relay cuts an open stream, new
+/// connections fail with the engine named, and a restarted relay serves the same client again.
+#[tokio::test]
+async fn a_killed_relay_cuts_the_link_and_a_restarted_one_serves_again() {
+    use futures::StreamExt;
+    use proctor::executor::engine_host::connect;
+    let pki = Pki::new();
+    let mut relay = TlsRelay::start(&pki);
+    let engine = EngineHost::resolve_with(
+        Some((&relay.docker_host(), HostSource::CommandLine)),
+        |k| match k {
+            "DOCKER_TLS_VERIFY" => Some("1".into()),
+            "DOCKER_CERT_PATH" => Some(pki.client_dir().display().to_string()),
+            _ => None,
+        },
+    )
+    .unwrap();
+    let docker = connect(&engine).await.unwrap();
+    // An open stream: the daemon's event feed, which stays open until the link goes.
+    let mut feed = docker.events(None::<bollard::query_parameters::EventsOptions>);
+    let cut = tokio::time::timeout(std::time::Duration::from_secs(2), feed.next()).await;
+    assert!(cut.is_err(), "the feed is open and quiet: {cut:?}");
+    relay.kill();
+    let end = tokio::time::timeout(std::time::Duration::from_secs(10), feed.next())
+        .await
+        .expect("a cut link ends the stream instead of hanging");
+    assert!(!matches!(end, Some(Ok(_))), "{end:?}");
+    let err = connect(&engine).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "cannot reach the Docker engine at {}",
+            relay.docker_host()
+        )),
+        "{err}"
+    );
+    let relay = TlsRelay::start_on(&pki, relay.port);
+    docker
+        .version()
+        .await
+        .expect("the same client works once the relay is back");
+    drop(relay);
+}
+
+#[tokio::test]
+async fn a_killed_sshd_is_named_and_a_restarted_one_serves_again() {
+    use proctor::executor::engine_host::connect;
+    let mut server = SshServer::start();
+    let client = server.client(&server.path("user_key"));
+    // The transport runs `ssh` from PATH: give this process the test client's.
+    // SAFETY: nextest runs each test in its own process and nothing else reads PATH meanwhile.
+    unsafe { std::env::set_var("PATH", client.path_env()) };
+    let engine = EngineHost::resolve_with(
+        Some((&server.docker_host(), HostSource::CommandLine)),
+        |_| None,
+    )
+    .unwrap();
+    connect(&engine).await.expect("sshd serves");
+    server.kill();
+    let err = connect(&engine).await.unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("ssh cannot reach 127.0.0.1:{}", server.port))
+            && err.contains("sshd listening"),
+        "{err}"
+    );
+    server.restart();
+    connect(&engine).await.expect("sshd serves again");
+}

@@ -348,7 +348,6 @@ pub struct SshClient {
 impl SshServer {
     /// Starts sshd with fresh host and user keys.
     pub fn start() -> SshServer {
-        use std::os::unix::process::CommandExt;
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         for key in ["host_key", "user_key", "stranger_key"] {
@@ -376,19 +375,7 @@ impl SshServer {
             ),
         )
         .unwrap();
-        let log = d.join("sshd.log");
-        let mut child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-f"])
-            .arg(d.join("sshd_config"))
-            .arg("-E")
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .expect("sshd (scripts/ensure-test-tools.sh installs openssh-server)");
-        wait_listening(port, &mut child, "sshd", &log);
+        let child = spawn_sshd(d, port);
         let host_pub = std::fs::read_to_string(d.join("host_key.pub")).unwrap();
         let mut parts = host_pub.split_whitespace();
         let (kind, key) = (parts.next().unwrap(), parts.next().unwrap());
@@ -403,6 +390,12 @@ impl SshServer {
             port,
             user,
         }
+    }
+
+    /// Starts sshd again on the same port with the same keys, after [`kill`](Self::kill).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = spawn_sshd(self.dir.path(), self.port);
     }
 
     /// The server's files (`user_key`, `stranger_key`, `sshd.log`…).
@@ -469,6 +462,24 @@ impl SshServer {
     pub fn kill(&mut self) {
         kill_group(&mut self.child);
     }
+}
+
+fn spawn_sshd(dir: &Path, port: u16) -> Child {
+    use std::os::unix::process::CommandExt;
+    let log = dir.join("sshd.log");
+    let mut child = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-f"])
+        .arg(dir.join("sshd_config"))
+        .arg("-E")
+        .arg(&log)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("sshd (scripts/ensure-test-tools.sh installs openssh-server)");
+    wait_listening(port, &mut child, "sshd", &log);
+    child
 }
 
 impl Drop for SshServer {
