@@ -2,7 +2,10 @@
 //! of 5 fresh sessions), then
 //! N warm blocks of `print(1)` through the launcher and through one `docker exec` per block.
 //! Run by scripts/bench.sh; prints one `key value` line per result (milliseconds).
-//! Env: PROCTOR_SANDBOX_IMAGE (default proctor-sandbox:bookworm), BENCH_BLOCKS (default 50).
+//! Env: PROCTOR_SANDBOX_IMAGE (default proctor-sandbox:bookworm), BENCH_BLOCKS (default 50),
+//! BENCH_ENGINE_LABEL (when set: only the launcher series, its keys named `proctor_launcher_LABEL_…`;
+//! scripts/bench.sh sets it with DOCKER_HOST pointing at a TLS relay, to compare with the local
+//! socket).
 
 use std::time::{Duration, Instant};
 
@@ -99,6 +102,10 @@ fn main() {
     rt.block_on(async {
         println!("blocks {n}");
         let exec = DockerExecutor::new().expect("executor");
+        if let Ok(label) = std::env::var("BENCH_ENGINE_LABEL") {
+            series(&exec, &format!("proctor_launcher_{label}"), &image, n).await;
+            return;
+        }
         series(&exec, "proctor_launcher", &image, n).await;
         let exec = DockerExecutor::new()
             .expect("executor")

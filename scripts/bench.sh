@@ -4,6 +4,8 @@
 #   2. `docker exec` by the CLI into a long-lived container
 #   3. AutoGen's DockerCommandLineCodeExecutor (PyPI autogen-ext[docker], in a venv made here)
 #   4. `docker run --rm` (the cold-start reference)
+# and proctor's executor again on the same daemon served over TLS with client certificates (a socat
+# relay on 127.0.0.1, certificates made here with openssl): the cost of the TLS transport per block.
 # Usage: scripts/bench.sh [BLOCKS]   (default 50). Env: PROCTOR_SANDBOX_IMAGE, BENCH_SKIP_AUTOGEN=1.
 # Writes target/bench-results.md and prints it; BENCHMARKS.md quotes a run.
 set -euo pipefail
@@ -25,6 +27,49 @@ summary() { sort -n | awk '{a[NR]=$1; s+=$1} END {printf "%.2f %.2f\n", a[int((N
 echo "== proctor executor (cargo bench --bench executor)" >&2
 BENCH_BLOCKS="$N" PROCTOR_SANDBOX_IMAGE="$IMAGE" cargo bench --quiet --bench executor 2>/dev/null | tee target/bench-proctor.txt >&2
 val() { awk -v k="$1" '$1==k {print $2}' target/bench-proctor.txt; }
+
+echo "== proctor executor over TLS (socat relay on 127.0.0.1, client certificates)" >&2
+TLS_MED="n/a"; TLS_MEAN="n/a"; TLS_COLD="n/a"
+if command -v socat >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; then
+  PKI="$(mktemp -d)"
+  RELAY=""
+  cleanup_tls() { [ -n "$RELAY" ] && kill "$RELAY" 2>/dev/null; rm -rf "$PKI"; }
+  trap cleanup_tls EXIT
+  (
+    cd "$PKI"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
+      -keyout ca-key.pem -out ca.pem
+    printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    for who in server client; do
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$who" \
+        -keyout "$who-key.pem" -out "$who.csr"
+      openssl x509 -req -in "$who.csr" -days 2 -CA ca.pem -CAkey ca-key.pem -CAcreateserial \
+        -extfile "$who.ext" -out "$who.pem"
+    done
+    mkdir client && cp ca.pem client/ca.pem && cp client.pem client/cert.pem && cp client-key.pem client/key.pem
+    # socat's forked children cannot resume TLS sessions that carry a client certificate; stateful
+    # tickets make them fall back to a full handshake (dockerd itself resumes fine). `nodelay` below:
+    # dockerd (Go) sets TCP_NODELAY; without it socat's small writes wait for delayed ACKs (~40 ms).
+    printf 'openssl_conf = r\n[r]\nssl_conf = s\n[s]\nsystem_default = d\n[d]\nOptions = -SessionTicket\n' >relay.cnf
+  ) >/dev/null 2>&1
+  PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  OPENSSL_CONF="$PKI/relay.cnf" socat \
+    "OPENSSL-LISTEN:$PORT,bind=127.0.0.1,reuseaddr,fork,nodelay,cert=$PKI/server.pem,key=$PKI/server-key.pem,cafile=$PKI/ca.pem,verify=1" \
+    UNIX-CONNECT:/var/run/docker.sock 2>/dev/null &
+  RELAY=$!
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.1; done
+  DOCKER_HOST="tcp://127.0.0.1:$PORT" DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH="$PKI/client" \
+    BENCH_ENGINE_LABEL=tls BENCH_BLOCKS="$N" PROCTOR_SANDBOX_IMAGE="$IMAGE" \
+    cargo bench --quiet --bench executor 2>/dev/null | tee target/bench-proctor-tls.txt >&2
+  tval() { awk -v k="$1" '$1==k {print $2}' target/bench-proctor-tls.txt; }
+  TLS_MED=$(tval proctor_launcher_tls_median_ms); TLS_MEAN=$(tval proctor_launcher_tls_mean_ms)
+  TLS_COLD=$(tval proctor_launcher_tls_cold_first_block_ms)
+  cleanup_tls; RELAY=""; trap - EXIT
+else
+  echo "(skipped: socat or openssl missing; scripts/ensure-test-tools.sh installs them)" >&2
+fi
 
 echo "== docker exec (CLI)" >&2
 WS="$(mktemp -d)"; chmod 777 "$WS"; echo 'print(1)' >"$WS/b.py"
@@ -100,6 +145,7 @@ if [ "$AG_MEAN" != "n/a" ]; then RATIO=$(echo "scale=3; $P_MEAN / $AG_MEAN" | bc
   echo "|---|---:|---:|---:|"
   echo "| proctor executor (in-sandbox launcher) | $P_MED | $P_MEAN | $P_COLD |"
   echo "| proctor executor, exec per block (fallback; ≈ a bollard exec) | $E_MED | $E_MEAN | $(val proctor_exec_per_block_cold_first_block_ms) |"
+  echo "| proctor executor over TLS (socat relay on 127.0.0.1, client certificates) | $TLS_MED | $TLS_MEAN | $TLS_COLD |"
   echo "| \`docker exec\` by the CLI | $CLI_MED | $CLI_MEAN | |"
   echo "| AutoGen DockerCommandLineCodeExecutor ($AG_VER) | $AG_MED | $AG_MEAN | $AG_COLD |"
   echo "| \`docker run --rm\` | | | $RUN_MED |"

@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PROCTOR_SANDBOX_IMAGE="$(scripts/ensure-docker.sh | tail -n1)"
+# socat, sshd and openssl for the remote-engine tests (tests/remote_docker.rs).
+scripts/ensure-test-tools.sh
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest..." >&2
   cargo install cargo-nextest --locked

@@ -13,7 +13,9 @@ use proctor::cli::{Cli, Command, ExportFormat, FrontEnd, SessionsCommand};
 use proctor::config::{self, Config, ProviderKind, TeamConfig};
 use proctor::engine::cost::{DEMO_MODEL, PriceTable};
 use proctor::engine::{SessionSetup, start};
-use proctor::executor::{DockerExecutor, doctor_check, sweep_orphans};
+use proctor::executor::{
+    DockerExecutor, EngineHost, HostSource, doctor_check_on, sweep_orphans_on,
+};
 use proctor::headless::{self, HeadlessOptions, Outcome};
 use proctor::protocol::{Event, EventKind, Op, SessionMode};
 use proctor::provider::ChatModel;
@@ -67,6 +69,8 @@ struct Context_ {
     unsaved: bool,
     /// Where this run's log goes.
     logs: crate::LogState,
+    /// `--docker-host`.
+    docker_host: Option<String>,
 }
 
 /// Runs the command line; returns the process exit code.
@@ -161,6 +165,7 @@ fn context(cli: &Cli, logs: crate::LogState) -> anyhow::Result<Context_> {
         image,
         unsaved: cli.unsaved,
         logs,
+        docker_host: cli.docker_host.clone(),
     })
 }
 
@@ -466,7 +471,8 @@ async fn session_new(
             anyhow!("{e}; or pass --unsaved to run this session without saving it (it cannot be resumed)")
         })?;
     }
-    check_cpus_fit(&team).await?;
+    let engine = engine_for(ctx, &team)?;
+    check_cpus_fit(&team, &engine).await?;
     headless_note(&front);
     let prices = if script.is_some() {
         demo_prices(ctx)
@@ -507,7 +513,7 @@ async fn session_new(
         task,
         mode,
         models,
-        executor: Arc::new(DockerExecutor::new()?),
+        executor: Arc::new(DockerExecutor::for_engine(engine.clone())),
         workspace,
         prices,
         sink,
@@ -515,7 +521,7 @@ async fn session_new(
         seed: None,
         image_override: ctx.image.clone(),
     };
-    let code = drive_with(setup, &front, &id, None, &status).await;
+    let code = drive_with(setup, &front, &id, engine, None, &status).await;
     drop(scratch);
     code
 }
@@ -605,13 +611,14 @@ async fn session_resume(
         unsaved: Vec::new(),
         status: status.clone(),
     };
+    let engine = engine_for(ctx, &team)?;
     let setup = SessionSetup {
         id: id.clone(),
         team,
         task: String::new(),
         mode: logged_mode,
         models,
-        executor: Arc::new(DockerExecutor::new()?),
+        executor: Arc::new(DockerExecutor::for_engine(engine.clone())),
         workspace,
         prices: if demo { demo_prices(ctx) } else { prices(ctx) },
         sink: Box::new(sink),
@@ -624,6 +631,7 @@ async fn session_resume(
         setup,
         &front,
         &id,
+        engine,
         wanted.filter(|m| *m != logged_mode),
         &status,
     )
@@ -633,12 +641,12 @@ async fn session_resume(
 /// Docker refuses a CPU quota above its host's CPUs — at the first block, after paid model calls.
 /// Checked before a session starts, when Docker answers (when it does not, the first block says
 /// so). A quota of one CPU or less fits every host and needs no question.
-async fn check_cpus_fit(team: &TeamConfig) -> anyhow::Result<()> {
+async fn check_cpus_fit(team: &TeamConfig, engine: &EngineHost) -> anyhow::Result<()> {
     let wanted = team.executor.cpus;
     if wanted <= 1.0 {
         return Ok(());
     }
-    let Ok(docker) = proctor::executor::docker::connect_docker().await else {
+    let Ok(docker) = proctor::executor::engine_host::connect(engine).await else {
         return Ok(());
     };
     let Ok(Ok(info)) = tokio::time::timeout(std::time::Duration::from_secs(5), docker.info()).await
@@ -666,18 +674,48 @@ fn saved_note(id: &str, status: &SaveStatus) -> String {
     }
 }
 
+/// The engine a session's sandboxes run on: `--docker-host`, else the team's
+/// `[executor] docker_host`, else `DOCKER_HOST`, else the local socket.
+fn engine_for(ctx: &Context_, team: &TeamConfig) -> anyhow::Result<EngineHost> {
+    Ok(resolve_engine(ctx, team.executor.docker_host.as_deref())?)
+}
+
+/// [`EngineHost::resolve`] with what the command line or the team file chose, by precedence.
+fn resolve_engine(
+    ctx: &Context_,
+    team_host: Option<&str>,
+) -> Result<EngineHost, proctor::executor::engine_host::EngineHostError> {
+    let chosen = match (&ctx.docker_host, team_host) {
+        (Some(h), _) => Some((h.as_str(), HostSource::CommandLine)),
+        (None, Some(h)) => Some((h, HostSource::TeamFile)),
+        (None, None) => None,
+    };
+    EngineHost::resolve(chosen)
+}
+
 async fn drive_with(
     setup: SessionSetup,
     front: &FrontEnd,
     id: &str,
+    engine: EngineHost,
     set_mode: Option<SessionMode>,
     status: &SaveStatus,
 ) -> anyhow::Result<i32> {
     let executor = setup.executor.clone();
+    if engine.is_remote() {
+        errln!(
+            "proctor: code runs on the Docker engine at {}",
+            engine.describe()
+        );
+    }
     // Sandboxes left by a proctor that died (this session's too, after a crash): removed in the
     // background, bounded. Containers of running proctors are kept by their owner label.
     let sweep = tokio::spawn(async move {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sweep_orphans(&[])).await;
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            sweep_orphans_on(&engine, &[]),
+        )
+        .await;
     });
     let handle = start(setup);
     if let Some(mode) = set_mode {
@@ -884,7 +922,9 @@ async fn doctor(ctx: &Context_) -> anyhow::Result<i32> {
         .clone()
         .or_else(|| default_team(ctx).ok().map(|t| t.executor.image))
         .unwrap_or_else(|| config::DEFAULT_IMAGE.to_string());
-    for (name, r) in doctor_check(&image).await {
+    let team_host = default_team(ctx).ok().and_then(|t| t.executor.docker_host);
+    let engine = resolve_engine(ctx, team_host.as_deref());
+    for (name, r) in doctor_check_on(engine, &image).await {
         line(&name, r);
     }
     use proctor::cli::exit_code;

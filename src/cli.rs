@@ -50,6 +50,10 @@ pub struct Cli {
     /// session cannot be resumed (proctor, run, demo).
     #[arg(long, global = true)]
     pub unsaved: bool,
+    /// Docker engine for this run (unix://, tcp:// with DOCKER_TLS_VERIFY, ssh://[USER@]HOST[:PORT]),
+    /// over the team's `[executor] docker_host` and DOCKER_HOST.
+    #[arg(long, global = true, value_name = "HOST")]
+    pub docker_host: Option<String>,
     /// What to do (default: a new session with the default team).
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -270,6 +270,10 @@ pub struct ExecutorConfig {
     /// Extra interpreters: language -> command (e.g. `node = ["node"]`).
     #[serde(default)]
     pub interpreters: BTreeMap<String, Vec<String>>,
+    /// The Docker engine to run sandboxes on, over `DOCKER_HOST` (`unix://`, `tcp://`, `ssh://`).
+    /// Left out of saved sessions when unset, so their logs read as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_host: Option<String>,
 }
 
 impl ExecutorConfig {
@@ -297,6 +301,7 @@ impl Default for ExecutorConfig {
             pids: default_pids(),
             output_limit_kb: default_output_kb(),
             interpreters: BTreeMap::new(),
+            docker_host: None,
         }
     }
 }
@@ -1211,6 +1216,11 @@ fn check_executor(src: &Source<'_>, at: &FieldPath, exec: &ExecutorConfig) -> Ch
         limits::OUTPUT_LIMIT_KB,
         " KiB",
     )?;
+    if let Some(host) = &exec.docker_host
+        && let Err(why) = crate::executor::engine_host::check_host_syntax(host)
+    {
+        return Err(src.error(&at.key("docker_host"), why));
+    }
     for (language, command) in &exec.interpreters {
         let here = at.key("interpreters").key(language);
         // Keys are the names fenced blocks get, so a block can find its interpreter.

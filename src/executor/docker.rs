@@ -17,6 +17,7 @@ use futures::stream::BoxStream;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::engine_host::{self, EngineHost, EngineHostError};
 use super::image::{absent_image_fix, ensure_image, image_present};
 use super::launcher::{ExitReport, Frame, LaunchError, Launcher};
 use super::output::{OutputCap, Sanitizer};
@@ -40,8 +41,6 @@ const HOST_KILL_GRACE: Duration = Duration::from_millis(500);
 const HOST_KILLED: &str = "killed from the host at the deadline";
 /// Longest a block's file write may take before the block is refused.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default socket when `DOCKER_HOST` is unset.
-const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
 /// The Docker-backed [`Executor`]. Connects lazily; cheap to share behind an `Arc`.
 pub struct DockerExecutor {
@@ -49,6 +48,8 @@ pub struct DockerExecutor {
 }
 
 struct Inner {
+    /// The engine this executor runs sandboxes on.
+    engine: EngineHost,
     docker: tokio::sync::Mutex<Option<Docker>>,
     sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Sandbox>>>>>,
     /// Container ids per session, readable without waiting for a running block.
@@ -80,26 +81,23 @@ enum LauncherEnd {
 }
 
 impl DockerExecutor {
-    /// A new executor. Checks `DOCKER_HOST` now; connects on the first block.
+    /// A new executor on the engine `DOCKER_HOST` names (checked now); connects on the first block.
     pub fn new() -> Result<Self, ExecError> {
-        let host = docker_host();
-        if !(host.starts_with("unix://")
-            || host.starts_with("tcp://")
-            || host.starts_with("http://"))
-        {
-            return Err(ExecError::Docker(format!(
-                "DOCKER_HOST={host} is not supported: use unix:///path/to/docker.sock or tcp://HOST:PORT"
-            )));
-        }
-        Ok(Self {
+        Ok(Self::for_engine(EngineHost::from_environment()?))
+    }
+
+    /// A new executor on `engine`; connects on the first block.
+    pub fn for_engine(engine: EngineHost) -> Self {
+        Self {
             inner: Arc::new(Inner {
+                engine,
                 docker: tokio::sync::Mutex::new(None),
                 sessions: Mutex::new(HashMap::new()),
                 containers: Mutex::new(HashMap::new()),
                 owner: owner_id(),
                 use_launcher: std::sync::atomic::AtomicBool::new(true),
             }),
-        })
+        }
     }
 
     /// Runs every block with its own `docker exec` instead of the in-sandbox launcher (slower; the
@@ -147,6 +145,7 @@ impl DockerExecutor {
         if all.is_empty() {
             return;
         }
+        let engine = self.inner.engine.clone();
         let worker = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -155,7 +154,7 @@ impl DockerExecutor {
                 return;
             };
             rt.block_on(async move {
-                let Ok(docker) = connect_docker().await else {
+                let Ok(docker) = engine_host::connect(&engine).await else {
                     return;
                 };
                 let removals = all.iter().map(|id| remove_container(&docker, id));
@@ -351,7 +350,7 @@ impl Inner {
         if let Some(d) = guard.as_ref() {
             return Ok(d.clone());
         }
-        let d = connect_docker().await?;
+        let d = engine_host::connect(&self.engine).await?;
         *guard = Some(d.clone());
         Ok(d)
     }
@@ -1056,66 +1055,20 @@ async fn call<T>(
     }
 }
 
-/// `DOCKER_HOST`, or the default socket.
-pub fn docker_host() -> String {
-    std::env::var("DOCKER_HOST")
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| DEFAULT_HOST.to_owned())
-}
-
-fn unreachable_message(host: &str, err: &str) -> String {
-    let lower = err.to_ascii_lowercase();
-    let fix = if lower.contains("permission denied") {
-        "Your user may not use the Docker socket: add it to the `docker` group \
-         (`sudo usermod -aG docker $USER`, then log in again) or use rootless Docker."
-            .to_owned()
-    } else {
-        "Is Docker running? Start it (`sudo systemctl start docker`, or open Docker Desktop), or \
-         point DOCKER_HOST at a running engine (unix:///var/run/docker.sock, tcp://HOST:2375)."
-            .to_owned()
-    };
-    format!("cannot reach the Docker daemon at {host} ({err}). {fix} `proctor doctor` checks this.")
-}
-
-/// Connects to `DOCKER_HOST` (unix or tcp) or the default socket and negotiates the API version,
-/// within [`CONNECT_TIMEOUT`].
-pub async fn connect_docker() -> Result<Docker, ExecError> {
-    let host = docker_host();
-    let docker = Docker::connect_with_defaults()
-        .map_err(|e| ExecError::Docker(unreachable_message(&host, &e.to_string())))?
-        .with_timeout(CALL_TIMEOUT);
-    match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
-        Ok(Ok(d)) => Ok(d),
-        Ok(Err(e)) => Err(ExecError::Docker(unreachable_message(
-            &host,
-            &error_chain(&e),
-        ))),
-        Err(_) => Err(ExecError::Docker(unreachable_message(
-            &host,
-            &format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
-        ))),
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let msg = inner.to_string();
-        if !s.contains(&msg) {
-            s.push_str(": ");
-            s.push_str(&msg);
-        }
-        src = inner.source();
-    }
-    s
-}
-
-/// Removes sandbox containers whose session is not in `live_sessions` and whose owning proctor
-/// process is gone (so a second proctor's sandboxes survive). Returns the removed container names.
+/// [`sweep_orphans_on`] the engine `DOCKER_HOST` names.
 pub async fn sweep_orphans(live_sessions: &[String]) -> Result<Vec<String>, ExecError> {
-    let docker = connect_docker().await?;
+    sweep_orphans_on(&EngineHost::from_environment()?, live_sessions).await
+}
+
+/// Removes sandbox containers on `engine` whose session is not in `live_sessions` and whose owning
+/// proctor process is gone (so a second proctor's sandboxes survive). On a remote engine only
+/// containers this machine's current boot made are judged: others may belong to other machines.
+/// Returns the removed container names.
+pub async fn sweep_orphans_on(
+    engine: &EngineHost,
+    live_sessions: &[String],
+) -> Result<Vec<String>, ExecError> {
+    let docker = engine_host::connect(engine).await?;
     let filters = HashMap::from([("label", vec![LABEL_SESSION])]);
     let options = ListContainersOptionsBuilder::default()
         .all(true)
@@ -1133,7 +1086,10 @@ pub async fn sweep_orphans(live_sessions: &[String]) -> Result<Vec<String>, Exec
         if live_sessions.iter().any(|s| s == &session) {
             continue;
         }
-        if labels.get(LABEL_OWNER).is_some_and(|o| owner_alive(o)) {
+        if labels
+            .get(LABEL_OWNER)
+            .is_some_and(|o| owner_alive(o) || (engine.is_remote() && !owned_by_this_boot(o)))
+        {
             continue;
         }
         let Some(id) = c.id else { continue };
@@ -1149,17 +1105,31 @@ pub async fn sweep_orphans(live_sessions: &[String]) -> Result<Vec<String>, Exec
     Ok(removed)
 }
 
-/// Checks for `proctor doctor`: (check, Ok(detail) | Err(failure and fix)).
+/// [`doctor_check_on`] the engine `DOCKER_HOST` names.
 pub async fn doctor_check(image: &str) -> Vec<(String, Result<String, String>)> {
+    doctor_check_on(EngineHost::from_environment(), image).await
+}
+
+/// Checks for `proctor doctor` on `engine`: (check, Ok(detail) | Err(failure and fix)). The first
+/// names the engine: host, transport (TLS, SSH…), remote or local, and where it was chosen.
+pub async fn doctor_check_on(
+    engine: Result<EngineHost, EngineHostError>,
+    image: &str,
+) -> Vec<(String, Result<String, String>)> {
     let mut checks = Vec::new();
-    let host = docker_host();
-    let docker = match connect_docker().await {
-        Ok(d) => {
+    let connected = match &engine {
+        Ok(engine) => engine_host::connect(engine)
+            .await
+            .map(|d| (engine.clone(), d)),
+        Err(e) => Err(ExecError::from(e.clone())),
+    };
+    let (engine, docker) = match connected {
+        Ok((engine, d)) => {
             checks.push((
                 "docker daemon".to_owned(),
-                Ok(format!("reachable at {host}")),
+                Ok(format!("reachable: {}", engine.describe())),
             ));
-            d
+            (engine, d)
         }
         Err(e) => {
             checks.push(("docker daemon".to_owned(), Err(e.to_string())));
@@ -1199,14 +1169,17 @@ pub async fn doctor_check(image: &str) -> Vec<(String, Result<String, String>)> 
             return checks;
         }
     }
-    checks.push(("sandbox run".to_owned(), sandbox_smoke_test(image).await));
+    checks.push((
+        "sandbox run".to_owned(),
+        sandbox_smoke_test(engine, image).await,
+    ));
     checks
 }
 
-/// Runs `print(1)` in a throwaway sandbox.
-async fn sandbox_smoke_test(image: &str) -> Result<String, String> {
+/// Runs `print(1)` in a throwaway sandbox on `engine`.
+async fn sandbox_smoke_test(engine: EngineHost, image: &str) -> Result<String, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("cannot make a temp workspace: {e}"))?;
-    let exec = DockerExecutor::new().map_err(|e| e.to_string())?;
+    let exec = DockerExecutor::for_engine(engine);
     let session = format!("doctor-{}", std::process::id());
     let request = ExecRequest {
         session: session.clone(),
@@ -1263,6 +1236,12 @@ fn start_time(pid: u32) -> Option<String> {
     after.split_whitespace().nth(19).map(str::to_owned)
 }
 
+/// Whether an owner label was written by a proctor of this machine's current boot.
+fn owned_by_this_boot(owner: &str) -> bool {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    owner.split(':').next() == Some(boot.trim())
+}
+
 /// Whether the proctor process named by an owner label still runs (on this machine).
 fn owner_alive(owner: &str) -> bool {
     let mut parts = owner.split(':');
@@ -1305,19 +1284,18 @@ mod tests {
     }
 
     #[test]
+    fn only_owners_of_this_boot_count_as_this_machine() {
+        assert!(owned_by_this_boot(&owner_id()));
+        assert!(!owned_by_this_boot("another-machine-boot:1:1"));
+        assert!(!owned_by_this_boot("garbage"));
+    }
+
+    #[test]
     fn oom_kill_counter_is_read_from_v2_and_v1_listings() {
         let v2 = "low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 0\n";
         assert_eq!(parse_oom_kills(v2), Some(2));
         let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 7\n";
         assert_eq!(parse_oom_kills(v1), Some(7));
         assert_eq!(parse_oom_kills("cat: no such file"), None);
-    }
-
-    #[test]
-    fn unreachable_message_names_the_fix() {
-        let m = unreachable_message("unix:///nope.sock", "No such file or directory");
-        assert!(m.contains("unix:///nope.sock") && m.contains("DOCKER_HOST"));
-        let m = unreachable_message("unix:///s", "Permission denied (os error 13)");
-        assert!(m.contains("docker` group"));
     }
 }

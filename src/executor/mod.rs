@@ -121,9 +121,11 @@ pub trait Executor: Send + Sync {
 }
 
 pub mod docker;
+pub mod engine_host;
 pub mod image;
 pub mod launcher;
 pub mod output;
 pub mod sandbox;
 
-pub use docker::{DockerExecutor, doctor_check, sweep_orphans};
+pub use docker::{DockerExecutor, doctor_check, doctor_check_on, sweep_orphans, sweep_orphans_on};
+pub use engine_host::{EngineHost, EngineTransport, HostSource};
