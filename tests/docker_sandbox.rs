@@ -878,6 +878,31 @@ async fn python_blocks_behave_like_python3_file_py_every_time() {
                      print('main done', flush=True)\n";
     let ran = run(&exec, &s, ws.path(), exit_work, &policy()).await;
     assert_eq!(ran.outcome.output, "main done\nthread done\natexit ran\n");
+    // Objects are finalized at exit: a file never closed is flushed, `__del__` runs, and
+    // `sys.exit` with a message prints it and exits 1.
+    let finalize = "f = open('unclosed.txt', 'w')\nf.write('all of it')\n\
+                    class Bye:\n    def __del__(self):\n        print('bye', flush=True)\n\
+                    keep = Bye()\nprint('end of block', flush=True)\n";
+    let ran = run(&exec, &s, ws.path(), finalize, &policy()).await;
+    assert_eq!(ran.outcome.output, "end of block\nbye\n");
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("unclosed.txt")).unwrap(),
+        "all of it"
+    );
+    let ran = run(
+        &exec,
+        &s,
+        ws.path(),
+        "import sys\nsys.exit('no config found')",
+        &policy(),
+    )
+    .await;
+    assert_eq!(
+        (ran.outcome.exit_code, ran.outcome.output.as_str()),
+        (1, "no config found\n")
+    );
+    let ran = run(&exec, &s, ws.path(), "import sys\nsys.exit(300)", &policy()).await;
+    assert_eq!(ran.outcome.exit_code, 300 & 0xff);
     exec.shutdown(&s).await;
 }
 
