@@ -1,4 +1,8 @@
 //! The full-screen front end (ratatui): transcript, roster, cost meter, pending-code pane and live
 //! output. Like `headless`, it knows the session only through `Event`s and acts only through `Op`s.
 
+pub mod keymap;
 pub mod model;
+pub mod render;
+pub mod theme;
+pub mod transcript;

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::protocol::{
     AgentActivity, CodeBlock, DecisionKind, EXECUTOR, Event, EventKind, HUMAN, PauseKind,
-    PolicyRule, SessionMode, StreamKind, WaitingOn,
+    PolicyRule, SessionMode, WaitingOn,
 };
 
 pub use cells::{Cell, CellKind, ExecEnd, ExecView, FileMark, OutputChunk, UsageView};
@@ -183,6 +183,8 @@ pub struct SessionView {
     proposed: HashMap<(u64, usize), (String, String)>,
     /// Usage of a call whose message has not arrived yet, per agent.
     pending_usage: HashMap<String, UsageView>,
+    /// Cells changed since the screen last looked (see [`SessionView::take_touched`]).
+    touched: Vec<usize>,
     /// Events folded.
     pub events_seen: u64,
     /// Bumped by every event that changes what is shown.
@@ -267,7 +269,15 @@ impl SessionView {
     fn touch(&mut self, i: usize) {
         if let Some(c) = self.cells.get_mut(i) {
             c.rev += 1;
+            if self.touched.last() != Some(&i) {
+                self.touched.push(i);
+            }
         }
+    }
+
+    /// Cells changed (not added) since the last call: the screen re-measures them.
+    pub fn take_touched(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.touched)
     }
 
     /// Folds one event into the view.

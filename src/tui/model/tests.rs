@@ -1,5 +1,5 @@
 use super::*;
-use crate::protocol::{CodeBlock, FileChange};
+use crate::protocol::{CodeBlock, FileChange, StreamKind};
 
 /// Events of a recorded `--json` stream (persisted events plus deltas).
 pub(crate) fn recorded(text: &str) -> Vec<Event> {
