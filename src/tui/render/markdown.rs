@@ -12,7 +12,7 @@ use ratatui::text::{Line, Span};
 use unicode_width::UnicodeWidthStr;
 
 use super::highlight::Highlighter;
-use super::text::line_spans;
+use super::text::{line_spans, restyle_markers};
 use super::wrap::{pad_to, wrap_hard, wrap_words};
 use crate::text_safety::{code_lines, visible_line};
 use crate::tui::theme::Theme;
@@ -142,7 +142,8 @@ impl<'a, 'c> Writer<'a, 'c> {
         let marker = self.ctx.theme.marker();
         let mut parts = t.split('\n').peekable();
         while let Some(part) = parts.next() {
-            self.inline.extend(line_spans(part, style, marker, 0));
+            self.inline
+                .extend(restyle_markers(line_spans(part, style, marker, 0), marker));
             if parts.peek().is_some() {
                 self.inline.push(Span::styled(" ", style));
             }
@@ -523,52 +524,6 @@ impl<'a, 'c> Writer<'a, 'c> {
     }
 }
 
-/// Keeps marker characters (control pictures, `⟨U+…⟩`) in the marker style after highlighting.
-fn restyle_markers(spans: Vec<Span<'static>>, marker: Style) -> Vec<Span<'static>> {
-    let is_marker_char = |c: char| ('\u{2400}'..='\u{2421}').contains(&c);
-    if !spans
-        .iter()
-        .any(|s| s.content.contains(is_marker_char) || s.content.contains("⟨U+"))
-    {
-        return spans;
-    }
-    let mut out = Vec::new();
-    for s in spans {
-        let text = s.content.to_string();
-        let mut rest = text.as_str();
-        while !rest.is_empty() {
-            let next_pic = rest.find(is_marker_char);
-            let next_u = rest.find("⟨U+");
-            let at = match (next_pic, next_u) {
-                (Some(a), Some(b)) => a.min(b),
-                (Some(a), None) => a,
-                (None, Some(b)) => b,
-                (None, None) => {
-                    out.push(Span::styled(rest.to_string(), s.style));
-                    break;
-                }
-            };
-            if at > 0 {
-                out.push(Span::styled(rest[..at].to_string(), s.style));
-            }
-            let tail = &rest[at..];
-            let len = if tail.starts_with("⟨U+") {
-                tail.find('⟩')
-                    .map(|e| e + '⟩'.len_utf8())
-                    .unwrap_or(tail.len())
-            } else {
-                tail.chars()
-                    .next()
-                    .map(char::len_utf8)
-                    .unwrap_or(tail.len())
-            };
-            out.push(Span::styled(tail[..len].to_string(), marker));
-            rest = &tail[len..];
-        }
-    }
-    out
-}
-
 /// `s` cut or padded to exactly `w` columns.
 fn fit(s: &str, w: usize) -> String {
     let sw = s.width();
@@ -608,7 +563,9 @@ pub fn render_group(src: &str, width: usize, ctx: &MdContext<'_>) -> Rendered {
         waiting: false,
     };
     let opts = Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
-    for ev in Parser::new_ext(src, opts) {
+    // A lone `\r` would end a line for the parser and vanish: show it as its marker instead.
+    let src = lone_cr_visible(src);
+    for ev in Parser::new_ext(&src, opts) {
         w.event(ev);
     }
     // An unclosed fence while streaming: show what came so far as code.
@@ -620,6 +577,23 @@ pub fn render_group(src: &str, width: usize, ctx: &MdContext<'_>) -> Rendered {
         lines: w.lines,
         waiting: w.waiting,
     }
+}
+
+/// `src` with every `\r` that does not start a `\r\n` replaced by its marker `␍`.
+fn lone_cr_visible(src: &str) -> std::borrow::Cow<'_, str> {
+    if !src.contains('\r') {
+        return std::borrow::Cow::Borrowed(src);
+    }
+    let mut out = String::with_capacity(src.len() + 4);
+    let mut chars = src.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\r' && chars.peek() != Some(&'\n') {
+            out.push('␍');
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Where each complete group of `src` ends, looking from byte `from` (which must be a group

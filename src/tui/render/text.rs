@@ -58,6 +58,52 @@ pub fn one_line(text: &str) -> String {
     crate::text_safety::visible_line(text).into_owned()
 }
 
+/// Keeps marker characters (control pictures, `⟨U+…⟩`) in the marker style after highlighting.
+pub fn restyle_markers(spans: Vec<Span<'static>>, marker: Style) -> Vec<Span<'static>> {
+    let is_marker_char = |c: char| ('\u{2400}'..='\u{2421}').contains(&c);
+    if !spans
+        .iter()
+        .any(|s| s.content.contains(is_marker_char) || s.content.contains("⟨U+"))
+    {
+        return spans;
+    }
+    let mut out = Vec::new();
+    for s in spans {
+        let text = s.content.to_string();
+        let mut rest = text.as_str();
+        while !rest.is_empty() {
+            let next_pic = rest.find(is_marker_char);
+            let next_u = rest.find("⟨U+");
+            let at = match (next_pic, next_u) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => {
+                    out.push(Span::styled(rest.to_string(), s.style));
+                    break;
+                }
+            };
+            if at > 0 {
+                out.push(Span::styled(rest[..at].to_string(), s.style));
+            }
+            let tail = &rest[at..];
+            let len = if tail.starts_with("⟨U+") {
+                tail.find('⟩')
+                    .map(|e| e + '⟩'.len_utf8())
+                    .unwrap_or(tail.len())
+            } else {
+                tail.chars()
+                    .next()
+                    .map(char::len_utf8)
+                    .unwrap_or(tail.len())
+            };
+            out.push(Span::styled(tail[..len].to_string(), marker));
+            rest = &tail[len..];
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
