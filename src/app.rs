@@ -45,6 +45,8 @@ struct Context_ {
     config_path: Option<PathBuf>,
     data_dir: PathBuf,
     image: Option<String>,
+    /// Theme of the TUI (`--theme`, else config `theme`, else dark).
+    theme: String,
 }
 
 /// Runs the command line; returns the process exit code.
@@ -121,11 +123,17 @@ fn context(cli: &Cli) -> anyhow::Result<Context_> {
             config::THEMES.join(", ")
         );
     }
+    let theme = cli
+        .theme
+        .clone()
+        .or_else(|| config.theme.clone())
+        .unwrap_or_else(|| "dark".to_string());
     Ok(Context_ {
         config,
         config_path,
         data_dir,
         image,
+        theme,
     })
 }
 
@@ -346,12 +354,19 @@ impl EventSink for StoreSink {
     }
 }
 
-fn headless_note(front: &FrontEnd) {
-    if !front.headless {
-        eprintln!(
-            "proctor: the full-screen TUI is not in this build yet; using the console front end (--headless)"
-        );
+/// Whether this run gets the TUI: not asked for `--headless`/`--json`, and stdin and stdout are
+/// terminals. Falling back says so in one line.
+fn wants_tui(front: &FrontEnd) -> bool {
+    if front.headless || front.json {
+        return false;
     }
+    if proctor::tui::available() {
+        return true;
+    }
+    eprintln!(
+        "proctor: stdin or stdout is not a terminal; using the console front end (--headless)"
+    );
+    false
 }
 
 async fn session_new(
@@ -361,7 +376,7 @@ async fn session_new(
     front: FrontEnd,
     script: Option<Script>,
 ) -> anyhow::Result<i32> {
-    headless_note(&front);
+    let tui = wants_tui(&front);
     let (models, _) = build_models(ctx, &team, script.as_ref(), false, &HashMap::new())?;
     let prices = if script.is_some() {
         demo_prices(ctx)
@@ -394,7 +409,7 @@ async fn session_new(
         seed: None,
         image_override: ctx.image.clone(),
     };
-    drive(setup, &front, &id).await
+    drive_with(setup, &front, &id, None, ctx, tui, Vec::new()).await
 }
 
 async fn session_resume(
@@ -411,9 +426,11 @@ async fn session_resume(
             .ok_or_else(|| anyhow!("no saved sessions in {}", ctx.data_dir.display()))?,
     };
     let (events, report, writer) = store.open_existing(&id)?;
-    headless_note(&front);
+    let tui = wants_tui(&front);
+    // Shown at the top of the TUI, or on stderr for the console.
+    let mut notes = Vec::new();
     for w in report.warnings() {
-        eprintln!("proctor: session {id}: {w}");
+        notes.push(format!("session {id}: {w}"));
     }
     let team = events
         .iter()
@@ -437,9 +454,14 @@ async fn session_resume(
     let (models, problems) =
         build_models(ctx, &team, demo_script.as_ref(), true, &calls_made(&events))?;
     for p in &problems {
-        eprintln!(
-            "proctor: session {id} opens without a model: {p}; agents using it cannot speak until this is fixed"
-        );
+        notes.push(format!(
+            "session {id} opens without a model: {p}; agents using it cannot speak until this is fixed"
+        ));
+    }
+    if !tui {
+        for n in notes.drain(..) {
+            eprintln!("proctor: {n}");
+        }
     }
     let logged_mode = events.iter().fold(SessionMode::Gate, |m, e| match &e.kind {
         EventKind::SessionStarted { mode, .. } | EventKind::ModeChanged { mode } => *mode,
@@ -461,18 +483,27 @@ async fn session_resume(
         image_override: ctx.image.clone(),
     };
     let wanted = (front.approve.is_some() || front.mode.is_some()).then(|| front.session_mode());
-    drive_with(setup, &front, &id, wanted.filter(|m| *m != logged_mode)).await
+    drive_with(
+        setup,
+        &front,
+        &id,
+        wanted.filter(|m| *m != logged_mode),
+        ctx,
+        tui,
+        notes,
+    )
+    .await
 }
 
-async fn drive(setup: SessionSetup, front: &FrontEnd, id: &str) -> anyhow::Result<i32> {
-    drive_with(setup, front, id, None).await
-}
-
+#[allow(clippy::too_many_arguments)]
 async fn drive_with(
     setup: SessionSetup,
     front: &FrontEnd,
     id: &str,
     set_mode: Option<SessionMode>,
+    ctx: &Context_,
+    tui: bool,
+    notes: Vec<String>,
 ) -> anyhow::Result<i32> {
     let executor = setup.executor.clone();
     // Sandboxes left by a proctor that died (this session's too, after a crash): removed in the
@@ -480,9 +511,23 @@ async fn drive_with(
     let sweep = tokio::spawn(async move {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), sweep_orphans(&[])).await;
     });
+    let workspace = setup.workspace.clone();
     let handle = start(setup);
     if let Some(mode) = set_mode {
         let _ = handle.ops.send(Op::SetMode { mode });
+    }
+    if tui {
+        let opts = proctor::tui::TuiOptions {
+            theme: ctx.theme.clone(),
+            no_color: proctor::tui::theme::Theme::no_color_requested(),
+            keys: ctx.config.keys.clone(),
+            notes,
+            workspace: Some(workspace),
+        };
+        let report = proctor::tui::run(handle, opts).await?;
+        executor.shutdown(id).await;
+        let _ = sweep.await;
+        return Ok(tui_exit(id, &report));
     }
     let opts = HeadlessOptions {
         json: front.json,
@@ -525,6 +570,44 @@ async fn drive_with(
         }
     }
     Ok(outcome.exit_code())
+}
+
+/// After the TUI: the session, its cost and how to resume it on stdout; for a non-zero exit the
+/// one-line reason on stderr. Returns the exit code.
+fn tui_exit(id: &str, report: &proctor::tui::TuiReport) -> i32 {
+    use proctor::tui::TuiOutcome;
+    let approx = if report.estimated { "≈" } else { "" };
+    let unpriced = if report.unpriced {
+        " + unpriced calls"
+    } else {
+        ""
+    };
+    let state = match &report.outcome {
+        TuiOutcome::Terminated(reason) => {
+            format!("ended: {}", proctor::text_safety::excerpt(reason, 200))
+        }
+        TuiOutcome::Quit(what) => format!("saved ({what})"),
+        TuiOutcome::Signal(sig) => format!("saved ({sig})"),
+        TuiOutcome::TerminalLost => "saved (the terminal went away)".to_string(),
+    };
+    outln!(
+        "session {id} · cost {approx}${:.4}{unpriced} · {state}",
+        report.usd
+    );
+    outln!("proctor resume {id}");
+    match &report.outcome {
+        TuiOutcome::Terminated(_) => {}
+        TuiOutcome::Quit(what) => eprintln!(
+            "proctor: you quit while {what}; session {id} saved — `proctor resume {id}` continues it"
+        ),
+        TuiOutcome::Signal(sig) => eprintln!(
+            "proctor: {sig}: sandbox removed; session {id} saved — `proctor resume {id}` continues it"
+        ),
+        TuiOutcome::TerminalLost => eprintln!(
+            "proctor: the terminal went away; session {id} saved — `proctor resume {id}` continues it"
+        ),
+    }
+    report.outcome.exit_code()
 }
 
 async fn shutdown_signal() -> &'static str {

@@ -177,6 +177,8 @@ pub enum Request {
         block: usize,
         /// The agent's code.
         code: String,
+        /// Its language (the file's suffix).
+        language: String,
     },
 }
 
@@ -971,6 +973,7 @@ impl App {
                 id,
                 block,
                 code: b.code.clone(),
+                language: b.language.clone(),
             }),
             _ => {}
         }
