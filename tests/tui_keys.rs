@@ -210,7 +210,8 @@ fn capital_e_hands_the_code_to_the_editor_then_confirms_the_diff() {
         vec![Request::ExternalEdit {
             id: 3,
             block: 0,
-            code: CODE0.into()
+            code: CODE0.into(),
+            language: "python".into()
         }]
     );
     assert!(app.take_ops().is_empty());
