@@ -164,7 +164,7 @@ fn e_edits_in_place_and_only_the_confirmed_diff_is_sent() {
     assert!(app.take_ops().is_empty(), "typing sends nothing");
     app.on_key(ctrl('s'));
     assert!(
-        matches!(&app.pane, PaneMode::DiffConfirm { code } if code == "print('hello') # checked")
+        matches!(&app.pane, PaneMode::DiffConfirm { code, .. } if code == "print('hello') # checked")
     );
     let screen = text(&draw(&mut app, 100, 30));
     assert!(screen.contains("+print('hello') # checked"), "{screen}");

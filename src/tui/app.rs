@@ -109,6 +109,8 @@ pub enum PaneMode {
     DiffConfirm {
         /// The edited code.
         code: String,
+        /// First diff line shown.
+        scroll: usize,
     },
     /// Typing a rejection reason.
     Reason(Box<TextArea<'static>>),
@@ -278,6 +280,8 @@ pub struct App {
 fn text_area(lines: Vec<String>) -> TextArea<'static> {
     let mut t = TextArea::new(lines);
     t.set_cursor_line_style(ratatui::style::Style::new());
+    // Everything typed stays in view: long lines wrap instead of scrolling sideways.
+    t.set_wrap_mode(ratatui_textarea::WrapMode::WordOrGlyph);
     t
 }
 
@@ -996,7 +1000,7 @@ impl App {
         match result {
             Ok(code) => {
                 self.focus = Focus::Approval;
-                self.pane = PaneMode::DiffConfirm { code };
+                self.pane = PaneMode::DiffConfirm { code, scroll: 0 };
             }
             Err(e) => self.say(e),
         }
@@ -1022,13 +1026,17 @@ impl App {
                 }
                 KeyCode::Char('s') if ctrl => {
                     let code = area_text(t);
-                    self.pane = PaneMode::DiffConfirm { code };
+                    self.pane = PaneMode::DiffConfirm { code, scroll: 0 };
                 }
                 _ => {
                     t.input(key);
                 }
             },
-            PaneMode::DiffConfirm { code } => match key.code {
+            PaneMode::DiffConfirm { code, scroll } => match key.code {
+                KeyCode::Down | KeyCode::Char('j') => *scroll += 1,
+                KeyCode::Up | KeyCode::Char('k') => *scroll = scroll.saturating_sub(1),
+                KeyCode::PageDown => *scroll += self.code_rows.max(2) - 1,
+                KeyCode::PageUp => *scroll = scroll.saturating_sub(self.code_rows.max(2) - 1),
                 KeyCode::Char('y') if !ctrl => {
                     let code = code.clone();
                     self.send_decision(

@@ -54,8 +54,15 @@ pub fn enter() -> io::Result<Tui> {
         return Err(e);
     }
     let mut t = Terminal::new(CrosstermBackend::new(io::stdout()))?;
-    t.clear()?;
+    clear(&mut t)?;
     Ok(t)
+}
+
+/// Clears the screen and forgets what was drawn, so the next frame is drawn whole. (Not
+/// `Terminal::clear`: that asks the terminal where its cursor is, and waits for the answer.)
+fn clear(t: &mut Tui) -> io::Result<()> {
+    let size = t.size()?;
+    t.resize(ratatui::layout::Rect::new(0, 0, size.width, size.height))
 }
 
 /// Puts the terminal back as it was (idempotent; errors are ignored: the terminal may be gone).
@@ -80,7 +87,7 @@ pub fn restore() {
 pub fn reenter(t: &mut Tui) -> io::Result<()> {
     ENTERED.store(true, Ordering::SeqCst);
     set_modes(&mut io::stdout())?;
-    t.clear()
+    clear(t)
 }
 
 fn install_panic_hook() {

@@ -146,9 +146,9 @@ pub fn pane(app: &mut App, f: &mut Frame<'_>, area: Rect) {
         return;
     }
     if shown == Shown::Diff {
-        let code = match &app.pane {
-            PaneMode::DiffConfirm { code } => code.clone(),
-            _ => String::new(),
+        let (code, scroll) = match &app.pane {
+            PaneMode::DiffConfirm { code, scroll } => (code.clone(), *scroll),
+            _ => (String::new(), 0),
         };
         let original = b.map(|b| b.code.clone()).unwrap_or_default();
         let diff = crate::store::diff::unified(&original, &code, "agent's version", "your edit");
@@ -159,7 +159,7 @@ pub fn pane(app: &mut App, f: &mut Frame<'_>, area: Rect) {
             ))]
         } else {
             diff.lines()
-                .map(|d| {
+                .flat_map(|d| {
                     let st = if d.starts_with('+') {
                         theme.success()
                     } else if d.starts_with('-') {
@@ -169,14 +169,29 @@ pub fn pane(app: &mut App, f: &mut Frame<'_>, area: Rect) {
                     } else {
                         theme.base()
                     };
-                    Line::from(line_spans(d, st, theme.marker(), 0))
+                    wrap_hard(
+                        &line_spans(d, st, theme.marker(), 0),
+                        body.width as usize,
+                        &[],
+                        &[Span::styled(" ┆", theme.muted())],
+                    )
                 })
                 .collect()
         };
-        f.render_widget(Paragraph::new(lines), body);
+        app.code_rows = body.height as usize;
+        let max = lines.len().saturating_sub(body.height as usize);
+        let shown: Vec<Line<'static>> = lines.into_iter().skip(scroll.min(max)).collect();
+        f.render_widget(Paragraph::new(shown), body);
         f.render_widget(
             Paragraph::new(Line::from(vec![
-                Span::styled("run the edited code? ", theme.warning()),
+                Span::styled(
+                    if max > scroll {
+                        "j/k scroll · run the edited code? "
+                    } else {
+                        "run the edited code? "
+                    },
+                    theme.warning(),
+                ),
                 Span::styled("y", key),
                 Span::styled(" yes · ", label),
                 Span::styled("e", key),

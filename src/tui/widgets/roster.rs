@@ -37,6 +37,25 @@ pub fn state(app: &App, a: &AgentView) -> (&'static str, &'static str, Style) {
     }
 }
 
+/// `model · tokens · cost` in `width` columns, the model name cut first.
+fn detail(a: &AgentView, width: usize) -> String {
+    let spend = spend(a);
+    let model = a.model.rsplit('/').next().unwrap_or(&a.model);
+    let model = crate::tui::render::text::one_line(model);
+    let room = width.saturating_sub(unicode_width::UnicodeWidthStr::width(spend.as_str()) + 3);
+    if room < 4 {
+        return spend;
+    }
+    let shown: String = if unicode_width::UnicodeWidthStr::width(model.as_str()) > room {
+        let mut s: String = model.chars().take(room - 1).collect();
+        s.push('…');
+        s
+    } else {
+        model
+    };
+    format!("{shown} · {spend}")
+}
+
 fn spend(a: &AgentView) -> String {
     let s = &a.spend;
     let approx = if s.estimated_calls > 0 { "≈" } else { "" };
@@ -99,9 +118,9 @@ pub fn panel(app: &App, f: &mut Frame<'_>, area: Rect) {
         }
         lines.push(Line::from(first));
         if two_lines {
-            let model = a.model.rsplit('/').next().unwrap_or(&a.model);
+            let w = (inner.width as usize).saturating_sub(4);
             lines.push(Line::from(Span::styled(
-                format!("    {} · {}", one_line(model), spend(a)),
+                format!("    {}", detail(a, w)),
                 theme.muted(),
             )));
         }
