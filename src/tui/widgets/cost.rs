@@ -109,7 +109,11 @@ pub fn panel(app: &App, f: &mut Frame<'_>, area: Rect) {
     )));
     if s.unpriced_calls > 0 {
         lines.push(Line::from(Span::styled(
-            format!("{} calls unpriced", s.unpriced_calls),
+            format!(
+                "{} call{} unpriced",
+                s.unpriced_calls,
+                if s.unpriced_calls == 1 { "" } else { "s" }
+            ),
             theme.warning(),
         )));
     }

@@ -282,7 +282,7 @@ pub fn draw(app: &App, f: &mut Frame<'_>, screen: Rect) {
             let s = &app.view.spend;
             let mut lines = vec![Line::from(Span::styled(
                 format!(
-                    "{:<28} {:>7} {:>8} {:>8} {:>7} {:>10}",
+                    "{:<26} {:>6} {:>7} {:>7} {:>7} {:>18}",
                     "model", "calls", "in", "cached", "out", "USD"
                 ),
                 theme.muted(),
@@ -296,7 +296,7 @@ pub fn draw(app: &App, f: &mut Frame<'_>, screen: Rect) {
                 };
                 lines.push(Line::from(Span::styled(
                     format!(
-                        "{:<28} {:>7} {:>8} {:>8} {:>7} {:>10}",
+                        "{:<26} {:>6} {:>7} {:>7} {:>7} {:>18}",
                         one_line(&m),
                         r.calls,
                         tokens(r.input_tokens),
@@ -309,7 +309,7 @@ pub fn draw(app: &App, f: &mut Frame<'_>, screen: Rect) {
             }
             lines.push(Line::from(Span::styled(
                 format!(
-                    "{:<28} {:>7} {:>8} {:>8} {:>7} {:>10}",
+                    "{:<26} {:>6} {:>7} {:>7} {:>7} {:>18}",
                     "session",
                     s.calls,
                     tokens(s.input_tokens),
@@ -331,7 +331,7 @@ pub fn draw(app: &App, f: &mut Frame<'_>, screen: Rect) {
                 screen,
                 "cost per model — Esc closes",
                 lines,
-                w.max(76).min(screen.width),
+                82.min(screen.width),
                 0,
             );
         }
