@@ -402,7 +402,7 @@ fn approve_edit_reject_see_outputs_and_cost_quit_then_resume_shows_the_same_tran
 }
 
 #[test]
-fn quit_with_an_approval_open_sends_nothing_and_resume_asks_again() {
+fn quit_or_hangup_with_an_approval_open_sends_nothing_and_resume_asks_again() {
     let (_guard, dir) = tempdir();
     let url = serve(vec![
         "```python\nprint('resumed-ok')\n```\n".into(),
@@ -436,6 +436,23 @@ fn quit_with_an_approval_open_sends_nothing_and_resume_asks_again() {
     assert!(
         !evs.iter().any(|e| e["type"] == "approval_resolved"),
         "quitting decided nothing"
+    );
+
+    // A hang-up (the terminal closed) with the approval open: nothing is decided either.
+    let mut h = Pty::proctor(&["resume", &id], &dir, &[]);
+    h.wait_for("approval #1 · block 1/1");
+    h.wait_for("y approve · n reject");
+    let pid = h.child.process_id().expect("pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(h.wait_exit(), 129);
+    let evs = events(&data, &id);
+    assert!(
+        !evs.iter().any(|e| e["type"] == "approval_resolved"),
+        "a hang-up decided nothing"
     );
 
     let mut r = Pty::proctor(&["resume", &id], &dir, &[]);

@@ -518,6 +518,9 @@ impl fmt::Display for Key {
         }
         match self.code {
             KeyCode::Char(' ') => write!(f, "Space"),
+            KeyCode::Char(c) if self.mods.contains(KeyModifiers::CONTROL) => {
+                write!(f, "{}", c.to_ascii_uppercase())
+            }
             KeyCode::Char(c) => write!(f, "{c}"),
             KeyCode::Esc => write!(f, "Esc"),
             KeyCode::Enter => write!(f, "Enter"),
@@ -758,13 +761,13 @@ mod tests {
         .map(|(a, b)| (a.to_string(), b.to_string()))
         .collect();
         let (m, problems) = Keymap::with_overrides(&o);
-        assert_eq!(m.describe(Action::Approve), "Ctrl-y");
+        assert_eq!(m.describe(Action::Approve), "Ctrl-Y");
         assert_eq!(m.describe(Action::Help), "F1");
         assert_eq!(m.describe(Action::Reject), "n", "Enter never decides");
         assert_eq!(m.describe(Action::Skip), "s");
         assert_eq!(m.describe(Action::Pause), "p");
         assert_eq!(m.describe(Action::Workspace), "f", "q is quit's");
-        assert_eq!(m.describe(Action::Quit), "q/Ctrl-c");
+        assert_eq!(m.describe(Action::Quit), "q/Ctrl-C");
         let all = problems.join("\n");
         for needle in [
             "nonsense: no such action",
@@ -783,8 +786,8 @@ mod tests {
         for (s, shown) in [
             ("y", "y"),
             ("Y", "Y"),
-            ("ctrl-c", "Ctrl-c"),
-            ("Ctrl-C", "Ctrl-c"),
+            ("ctrl-c", "Ctrl-C"),
+            ("Ctrl-C", "Ctrl-C"),
             ("alt-x", "Alt-x"),
             ("esc", "Esc"),
             ("pgdn", "PgDn"),

@@ -6,9 +6,12 @@ pub mod markdown;
 pub mod text;
 pub mod wrap;
 
-/// Dollars: four decimals below $10, two above.
+/// Dollars: four decimals below $10, two above; a cost too small for four decimals is
+/// `<$0.0001`, not `$0.0000`.
 pub fn usd(x: f64) -> String {
-    if x.abs() < 10.0 {
+    if x > 0.0 && x < 0.00005 {
+        "<$0.0001".to_string()
+    } else if x.abs() < 10.0 {
         format!("${x:.4}")
     } else {
         format!("${x:.2}")
@@ -52,6 +55,8 @@ mod tests {
     fn numbers_read_well() {
         assert_eq!(usd(0.00042), "$0.0004");
         assert_eq!(usd(12.5), "$12.50");
+        assert_eq!(usd(0.00002), "<$0.0001");
+        assert_eq!(usd(0.0), "$0.0000");
         assert_eq!(tokens(999), "999");
         assert_eq!(tokens(12_345), "12.3k");
         assert_eq!(tokens(4_100_000), "4.1M");

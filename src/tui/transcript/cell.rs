@@ -287,24 +287,21 @@ fn output_lines(x: &ExecView, width: usize, ctx: &CellContext<'_>) -> Vec<Line<'
 pub fn render_cell(kind: &CellKind, width: usize, ctx: &CellContext<'_>) -> Vec<Line<'static>> {
     let theme = ctx.theme;
     match kind {
-        CellKind::SessionStart { team, task } => {
-            let mut l = vec![Line::from(vec![
+        // The task follows as the human's first message.
+        CellKind::SessionStart { team, .. } => vec![
+            Line::from(vec![
                 Span::styled("proctor", theme.accent().add_modifier(Modifier::BOLD)),
-                Span::styled(format!(" · team {}", one_line(team)), theme.muted()),
-            ])];
-            if !task.trim().is_empty() {
-                l.extend(wrap_text(
-                    task,
-                    theme.base(),
-                    width,
-                    vec![Span::styled("task: ", theme.muted())],
-                    vec![Span::raw("      ")],
-                    ctx,
-                ));
-            }
-            l.push(Line::default());
-            l
-        }
+                Span::styled(
+                    format!(
+                        " · team {} · session {}",
+                        one_line(team),
+                        one_line(&ctx.view.session)
+                    ),
+                    theme.muted(),
+                ),
+            ]),
+            Line::default(),
+        ],
         CellKind::Message { .. } => Vec::new(),
         CellKind::SpeakerNote { agent, note } => {
             let mut l = vec![
@@ -557,10 +554,14 @@ pub fn render_cell(kind: &CellKind, width: usize, ctx: &CellContext<'_>) -> Vec<
             let mut l = entry(
                 "⏸",
                 theme.warning(),
-                &format!(
-                    "paused ({}): {reason}",
-                    crate::store::export::pause_name(*kind)
-                ),
+                &match kind {
+                    // The human's own pause says so in its reason.
+                    crate::protocol::PauseKind::Human => format!("paused: {reason}"),
+                    _ => format!(
+                        "paused ({}): {reason}",
+                        crate::store::export::pause_name(*kind)
+                    ),
+                },
                 width,
                 ctx,
             );

@@ -66,9 +66,10 @@ pub fn draw(app: &App, f: &mut Frame<'_>, screen: Rect) {
     let w = screen.width.saturating_sub(4).min(76);
     match modal {
         Modal::Help { scroll } => {
-            let lines = crate::tui::widgets::help::lines(app);
+            let hw = screen.width.saturating_sub(4).min(100);
             let h = screen.height.saturating_sub(2);
-            let area = centered(screen, w, h);
+            let area = centered(screen, hw, h);
+            let lines = crate::tui::widgets::help::lines(app, hw.saturating_sub(2) as usize);
             f.render_widget(Clear, area);
             let block = frame_block(app, "keys — Esc closes");
             let inner = block.inner(area);

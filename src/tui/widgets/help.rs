@@ -57,8 +57,9 @@ pub const FIXED: &[(&str, &[(&str, &str)])] = &[
     ),
 ];
 
-/// The help's lines.
-pub fn lines(app: &App) -> Vec<Line<'static>> {
+/// The help's lines for a dialog `width` columns wide (each action's `[keys]` name on the right
+/// where it fits).
+pub fn lines(app: &App, width: usize) -> Vec<Line<'static>> {
     let theme = &app.theme;
     let key = theme
         .accent()
@@ -77,11 +78,19 @@ pub fn lines(app: &App) -> Vec<Line<'static>> {
         )));
         for a in ACTIONS.iter().filter(|a| a.scope == scope) {
             let keys = app.keymap.describe(a.action);
-            out.push(Line::from(vec![
+            let left = format!("  {keys:<14}{}", a.help);
+            let used = unicode_width::UnicodeWidthStr::width(left.as_str());
+            let mut spans = vec![
                 Span::styled(format!("  {keys:<14}"), key),
                 Span::styled(a.help.to_string(), theme.base()),
-                Span::styled(format!("  [{}]", a.name), theme.muted()),
-            ]));
+            ];
+            if used + a.name.len() + 2 <= width {
+                spans.push(Span::styled(
+                    format!("{}{}", " ".repeat(width - used - a.name.len()), a.name),
+                    theme.muted(),
+                ));
+            }
+            out.push(Line::from(spans));
         }
         out.push(Line::default());
     }
@@ -98,6 +107,6 @@ pub fn lines(app: &App) -> Vec<Line<'static>> {
         }
         out.push(Line::default());
     }
-    out.push(Line::from(Span::styled("Decision keys act only while the pending-code pane has focus; Enter, Esc, Ctrl-C and a paste never decide. [name]: the action's name for [keys] in config.toml.", theme.muted())));
+    out.push(Line::from(Span::styled("Decision keys act only while the pending-code pane has focus; Enter, Esc, Ctrl-C and a paste never decide. On the right: each action's name for [keys] in config.toml.", theme.muted())));
     out
 }

@@ -62,6 +62,34 @@ pub fn draw(app: &App, f: &mut Frame<'_>, area: Rect) {
         .accent()
         .remove_modifier(ratatui::style::Modifier::UNDERLINED);
     let label = theme.muted();
+    // What needs saying now, on the right.
+    let mut right: Vec<Span<'static>> = Vec::new();
+    if let Some((text, _)) = &app.flash {
+        right.push(Span::styled(format!(" {text} "), theme.warning()));
+    } else if app.view.open_approval().is_some() && app.focus != Focus::Approval {
+        right.push(Span::styled(
+            format!(
+                " approval pending — {} ",
+                app.keymap.describe(Action::FocusNext)
+            ),
+            theme
+                .warning()
+                .add_modifier(ratatui::style::Modifier::REVERSED),
+        ));
+    } else if let Some(p) = &app.view.pull {
+        let pct = (p.current * 100).checked_div(p.total).unwrap_or(0);
+        right.push(Span::styled(
+            format!(
+                " pulling {} {} {pct}% ({}/{} layers) ",
+                crate::tui::render::text::one_line(&p.image),
+                crate::tui::widgets::cost::gauge(pct as f64 / 100.0, 10),
+                p.layers_done,
+                p.layers
+            ),
+            theme.accent(),
+        ));
+    }
+    let right_w = Line::from(right.clone()).width();
     let mut left: Vec<Span<'static>> = if app.search_input.is_some() {
         let q = app
             .search_input
@@ -115,35 +143,14 @@ pub fn draw(app: &App, f: &mut Frame<'_>, area: Rect) {
             ],
         }
     } else {
-        hint_line(&app.keymap.hints(pane_actions(app.focus)), key, label)
+        // As many hints as fit whole, in order.
+        let room = (area.width as usize).saturating_sub(right_w + 1);
+        let mut hints = app.keymap.hints(pane_actions(app.focus));
+        while !hints.is_empty() && Line::from(hint_line(&hints, key, label)).width() > room {
+            hints.pop();
+        }
+        hint_line(&hints, key, label)
     };
-    // What needs saying now, on the right.
-    let mut right: Vec<Span<'static>> = Vec::new();
-    if let Some((text, _)) = &app.flash {
-        right.push(Span::styled(format!(" {text} "), theme.warning()));
-    } else if app.view.open_approval().is_some() && app.focus != Focus::Approval {
-        right.push(Span::styled(
-            format!(
-                " approval pending — {} ",
-                app.keymap.describe(Action::FocusNext)
-            ),
-            theme
-                .warning()
-                .add_modifier(ratatui::style::Modifier::REVERSED),
-        ));
-    } else if let Some(p) = &app.view.pull {
-        let pct = (p.current * 100).checked_div(p.total).unwrap_or(0);
-        right.push(Span::styled(
-            format!(
-                " pulling {} {} {pct}% ({}/{} layers) ",
-                crate::tui::render::text::one_line(&p.image),
-                crate::tui::widgets::cost::gauge(pct as f64 / 100.0, 10),
-                p.layers_done,
-                p.layers
-            ),
-            theme.accent(),
-        ));
-    }
     let right_line = Line::from(right);
     let rw = (right_line.width() as u16).min(area.width);
     let left_w = area.width.saturating_sub(rw);
