@@ -17,12 +17,19 @@ use super::wrap::{pad_to, wrap_hard, wrap_words};
 use crate::text_safety::{code_lines, visible_line};
 use crate::tui::theme::Theme;
 
+/// Lines of a long code block shown before the fold.
+pub const CODE_FOLD_HEAD: usize = 20;
+/// Lines of a long code block shown after the fold.
+pub const CODE_FOLD_TAIL: usize = 5;
+
 /// What the writer needs besides the text.
 pub struct MdContext<'a> {
     /// Roles.
     pub theme: &'a Theme,
     /// Code colours.
     pub highlighter: &'a Highlighter,
+    /// Long code blocks shown whole (else folded to head and tail).
+    pub expand: bool,
 }
 
 /// Lines of one rendering, and whether some code waits for its colours.
@@ -60,6 +67,10 @@ struct Writer<'a, 'c> {
     table: Option<Table>,
     gap: bool,
     waiting: bool,
+    /// The group ends inside a fence that is not closed yet (a message still streaming).
+    open_fence: bool,
+    /// The event being written reaches the end of the group.
+    at_end: bool,
 }
 
 impl<'a, 'c> Writer<'a, 'c> {
@@ -166,10 +177,13 @@ impl<'a, 'c> Writer<'a, 'c> {
             .extend(line_spans(&t.replace('\n', " "), style, marker, 0));
     }
 
-    fn code_block(&mut self, lang: &str, code: &str) {
+    /// A fenced block: its language, then its lines as the interpreter sees them, highlighted
+    /// once the fence is closed (`complete`). Long blocks fold to head and tail unless expanded
+    /// (the pending-code pane shows a proposed block whole).
+    fn code_block(&mut self, lang: &str, code: &str, complete: bool) {
         let theme = self.ctx.theme;
         let language = lang.split_whitespace().next().unwrap_or("").to_string();
-        let lines = code_lines(code.strip_suffix('\n').unwrap_or(code), &language);
+        let mut lines = code_lines(code.strip_suffix('\n').unwrap_or(code), &language);
         let (_, rest) = self.prefixes();
         let indent_w = rest.iter().map(|s| s.content.width()).sum::<usize>() + 2;
         let mut prefix = rest.clone();
@@ -182,14 +196,39 @@ impl<'a, 'c> Writer<'a, 'c> {
             ));
             self.emit(vec![Line::from(l)]);
         }
-        let colored = self.ctx.highlighter.get(&lines, &language);
-        if colored.is_none() && self.ctx.highlighter.enabled() {
-            self.waiting = true;
+        // (first line of the tail, lines folded away)
+        let mut fold: Option<(usize, usize)> = None;
+        if !self.ctx.expand && lines.len() > CODE_FOLD_HEAD + CODE_FOLD_TAIL + 1 {
+            let tail = lines.split_off(lines.len() - CODE_FOLD_TAIL);
+            let folded = lines.len() - CODE_FOLD_HEAD;
+            lines.truncate(CODE_FOLD_HEAD);
+            fold = Some((lines.len(), folded));
+            lines.extend(tail);
         }
+        // A block still streaming is shown plain: its colours come once it is complete.
+        let colored = if complete && fold.is_none() {
+            let c = self.ctx.highlighter.get(&lines, &language);
+            if c.is_none() && self.ctx.highlighter.enabled() {
+                self.waiting = true;
+            }
+            c
+        } else {
+            None
+        };
         let base = theme.code();
         let width = self.width.max(indent_w + 1);
-        let mut out = Vec::with_capacity(lines.len());
+        let mut out = Vec::with_capacity(lines.len() + 1);
         for (i, line) in lines.iter().enumerate() {
+            if let Some((at, n)) = fold
+                && i == at
+            {
+                let mut l = rest.clone();
+                l.push(Span::styled(
+                    format!("  ┆ … {n} more lines (o shows all)"),
+                    theme.muted(),
+                ));
+                out.push(Line::from(l));
+            }
             let spans: Vec<Span<'static>> = match colored.as_ref().and_then(|c| c.get(i)) {
                 Some(pieces) => pieces
                     .iter()
@@ -407,7 +446,8 @@ impl<'a, 'c> Writer<'a, 'c> {
                 }
                 TagEnd::CodeBlock => {
                     if let Some((lang, code)) = self.code.take() {
-                        self.code_block(&lang, &code);
+                        let complete = !(self.open_fence && self.at_end);
+                        self.code_block(&lang, &code, complete);
                     }
                     self.gap = true;
                 }
@@ -480,7 +520,7 @@ impl<'a, 'c> Writer<'a, 'c> {
             Md::Code(t) | Md::InlineMath(t) => self.inline_code(&t),
             Md::DisplayMath(t) => {
                 self.block_start();
-                self.code_block("", &t);
+                self.code_block("", &t, true);
                 self.gap = true;
             }
             Md::Html(t) => {
@@ -561,16 +601,20 @@ pub fn render_group(src: &str, width: usize, ctx: &MdContext<'_>) -> Rendered {
         table: None,
         gap: false,
         waiting: false,
+        open_fence: false,
+        at_end: false,
     };
     let opts = Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
     // A lone `\r` would end a line for the parser and vanish: show it as its marker instead.
     let src = lone_cr_visible(src);
-    for ev in Parser::new_ext(&src, opts) {
+    w.open_fence = ends_in_open_fence(&src);
+    for (ev, range) in Parser::new_ext(&src, opts).into_offset_iter() {
+        w.at_end = range.end >= src.len();
         w.event(ev);
     }
     // An unclosed fence while streaming: show what came so far as code.
     if let Some((lang, code)) = w.code.take() {
-        w.code_block(&lang, &code);
+        w.code_block(&lang, &code, false);
     }
     w.flush_inline();
     Rendered {
@@ -594,6 +638,35 @@ fn lone_cr_visible(src: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     std::borrow::Cow::Owned(out)
+}
+
+/// Whether `src` ends inside a code fence that has not been closed.
+fn ends_in_open_fence(src: &str) -> bool {
+    let mut fence: Option<(char, usize)> = None;
+    for line in src.split('\n') {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if indent >= 4 {
+            continue;
+        }
+        match fence {
+            Some((ch, n)) => {
+                let run = trimmed.chars().take_while(|c| *c == ch).count();
+                if run >= n && trimmed[run * ch.len_utf8()..].trim().is_empty() {
+                    fence = None;
+                }
+            }
+            None => {
+                for ch in ['`', '~'] {
+                    let run = trimmed.chars().take_while(|c| *c == ch).count();
+                    if run >= 3 {
+                        fence = Some((ch, run));
+                    }
+                }
+            }
+        }
+    }
+    fence.is_some()
 }
 
 /// Where each complete group of `src` ends, looking from byte `from` (which must be a group
@@ -689,6 +762,7 @@ mod tests {
         let ctx = MdContext {
             theme: &theme,
             highlighter: &hl,
+            expand: false,
         };
         plain(&render(src, width, &ctx))
     }
@@ -725,6 +799,53 @@ mod tests {
         assert!(!all.contains('\x1b') && !all.contains('\x07'), "{all:?}");
         assert!(all.contains("␛]52;c;ZXZpbA==␇"));
         assert!(all.contains("echo ␛[2J"));
+    }
+
+    #[test]
+    fn long_code_folds_to_head_and_tail_unless_expanded_and_a_growing_fence_is_not_highlighted() {
+        let theme = Theme::load("dark", false).unwrap();
+        let hl = Highlighter::inline(Some("base16-ocean.dark".into()));
+        let code: String = (0..100).map(|i| format!("x{i} = {i}\n")).collect();
+        let src = format!("```python\n{code}```\n");
+        let folded = render(
+            &src,
+            60,
+            &MdContext {
+                theme: &theme,
+                highlighter: &hl,
+                expand: false,
+            },
+        );
+        let text = plain(&folded);
+        assert_eq!(text.len(), 1 + 20 + 1 + 5, "{text:?}");
+        assert!(
+            text.iter()
+                .any(|l| l.contains("… 75 more lines (o shows all)"))
+        );
+        assert!(text.last().unwrap().contains("x99 = 99"));
+        let whole = render(
+            &src,
+            60,
+            &MdContext {
+                theme: &theme,
+                highlighter: &hl,
+                expand: true,
+            },
+        );
+        assert_eq!(plain(&whole).len(), 101);
+        // Still streaming (no closing fence): shown, but not sent to the highlighter.
+        let bg = Highlighter::background(Some("base16-ocean.dark".into()), || {});
+        let open = render(
+            "```python\nx = 1\n",
+            60,
+            &MdContext {
+                theme: &theme,
+                highlighter: &bg,
+                expand: false,
+            },
+        );
+        assert!(!open.waiting);
+        assert!(plain(&open).iter().any(|l| l.contains("x = 1")));
     }
 
     #[test]

@@ -173,6 +173,7 @@ impl Transcript {
         let md = MdContext {
             theme: ctx.theme,
             highlighter: ctx.highlighter,
+            expand: ctx.expand,
         };
         let hl_gen = ctx.highlighter.generation();
         let valid = self.groups.get(&i).is_some_and(|g| {
