@@ -384,3 +384,44 @@ fn no_color_draws_roles_with_attributes_only() {
     }
     insta::assert_snapshot!("approval_80x24_no_color", tui_support::screen(&t));
 }
+
+#[test]
+fn an_image_pull_shows_a_progress_bar_until_output_arrives() {
+    let (mut app, clock) = app("dark");
+    feed(&mut app, &clock, &recorded(DEMO_AUTO)[..1]);
+    app.on_event(&ev(
+        2,
+        EventKind::ExecutionStarted {
+            id: 1,
+            block: 0,
+            language: "python".into(),
+        },
+    ));
+    app.on_event(&ev(
+        3,
+        EventKind::ImagePull {
+            image: "python:3.12-slim".into(),
+            status: "Downloading".into(),
+            current: 30,
+            total: 100,
+            layers: 4,
+            layers_done: 1,
+        },
+    ));
+    let screen = text(&draw(&mut app, 120, 40));
+    assert!(
+        screen.contains("pulling python:3.12-slim ▰▰▰▱▱▱▱▱▱▱ 30% (1/4 layers)"),
+        "{screen}"
+    );
+    app.on_event(&ev(
+        4,
+        EventKind::ExecutionOutput {
+            id: 1,
+            block: 0,
+            stream: StreamKind::Stdout,
+            text: "hi\n".into(),
+        },
+    ));
+    let screen = text(&draw(&mut app, 120, 40));
+    assert!(!screen.contains("pulling"), "{screen}");
+}

@@ -258,6 +258,8 @@ pub struct App {
     pub engine_waits: Option<WaitingOn>,
     /// A pause dialog choice was sent; the dialog stays closed until a new wait.
     pause_answered: bool,
+    /// The raise amount is still the suggestion (the first digit typed replaces it).
+    raise_suggested: bool,
     /// Outputs and reports shown whole.
     pub expand: bool,
     /// A search being typed.
@@ -316,6 +318,7 @@ impl App {
             ops_sent: 0,
             engine_waits: None,
             pause_answered: false,
+            raise_suggested: false,
             expand: false,
             search_input: None,
             flash: None,
@@ -1327,10 +1330,17 @@ impl App {
                     None
                 }
                 KeyCode::Backspace => {
-                    amount.pop();
+                    if std::mem::take(&mut self.raise_suggested) {
+                        amount.clear();
+                    } else {
+                        amount.pop();
+                    }
                     Some(Modal::Pause(PauseInput::Raise(amount)))
                 }
                 KeyCode::Char(c) if !ctrl && (c.is_ascii_digit() || c == '.') => {
+                    if std::mem::take(&mut self.raise_suggested) {
+                        amount.clear();
+                    }
                     amount.push(c);
                     Some(Modal::Pause(PauseInput::Raise(amount)))
                 }
@@ -1342,9 +1352,10 @@ impl App {
                     self.pause_answered = true;
                     None
                 }
-                KeyCode::Char('r') if kind == Some(PauseKind::Budget) => Some(Modal::Pause(
-                    PauseInput::Raise(format!("{:.2}", self.suggested_raise())),
-                )),
+                KeyCode::Char('r') if kind == Some(PauseKind::Budget) => Some(Modal::Pause({
+                    self.raise_suggested = true;
+                    PauseInput::Raise(format!("{:.2}", self.suggested_raise()))
+                })),
                 KeyCode::Char('s') => {
                     self.send(Op::Stop { reason: None });
                     self.pause_answered = true;

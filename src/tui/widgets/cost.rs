@@ -101,9 +101,10 @@ pub fn panel(app: &App, f: &mut Frame<'_>, area: Rect) {
     )));
     lines.push(Line::from(Span::styled(
         format!(
-            "out {approx}{} · {} calls",
+            "out {approx}{} · {} call{}",
             tokens(s.output_tokens),
-            s.calls
+            s.calls,
+            if s.calls == 1 { "" } else { "s" }
         ),
         theme.muted(),
     )));

@@ -31,13 +31,19 @@ fn show(
     w: u16,
     scroll: usize,
 ) {
-    let h = (lines.len() as u16).saturating_add(2);
+    // Rows the lines take once wrapped to the dialog's inside.
+    let inner_w = usize::from(w.saturating_sub(2)).max(1);
+    let rows: usize = lines
+        .iter()
+        .map(|l| l.width().max(1).div_ceil(inner_w))
+        .sum();
+    let h = u16::try_from(rows).unwrap_or(u16::MAX).saturating_add(2);
     let area = centered(screen, w, h);
     f.render_widget(Clear, area);
     let block = frame_block(app, title);
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let scroll = scroll.min(lines.len().saturating_sub(inner.height as usize)) as u16;
+    let scroll = scroll.min(rows.saturating_sub(inner.height as usize)) as u16;
     f.render_widget(
         Paragraph::new(lines)
             .wrap(Wrap { trim: false })
