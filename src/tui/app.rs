@@ -99,6 +99,39 @@ pub enum Focus {
     Composer,
 }
 
+/// Moving around in the focused pane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nav {
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Top,
+    Bottom,
+}
+
+/// A key on the roster's selected agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RosterKey {
+    Pin,
+    Mute,
+    Note,
+}
+
+/// A decision key on the pane's block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DecisionKey {
+    Approve,
+    AlwaysCode,
+    AlwaysLanguage,
+    WithNetwork,
+    EditInPlace,
+    EditExternal,
+    Reject,
+    Skip,
+    All,
+}
+
 /// What the pending-code pane is doing.
 pub enum PaneMode {
     /// Showing the code.
@@ -400,7 +433,29 @@ impl App {
                     self.modal = None;
                 }
             }
-            _ => {}
+            // A stale wait, and everything the fold alone shows.
+            EventKind::Waiting { .. }
+            | EventKind::SessionStarted { .. }
+            | EventKind::SpeakerRequested { .. }
+            | EventKind::AgentStatus { .. }
+            | EventKind::MessageDelta { .. }
+            | EventKind::Message { .. }
+            | EventKind::Usage { .. }
+            | EventKind::ApprovalRequested { .. }
+            | EventKind::PolicyAdded { .. }
+            | EventKind::ModeChanged { .. }
+            | EventKind::SpeakerPinned { .. }
+            | EventKind::AgentMuted { .. }
+            | EventKind::ImagePull { .. }
+            | EventKind::ExecutionStarted { .. }
+            | EventKind::ExecutionOutput { .. }
+            | EventKind::ExecutionFinished { .. }
+            | EventKind::WorkspaceChanged { .. }
+            | EventKind::BudgetWarning { .. }
+            | EventKind::BudgetChanged { .. }
+            | EventKind::Notice { .. }
+            | EventKind::Paused { .. }
+            | EventKind::Error { .. } => {}
         }
         self.after_change();
     }
@@ -712,15 +767,15 @@ impl App {
     /// Runs a keymap action.
     pub fn act(&mut self, action: Action) {
         match action {
-            Action::Approve
-            | Action::ApproveAlwaysCode
-            | Action::ApproveAlwaysLanguage
-            | Action::ApproveWithNetwork
-            | Action::EditInPlace
-            | Action::EditExternal
-            | Action::Reject
-            | Action::Skip
-            | Action::ApproveAll => self.decide(action),
+            Action::Approve => self.decide(DecisionKey::Approve),
+            Action::ApproveAlwaysCode => self.decide(DecisionKey::AlwaysCode),
+            Action::ApproveAlwaysLanguage => self.decide(DecisionKey::AlwaysLanguage),
+            Action::ApproveWithNetwork => self.decide(DecisionKey::WithNetwork),
+            Action::EditInPlace => self.decide(DecisionKey::EditInPlace),
+            Action::EditExternal => self.decide(DecisionKey::EditExternal),
+            Action::Reject => self.decide(DecisionKey::Reject),
+            Action::Skip => self.decide(DecisionKey::Skip),
+            Action::ApproveAll => self.decide(DecisionKey::All),
             Action::FullScreenCode => {
                 if self.view.open_approval().is_some() {
                     self.fullscreen = !self.fullscreen;
@@ -753,12 +808,12 @@ impl App {
             Action::FocusNext => self.cycle_focus(true),
             Action::FocusPrev => self.cycle_focus(false),
             Action::Compose => self.focus = Focus::Composer,
-            Action::ScrollUp
-            | Action::ScrollDown
-            | Action::PageUp
-            | Action::PageDown
-            | Action::Top
-            | Action::Bottom => self.navigate(action),
+            Action::ScrollUp => self.navigate(Nav::Up),
+            Action::ScrollDown => self.navigate(Nav::Down),
+            Action::PageUp => self.navigate(Nav::PageUp),
+            Action::PageDown => self.navigate(Nav::PageDown),
+            Action::Top => self.navigate(Nav::Top),
+            Action::Bottom => self.navigate(Nav::Bottom),
             Action::Search => {
                 let mut t = text_area(Vec::new());
                 t.set_placeholder_text("search the transcript");
@@ -789,23 +844,25 @@ impl App {
                 self.expand = !self.expand;
                 self.transcript.restyle();
             }
-            Action::PinSpeaker | Action::Mute | Action::PrivateNote => self.roster_action(action),
+            Action::PinSpeaker => self.roster_action(RosterKey::Pin),
+            Action::Mute => self.roster_action(RosterKey::Mute),
+            Action::PrivateNote => self.roster_action(RosterKey::Note),
         }
     }
 
-    fn navigate(&mut self, action: Action) {
+    fn navigate(&mut self, nav: Nav) {
         match self.focus {
             Focus::Approval => {
                 let n = self.pane_code.as_ref().map_or(0, |p| p.lines.len());
                 let page = self.code_rows.saturating_sub(1).max(1);
                 let max = n.saturating_sub(self.code_rows.max(1));
-                self.code_scroll = match action {
-                    Action::ScrollUp => self.code_scroll.saturating_sub(1),
-                    Action::ScrollDown => (self.code_scroll + 1).min(max),
-                    Action::PageUp => self.code_scroll.saturating_sub(page),
-                    Action::PageDown => (self.code_scroll + page).min(max),
-                    Action::Top => 0,
-                    _ => max,
+                self.code_scroll = match nav {
+                    Nav::Up => self.code_scroll.saturating_sub(1),
+                    Nav::Down => (self.code_scroll + 1).min(max),
+                    Nav::PageUp => self.code_scroll.saturating_sub(page),
+                    Nav::PageDown => (self.code_scroll + page).min(max),
+                    Nav::Top => 0,
+                    Nav::Bottom => max,
                 };
             }
             Focus::Roster => {
@@ -813,16 +870,11 @@ impl App {
                 if n == 0 {
                     return;
                 }
-                self.roster_selected = match action {
-                    Action::ScrollUp | Action::PageUp | Action::Top => {
-                        if action == Action::Top {
-                            0
-                        } else {
-                            self.roster_selected.saturating_sub(1)
-                        }
-                    }
-                    Action::Bottom => n - 1,
-                    _ => (self.roster_selected + 1).min(n - 1),
+                self.roster_selected = match nav {
+                    Nav::Up | Nav::PageUp => self.roster_selected.saturating_sub(1),
+                    Nav::Top => 0,
+                    Nav::Bottom => n - 1,
+                    Nav::Down | Nav::PageDown => (self.roster_selected + 1).min(n - 1),
                 };
             }
             Focus::Transcript | Focus::Composer => {
@@ -832,30 +884,30 @@ impl App {
                     view: &self.view,
                     expand: self.expand,
                 };
-                match action {
-                    Action::ScrollUp => self.transcript.scroll_by(-1, &ctx),
-                    Action::ScrollDown => self.transcript.scroll_by(1, &ctx),
-                    Action::PageUp => self.transcript.page(false, &ctx),
-                    Action::PageDown => self.transcript.page(true, &ctx),
-                    Action::Top => self.transcript.top(),
-                    _ => self.transcript.bottom(),
+                match nav {
+                    Nav::Up => self.transcript.scroll_by(-1, &ctx),
+                    Nav::Down => self.transcript.scroll_by(1, &ctx),
+                    Nav::PageUp => self.transcript.page(false, &ctx),
+                    Nav::PageDown => self.transcript.page(true, &ctx),
+                    Nav::Top => self.transcript.top(),
+                    Nav::Bottom => self.transcript.bottom(),
                 }
             }
         }
     }
 
-    fn roster_action(&mut self, action: Action) {
+    fn roster_action(&mut self, key: RosterKey) {
         let Some(agent) = self.view.agents.get(self.roster_selected).cloned() else {
             return;
         };
-        match action {
-            Action::PinSpeaker => {
+        match key {
+            RosterKey::Pin => {
                 self.send(Op::PinNextSpeaker {
                     agent: agent.name.clone(),
                 });
                 self.say(format!("{} speaks next (sent…)", agent.name));
             }
-            Action::Mute => {
+            RosterKey::Mute => {
                 self.send(Op::Mute {
                     agent: agent.name.clone(),
                     muted: !agent.muted,
@@ -866,7 +918,7 @@ impl App {
                     if agent.muted { "unmuted" } else { "muted" }
                 ));
             }
-            _ => {
+            RosterKey::Note => {
                 self.composer = text_area(vec![format!("@{} ", agent.name)]);
                 self.composer.move_cursor(ratatui_textarea::CursorMove::End);
                 self.focus = Focus::Composer;
@@ -875,7 +927,7 @@ impl App {
     }
 
     /// A decision key on the pane's block (only while the pane has focus).
-    fn decide(&mut self, action: Action) {
+    fn decide(&mut self, action: DecisionKey) {
         if self.focus != Focus::Approval {
             return;
         }
@@ -909,10 +961,10 @@ impl App {
             }
         };
         match action {
-            Action::Approve => {
+            DecisionKey::Approve => {
                 self.send_decision(resolve(Decision::Approve, None, false), "approve")
             }
-            Action::ApproveAlwaysCode => self.send_decision(
+            DecisionKey::AlwaysCode => self.send_decision(
                 resolve(
                     Decision::Approve,
                     Some(PolicyRule::CodeSession {
@@ -922,7 +974,7 @@ impl App {
                 ),
                 "approve, always this code",
             ),
-            Action::ApproveAlwaysLanguage => self.send_decision(
+            DecisionKey::AlwaysLanguage => self.send_decision(
                 resolve(
                     Decision::Approve,
                     Some(PolicyRule::LanguageAgent {
@@ -933,12 +985,12 @@ impl App {
                 ),
                 "approve, always this language",
             ),
-            Action::ApproveWithNetwork => self.send_decision(
+            DecisionKey::WithNetwork => self.send_decision(
                 resolve(Decision::Approve, None, true),
                 "approve with network",
             ),
-            Action::Skip => self.send_decision(resolve(Decision::Skip, None, false), "skip"),
-            Action::ApproveAll => {
+            DecisionKey::Skip => self.send_decision(resolve(Decision::Skip, None, false), "skip"),
+            DecisionKey::All => {
                 let undecided: Vec<usize> = self
                     .view
                     .open_approval()
@@ -957,13 +1009,13 @@ impl App {
                 self.send(Op::ApproveAll { id });
                 self.after_change();
             }
-            Action::Reject => {
+            DecisionKey::Reject => {
                 let mut t = text_area(Vec::new());
                 t.set_placeholder_text("why? (the agent reads this)");
                 t.set_placeholder_style(self.theme.muted());
                 self.pane = PaneMode::Reason(Box::new(t));
             }
-            Action::EditInPlace => {
+            DecisionKey::EditInPlace => {
                 if hidden_count(&b.code) > 0 {
                     self.say(format!(
                         "this block holds hidden characters; edit it in $EDITOR ({}) or reject it",
@@ -976,13 +1028,12 @@ impl App {
                 t.set_line_number_style(self.theme.muted());
                 self.pane = PaneMode::Editing(Box::new(t));
             }
-            Action::EditExternal => self.requests.push(Request::ExternalEdit {
+            DecisionKey::EditExternal => self.requests.push(Request::ExternalEdit {
                 id,
                 block,
                 code: b.code.clone(),
                 language: b.language.clone(),
             }),
-            _ => {}
         }
     }
 

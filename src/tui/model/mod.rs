@@ -832,9 +832,10 @@ impl SessionView {
     /// The execution cell of a block.
     pub fn execution(&self, id: u64, block: usize) -> Option<&ExecView> {
         let i = *self.exec_cells.get(&(id, block))?;
-        match &self.cells.get(i)?.kind {
-            CellKind::Execution(x) => Some(x),
-            _ => None,
+        if let CellKind::Execution(x) = &self.cells.get(i)?.kind {
+            Some(x)
+        } else {
+            None
         }
     }
 }

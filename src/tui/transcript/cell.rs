@@ -557,7 +557,13 @@ pub fn render_cell(kind: &CellKind, width: usize, ctx: &CellContext<'_>) -> Vec<
                 &match kind {
                     // The human's own pause says so in its reason.
                     crate::protocol::PauseKind::Human => format!("paused: {reason}"),
-                    _ => format!(
+                    crate::protocol::PauseKind::Budget
+                    | crate::protocol::PauseKind::Loop
+                    | crate::protocol::PauseKind::Step
+                    | crate::protocol::PauseKind::RetryWait
+                    | crate::protocol::PauseKind::ProviderError
+                    | crate::protocol::PauseKind::Sandbox
+                    | crate::protocol::PauseKind::AutoReplies => format!(
                         "paused ({}): {reason}",
                         crate::store::export::pause_name(*kind)
                     ),

@@ -97,7 +97,22 @@ fn estimate(kind: &CellKind, width: usize) -> u32 {
         }
         CellKind::Approval { blocks, .. } => 1 + blocks.len(),
         CellKind::ExecutorReport { .. } => 2,
-        _ => 1 + text / w,
+        CellKind::SessionStart { .. }
+        | CellKind::SpeakerNote { .. }
+        | CellKind::SpeakerRequested { .. }
+        | CellKind::Decision { .. }
+        | CellKind::Workspace { .. }
+        | CellKind::Rule { .. }
+        | CellKind::ModeChanged { .. }
+        | CellKind::Pinned { .. }
+        | CellKind::Muted { .. }
+        | CellKind::BudgetWarning { .. }
+        | CellKind::BudgetChanged { .. }
+        | CellKind::Notice { .. }
+        | CellKind::Error { .. }
+        | CellKind::Paused { .. }
+        | CellKind::Resumed
+        | CellKind::Terminated { .. } => 1 + text / w,
     };
     est.min(u32::MAX as usize) as u32
 }

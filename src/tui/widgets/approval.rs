@@ -146,9 +146,10 @@ pub fn pane(app: &mut App, f: &mut Frame<'_>, area: Rect) {
         return;
     }
     if shown == Shown::Diff {
-        let (code, scroll) = match &app.pane {
-            PaneMode::DiffConfirm { code, scroll } => (code.clone(), *scroll),
-            _ => (String::new(), 0),
+        let (code, scroll) = if let PaneMode::DiffConfirm { code, scroll } = &app.pane {
+            (code.clone(), *scroll)
+        } else {
+            (String::new(), 0)
         };
         let original = b.map(|b| b.code.clone()).unwrap_or_default();
         let diff = crate::store::diff::unified(&original, &code, "agent's version", "your edit");

@@ -135,7 +135,7 @@ pub fn draw(app: &App, f: &mut Frame<'_>, area: Rect) {
                 Span::styled("Esc", key),
                 Span::styled(" drop the edit", label),
             ],
-            _ => vec![
+            PaneMode::Reason(_) | PaneMode::Code => vec![
                 Span::styled("Enter", key),
                 Span::styled(" reject with this reason · ", label),
                 Span::styled("Esc", key),
