@@ -244,8 +244,8 @@ pub struct AppConfig {
 pub struct PaneCode {
     /// (approval id, block).
     pub key: (u64, usize),
-    /// Lines as the interpreter sees them.
-    pub lines: Vec<String>,
+    /// Lines as the interpreter sees them (shared with the highlighter).
+    pub lines: Arc<Vec<String>>,
     /// Hidden characters shown as markers.
     pub hidden: usize,
     /// Highlighter key.
@@ -552,7 +552,7 @@ impl App {
             self.pane_code = None;
             return;
         };
-        let lines = code_lines(&b.code, &b.language);
+        let lines = Arc::new(code_lines(&b.code, &b.language));
         let hl_key = self.highlighter.key_for(&lines, &b.language);
         self.pane_code = Some(PaneCode {
             key,

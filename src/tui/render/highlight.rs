@@ -107,7 +107,7 @@ pub fn key(lines: &[String], language: &str, theme: &str) -> u64 {
 /// A request for the worker.
 struct Job {
     key: u64,
-    lines: Vec<String>,
+    lines: Arc<Vec<String>>,
     language: String,
     theme: String,
 }
@@ -195,18 +195,33 @@ impl Highlighter {
     pub fn get(&self, lines: &[String], language: &str) -> Option<Highlighted> {
         let theme = self.theme.as_ref()?;
         let key = key(lines, language, theme);
-        self.get_keyed(key, lines, language)
+        self.lookup(key, language, || Arc::new(lines.to_vec()))
     }
 
-    /// Like [`Highlighter::get`] with the key already computed.
-    pub fn get_keyed(&self, key: u64, lines: &[String], language: &str) -> Option<Highlighted> {
+    /// Like [`Highlighter::get`] with the key already computed and the lines shared (a big
+    /// block is handed to the worker without a copy).
+    pub fn get_keyed(
+        &self,
+        key: u64,
+        lines: &Arc<Vec<String>>,
+        language: &str,
+    ) -> Option<Highlighted> {
+        self.lookup(key, language, || lines.clone())
+    }
+
+    fn lookup(
+        &self,
+        key: u64,
+        language: &str,
+        lines: impl FnOnce() -> Arc<Vec<String>>,
+    ) -> Option<Highlighted> {
         let theme = self.theme.as_ref()?;
         if let Some(h) = self.shared.cache.lock().ok()?.get(&key) {
             return Some(h.clone());
         }
         match &self.worker {
             None => {
-                let out = Arc::new(highlight_now(lines, language, theme));
+                let out = Arc::new(highlight_now(&lines(), language, theme));
                 if let Ok(mut c) = self.shared.cache.lock() {
                     if c.len() >= CACHE_ENTRIES {
                         c.clear();
@@ -220,7 +235,7 @@ impl Highlighter {
                 if pending.insert(key) {
                     let _ = tx.send(Job {
                         key,
-                        lines: lines.to_vec(),
+                        lines: lines(),
                         language: language.to_string(),
                         theme: theme.clone(),
                     });
