@@ -103,6 +103,32 @@ fn y_approves_the_block_and_it_shows_as_sent_until_resolved() {
 }
 
 #[test]
+fn a_decision_the_engine_refused_is_asked_again() {
+    let (mut app, clock) = with_approval();
+    app.on_key(key('y'));
+    assert_eq!(app.take_ops().len(), 1);
+    assert_eq!(app.current_block(), Some((3, 1)));
+    // The engine said no (here: the block was decided elsewhere) and waits again, having
+    // handled our op: block 1 is back, not stuck on "sent…".
+    app.on_event(&ev(
+        73,
+        EventKind::Error {
+            message: "block 0 of approval #3 is already decided".into(),
+        },
+    ));
+    app.on_event(&ev(
+        74,
+        EventKind::Waiting {
+            on: WaitingOn::Approval,
+            ops_handled: 1,
+        },
+    ));
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(app.current_block(), Some((3, 0)));
+    assert!(app.sent.is_empty());
+}
+
+#[test]
 fn capital_y_remembers_this_exact_code_and_l_this_language_from_this_agent() {
     let (mut app, clock) = with_approval();
     app.on_key(key('Y'));

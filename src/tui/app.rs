@@ -412,6 +412,10 @@ impl App {
             EventKind::Waiting { on, ops_handled } if *ops_handled >= self.ops_sent => {
                 self.engine_waits = Some(*on);
                 self.pause_answered = false;
+                // The engine has handled every op we sent: a decision or revocation still
+                // shown as "sent…" was refused (its error is in the transcript); ask again.
+                self.sent.clear();
+                self.revoking.clear();
             }
             EventKind::ApprovalResolved { id, block, .. } => {
                 self.sent.remove(&(*id, *block));
