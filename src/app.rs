@@ -71,6 +71,8 @@ struct Context_ {
     logs: crate::LogState,
     /// `--docker-host`.
     docker_host: Option<String>,
+    /// Theme of the TUI (`--theme`, else config `theme`, else dark).
+    theme: String,
 }
 
 /// Runs the command line; returns the process exit code.
@@ -158,6 +160,11 @@ fn context(cli: &Cli, logs: crate::LogState) -> anyhow::Result<Context_> {
             config::THEMES.join(", ")
         );
     }
+    let theme = cli
+        .theme
+        .clone()
+        .or_else(|| config.theme.clone())
+        .unwrap_or_else(|| "dark".to_string());
     Ok(Context_ {
         config,
         config_path,
@@ -166,6 +173,7 @@ fn context(cli: &Cli, logs: crate::LogState) -> anyhow::Result<Context_> {
         unsaved: cli.unsaved,
         logs,
         docker_host: cli.docker_host.clone(),
+        theme,
     })
 }
 
@@ -440,12 +448,17 @@ impl EventSink for StoreSink {
     }
 }
 
-fn headless_note(front: &FrontEnd) {
-    if !front.headless {
-        errln!(
-            "proctor: the full-screen TUI is not in this build yet; using the console front end (--headless)"
-        );
+/// Whether this run gets the TUI: not asked for `--headless`/`--json`, and stdin and stdout are
+/// terminals. Falling back says so in one line.
+fn wants_tui(front: &FrontEnd) -> bool {
+    if front.headless || front.json {
+        return false;
     }
+    if proctor::tui::available() {
+        return true;
+    }
+    errln!("proctor: stdin or stdout is not a terminal; using the console front end (--headless)");
+    false
 }
 
 async fn session_new(
@@ -473,7 +486,7 @@ async fn session_new(
     }
     let engine = engine_for(ctx, &team)?;
     check_cpus_fit(&team, &engine).await?;
-    headless_note(&front);
+    let tui = wants_tui(&front);
     let prices = if script.is_some() {
         demo_prices(ctx)
     } else {
@@ -521,7 +534,18 @@ async fn session_new(
         seed: None,
         image_override: ctx.image.clone(),
     };
-    let code = drive_with(setup, &front, &id, engine, None, &status).await;
+    let code = drive_with(
+        setup,
+        &front,
+        &id,
+        engine,
+        None,
+        &status,
+        ctx,
+        tui,
+        Vec::new(),
+    )
+    .await;
     drop(scratch);
     code
 }
@@ -543,7 +567,7 @@ fn no_key_guidance(error: &anyhow::Error, team: &TeamConfig) -> Option<String> {
         .collect();
     Some(format!(
         "proctor: no model to talk to: team {} uses {}, and ${env} is not set. Either\n\
-         \x20 - export {env}=your-key (OPENAI_API_KEY for openai/... models, ANTHROPIC_API_KEY for claude/...; see docs/keys.md),\n\
+         \x20 - export {env}=your-key (OPENAI_API_KEY for openai/... models, ANTHROPIC_API_KEY for claude/...; see docs/config.md),\n\
          \x20 - run a local model on Ollama or vLLM, no key needed: proctor run --team teams/local-ollama.toml (its header shows the config.toml lines),\n\
          \x20 - or see proctor work right now, no key and no network: proctor demo\n",
         visible_line(&team.name),
@@ -565,9 +589,11 @@ async fn session_resume(
             .ok_or_else(|| anyhow!("no saved sessions in {}", ctx.data_dir.display()))?,
     };
     let (events, report, writer) = store.open_existing(&id)?;
-    headless_note(&front);
+    let tui = wants_tui(&front);
+    // Shown at the top of the TUI, or on stderr for the console.
+    let mut notes = Vec::new();
     for w in report.warnings() {
-        errln!("proctor: session {id}: {w}");
+        notes.push(format!("session {id}: {w}"));
     }
     let team = events
         .iter()
@@ -594,9 +620,14 @@ async fn session_resume(
     let (models, problems) =
         build_models(ctx, &team, demo_script.as_ref(), true, &calls_made(&events))?;
     for p in &problems {
-        errln!(
-            "proctor: session {id} opens without a model: {p}; agents using it cannot speak until this is fixed"
-        );
+        notes.push(format!(
+            "session {id} opens without a model: {p}; agents using it cannot speak until this is fixed"
+        ));
+    }
+    if !tui {
+        for n in notes.drain(..) {
+            errln!("proctor: {n}");
+        }
     }
     let logged_mode = events.iter().fold(SessionMode::Gate, |m, e| match &e.kind {
         EventKind::SessionStarted { mode, .. } | EventKind::ModeChanged { mode } => *mode,
@@ -634,6 +665,9 @@ async fn session_resume(
         engine,
         wanted.filter(|m| *m != logged_mode),
         &status,
+        ctx,
+        tui,
+        notes,
     )
     .await
 }
@@ -693,6 +727,7 @@ fn resolve_engine(
     EngineHost::resolve(chosen)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn drive_with(
     setup: SessionSetup,
     front: &FrontEnd,
@@ -700,13 +735,18 @@ async fn drive_with(
     engine: EngineHost,
     set_mode: Option<SessionMode>,
     status: &SaveStatus,
+    ctx: &Context_,
+    tui: bool,
+    mut notes: Vec<String>,
 ) -> anyhow::Result<i32> {
     let executor = setup.executor.clone();
     if engine.is_remote() {
-        errln!(
-            "proctor: code runs on the Docker engine at {}",
-            engine.describe()
-        );
+        let where_ = format!("code runs on the Docker engine at {}", engine.describe());
+        if tui {
+            notes.push(where_);
+        } else {
+            errln!("proctor: {where_}");
+        }
     }
     // Sandboxes left by a proctor that died (this session's too, after a crash): removed in the
     // background, bounded. Containers of running proctors are kept by their owner label.
@@ -717,9 +757,23 @@ async fn drive_with(
         )
         .await;
     });
+    let workspace = setup.workspace.clone();
     let handle = start(setup);
     if let Some(mode) = set_mode {
         let _ = handle.ops.send(Op::SetMode { mode });
+    }
+    if tui {
+        let opts = proctor::tui::TuiOptions {
+            theme: ctx.theme.clone(),
+            no_color: proctor::tui::theme::Theme::no_color_requested(),
+            keys: ctx.config.keys.clone(),
+            notes,
+            workspace: Some(workspace),
+        };
+        let report = proctor::tui::run(handle, opts).await?;
+        executor.shutdown(id).await;
+        let _ = sweep.await;
+        return Ok(tui_exit(id, &report, status));
     }
     let opts = HeadlessOptions {
         json: front.json,
@@ -768,6 +822,48 @@ async fn drive_with(
         }
     }
     Ok(outcome.exit_code())
+}
+
+/// After the TUI: the session, its cost and how to resume it on stdout; for a non-zero exit the
+/// one-line reason on stderr. Returns the exit code.
+fn tui_exit(id: &str, report: &proctor::tui::TuiReport, status: &SaveStatus) -> i32 {
+    use proctor::tui::TuiOutcome;
+    let approx = if report.estimated { "≈" } else { "" };
+    let unpriced = if report.unpriced {
+        " + unpriced calls"
+    } else {
+        ""
+    };
+    let state = match &report.outcome {
+        TuiOutcome::Terminated(reason) => {
+            format!("ended: {}", proctor::text_safety::excerpt(reason, 200))
+        }
+        TuiOutcome::Quit(what) => what.clone(),
+        TuiOutcome::Signal(sig) => sig.to_string(),
+        TuiOutcome::TerminalLost => "the terminal went away".to_string(),
+    };
+    let state = match (&report.outcome, status.problem()) {
+        (TuiOutcome::Terminated(_), _) => state,
+        (_, None) => format!("saved ({state})"),
+        (_, Some(_)) => format!("NOT saved completely ({state})"),
+    };
+    outln!(
+        "session {id} · cost {approx}${:.4}{unpriced} · {state}",
+        report.usd
+    );
+    outln!("proctor resume {id}");
+    let saved = saved_note(id, status);
+    match &report.outcome {
+        TuiOutcome::Terminated(_) => {
+            if let Some(why) = status.problem() {
+                errln!("proctor: session {id} ended but is NOT saved completely ({why})");
+            }
+        }
+        TuiOutcome::Quit(what) => errln!("proctor: you quit while {what}; {saved}"),
+        TuiOutcome::Signal(sig) => errln!("proctor: {sig}: sandbox removed; {saved}"),
+        TuiOutcome::TerminalLost => errln!("proctor: the terminal went away; {saved}"),
+    }
+    report.outcome.exit_code()
 }
 
 async fn shutdown_signal() -> &'static str {

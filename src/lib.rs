@@ -1,7 +1,7 @@
 //! proctor: supervise a team of LLM coding agents; nothing they write runs until a human approves it.
 //!
 //! The engine (`engine`, `provider`, `executor`, `store`) knows nothing of terminals; front ends
-//! (`headless`, later `tui`) speak to it only through `protocol::{Op, Event}`.
+//! (`headless`, `tui`) speak to it only through `protocol::{Op, Event}`.
 
 pub mod cli;
 pub mod config;
@@ -12,3 +12,4 @@ pub mod protocol;
 pub mod provider;
 pub mod store;
 pub mod text_safety;
+pub mod tui;

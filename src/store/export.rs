@@ -57,7 +57,8 @@ fn mode_name(mode: SessionMode) -> &'static str {
     }
 }
 
-fn pause_name(kind: PauseKind) -> &'static str {
+/// A pause kind in words.
+pub fn pause_name(kind: PauseKind) -> &'static str {
     match kind {
         PauseKind::Budget => "budget",
         PauseKind::Loop => "loop detected",
@@ -70,7 +71,8 @@ fn pause_name(kind: PauseKind) -> &'static str {
     }
 }
 
-fn rule_text(rule: &PolicyRule) -> String {
+/// A rule in words (transcripts and the TUI's rules list).
+pub fn rule_text(rule: &PolicyRule) -> String {
     match rule {
         PolicyRule::CodeOnce { hash } => {
             format!("this exact code once more (sha256 {})", short(hash))

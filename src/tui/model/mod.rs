@@ -1,0 +1,846 @@
+//! The TUI's view model: everything the screen shows, folded from `Event`s and nothing else.
+//!
+//! `SessionView::apply` is pure (no ratatui, no I/O, no clock) and does O(1) work per event apart
+//! from copying the event's own text: no wrapping, no Markdown, no highlighting — those happen
+//! when a cell becomes visible (see `transcript`). Live events and a resumed log go through the
+//! same fold, so a resumed screen is the screen the session had. Keys never change it: a decision
+//! the human sends shows as "sent…" (front-end state in `app`) until `approval_resolved` arrives.
+
+pub mod cells;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use crate::protocol::{
+    AgentActivity, CodeBlock, DecisionKind, EXECUTOR, Event, EventKind, HUMAN, PauseKind,
+    PolicyRule, SessionMode, WaitingOn,
+};
+
+pub use cells::{Cell, CellKind, ExecEnd, ExecView, FileMark, OutputChunk, UsageView};
+
+/// Tokens and money of some set of model calls.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Spend {
+    /// Calls counted.
+    pub calls: u64,
+    /// Prompt tokens (cached included).
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// Prompt tokens read from the provider's cache.
+    pub cached_tokens: u64,
+    /// USD of the priced calls.
+    pub usd: f64,
+    /// Calls whose model has no price.
+    pub unpriced_calls: u64,
+    /// Calls whose usage proctor estimated.
+    pub estimated_calls: u64,
+}
+
+impl Spend {
+    fn add(&mut self, u: &UsageView) {
+        self.calls += 1;
+        self.input_tokens += u.input_tokens;
+        self.output_tokens += u.output_tokens;
+        self.cached_tokens += u.cached_tokens;
+        match u.usd {
+            Some(x) => self.usd += x,
+            None => self.unpriced_calls += 1,
+        }
+        if u.estimated {
+            self.estimated_calls += 1;
+        }
+    }
+}
+
+/// One agent of the roster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentView {
+    /// Name.
+    pub name: String,
+    /// `provider/model`.
+    pub model: String,
+    /// What it does (team file).
+    pub description: String,
+    /// Whether its code may run.
+    pub can_execute: bool,
+    /// What it is doing (from `agent_status`; idle after a resume).
+    pub activity: AgentActivity,
+    /// Never selected while muted.
+    pub muted: bool,
+    /// Its calls.
+    pub spend: Spend,
+}
+
+/// An approval with undecided blocks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenApproval {
+    /// Approval id.
+    pub id: u64,
+    /// Proposing agent.
+    pub agent: String,
+    /// The blocks, in message order.
+    pub blocks: Vec<CodeBlock>,
+    /// The engine's decision per block, once resolved.
+    pub decided: Vec<Option<DecisionKind>>,
+}
+
+impl OpenApproval {
+    /// First block without a decision from the engine.
+    pub fn first_undecided(&self) -> Option<usize> {
+        self.decided.iter().position(Option::is_none)
+    }
+}
+
+/// The session's pause, while it lasts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PauseView {
+    /// Why, as a kind.
+    pub kind: PauseKind,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// Progress of a sandbox image pull.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PullView {
+    /// Image reference.
+    pub image: String,
+    /// Docker's status line.
+    pub status: String,
+    /// Bytes done.
+    pub current: u64,
+    /// Bytes in all layers seen.
+    pub total: u64,
+    /// Layers seen.
+    pub layers: u32,
+    /// Layers complete.
+    pub layers_done: u32,
+}
+
+/// The last `waiting` event, as the engine sent it (freshness is judged by the app, which knows
+/// how many ops it sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitView {
+    /// What the engine needs.
+    pub on: WaitingOn,
+    /// Ops the engine had handled when it started waiting.
+    pub ops_handled: u64,
+}
+
+/// Everything the TUI shows about one session.
+#[derive(Debug, Clone, Default)]
+pub struct SessionView {
+    /// Full session id.
+    pub session: String,
+    /// Team name.
+    pub team: String,
+    /// The task.
+    pub task: String,
+    /// Approval mode.
+    pub mode: SessionMode,
+    /// Roster, in team order.
+    pub agents: Vec<AgentView>,
+    agent_index: HashMap<String, usize>,
+    /// Whole session.
+    pub spend: Spend,
+    /// Per model (`provider/model`).
+    pub spend_by_model: BTreeMap<String, Spend>,
+    /// Session cap in USD.
+    pub budget_usd: Option<f64>,
+    /// Fraction of the cap at which the meter warns.
+    pub warn_at: f64,
+    /// The engine warned about the budget (for the current cap).
+    pub budget_warned: bool,
+    /// Per-block timeout of the team's sandbox, seconds.
+    pub exec_timeout_s: u64,
+    /// The transcript.
+    pub cells: Vec<Cell>,
+    /// Approvals with undecided blocks, oldest first (the front one is shown).
+    pub approvals: VecDeque<OpenApproval>,
+    /// Auto-approval rules in force.
+    pub rules: Vec<PolicyRule>,
+    /// The session is paused.
+    pub paused: Option<PauseView>,
+    /// Manual selection: candidates for the next speaker.
+    pub speaker_requested: Option<Vec<String>>,
+    /// The agent pinned to speak next.
+    pub pinned: Option<String>,
+    /// The last `waiting` event.
+    pub waiting: Option<WaitView>,
+    /// An image pull in progress.
+    pub pull: Option<PullView>,
+    /// The block running now: its cell.
+    pub running: Option<usize>,
+    /// Files this session changed, with their latest mark.
+    pub workspace: BTreeMap<String, FileMark>,
+    /// The session ended, and why.
+    pub terminated: Option<String>,
+    /// Messages being streamed: agent → cell.
+    streaming: HashMap<String, usize>,
+    /// Execution cells by (approval id, block).
+    exec_cells: HashMap<(u64, usize), usize>,
+    /// Code of each block of the approvals seen: (id, block) → code (for diffs of edits).
+    proposed: HashMap<(u64, usize), (String, String)>,
+    /// Usage of a call whose message has not arrived yet, per agent.
+    pending_usage: HashMap<String, UsageView>,
+    /// Cells changed since the screen last looked (see [`SessionView::take_touched`]).
+    touched: Vec<usize>,
+    /// Events folded.
+    pub events_seen: u64,
+    /// Bumped by every event that changes what is shown.
+    pub revision: u64,
+}
+
+impl SessionView {
+    /// An empty view.
+    pub fn new() -> Self {
+        Self {
+            warn_at: 0.8,
+            ..Self::default()
+        }
+    }
+
+    /// Whether `name` is one of the team's agents.
+    pub fn is_agent(&self, name: &str) -> bool {
+        self.agent_index.contains_key(name)
+    }
+
+    /// The roster entry of `name`.
+    pub fn agent(&self, name: &str) -> Option<&AgentView> {
+        self.agent_index.get(name).map(|&i| &self.agents[i])
+    }
+
+    /// Position of `name` in the roster (its colour).
+    pub fn agent_slot(&self, name: &str) -> Option<usize> {
+        self.agent_index.get(name).copied()
+    }
+
+    /// The approval shown in the pending pane.
+    pub fn open_approval(&self) -> Option<&OpenApproval> {
+        self.approvals.front()
+    }
+
+    /// A model call or a block is in progress (what `Esc` would interrupt).
+    pub fn busy(&self) -> bool {
+        self.running.is_some()
+            || self.agents.iter().any(|a| {
+                matches!(
+                    a.activity,
+                    AgentActivity::Thinking | AgentActivity::Streaming | AgentActivity::Retrying
+                )
+            })
+    }
+
+    /// The code an agent proposed for a block, with its language.
+    pub fn proposed_code(&self, id: u64, block: usize) -> Option<(&str, &str)> {
+        self.proposed
+            .get(&(id, block))
+            .map(|(c, l)| (c.as_str(), l.as_str()))
+    }
+
+    fn ensure_agent(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.agent_index.get(name) {
+            return i;
+        }
+        let i = self.agents.len();
+        self.agents.push(AgentView {
+            name: name.to_string(),
+            model: String::new(),
+            description: String::new(),
+            can_execute: false,
+            activity: AgentActivity::Idle,
+            muted: false,
+            spend: Spend::default(),
+        });
+        self.agent_index.insert(name.to_string(), i);
+        i
+    }
+
+    fn push(&mut self, ev: &Event, kind: CellKind) -> usize {
+        self.cells.push(Cell {
+            kind,
+            rev: 0,
+            seq: ev.seq,
+            ts_ms: ev.ts_ms,
+        });
+        self.cells.len() - 1
+    }
+
+    fn touch(&mut self, i: usize) {
+        if let Some(c) = self.cells.get_mut(i) {
+            c.rev += 1;
+            if self.touched.last() != Some(&i) {
+                self.touched.push(i);
+            }
+        }
+    }
+
+    /// Cells changed (not added) since the last call: the screen re-measures them.
+    pub fn take_touched(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// Folds one event into the view.
+    pub fn apply(&mut self, ev: &Event) {
+        self.events_seen += 1;
+        self.revision += 1;
+        if self.session.is_empty() {
+            self.session = ev.session.clone();
+        }
+        match &ev.kind {
+            EventKind::SessionStarted {
+                team,
+                task,
+                team_config,
+                mode,
+                ..
+            } => {
+                self.team = team.clone();
+                self.task = task.clone();
+                self.mode = *mode;
+                if let Some(t) = team_config {
+                    for a in &t.agents {
+                        let i = self.ensure_agent(&a.name);
+                        let v = &mut self.agents[i];
+                        v.model = a.model.clone();
+                        v.description = a.description.clone();
+                        v.can_execute = a.can_execute;
+                    }
+                    self.budget_usd = t.budget.usd;
+                    self.warn_at = t.budget.warn_at;
+                    self.exec_timeout_s = t.executor.timeout_s;
+                }
+                self.push(
+                    ev,
+                    CellKind::SessionStart {
+                        team: team.clone(),
+                        task: task.clone(),
+                    },
+                );
+            }
+            EventKind::SpeakerSelected { agent, note } => {
+                self.speaker_requested = None;
+                self.pinned = None;
+                if let Some(note) = note {
+                    self.push(
+                        ev,
+                        CellKind::SpeakerNote {
+                            agent: agent.clone(),
+                            note: note.clone(),
+                        },
+                    );
+                }
+            }
+            EventKind::SpeakerRequested { candidates } => {
+                self.speaker_requested = Some(candidates.clone());
+                self.push(
+                    ev,
+                    CellKind::SpeakerRequested {
+                        candidates: candidates.clone(),
+                    },
+                );
+            }
+            EventKind::AgentStatus { agent, state } => {
+                let i = self.ensure_agent(agent);
+                self.agents[i].activity = *state;
+            }
+            EventKind::MessageDelta { agent, delta } => match self.streaming.get(agent) {
+                Some(&i) => {
+                    if let Some(CellKind::Message { text, .. }) =
+                        self.cells.get_mut(i).map(|c| &mut c.kind)
+                    {
+                        text.push_str(delta);
+                    }
+                    self.touch(i);
+                }
+                None => {
+                    let usage = self.pending_usage.remove(agent);
+                    let i = self.push(
+                        ev,
+                        CellKind::Message {
+                            agent: agent.clone(),
+                            to: None,
+                            text: delta.clone(),
+                            streaming: true,
+                            usage,
+                        },
+                    );
+                    self.streaming.insert(agent.clone(), i);
+                }
+            },
+            EventKind::Message { agent, content, to } => {
+                if agent != HUMAN && agent != EXECUTOR {
+                    let i = self.ensure_agent(agent);
+                    self.agents[i].activity = AgentActivity::Idle;
+                }
+                if agent == EXECUTOR {
+                    self.push(
+                        ev,
+                        CellKind::ExecutorReport {
+                            text: content.clone(),
+                        },
+                    );
+                } else if let Some(i) = self.streaming.remove(agent) {
+                    let usage = self.pending_usage.remove(agent);
+                    if let Some(CellKind::Message {
+                        text,
+                        streaming,
+                        to: cell_to,
+                        usage: cell_usage,
+                        ..
+                    }) = self.cells.get_mut(i).map(|c| &mut c.kind)
+                    {
+                        // The complete message is the truth: it replaces what streamed.
+                        if text != content {
+                            *text = content.clone();
+                        }
+                        *streaming = false;
+                        cell_to.clone_from(to);
+                        if usage.is_some() {
+                            *cell_usage = usage;
+                        }
+                    }
+                    self.touch(i);
+                } else {
+                    let usage = self.pending_usage.remove(agent);
+                    self.push(
+                        ev,
+                        CellKind::Message {
+                            agent: agent.clone(),
+                            to: to.clone(),
+                            text: content.clone(),
+                            streaming: false,
+                            usage,
+                        },
+                    );
+                }
+            }
+            EventKind::Usage {
+                agent,
+                model,
+                input_tokens,
+                output_tokens,
+                cached_tokens,
+                usd,
+                estimated,
+                ..
+            } => {
+                let u = UsageView {
+                    model: model.clone(),
+                    input_tokens: *input_tokens,
+                    output_tokens: *output_tokens,
+                    cached_tokens: *cached_tokens,
+                    usd: *usd,
+                    estimated: *estimated,
+                };
+                self.spend.add(&u);
+                self.spend_by_model
+                    .entry(model.clone())
+                    .or_default()
+                    .add(&u);
+                if let Some(&i) = self.agent_index.get(agent) {
+                    self.agents[i].spend.add(&u);
+                }
+                // Shown with the message it paid for: the one streaming, or the next one.
+                match self.streaming.get(agent) {
+                    Some(&i) => {
+                        if let Some(CellKind::Message { usage, .. }) =
+                            self.cells.get_mut(i).map(|c| &mut c.kind)
+                        {
+                            *usage = Some(u);
+                        }
+                        self.touch(i);
+                    }
+                    None => {
+                        self.pending_usage.insert(agent.clone(), u);
+                    }
+                }
+            }
+            EventKind::ApprovalRequested { id, agent, blocks } => {
+                for b in blocks {
+                    self.proposed
+                        .insert((*id, b.index), (b.code.clone(), b.language.clone()));
+                }
+                self.approvals.push_back(OpenApproval {
+                    id: *id,
+                    agent: agent.clone(),
+                    blocks: blocks.clone(),
+                    decided: vec![None; blocks.len()],
+                });
+                self.push(
+                    ev,
+                    CellKind::Approval {
+                        id: *id,
+                        agent: agent.clone(),
+                        blocks: blocks
+                            .iter()
+                            .map(|b| {
+                                (
+                                    b.language.clone(),
+                                    b.filename.clone(),
+                                    b.code.lines().count(),
+                                )
+                            })
+                            .collect(),
+                    },
+                );
+            }
+            EventKind::ApprovalResolved {
+                id,
+                block,
+                decision,
+                code,
+                reason,
+                by_rule,
+                allow_network,
+            } => {
+                if let Some(PolicyRule::CodeOnce { hash }) = by_rule {
+                    self.rules
+                        .retain(|r| !matches!(r, PolicyRule::CodeOnce { hash: h } if h == hash));
+                }
+                if let Some(pos) = self.approvals.iter().position(|a| a.id == *id) {
+                    let a = &mut self.approvals[pos];
+                    if let Some(slot) = a.decided.get_mut(*block) {
+                        *slot = Some(*decision);
+                    }
+                    if a.first_undecided().is_none() {
+                        self.approvals.remove(pos);
+                    }
+                }
+                let (original, language) = self
+                    .proposed
+                    .get(&(*id, *block))
+                    .cloned()
+                    .unwrap_or_default();
+                self.push(
+                    ev,
+                    CellKind::Decision {
+                        id: *id,
+                        block: *block,
+                        language,
+                        decision: *decision,
+                        original: (*decision == DecisionKind::Edited).then_some(original),
+                        code: code.clone(),
+                        reason: reason.clone(),
+                        by_rule: by_rule.clone(),
+                        allow_network: *allow_network,
+                    },
+                );
+            }
+            EventKind::PolicyAdded { rule } => {
+                if !self.rules.contains(rule) {
+                    self.rules.push(rule.clone());
+                }
+                self.push(
+                    ev,
+                    CellKind::Rule {
+                        rule: rule.clone(),
+                        added: true,
+                    },
+                );
+            }
+            EventKind::PolicyRevoked { rule } => {
+                self.rules.retain(|r| r != rule);
+                self.push(
+                    ev,
+                    CellKind::Rule {
+                        rule: rule.clone(),
+                        added: false,
+                    },
+                );
+            }
+            EventKind::ModeChanged { mode } => {
+                self.mode = *mode;
+                self.push(ev, CellKind::ModeChanged { mode: *mode });
+            }
+            EventKind::SpeakerPinned { agent } => {
+                self.pinned = Some(agent.clone());
+                self.push(
+                    ev,
+                    CellKind::Pinned {
+                        agent: agent.clone(),
+                    },
+                );
+            }
+            EventKind::AgentMuted { agent, muted } => {
+                let i = self.ensure_agent(agent);
+                self.agents[i].muted = *muted;
+                self.push(
+                    ev,
+                    CellKind::Muted {
+                        agent: agent.clone(),
+                        muted: *muted,
+                    },
+                );
+            }
+            EventKind::ImagePull {
+                image,
+                status,
+                current,
+                total,
+                layers,
+                layers_done,
+            } => {
+                self.pull = Some(PullView {
+                    image: image.clone(),
+                    status: status.clone(),
+                    current: *current,
+                    total: *total,
+                    layers: *layers,
+                    layers_done: *layers_done,
+                });
+            }
+            EventKind::ExecutionStarted {
+                id,
+                block,
+                language,
+            } => {
+                let i = self.push(
+                    ev,
+                    CellKind::Execution(ExecView {
+                        id: *id,
+                        block: *block,
+                        language: language.clone(),
+                        started_ms: ev.ts_ms,
+                        timeout_s: self.exec_timeout_s,
+                        chunks: Vec::new(),
+                        output_len: 0,
+                        output_lines: 0,
+                        end: None,
+                        changes: None,
+                    }),
+                );
+                self.exec_cells.insert((*id, *block), i);
+                self.running = Some(i);
+            }
+            EventKind::ExecutionOutput {
+                id,
+                block,
+                stream,
+                text,
+            } => {
+                self.pull = None;
+                if let Some(&i) = self.exec_cells.get(&(*id, *block)) {
+                    if let Some(CellKind::Execution(x)) = self.cells.get_mut(i).map(|c| &mut c.kind)
+                    {
+                        x.push_output(*stream, text);
+                    }
+                    self.touch(i);
+                }
+            }
+            EventKind::ExecutionFinished {
+                id,
+                block,
+                exit_code,
+                timed_out,
+                truncated,
+                duration_ms,
+                output,
+                oom,
+                interrupted,
+                not_run,
+            } => {
+                self.pull = None;
+                let i = match self.exec_cells.get(&(*id, *block)) {
+                    Some(&i) => i,
+                    None => {
+                        // A finish without a start (a block refused before it ran).
+                        let i = self.push(
+                            ev,
+                            CellKind::Execution(ExecView {
+                                id: *id,
+                                block: *block,
+                                language: self
+                                    .proposed
+                                    .get(&(*id, *block))
+                                    .map(|(_, l)| l.clone())
+                                    .unwrap_or_default(),
+                                started_ms: ev.ts_ms,
+                                timeout_s: self.exec_timeout_s,
+                                chunks: Vec::new(),
+                                output_len: 0,
+                                output_lines: 0,
+                                end: None,
+                                changes: None,
+                            }),
+                        );
+                        self.exec_cells.insert((*id, *block), i);
+                        i
+                    }
+                };
+                if let Some(CellKind::Execution(x)) = self.cells.get_mut(i).map(|c| &mut c.kind) {
+                    x.finish(
+                        output,
+                        ExecEnd {
+                            exit_code: *exit_code,
+                            timed_out: *timed_out,
+                            truncated: *truncated,
+                            duration_ms: *duration_ms,
+                            oom: *oom,
+                            interrupted: *interrupted,
+                            not_run: *not_run,
+                            finished_ms: ev.ts_ms,
+                        },
+                    );
+                }
+                self.touch(i);
+                if self.running == Some(i) {
+                    self.running = None;
+                }
+            }
+            EventKind::WorkspaceChanged {
+                id,
+                block,
+                created,
+                modified,
+                deleted,
+                notes,
+            } => {
+                for (list, mark) in [
+                    (created, FileMark::Created),
+                    (modified, FileMark::Modified),
+                    (deleted, FileMark::Deleted),
+                ] {
+                    for f in list {
+                        let merged = match (self.workspace.get(&f.path), mark) {
+                            // Created in this session, then changed: still new to the session.
+                            (Some(FileMark::Created), FileMark::Modified) => FileMark::Created,
+                            // Deleted, then written again: changed against the start.
+                            (Some(FileMark::Deleted), FileMark::Created) => FileMark::Modified,
+                            (_, m) => m,
+                        };
+                        if merged == FileMark::Deleted
+                            && self.workspace.get(&f.path) == Some(&FileMark::Created)
+                        {
+                            // Created and deleted within the session: no change left.
+                            self.workspace.remove(&f.path);
+                        } else {
+                            self.workspace.insert(f.path.clone(), merged);
+                        }
+                    }
+                }
+                let changes = cells::WorkspaceChange {
+                    created: created.clone(),
+                    modified: modified.clone(),
+                    deleted: deleted.clone(),
+                    notes: notes
+                        .iter()
+                        .map(|n| (n.path.clone(), n.note.clone()))
+                        .collect(),
+                };
+                match self.exec_cells.get(&(*id, *block)).copied() {
+                    Some(i) => {
+                        if let Some(CellKind::Execution(x)) =
+                            self.cells.get_mut(i).map(|c| &mut c.kind)
+                        {
+                            x.changes = Some(changes);
+                        }
+                        self.touch(i);
+                    }
+                    None => {
+                        self.push(
+                            ev,
+                            CellKind::Workspace {
+                                id: *id,
+                                block: *block,
+                                changes,
+                            },
+                        );
+                    }
+                }
+            }
+            EventKind::BudgetWarning { spent_usd, cap_usd } => {
+                self.budget_warned = true;
+                self.push(
+                    ev,
+                    CellKind::BudgetWarning {
+                        spent_usd: *spent_usd,
+                        cap_usd: *cap_usd,
+                    },
+                );
+            }
+            EventKind::BudgetChanged { cap_usd } => {
+                self.budget_usd = Some(*cap_usd);
+                self.budget_warned = false;
+                self.push(ev, CellKind::BudgetChanged { cap_usd: *cap_usd });
+            }
+            EventKind::Notice { message } => {
+                // The engine's checkpoint record says nothing to the human.
+                if message != "still streaming" {
+                    self.push(
+                        ev,
+                        CellKind::Notice {
+                            text: message.clone(),
+                        },
+                    );
+                }
+            }
+            EventKind::Paused { reason, kind } => {
+                self.paused = Some(PauseView {
+                    kind: *kind,
+                    reason: reason.clone(),
+                });
+                self.push(
+                    ev,
+                    CellKind::Paused {
+                        kind: *kind,
+                        reason: reason.clone(),
+                    },
+                );
+            }
+            EventKind::Resumed {} => {
+                self.paused = None;
+                self.push(ev, CellKind::Resumed);
+            }
+            EventKind::Terminated { reason } => {
+                self.terminated = Some(reason.clone());
+                self.paused = None;
+                self.speaker_requested = None;
+                self.running = None;
+                for a in &mut self.agents {
+                    a.activity = AgentActivity::Idle;
+                }
+                for (_, i) in self.streaming.drain() {
+                    if let Some(CellKind::Message { streaming, .. }) =
+                        self.cells.get_mut(i).map(|c| &mut c.kind)
+                    {
+                        *streaming = false;
+                    }
+                }
+                self.push(
+                    ev,
+                    CellKind::Terminated {
+                        reason: reason.clone(),
+                    },
+                );
+            }
+            EventKind::Waiting { on, ops_handled } => {
+                self.waiting = Some(WaitView {
+                    on: *on,
+                    ops_handled: *ops_handled,
+                });
+            }
+            EventKind::Error { message } => {
+                self.push(
+                    ev,
+                    CellKind::Error {
+                        text: message.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// The execution cell of a block.
+    pub fn execution(&self, id: u64, block: usize) -> Option<&ExecView> {
+        let i = *self.exec_cells.get(&(id, block))?;
+        if let CellKind::Execution(x) = &self.cells.get(i)?.kind {
+            Some(x)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

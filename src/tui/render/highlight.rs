@@ -1,0 +1,288 @@
+//! Syntax highlighting of code (syntect with two-face's syntaxes, pure-Rust regex), off the UI
+//! task: the screen shows code plain first and highlighted once a worker thread has done it.
+//!
+//! Lines go in already made visible (`text_safety::code_lines`), so markers are highlighted as
+//! the text they are and nothing hidden reaches the highlighter's output.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ratatui::style::{Color, Modifier, Style};
+use syntect::easy::HighlightLines;
+use syntect::highlighting::{FontStyle, ThemeSet};
+use syntect::parsing::SyntaxSet;
+
+/// One highlighted line: (style, text) pieces.
+pub type StyledLine = Vec<(Style, String)>;
+
+/// Highlighted lines of one piece of code.
+pub type Highlighted = Arc<Vec<StyledLine>>;
+
+fn syntaxes() -> &'static SyntaxSet {
+    static SET: OnceLock<SyntaxSet> = OnceLock::new();
+    SET.get_or_init(two_face::syntax::extra_newlines)
+}
+
+fn themes() -> &'static ThemeSet {
+    static SET: OnceLock<ThemeSet> = OnceLock::new();
+    SET.get_or_init(ThemeSet::load_defaults)
+}
+
+/// Loads the syntax and theme sets (slow the first time: call it off the UI task at start).
+pub fn warm_up() {
+    let _ = syntaxes();
+    let _ = themes();
+}
+
+/// Names of the code themes a theme file may name.
+pub fn theme_names() -> Vec<String> {
+    themes().themes.keys().cloned().collect()
+}
+
+/// Highlights `lines` as `language` with the syntect theme `theme` (synchronous).
+pub fn highlight_now(lines: &[String], language: &str, theme: &str) -> Vec<StyledLine> {
+    let plain = || {
+        lines
+            .iter()
+            .map(|l| vec![(Style::new(), l.clone())])
+            .collect()
+    };
+    let ss = syntaxes();
+    let Some(theme) = themes().themes.get(theme) else {
+        return plain();
+    };
+    let syntax = ss
+        .find_syntax_by_token(language)
+        .or_else(|| ss.find_syntax_by_token(&language.to_ascii_lowercase()));
+    let Some(syntax) = syntax else {
+        return plain();
+    };
+    let mut h = HighlightLines::new(syntax, theme);
+    let mut out = Vec::with_capacity(lines.len());
+    let mut buf = String::new();
+    for line in lines {
+        buf.clear();
+        buf.push_str(line);
+        buf.push('\n');
+        match h.highlight_line(&buf, ss) {
+            Ok(pieces) => out.push(
+                pieces
+                    .into_iter()
+                    .map(|(s, t)| (convert(s), t.trim_end_matches('\n').to_string()))
+                    .filter(|(_, t)| !t.is_empty())
+                    .collect(),
+            ),
+            Err(_) => out.push(vec![(Style::new(), line.clone())]),
+        }
+    }
+    out
+}
+
+fn convert(s: syntect::highlighting::Style) -> Style {
+    let f = s.foreground;
+    let mut style = Style::new().fg(Color::Rgb(f.r, f.g, f.b));
+    if s.font_style.contains(FontStyle::BOLD) {
+        style = style.add_modifier(Modifier::BOLD);
+    }
+    if s.font_style.contains(FontStyle::ITALIC) {
+        style = style.add_modifier(Modifier::ITALIC);
+    }
+    if s.font_style.contains(FontStyle::UNDERLINE) {
+        style = style.add_modifier(Modifier::UNDERLINED);
+    }
+    style
+}
+
+/// Key of a piece of code: its lines, language and code theme.
+pub fn key(lines: &[String], language: &str, theme: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    theme.hash(&mut h);
+    language.hash(&mut h);
+    lines.hash(&mut h);
+    h.finish()
+}
+
+/// A request for the worker.
+struct Job {
+    key: u64,
+    lines: Arc<Vec<String>>,
+    language: String,
+    theme: String,
+}
+
+/// Entries kept before the cache starts over.
+const CACHE_ENTRIES: usize = 4096;
+
+struct Shared {
+    cache: Mutex<HashMap<u64, Highlighted>>,
+    pending: Mutex<HashSet<u64>>,
+    generation: AtomicU64,
+}
+
+/// Highlighting for the screen: cached results, computed inline (tests, snapshots) or by a
+/// worker thread that wakes the app when a result is ready.
+#[derive(Clone)]
+pub struct Highlighter {
+    theme: Option<String>,
+    shared: Arc<Shared>,
+    worker: Option<std::sync::mpsc::Sender<Job>>,
+}
+
+impl Highlighter {
+    fn with(theme: Option<String>, worker: Option<std::sync::mpsc::Sender<Job>>) -> Self {
+        Highlighter {
+            theme,
+            shared: Arc::new(Shared {
+                cache: Mutex::new(HashMap::new()),
+                pending: Mutex::new(HashSet::new()),
+                generation: AtomicU64::new(0),
+            }),
+            worker,
+        }
+    }
+
+    /// Highlights on the calling thread (tests and snapshots). `None`: no colours.
+    pub fn inline(theme: Option<String>) -> Self {
+        Self::with(theme, None)
+    }
+
+    /// Highlights on a worker thread; `ready` is called after each result lands in the cache.
+    pub fn background(theme: Option<String>, ready: impl Fn() + Send + 'static) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let h = Self::with(theme, Some(tx));
+        let shared = h.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("proctor-highlight".into())
+            .spawn(move || {
+                warm_up();
+                while let Ok(job) = rx.recv() {
+                    let out = Arc::new(highlight_now(&job.lines, &job.language, &job.theme));
+                    if let Ok(mut c) = shared.cache.lock() {
+                        if c.len() >= CACHE_ENTRIES {
+                            c.clear();
+                        }
+                        c.insert(job.key, out);
+                    }
+                    if let Ok(mut p) = shared.pending.lock() {
+                        p.remove(&job.key);
+                    }
+                    shared.generation.fetch_add(1, Ordering::SeqCst);
+                    ready();
+                }
+            });
+        match spawned {
+            Ok(_) => h,
+            Err(e) => {
+                tracing::warn!("no highlighting thread ({e}); code is shown plain");
+                Self::with(None, None)
+            }
+        }
+    }
+
+    /// Whether code gets colours at all.
+    pub fn enabled(&self) -> bool {
+        self.theme.is_some()
+    }
+
+    /// Bumped whenever a result lands (cells that showed plain code redraw then).
+    pub fn generation(&self) -> u64 {
+        self.shared.generation.load(Ordering::SeqCst)
+    }
+
+    /// The highlighted lines of `lines`, or `None` (show them plain) while the worker is on it.
+    pub fn get(&self, lines: &[String], language: &str) -> Option<Highlighted> {
+        let theme = self.theme.as_ref()?;
+        let key = key(lines, language, theme);
+        self.lookup(key, language, || Arc::new(lines.to_vec()))
+    }
+
+    /// Like [`Highlighter::get`] with the key already computed and the lines shared (a big
+    /// block is handed to the worker without a copy).
+    pub fn get_keyed(
+        &self,
+        key: u64,
+        lines: &Arc<Vec<String>>,
+        language: &str,
+    ) -> Option<Highlighted> {
+        self.lookup(key, language, || lines.clone())
+    }
+
+    fn lookup(
+        &self,
+        key: u64,
+        language: &str,
+        lines: impl FnOnce() -> Arc<Vec<String>>,
+    ) -> Option<Highlighted> {
+        let theme = self.theme.as_ref()?;
+        if let Some(h) = self.shared.cache.lock().ok()?.get(&key) {
+            return Some(h.clone());
+        }
+        match &self.worker {
+            None => {
+                let out = Arc::new(highlight_now(&lines(), language, theme));
+                if let Ok(mut c) = self.shared.cache.lock() {
+                    if c.len() >= CACHE_ENTRIES {
+                        c.clear();
+                    }
+                    c.insert(key, out.clone());
+                }
+                Some(out)
+            }
+            Some(tx) => {
+                let mut pending = self.shared.pending.lock().ok()?;
+                if pending.insert(key) {
+                    let _ = tx.send(Job {
+                        key,
+                        lines: lines(),
+                        language: language.to_string(),
+                        theme: theme.clone(),
+                    });
+                }
+                None
+            }
+        }
+    }
+
+    /// The code theme's key for `lines` (`None` without colours).
+    pub fn key_for(&self, lines: &[String], language: &str) -> Option<u64> {
+        Some(key(lines, language, self.theme.as_ref()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_gets_more_than_one_colour_and_the_text_is_unchanged() {
+        let lines = vec![
+            "def f(x):".to_string(),
+            "    return x  # ␛ marker".to_string(),
+        ];
+        let out = highlight_now(&lines, "python", "base16-ocean.dark");
+        let text: Vec<String> = out
+            .iter()
+            .map(|l| l.iter().map(|(_, t)| t.as_str()).collect())
+            .collect();
+        assert_eq!(text, lines);
+        let colours: HashSet<Option<Color>> = out.iter().flatten().map(|(s, _)| s.fg).collect();
+        assert!(colours.len() >= 3, "{colours:?}");
+    }
+
+    #[test]
+    fn the_worker_highlights_in_the_background_and_says_so() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = Highlighter::background(Some("InspiredGitHub".into()), move || {
+            let _ = tx.send(());
+        });
+        let lines = vec!["echo hi".to_string()];
+        assert!(h.get(&lines, "bash").is_none(), "first ask: plain");
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("worker finished");
+        assert!(h.generation() >= 1);
+        assert!(h.get(&lines, "bash").is_some());
+        assert!(Highlighter::inline(None).get(&lines, "bash").is_none());
+    }
+}

@@ -1,0 +1,376 @@
+//! The pending-code pane: `approval #id · block i/n · agent · language · → filename`, the code
+//! with line numbers as its interpreter counts them (hidden characters shown as markers), its
+//! colours once the highlighter is done, and the pane's own modes: editing in place, the diff of
+//! an edit to confirm, a rejection reason. Decisions already sent show as "sent…".
+
+use ratatui::Frame;
+use ratatui::layout::Rect;
+use ratatui::style::Modifier;
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph};
+
+use crate::tui::app::{App, Focus, PaneMode};
+use crate::tui::keymap::Action;
+use crate::tui::render::text::{line_spans, one_line, restyle_markers};
+use crate::tui::render::wrap::{pad_to, wrap_hard};
+use crate::tui::widgets::hint_line;
+
+/// Draws the pane.
+pub fn pane(app: &mut App, f: &mut Frame<'_>, area: Rect) {
+    let theme = app.theme.clone();
+    let focused = app.focus == Focus::Approval;
+    let Some(a) = app.view.open_approval().cloned() else {
+        return;
+    };
+    let n = a.blocks.len();
+    let shown_idx = app.pane_code.as_ref().map_or(0, |p| p.key.1);
+    let b = a.blocks.get(shown_idx);
+    let mut title = vec![
+        Span::styled(
+            format!(" approval #{} · block {}/{n} · ", a.id, shown_idx + 1),
+            theme.warning(),
+        ),
+        Span::styled(
+            one_line(&a.agent),
+            theme.agent(app.view.agent_slot(&a.agent)),
+        ),
+    ];
+    if let Some(b) = b {
+        title.push(Span::styled(
+            format!(" · {}", one_line(&b.language)),
+            theme.warning(),
+        ));
+        if let Some(file) = &b.filename {
+            title.push(Span::styled(
+                format!(" · → {}", one_line(file)),
+                theme.warning(),
+            ));
+        }
+    }
+    title.push(Span::raw(" "));
+    let hidden = app.pane_code.as_ref().map_or(0, |p| p.hidden);
+    let block = Block::new()
+        .borders(Borders::ALL)
+        .border_style(if focused {
+            theme.focus_border()
+        } else {
+            theme.warning()
+        })
+        .title(Line::from(title));
+    let block = if hidden > 0 {
+        block.title_bottom(Line::from(Span::styled(
+            format!(
+                " ⚠ {hidden} hidden character{} shown as markers ",
+                if hidden == 1 { "" } else { "s" }
+            ),
+            theme.danger().add_modifier(Modifier::BOLD),
+        )))
+    } else {
+        block
+    };
+    let inner = block.inner(area);
+    f.render_widget(block, area);
+    if inner.height == 0 || inner.width == 0 {
+        return;
+    }
+    // Decisions already sent for this approval.
+    let mut sent_lines: Vec<Line<'static>> = Vec::new();
+    for i in 0..n {
+        if let Some(what) = app.sent.get(&(a.id, i)) {
+            sent_lines.push(Line::from(vec![
+                Span::styled(format!("block {}/{n}: {what} — ", i + 1), theme.muted()),
+                Span::styled("sent…", theme.warning()),
+            ]));
+        }
+    }
+    let waiting_for_engine = app.current_block().is_none();
+    let footer_h: u16 = if inner.height >= 4 { 1 } else { 0 };
+    let sent_h = (sent_lines.len() as u16).min(inner.height.saturating_sub(footer_h + 1) / 2);
+    let body = Rect {
+        height: inner.height - footer_h - sent_h,
+        ..inner
+    };
+    let sent_area = Rect {
+        y: body.y + body.height,
+        height: sent_h,
+        ..inner
+    };
+    let footer = Rect {
+        y: inner.y + inner.height - footer_h,
+        height: footer_h,
+        ..inner
+    };
+    f.render_widget(
+        Paragraph::new(
+            sent_lines
+                .into_iter()
+                .rev()
+                .take(sent_h as usize)
+                .rev()
+                .collect::<Vec<_>>(),
+        ),
+        sent_area,
+    );
+
+    let key = theme.accent().remove_modifier(Modifier::UNDERLINED);
+    let label = theme.muted();
+    #[derive(PartialEq)]
+    enum Shown {
+        Code,
+        Editing,
+        Diff,
+        Reason,
+    }
+    let shown = match &app.pane {
+        PaneMode::Code => Shown::Code,
+        PaneMode::Editing(_) => Shown::Editing,
+        PaneMode::DiffConfirm { .. } => Shown::Diff,
+        PaneMode::Reason(_) => Shown::Reason,
+    };
+    if shown == Shown::Editing {
+        if let PaneMode::Editing(t) = &mut app.pane {
+            t.set_style(theme.code());
+            t.set_cursor_style(theme.selected());
+            f.render_widget(&**t, body);
+        }
+        f.render_widget(
+            Paragraph::new(Line::from(vec![
+                Span::styled("editing in place · ", theme.warning()),
+                Span::styled("Ctrl-S", key),
+                Span::styled(" done, show the diff · ", label),
+                Span::styled("Esc", key),
+                Span::styled(" cancel", label),
+            ])),
+            footer,
+        );
+        return;
+    }
+    if shown == Shown::Diff {
+        let (code, scroll) = if let PaneMode::DiffConfirm { code, scroll } = &app.pane {
+            (code.clone(), *scroll)
+        } else {
+            (String::new(), 0)
+        };
+        let original = b.map(|b| b.code.clone()).unwrap_or_default();
+        let diff = crate::store::diff::unified(&original, &code, "agent's version", "your edit");
+        let lines: Vec<Line<'static>> = if diff.is_empty() {
+            vec![Line::from(Span::styled(
+                "no change: y runs the block as the agent wrote it",
+                theme.muted(),
+            ))]
+        } else {
+            diff.lines()
+                .flat_map(|d| {
+                    let st = if d.starts_with('+') {
+                        theme.success()
+                    } else if d.starts_with('-') {
+                        theme.danger()
+                    } else if d.starts_with("@@") {
+                        theme.accent()
+                    } else {
+                        theme.base()
+                    };
+                    wrap_hard(
+                        &line_spans(d, st, theme.marker(), 0),
+                        body.width as usize,
+                        &[],
+                        &[Span::styled(" ┆", theme.muted())],
+                    )
+                })
+                .collect()
+        };
+        app.code_rows = body.height as usize;
+        let max = lines.len().saturating_sub(body.height as usize);
+        let shown: Vec<Line<'static>> = lines.into_iter().skip(scroll.min(max)).collect();
+        f.render_widget(Paragraph::new(shown), body);
+        f.render_widget(
+            Paragraph::new(Line::from(vec![
+                Span::styled(
+                    if max > scroll {
+                        "j/k scroll · run the edited code? "
+                    } else {
+                        "run the edited code? "
+                    },
+                    theme.warning(),
+                ),
+                Span::styled("y", key),
+                Span::styled(" yes · ", label),
+                Span::styled("e", key),
+                Span::styled(" edit again · ", label),
+                Span::styled("Esc", key),
+                Span::styled(" drop the edit", label),
+            ])),
+            footer,
+        );
+        return;
+    }
+    if shown == Shown::Reason {
+        let code_h = body.height.saturating_sub(2);
+        let code_area = Rect {
+            height: code_h,
+            ..body
+        };
+        draw_code(app_code(app), f, code_area);
+        let input_area = Rect {
+            y: body.y + code_h,
+            height: body.height - code_h,
+            ..body
+        };
+        if let PaneMode::Reason(t) = &mut app.pane {
+            t.set_block(
+                Block::new()
+                    .borders(Borders::TOP)
+                    .border_style(theme.danger())
+                    .title(Span::styled(
+                        " reason for rejecting (the agent reads it) ",
+                        theme.danger(),
+                    )),
+            );
+            t.set_style(theme.base());
+            t.set_cursor_style(theme.selected());
+            f.render_widget(&**t, input_area);
+        }
+        f.render_widget(
+            Paragraph::new(Line::from(vec![
+                Span::styled("Enter", key),
+                Span::styled(" reject with this reason · ", label),
+                Span::styled("Esc", key),
+                Span::styled(" cancel", label),
+            ])),
+            footer,
+        );
+        return;
+    }
+    app.code_rows = body.height as usize;
+    draw_code(app_code(app), f, body);
+    let footer_line = if waiting_for_engine {
+        Line::from(Span::styled(
+            "sent… waiting for the engine",
+            theme.warning(),
+        ))
+    } else if !focused {
+        Line::from(vec![
+            Span::styled("approval pending — ", theme.warning()),
+            Span::styled(app.keymap.describe(Action::FocusNext), key),
+            Span::styled(" to decide", label),
+        ])
+    } else if app.guard_until().is_some_and(|t| t > app.now()) {
+        Line::from(Span::styled("just appeared — read it first", theme.muted()))
+    } else {
+        Line::from(hint_line(
+            &app.keymap
+                .hints(crate::tui::widgets::status_bar::PANE_FOOTER),
+            key,
+            label,
+        ))
+    };
+    f.render_widget(Paragraph::new(footer_line), footer);
+}
+
+/// What `draw_code` needs, borrowed from the app.
+pub struct CodeView<'a> {
+    lines: &'a [String],
+    colored: Option<crate::tui::render::highlight::Highlighted>,
+    scroll: usize,
+    theme: &'a crate::tui::theme::Theme,
+}
+
+fn app_code(app: &App) -> CodeView<'_> {
+    let (lines, colored) = match &app.pane_code {
+        Some(p) => {
+            let lang = app
+                .view
+                .open_approval()
+                .and_then(|a| a.blocks.get(p.key.1))
+                .map(|b| b.language.clone())
+                .unwrap_or_default();
+            let colored = p
+                .hl_key
+                .and_then(|k| app.highlighter.get_keyed(k, &p.lines, &lang));
+            (p.lines.as_slice(), colored)
+        }
+        None => (&[][..], None),
+    };
+    CodeView {
+        lines,
+        colored,
+        scroll: app.code_scroll,
+        theme: &app.theme,
+    }
+}
+
+/// A code view of any lines (a workspace file).
+pub fn code_view<'a>(
+    lines: &'a [String],
+    colored: Option<crate::tui::render::highlight::Highlighted>,
+    scroll: usize,
+    theme: &'a crate::tui::theme::Theme,
+) -> CodeView<'a> {
+    CodeView {
+        lines,
+        colored,
+        scroll,
+        theme,
+    }
+}
+
+/// Code with line numbers, from `scroll`. Long lines wrap (never cut: what is past the edge
+/// is code that would run), continuing under a `┆` gutter.
+pub fn draw_code(v: CodeView<'_>, f: &mut Frame<'_>, area: Rect) {
+    if area.height == 0 || area.width == 0 {
+        return;
+    }
+    let theme = v.theme;
+    let digits = v.lines.len().max(1).to_string().len();
+    let base = theme.code();
+    let rows = area.height as usize;
+    let mut out: Vec<Line<'static>> = Vec::with_capacity(rows);
+    let mut shown = 0usize;
+    for (i, l) in v.lines.iter().enumerate().skip(v.scroll) {
+        if out.len() >= rows {
+            break;
+        }
+        let spans: Vec<Span<'static>> = match v.colored.as_ref().and_then(|c| c.get(i)) {
+            Some(pieces) => {
+                let colored: Vec<Span<'static>> = pieces
+                    .iter()
+                    .map(|(st, t)| Span::styled(t.clone(), base.patch(*st)))
+                    .collect();
+                restyle_markers(colored, theme.marker())
+            }
+            None => line_spans(l, base, theme.marker(), 0),
+        };
+        let first = vec![Span::styled(
+            format!("{:>digits$} │ ", i + 1),
+            theme.muted(),
+        )];
+        let rest = vec![Span::styled(format!("{:>digits$} ┆ ", ""), theme.muted())];
+        for mut line in wrap_hard(&spans, area.width as usize, &first, &rest) {
+            if out.len() >= rows {
+                break;
+            }
+            pad_to(&mut line, area.width as usize, base);
+            out.push(line);
+        }
+        shown += 1;
+    }
+    let more = v.lines.len().saturating_sub(v.scroll + shown);
+    f.render_widget(Paragraph::new(out), area);
+    if more > 0 && area.width > 20 {
+        let text = format!(" ↓ {more} more lines ");
+        let w = (unicode_width::UnicodeWidthStr::width(text.as_str()) as u16).min(area.width);
+        let r = Rect {
+            x: area.x + area.width - w,
+            y: area.y + area.height - 1,
+            width: w,
+            height: 1,
+        };
+        f.render_widget(
+            Paragraph::new(Span::styled(
+                text,
+                theme.muted().add_modifier(Modifier::REVERSED),
+            )),
+            r,
+        );
+    }
+}

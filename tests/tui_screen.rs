@@ -1,0 +1,430 @@
+//! What the screen shows beyond the main states: the cost meter's colours and breakdown, folded
+//! outputs, "↓ N new" while scrolled up, the workspace pane (and that it opens only files inside
+//! the workspace), search, and a screen without colours (NO_COLOR).
+
+mod tui_support;
+
+use std::time::Duration;
+
+use proctor::protocol::{EventKind, FileChange, StreamKind};
+use proctor::tui::app::{App, AppConfig, ManualClock};
+use proctor::tui::keymap::Keymap;
+use proctor::tui::render::highlight::Highlighter;
+use proctor::tui::theme::Theme;
+use ratatui::crossterm::event::KeyCode;
+use ratatui::style::Color;
+use tui_support::*;
+
+fn usage(seq: u64, usd: Option<f64>, estimated: bool) -> proctor::protocol::Event {
+    ev(
+        seq,
+        EventKind::Usage {
+            agent: "coder".into(),
+            model: "openai/gpt-4o-mini".into(),
+            input_tokens: 1200,
+            output_tokens: 300,
+            cached_tokens: 200,
+            cache_creation_tokens: 0,
+            usd,
+            estimated,
+        },
+    )
+}
+
+/// The colour of the first gauge cell (`▰`) in the sidebar.
+fn gauge_colour(app: &mut App) -> Option<Color> {
+    let t = draw(app, 120, 40);
+    let buf = t.backend().buffer();
+    for y in 0..buf.area.height {
+        for x in 0..buf.area.width {
+            if buf[(x, y)].symbol() == "▰" {
+                return buf[(x, y)].style().fg;
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn the_cost_meter_changes_colour_at_warn_at_and_at_the_cap() {
+    let theme = Theme::load("dark", false).unwrap();
+    let (mut app, clock) = app("dark");
+    feed(&mut app, &clock, &recorded(DEMO_AUTO)[..1]);
+    app.on_event(&ev(2, EventKind::BudgetChanged { cap_usd: 1.0 }));
+    app.on_event(&usage(3, Some(0.5), false));
+    assert_eq!(gauge_colour(&mut app), theme.success().fg, "below warn_at");
+    app.on_event(&usage(4, Some(0.35), false));
+    assert_eq!(
+        gauge_colour(&mut app),
+        theme.warning().fg,
+        "past warn_at (0.8)"
+    );
+    app.on_event(&usage(5, Some(0.2), false));
+    assert_eq!(gauge_colour(&mut app), theme.danger().fg, "past the cap");
+    let screen = text(&draw(&mut app, 120, 40));
+    assert!(screen.contains("$1.0500 of $1.0000"), "{screen}");
+    assert!(screen.contains("in 3.6k · cached 600"), "{screen}");
+}
+
+#[test]
+fn estimated_and_unpriced_calls_say_so_and_the_breakdown_lists_each_model() {
+    let (mut app, clock) = app("dark");
+    feed(&mut app, &clock, &recorded(DEMO_AUTO));
+    app.on_event(&usage(500, None, false));
+    app.on_event(&usage(501, Some(0.001), true));
+    let screen = text(&draw(&mut app, 120, 40));
+    assert!(screen.contains("≈$0.0015 + unpriced"), "{screen}");
+    assert!(screen.contains("1 call unpriced"), "{screen}");
+    app.on_key(key('$'));
+    let t = draw(&mut app, 120, 40);
+    let screen = text(&t);
+    assert!(screen.contains("scripted/demo"), "{screen}");
+    assert!(screen.contains("openai/gpt-4o-mini"), "{screen}");
+    insta::assert_snapshot!("cost_breakdown_120x40_dark", tui_support::screen(&t));
+    app.on_key(code(KeyCode::Esc));
+    assert!(app.modal.is_none());
+}
+
+#[test]
+fn long_outputs_fold_to_head_and_tail_and_o_shows_them_whole() {
+    let (mut app, clock) = app("dark");
+    feed(&mut app, &clock, &recorded(DEMO_AUTO)[..1]);
+    app.on_event(&ev(
+        2,
+        EventKind::ExecutionStarted {
+            id: 1,
+            block: 0,
+            language: "python".into(),
+        },
+    ));
+    for i in 0..60 {
+        app.on_event(&ev(
+            3 + i,
+            EventKind::ExecutionOutput {
+                id: 1,
+                block: 0,
+                stream: StreamKind::Stdout,
+                text: format!("row {i}\n"),
+            },
+        ));
+    }
+    let output: String = (0..60).map(|i| format!("row {i}\n")).collect();
+    app.on_event(&ev(
+        70,
+        EventKind::ExecutionFinished {
+            id: 1,
+            block: 0,
+            exit_code: 0,
+            timed_out: false,
+            truncated: false,
+            duration_ms: 12,
+            output,
+            oom: false,
+            interrupted: false,
+            not_run: false,
+        },
+    ));
+    let screen = text(&draw(&mut app, 120, 40));
+    assert!(
+        screen.contains("row 0") && screen.contains("row 59"),
+        "{screen}"
+    );
+    assert!(screen.contains("… 50 more lines (o shows all)"), "{screen}");
+    assert!(!screen.contains("row 30"));
+    app.on_key(key('o'));
+    let screen = text(&draw(&mut app, 120, 40));
+    assert!(!screen.contains("more lines"), "{screen}");
+    assert!(
+        screen.contains("row 59") && screen.contains("row 40"),
+        "{screen}"
+    );
+}
+
+#[test]
+fn timeouts_and_out_of_memory_are_named() {
+    let (mut app, clock) = app("dark");
+    feed(&mut app, &clock, &recorded(DEMO_AUTO)[..1]);
+    for (id, timed_out, oom) in [(1, true, false), (2, false, true)] {
+        app.on_event(&ev(
+            id * 10,
+            EventKind::ExecutionStarted {
+                id,
+                block: 0,
+                language: "python".into(),
+            },
+        ));
+        app.on_event(&ev(
+            id * 10 + 1,
+            EventKind::ExecutionFinished {
+                id,
+                block: 0,
+                exit_code: 137,
+                timed_out,
+                truncated: false,
+                duration_ms: 30_000,
+                output: String::new(),
+                oom,
+                interrupted: false,
+                not_run: false,
+            },
+        ));
+    }
+    let screen = text(&draw(&mut app, 120, 40));
+    assert!(
+        screen.contains("exit 137 · 30.0 s · timed out after 30 s"),
+        "{screen}"
+    );
+    assert!(screen.contains("killed: out of memory"), "{screen}");
+}
+
+#[test]
+fn scrolled_up_the_screen_counts_what_arrives_below() {
+    let (mut app, clock) = app("dark");
+    feed(&mut app, &clock, &recorded(DEMO_AUTO));
+    let _ = draw(&mut app, 120, 40);
+    for _ in 0..15 {
+        app.on_key(key('k'));
+    }
+    let _ = draw(&mut app, 120, 40);
+    for i in 0..3 {
+        app.on_event(&ev(
+            900 + i,
+            EventKind::Notice {
+                message: format!("later note {i}"),
+            },
+        ));
+    }
+    let screen = text(&draw(&mut app, 120, 40));
+    assert!(screen.contains("↓ 3 new · G/End"), "{screen}");
+    assert!(!screen.contains("later note 2"));
+    app.on_key(key('G'));
+    let screen = text(&draw(&mut app, 120, 40));
+    assert!(screen.contains("later note 2"), "{screen}");
+    assert!(!screen.contains("new ·"));
+}
+
+#[test]
+fn search_finds_text_and_n_goes_on() {
+    let (mut app, clock) = app("dark");
+    feed(&mut app, &clock, &recorded(DEMO_AUTO));
+    let _ = draw(&mut app, 120, 40);
+    app.on_key(key('/'));
+    typed(&mut app, "ties are ordered");
+    app.on_key(code(KeyCode::Enter));
+    let screen = text(&draw(&mut app, 120, 40));
+    assert!(screen.contains("ties are ordered"), "{screen}");
+    app.on_key(key('/'));
+    typed(&mut app, "no such words anywhere");
+    app.on_key(code(KeyCode::Enter));
+    assert!(
+        app.flash
+            .as_ref()
+            .is_some_and(|(t, _)| t.contains("not found"))
+    );
+}
+
+fn workspace_app(dir: &std::path::Path) -> (App, std::sync::Arc<ManualClock>) {
+    let theme = Theme::load("dark", false).unwrap();
+    let clock = ManualClock::new(1_795_784_734_171);
+    let mut app = App::new(AppConfig {
+        highlighter: Highlighter::inline(theme.syntect_theme.clone()),
+        theme,
+        keymap: Keymap::default(),
+        notes: Vec::new(),
+        clock: clock.clone(),
+        workspace: Some(dir.to_path_buf()),
+    });
+    app.on_event(&recorded(DEMO_AUTO)[0]);
+    let file = |p: &str, before: Option<u64>, after: Option<u64>| FileChange {
+        path: p.into(),
+        size_before: before,
+        size_after: after,
+        lines_added: Some(3),
+        lines_removed: None,
+    };
+    app.on_event(&ev(
+        2,
+        EventKind::ExecutionStarted {
+            id: 1,
+            block: 0,
+            language: "python".into(),
+        },
+    ));
+    app.on_event(&ev(
+        3,
+        EventKind::ExecutionFinished {
+            id: 1,
+            block: 0,
+            exit_code: 0,
+            timed_out: false,
+            truncated: false,
+            duration_ms: 5,
+            output: String::new(),
+            oom: false,
+            interrupted: false,
+            not_run: false,
+        },
+    ));
+    app.on_event(&ev(
+        4,
+        EventKind::WorkspaceChanged {
+            id: 1,
+            block: 0,
+            created: vec![
+                file("wordcount.py", None, Some(120)),
+                file("../escape.txt", None, Some(3)),
+                file("link.txt", None, Some(3)),
+            ],
+            modified: vec![file("data.csv", Some(10), Some(40))],
+            deleted: vec![FileChange {
+                path: "old.log".into(),
+                size_before: Some(99),
+                size_after: None,
+                lines_added: None,
+                lines_removed: Some(7),
+            }],
+            notes: vec![],
+        },
+    ));
+    clock.advance(Duration::from_secs(1));
+    (app, clock)
+}
+
+#[test]
+fn the_workspace_pane_lists_changed_files_and_opens_them_from_disk_inside_the_workspace_only() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wordcount.py"),
+        "import re\nprint('counted')\n",
+    )
+    .unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.txt"), "outside secret").unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("secret.txt"),
+        dir.path().join("link.txt"),
+    )
+    .unwrap();
+    let (mut app, _) = workspace_app(dir.path());
+    // The block's cell lists its changes.
+    let screen = text(&draw(&mut app, 120, 40));
+    assert!(
+        screen.contains("+ created wordcount.py (120 B, +3)"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("~ modified data.csv (10 B → 40 B, +3)"),
+        "{screen}"
+    );
+    assert!(screen.contains("- deleted old.log (99 B, -7)"), "{screen}");
+    app.on_key(key('f'));
+    let t = draw(&mut app, 120, 40);
+    let screen = text(&t);
+    insta::assert_snapshot!("workspace_120x40_dark", tui_support::screen(&t));
+    for line in [
+        "+ created  wordcount.py",
+        "~ modified data.csv",
+        "- deleted  old.log",
+    ] {
+        assert!(screen.contains(line), "{line:?}:\n{screen}");
+    }
+    // Rows are sorted by path: ../escape.txt, data.csv, link.txt, old.log, wordcount.py.
+    app.on_key(code(KeyCode::Enter));
+    let screen = text(&draw(&mut app, 120, 40));
+    assert!(
+        screen.contains("leaves the workspace; not opened"),
+        "{screen}"
+    );
+    app.on_key(code(KeyCode::Esc));
+    app.on_key(key('j'));
+    app.on_key(key('j'));
+    app.on_key(code(KeyCode::Enter));
+    let screen = text(&draw(&mut app, 120, 40));
+    assert!(
+        screen.contains("a link leads out of the workspace"),
+        "{screen}"
+    );
+    assert!(!screen.contains("outside secret"));
+    app.on_key(code(KeyCode::Esc));
+    app.on_key(key('j'));
+    app.on_key(key('j'));
+    app.on_key(code(KeyCode::Enter));
+    let screen = text(&draw(&mut app, 120, 40));
+    assert!(
+        screen.contains("1 │ import re") && screen.contains("print('counted')"),
+        "{screen}"
+    );
+    assert!(app.take_ops().is_empty());
+}
+
+#[test]
+fn no_color_draws_roles_with_attributes_only() {
+    let theme = Theme::load("dark", true).unwrap();
+    let clock = ManualClock::new(1_795_784_734_171);
+    let mut app = App::new(AppConfig {
+        highlighter: Highlighter::inline(theme.syntect_theme.clone()),
+        theme,
+        keymap: Keymap::default(),
+        notes: Vec::new(),
+        clock: clock.clone(),
+        workspace: None,
+    });
+    feed(&mut app, &clock, &recorded(DEMO_QUIT_AT_APPROVAL));
+    let t = draw(&mut app, 80, 24);
+    let buf = t.backend().buffer();
+    for y in 0..buf.area.height {
+        for x in 0..buf.area.width {
+            let s = buf[(x, y)].style();
+            assert!(
+                matches!(s.fg, None | Some(Color::Reset)),
+                "colour at {x},{y}: {s:?}"
+            );
+            assert!(
+                matches!(s.bg, None | Some(Color::Reset)),
+                "colour at {x},{y}: {s:?}"
+            );
+        }
+    }
+    insta::assert_snapshot!("approval_80x24_no_color", tui_support::screen(&t));
+}
+
+#[test]
+fn an_image_pull_shows_a_progress_bar_until_output_arrives() {
+    let (mut app, clock) = app("dark");
+    feed(&mut app, &clock, &recorded(DEMO_AUTO)[..1]);
+    app.on_event(&ev(
+        2,
+        EventKind::ExecutionStarted {
+            id: 1,
+            block: 0,
+            language: "python".into(),
+        },
+    ));
+    app.on_event(&ev(
+        3,
+        EventKind::ImagePull {
+            image: "python:3.12-slim".into(),
+            status: "Downloading".into(),
+            current: 30,
+            total: 100,
+            layers: 4,
+            layers_done: 1,
+        },
+    ));
+    let screen = text(&draw(&mut app, 120, 40));
+    assert!(
+        screen.contains("pulling python:3.12-slim ▰▰▰▱▱▱▱▱▱▱ 30% (1/4 layers)"),
+        "{screen}"
+    );
+    app.on_event(&ev(
+        4,
+        EventKind::ExecutionOutput {
+            id: 1,
+            block: 0,
+            stream: StreamKind::Stdout,
+            text: "hi\n".into(),
+        },
+    ));
+    let screen = text(&draw(&mut app, 120, 40));
+    assert!(!screen.contains("pulling"), "{screen}");
+}
