@@ -124,6 +124,15 @@ pub fn panel(app: &App, f: &mut Frame<'_>, area: Rect) {
             theme.muted(),
         )));
     }
+    if v.spend_by_model
+        .keys()
+        .any(|m| crate::engine::cost::is_demo_priced(m))
+    {
+        lines.push(Line::from(Span::styled(
+            "demo prices · nothing billed",
+            theme.warning(),
+        )));
+    }
     lines.push(Line::from(Span::styled(
         format!(
             "{} per model",

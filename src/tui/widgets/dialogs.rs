@@ -301,6 +301,11 @@ pub fn draw(app: &App, f: &mut Frame<'_>, screen: Rect) {
                 } else {
                     format!("{approx}{}", usd(r.usd))
                 };
+                let cost = if crate::engine::cost::is_demo_priced(&m) {
+                    format!("{cost} (demo)")
+                } else {
+                    cost
+                };
                 lines.push(Line::from(Span::styled(
                     format!(
                         "{:<26} {:>6} {:>7} {:>7} {:>7} {:>18}",
