@@ -137,19 +137,22 @@ _base = set(_sys.modules)
 _sys.path[:] = [p for p in _sys.path if p not in ("", ".", "/workspace")]
 import os as _os
 import signal as _signal
+# The signals the fork server ignores, with the dispositions a fresh interpreter has for them
+# (its children get those back). It runs at nice 19 with oom_score_adj 1000, like every block:
+# its children inherit both.
 _sigs = {}
-for _n in range(1, _signal.NSIG):
-    try:
-        _sigs[_n] = _signal.getsignal(_n)
-    except (ValueError, OSError):
-        pass
+for _n in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1,
+           _signal.SIGUSR2, _signal.SIGPIPE, _signal.SIGALRM, _signal.SIGTSTP, _signal.SIGTTIN,
+           _signal.SIGTTOU):
+    _sigs[_n] = _signal.getsignal(_n)
+_prctl = None
 def _serve():
+    global _prctl
     import ctypes, socket, struct
-    if ctypes.CDLL(None).prctl(4, 0, 0, 0, 0) != 0:
+    _prctl = ctypes.CDLL(None).prctl
+    if _prctl(4, 0, 0, 0, 0) != 0:
         _os._exit(4)
-    for n in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT, _signal.SIGUSR1,
-              _signal.SIGUSR2, _signal.SIGPIPE, _signal.SIGALRM, _signal.SIGTSTP, _signal.SIGTTIN,
-              _signal.SIGTTOU):
+    for n in _sigs:
         _signal.signal(n, _signal.SIG_IGN)
     sock = socket.socket(fileno=int(_sys.argv[1]))
     # Everything the fork server holds now is never collected in a child: its pages stay shared.
@@ -187,19 +190,12 @@ def _child(path, fds):
             except OSError:
                 pass
     _os.setsid()
-    try:
-        _os.setpriority(_os.PRIO_PROCESS, 0, 19)
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write("1000")
-    except OSError:
-        pass
     for n, h in _sigs.items():
         try:
             _signal.signal(n, h)
         except (ValueError, OSError, TypeError):
             pass
-    import ctypes
-    ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)
+    _prctl(4, 1, 0, 0, 0)
     for name in [m for m in _sys.modules if m not in _base]:
         del _sys.modules[name]
     _sys.argv = [path]
@@ -266,7 +262,7 @@ def _finish(status):
     flush()
     leave(status)
 _c, _g = _child(*_serve())
-del _serve, _child, _sigs
+del _serve, _child, _sigs, _prctl
 try:
     exec(_c, _g)
 except SystemExit as _e:
