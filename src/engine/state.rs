@@ -79,10 +79,12 @@ impl PendingApproval {
     }
 }
 
-/// Money and tokens per agent (and for the whole session).
+/// Money and tokens of a set of model calls: per agent, per model, for the whole session.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Spend {
-    /// Input tokens.
+    /// Calls counted.
+    pub calls: u64,
+    /// Input tokens (cached included).
     pub input_tokens: u64,
     /// Output tokens.
     pub output_tokens: u64,
@@ -97,7 +99,9 @@ pub struct Spend {
 }
 
 impl Spend {
-    fn add(&mut self, input: u64, output: u64, cached: u64, usd: Option<f64>, estimated: bool) {
+    /// Counts one call.
+    pub fn add(&mut self, input: u64, output: u64, cached: u64, usd: Option<f64>, estimated: bool) {
+        self.calls += 1;
         self.input_tokens += input;
         self.output_tokens += output;
         self.cached_tokens += cached;

@@ -17,40 +17,7 @@ use crate::protocol::{
 
 pub use cells::{Cell, CellKind, ExecEnd, ExecView, FileMark, OutputChunk, UsageView};
 
-/// Tokens and money of some set of model calls.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Spend {
-    /// Calls counted.
-    pub calls: u64,
-    /// Prompt tokens (cached included).
-    pub input_tokens: u64,
-    /// Completion tokens.
-    pub output_tokens: u64,
-    /// Prompt tokens read from the provider's cache.
-    pub cached_tokens: u64,
-    /// USD of the priced calls.
-    pub usd: f64,
-    /// Calls whose model has no price.
-    pub unpriced_calls: u64,
-    /// Calls whose usage proctor estimated.
-    pub estimated_calls: u64,
-}
-
-impl Spend {
-    fn add(&mut self, u: &UsageView) {
-        self.calls += 1;
-        self.input_tokens += u.input_tokens;
-        self.output_tokens += u.output_tokens;
-        self.cached_tokens += u.cached_tokens;
-        match u.usd {
-            Some(x) => self.usd += x,
-            None => self.unpriced_calls += 1,
-        }
-        if u.estimated {
-            self.estimated_calls += 1;
-        }
-    }
-}
+pub use crate::engine::state::Spend;
 
 /// One agent of the roster.
 #[derive(Debug, Clone, PartialEq)]
@@ -433,13 +400,19 @@ impl SessionView {
                     usd: *usd,
                     estimated: *estimated,
                 };
-                self.spend.add(&u);
-                self.spend_by_model
-                    .entry(model.clone())
-                    .or_default()
-                    .add(&u);
+                let add = |s: &mut Spend| {
+                    s.add(
+                        u.input_tokens,
+                        u.output_tokens,
+                        u.cached_tokens,
+                        u.usd,
+                        u.estimated,
+                    )
+                };
+                add(&mut self.spend);
+                add(self.spend_by_model.entry(model.clone()).or_default());
                 if let Some(&i) = self.agent_index.get(agent) {
-                    self.agents[i].spend.add(&u);
+                    add(&mut self.agents[i].spend);
                 }
                 // Shown with the message it paid for: the one streaming, or the next one.
                 match self.streaming.get(agent) {
