@@ -93,6 +93,7 @@ fn kind(seq: u64) -> EventKind {
             output: format!("{}\n", seq * 2),
             oom: false,
             interrupted: false,
+            workspace_limit_exceeded: false,
         },
     }
 }
@@ -188,6 +189,7 @@ fn resume(c: &mut Criterion) {
                     resume: Some(events),
                     seed: Some(1),
                     image_override: None,
+                    workspace_record: None,
                 });
                 // Live once the whole log is replayed and the engine says it resumed.
                 let mut seen = 0;

@@ -12,3 +12,4 @@ pub mod protocol;
 pub mod provider;
 pub mod store;
 pub mod text_safety;
+pub mod workspace;

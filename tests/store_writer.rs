@@ -103,6 +103,7 @@ async fn output_lines_are_grouped_and_fsynced_once_at_the_result() {
         output: "1..1000".into(),
         oom: false,
         interrupted: false,
+        workspace_limit_exceeded: false,
     };
     writer.append(&ev(1003, finished)).await.unwrap();
     assert_eq!(

@@ -41,6 +41,19 @@ fn clip(output: &str, max: usize) -> String {
     format!("{head}\n… [{} bytes omitted] …\n{tail}", output.len() - max)
 }
 
+/// The files a block changed, for the agents (paths exact; at most 50 listed).
+fn changes_text(changes: &crate::workspace::WorkspaceDelta) -> String {
+    let lines = crate::workspace::describe(changes, 50, &|p| p.to_owned());
+    if lines.is_empty() {
+        return "Files in the workspace: none changed.\n".into();
+    }
+    let mut out = String::from("Files in the workspace:\n");
+    for l in lines {
+        out.push_str(&format!("- {l}\n"));
+    }
+    out
+}
+
 /// The executor's message to the proposing agent for a finished approval.
 pub fn report(p: &PendingApproval, sandbox_error: Option<&str>) -> String {
     let mut out = format!(
@@ -100,6 +113,11 @@ pub fn report(p: &PendingApproval, sandbox_error: Option<&str>) -> String {
                 if r.interrupted {
                     status.push_str(", INTERRUPTED (stopped before it finished)");
                 }
+                if r.workspace_limit_exceeded {
+                    status.push_str(
+                        ", KILLED: it grew the workspace past its disk limit (workspace_limit_mb)",
+                    );
+                }
                 if r.truncated {
                     status.push_str(", output truncated");
                 }
@@ -111,6 +129,9 @@ pub fn report(p: &PendingApproval, sandbox_error: Option<&str>) -> String {
                         "{status}; output:\n```\n{}\n```\n",
                         output.trim_end()
                     ));
+                }
+                if let Some(changes) = &r.changes {
+                    out.push_str(&changes_text(changes));
                 }
             }
             None => {

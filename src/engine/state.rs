@@ -47,8 +47,12 @@ pub struct BlockResult {
     pub oom: bool,
     /// Interrupted (cancel or crash).
     pub interrupted: bool,
+    /// Killed for growing the workspace past its limit.
+    pub workspace_limit_exceeded: bool,
     /// Captured output.
     pub output: String,
+    /// What it changed in the workspace (from `workspace_changed`).
+    pub changes: Option<crate::workspace::WorkspaceDelta>,
 }
 
 /// An approval that is open or whose blocks have not all been reported back yet.
@@ -363,6 +367,7 @@ impl SessionState {
                 output,
                 oom,
                 interrupted,
+                workspace_limit_exceeded,
                 ..
             } => {
                 if *exit_code != 0 && !*interrupted {
@@ -380,7 +385,9 @@ impl SessionState {
                             truncated: *truncated,
                             oom: *oom,
                             interrupted: *interrupted,
+                            workspace_limit_exceeded: *workspace_limit_exceeded,
                             output: output.clone(),
+                            changes: None,
                         });
                     }
                 }
@@ -390,9 +397,32 @@ impl SessionState {
                 self.budget_usd = Some(*cap_usd);
                 self.budget_warned = false;
             }
+            EventKind::WorkspaceChanged {
+                id,
+                block,
+                created,
+                modified,
+                deleted,
+                notes,
+            } => {
+                if let Some(r) = self
+                    .pending
+                    .as_mut()
+                    .filter(|p| p.id == *id)
+                    .and_then(|p| p.results.get_mut(*block))
+                    .and_then(Option::as_mut)
+                {
+                    r.changes = Some(crate::workspace::WorkspaceDelta {
+                        created: created.clone(),
+                        modified: modified.clone(),
+                        deleted: deleted.clone(),
+                        notes: notes.clone(),
+                    });
+                }
+            }
             EventKind::Notice { .. }
             | EventKind::Error { .. }
-            | EventKind::WorkspaceChanged { .. } => {}
+            | EventKind::WorkspaceAttached { .. } => {}
             EventKind::Paused { kind, .. } => {
                 // An interrupted or failed reply proposes nothing.
                 self.unoffered_message = None;

@@ -3,7 +3,8 @@
 # output cap, and kills every process the block left behind before reporting the exit.
 #
 # Protocol. Host -> launcher (stdin): one JSON object per line:
-#   {"op":"run","nonce":"<32 hex>","argv":[...],"cwd":"/workspace","env":{...},"timeout_ms":N,"limit":BYTES}
+#   {"op":"run","nonce":"<32 hex>","argv":[...],"cwd":"/workspace","env":{...},"timeout_ms":N,"limit":BYTES,
+#    "path0":"/workspace"}   (path0, optional: a Python script's sys.path[0] instead of its directory)
 #   {"op":"kill"}      cancel the running block (ignored when idle)
 # Launcher -> host (stdout): frames of 1 type byte + 4-byte big-endian length + payload:
 #   R ready {"pid","v"} · 1 stdout bytes · 2 stderr bytes · X exit {"code","timed_out","cancelled",
@@ -112,6 +113,8 @@ class Stdin:
 # A Python interpreter started ahead of the next block (after the previous block's processes are
 # all gone, so no block code ever ran next to it). Given a script path on the fd named by argv[1], it runs the script
 # as `python3 PATH` would: fresh __main__ module, sys.argv, sys.path[0], exit code, tracebacks.
+# The path may be followed by NUL and the directory to use as sys.path[0] (an unnamed block's file
+# lives outside the workspace but runs as if it were in it).
 # Until the block starts it must run nothing from the workspace (its cwd): the current directory
 # leaves sys.path before anything is imported, and the stub uses only builtins and modules the
 # interpreter already loaded.
@@ -125,9 +128,10 @@ def _proctor_load():
     r.close()
     if not line:
         _os._exit(0)
-    path = _os.fsdecode(line.rstrip(b"\n"))
+    raw, _, path0 = line.rstrip(b"\n").partition(b"\0")
+    path = _os.fsdecode(raw)
     _sys.argv = [path]
-    _sys.path.insert(0, _os.path.dirname(_os.path.abspath(path)))
+    _sys.path.insert(0, _os.fsdecode(path0) if path0 else _os.path.dirname(_os.path.abspath(path)))
     main = type(_sys)("__main__")
     main.__file__ = path
     main.__builtins__ = __builtins__
@@ -178,11 +182,14 @@ class Warm:
         """The warm interpreter for `key`, told to run `path`, or None."""
         return self.proc if self.proc is not None and self.key == key and self.proc.poll() is None else None
 
-    def hand_over(self, path):
+    def hand_over(self, path, path0=None):
         proc, w = self.proc, self.control
         self.proc = self.key = self.control = None
+        line = os.fsencode(path)
+        if path0:
+            line += b"\0" + os.fsencode(path0)
         try:
-            os.write(w, os.fsencode(path) + b"\n")
+            os.write(w, line + b"\n")
         except OSError:
             os.close(w)
             self.proc, self.control = proc, None
@@ -244,12 +251,18 @@ def run_block(cmd, stdin):
     warm_key = None
     if len(argv) == 2 and argv[0] in ("python3", "python"):
         warm_key = (argv[0], tuple(sorted(env.items())), cwd)
+    path0 = cmd.get("path0")
     start = time.monotonic()
     child = None
     if warm_key is not None and WARM.take(warm_key) is not None:
-        child = WARM.hand_over(argv[1])
+        child = WARM.hand_over(argv[1], path0)
     else:
         WARM.discard()
+        if warm_key is not None and path0:
+            # sys.path[0] other than the script's directory: only the stub can do that.
+            WARM.start(warm_key)
+            if WARM.take(warm_key) is not None:
+                child = WARM.hand_over(argv[1], path0)
     if child is None:
         try:
             child = spawn(argv, env, cwd)

@@ -213,6 +213,7 @@ impl Builder {
             resume: self.resume,
             seed: self.seed,
             image_override: None,
+            workspace_record: None,
         });
         Session {
             handle,

@@ -68,10 +68,11 @@ pub fn kind_index(kind: &EventKind) -> usize {
         EventKind::SpeakerPinned { .. } => 24,
         EventKind::PolicyRevoked { .. } => 25,
         EventKind::WorkspaceChanged { .. } => 26,
+        EventKind::WorkspaceAttached { .. } => 27,
     }
 }
 
-pub const KINDS: usize = 25;
+pub const KINDS: usize = 28;
 
 /// One event of every kind, session_started first, with awkward text (quotes, newlines, unicode).
 pub fn every_kind() -> Vec<EventKind> {
@@ -173,6 +174,7 @@ pub fn every_kind() -> Vec<EventKind> {
             output: "hello\nwarn\n".into(),
             oom: true,
             interrupted: true,
+            workspace_limit_exceeded: true,
         },
         EventKind::BudgetWarning {
             spent_usd: 1.6,
@@ -218,6 +220,13 @@ pub fn every_kind() -> Vec<EventKind> {
                 path: ".git".into(),
                 note: "summarised, not walked".into(),
             }],
+        },
+        EventKind::WorkspaceAttached {
+            path: "/home/u/project \"ü\"".into(),
+            mode: proctor::protocol::WorkspaceMode::Copy,
+            start: Some("4b825dc642cb6eb9a060e54bf8d69288fbee4904".into()),
+            commit: None,
+            dir_id: Some("2049:1234".into()),
         },
     ]
 }
@@ -336,6 +345,7 @@ pub fn demo_session(id: &str) -> Vec<Event> {
                 output: "n=1\nn=2\nn=3\n".into(),
                 oom: false,
                 interrupted: false,
+                workspace_limit_exceeded: false,
             },
             EventKind::ExecutionStarted {
                 id: 1,
@@ -352,6 +362,7 @@ pub fn demo_session(id: &str) -> Vec<Event> {
                 output: "ls: cannot access '```': No such file\n".into(),
                 oom: false,
                 interrupted: false,
+                workspace_limit_exceeded: false,
             },
             EventKind::Message {
                 agent: "executor".into(),

@@ -1,0 +1,475 @@
+//! A snapshot of a workspace: the metadata of every file that counts (size, mtime, ctime, inode,
+//! mode), never its content. `.git/`, `target/`, `node_modules/` and directories git ignores are
+//! summarised by a fingerprint instead of walked; git-ignored files are left out; the walk stops
+//! at a cap and says so.
+//!
+//! A [`Snapshot`] is plain data: the host walks the workspace with [`walk`]; another backend (a
+//! remote sandbox) can build the same structure where the files are.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::gitignore::{BaseRules, Level, Repo, Tracked, is_ignored};
+
+/// Directory names never walked (at any depth): git's own data and usual build output.
+pub const SUMMARISED_DIRS: [&str; 3] = [".git", "target", "node_modules"];
+/// Files walked at most by default.
+pub const MAX_FILES: usize = 50_000;
+
+/// A workspace-relative path as a sort key: components joined by `\0`, so that sorting keys gives
+/// the walk's order (each directory's entries by name, depth first).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key(Vec<u8>);
+
+impl Key {
+    /// The key of a `/`-separated relative path.
+    pub fn from_rel(rel: &str) -> Key {
+        Key(rel.replace('/', "\0").into_bytes())
+    }
+
+    fn child(&self, name: &[u8]) -> Key {
+        let mut v = self.0.clone();
+        if !v.is_empty() {
+            v.push(0);
+        }
+        v.extend_from_slice(name);
+        Key(v)
+    }
+
+    /// The path, `/`-separated (file names that are not UTF-8 are shown lossily).
+    pub fn display(&self) -> String {
+        String::from_utf8_lossy(&self.0).replace('\0', "/")
+    }
+
+    /// The path's bytes, `/`-separated (exact).
+    pub fn slash_bytes(&self) -> Vec<u8> {
+        self.0
+            .iter()
+            .map(|b| if *b == 0 { b'/' } else { *b })
+            .collect()
+    }
+
+    /// The path under `root`.
+    pub fn under(&self, root: &Path) -> PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        self.0.split(|b| *b == 0).fold(root.to_path_buf(), |p, c| {
+            p.join(std::ffi::OsStr::from_bytes(c))
+        })
+    }
+}
+
+/// What kind of file an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file.
+    File,
+    /// A symbolic link (never followed).
+    Symlink,
+    /// A FIFO, socket or device.
+    Special,
+}
+
+/// One file's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMeta {
+    /// Kind.
+    pub kind: Kind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Status change time, ns since the epoch.
+    pub ctime_ns: i64,
+    /// Inode number.
+    pub ino: u64,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+impl FileMeta {
+    /// The metadata of `m` (from `symlink_metadata`).
+    pub fn of(m: &std::fs::Metadata) -> FileMeta {
+        let ft = m.file_type();
+        FileMeta {
+            kind: if ft.is_file() {
+                Kind::File
+            } else if ft.is_symlink() {
+                Kind::Symlink
+            } else {
+                Kind::Special
+            },
+            size: m.len(),
+            mtime_ns: m
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(m.mtime_nsec()),
+            ctime_ns: m
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(m.ctime_nsec()),
+            ino: m.ino(),
+            mode: m.mode() & 0o7777,
+        }
+    }
+}
+
+/// Why a directory was summarised instead of walked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Summarised {
+    /// A `.git` directory.
+    Git,
+    /// `target/` or `node_modules/`.
+    BuildOutput,
+    /// git ignores it.
+    Ignored,
+}
+
+/// A summarised directory: why, and a cheap fingerprint that changes when its top level (or, for
+/// `.git`, the branch, HEAD or index) changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirSummary {
+    /// Why it was not walked.
+    pub why: Summarised,
+    /// (mtime ns, inode) of the directory and of the files that tell what happened inside.
+    pub fingerprint: Vec<(i64, u64)>,
+}
+
+/// The workspace at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every walked file that git would not ignore.
+    pub files: BTreeMap<Key, FileMeta>,
+    /// Directories not walked.
+    pub dirs: BTreeMap<Key, DirSummary>,
+    /// The walk stopped at its cap; nothing after this key was seen.
+    pub capped_at: Option<Key>,
+    /// The cap the walk used.
+    pub cap: usize,
+    /// Directories that could not be read (permissions), workspace-relative.
+    pub unreadable: Vec<String>,
+}
+
+/// How to walk.
+#[derive(Debug, Clone)]
+pub struct WalkOptions {
+    /// Stop after this many files.
+    pub max_files: usize,
+    /// Look for the repository in the workspace's parents too (a workspace inside a repository).
+    pub search_parents: bool,
+}
+
+impl Default for WalkOptions {
+    fn default() -> Self {
+        Self {
+            max_files: MAX_FILES,
+            search_parents: false,
+        }
+    }
+}
+
+/// What git knows about a workspace, read once per snapshot (cheaply: the tracked paths are
+/// reused while the index file is unchanged).
+#[derive(Debug, Default)]
+pub struct GitView {
+    repo: Option<Repo>,
+    base: BaseRules,
+    tracked: Tracked,
+    index_stamp: Option<(u64, i64, u64)>,
+}
+
+impl GitView {
+    /// Brings the view up to date with the repository at or above `root`.
+    pub fn refresh(&mut self, root: &Path, search_parents: bool) {
+        let repo = Repo::find(root, search_parents);
+        let Some(repo) = repo else {
+            *self = GitView::default();
+            return;
+        };
+        self.base = BaseRules::for_repo(&repo);
+        let index = repo.git_dir().join("index");
+        let stamp = std::fs::symlink_metadata(&index)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|m| (m.len(), m.mtime_nsec() + m.mtime() * 1_000_000_000, m.ino()));
+        if stamp.is_none() {
+            self.tracked = Tracked::default();
+        } else if stamp != self.index_stamp || self.repo.as_ref().map(|r| &r.top) != Some(&repo.top)
+        {
+            self.tracked = super::gitignore::read_plain(&index, super::gitignore::MAX_INDEX)
+                .and_then(|b| super::gitignore::index_paths(&b))
+                .map(|p| Tracked::from_index(p, &repo.prefix))
+                .unwrap_or_default();
+        }
+        self.index_stamp = stamp;
+        self.repo = Some(repo);
+    }
+
+    /// Whether the workspace is in a git repository.
+    pub fn is_repo(&self) -> bool {
+        self.repo.is_some()
+    }
+
+    /// The repository, if any.
+    pub fn repo(&self) -> Option<&Repo> {
+        self.repo.as_ref()
+    }
+}
+
+/// Walks `root` (not following symlinks) and returns its snapshot.
+pub fn walk(root: &Path, opts: &WalkOptions, git: &mut GitView) -> std::io::Result<Snapshot> {
+    git.refresh(root, opts.search_parents);
+    let mut snap = Snapshot {
+        cap: opts.max_files,
+        ..Default::default()
+    };
+    // Make sure the root itself can be listed: a workspace that vanished is an error, not "every
+    // file deleted".
+    std::fs::read_dir(root)?;
+    let mut walker = Walker {
+        opts,
+        git,
+        snap: &mut snap,
+        levels: Vec::new(),
+    };
+    walker.dir(root.to_path_buf(), Key(Vec::new()), String::new(), false);
+    Ok(snap)
+}
+
+struct Walker<'a> {
+    opts: &'a WalkOptions,
+    git: &'a GitView,
+    snap: &'a mut Snapshot,
+    levels: Vec<Level>,
+}
+
+impl Walker<'_> {
+    /// Walks one directory; returns false once the cap is hit.
+    fn dir(&mut self, abs: PathBuf, key: Key, rel: String, parent_ignored: bool) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(read) = std::fs::read_dir(&abs) else {
+            self.snap.unreadable.push(rel);
+            return true;
+        };
+        let mut entries: Vec<(std::ffi::OsString, Option<std::fs::FileType>)> = read
+            .filter_map(Result::ok)
+            .map(|e| (e.file_name(), e.file_type().ok()))
+            .collect();
+        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        let in_repo = self.git.is_repo();
+        let has_gitignore = in_repo && entries.iter().any(|(n, _)| n.as_bytes() == b".gitignore");
+        self.levels.push(Level::new(&abs, &rel, has_gitignore));
+        for (name, ft) in entries {
+            let nb = name.as_bytes();
+            let child_key = key.child(nb);
+            let child_rel = if rel.is_empty() {
+                String::from_utf8_lossy(nb).into_owned()
+            } else {
+                format!("{rel}/{}", String::from_utf8_lossy(nb))
+            };
+            let child_abs = abs.join(&name);
+            let is_dir = match ft {
+                Some(t) => t.is_dir(),
+                None => std::fs::symlink_metadata(&child_abs).is_ok_and(|m| m.is_dir()),
+            };
+            if is_dir {
+                let summarised = match nb {
+                    b".git" => Some(Summarised::Git),
+                    b"target" | b"node_modules" => Some(Summarised::BuildOutput),
+                    _ => None,
+                };
+                let tracked_inside = self.git.tracked.has_dir(child_rel.as_bytes());
+                let ignored = in_repo
+                    && !tracked_inside
+                    && (parent_ignored
+                        || is_ignored(&self.git.base, &self.levels, &child_rel, true));
+                let why = summarised.or(ignored.then_some(Summarised::Ignored));
+                if let Some(why) = why {
+                    self.snap.dirs.insert(
+                        child_key,
+                        DirSummary {
+                            why,
+                            fingerprint: fingerprint(&child_abs, why),
+                        },
+                    );
+                    continue;
+                }
+                // Inside an ignored directory that holds tracked files, only those files count.
+                let ignored_here = parent_ignored
+                    || (in_repo && is_ignored(&self.git.base, &self.levels, &child_rel, true));
+                if !self.dir(child_abs, child_key, child_rel, ignored_here) {
+                    self.levels.pop();
+                    return false;
+                }
+                continue;
+            }
+            if in_repo
+                && !self.git.tracked.has_file(child_rel.as_bytes())
+                && (parent_ignored || is_ignored(&self.git.base, &self.levels, &child_rel, false))
+            {
+                continue;
+            }
+            let Ok(meta) = std::fs::symlink_metadata(&child_abs) else {
+                // Gone between the listing and now.
+                continue;
+            };
+            if meta.is_dir() {
+                // Replaced by a directory meanwhile: the next snapshot sees it.
+                continue;
+            }
+            if self.snap.files.len() >= self.opts.max_files {
+                self.snap.capped_at = self.snap.files.keys().next_back().cloned();
+                self.levels.pop();
+                return false;
+            }
+            self.snap.files.insert(child_key, FileMeta::of(&meta));
+        }
+        self.levels.pop();
+        true
+    }
+}
+
+/// (mtime, inode) of a summarised directory and, for `.git`, of what changes with commits,
+/// checkouts and staging.
+fn fingerprint(dir: &Path, why: Summarised) -> Vec<(i64, u64)> {
+    let stamp = |p: &Path| {
+        std::fs::symlink_metadata(p)
+            .map(|m| (m.mtime() * 1_000_000_000 + m.mtime_nsec(), m.ino()))
+            .unwrap_or((0, 0))
+    };
+    let mut v = vec![stamp(dir)];
+    if why == Summarised::Git {
+        for inner in ["HEAD", "index", "refs/heads", "packed-refs", "logs/HEAD"] {
+            v.push(stamp(&dir.join(inner)));
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(s: &Snapshot) -> Vec<String> {
+        s.files.keys().map(Key::display).collect()
+    }
+
+    #[test]
+    fn keys_sort_in_walk_order() {
+        let mut v = [
+            Key::from_rel("a.b"),
+            Key::from_rel("a/z"),
+            Key::from_rel("a"),
+        ];
+        v.sort();
+        let shown: Vec<String> = v.iter().map(Key::display).collect();
+        assert_eq!(shown, ["a", "a/z", "a.b"]);
+    }
+
+    #[test]
+    fn summarised_dirs_and_ignored_files_are_not_listed() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        std::fs::create_dir_all(p.join(".git/refs/heads")).unwrap();
+        std::fs::create_dir_all(p.join("target/debug")).unwrap();
+        std::fs::create_dir_all(p.join("web/node_modules/x")).unwrap();
+        std::fs::create_dir_all(p.join("build")).unwrap();
+        std::fs::write(p.join("target/debug/bin"), "x").unwrap();
+        std::fs::write(p.join("build/out.o"), "x").unwrap();
+        std::fs::write(p.join(".gitignore"), "build/\n*.tmp\n").unwrap();
+        std::fs::write(p.join("a.py"), "x").unwrap();
+        std::fs::write(p.join("junk.tmp"), "x").unwrap();
+        std::fs::write(p.join("web/index.js"), "x").unwrap();
+        let snap = walk(p, &WalkOptions::default(), &mut GitView::default()).unwrap();
+        assert_eq!(keys(&snap), [".gitignore", "a.py", "web/index.js"]);
+        let dirs: Vec<(String, Summarised)> = snap
+            .dirs
+            .iter()
+            .map(|(k, s)| (k.display(), s.why))
+            .collect();
+        assert_eq!(
+            dirs,
+            [
+                (".git".to_string(), Summarised::Git),
+                ("build".to_string(), Summarised::Ignored),
+                ("target".to_string(), Summarised::BuildOutput),
+                ("web/node_modules".to_string(), Summarised::BuildOutput),
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_repository_gitignore_files_do_not_apply() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(".gitignore"), "*.tmp\n").unwrap();
+        std::fs::write(d.path().join("x.tmp"), "x").unwrap();
+        let snap = walk(d.path(), &WalkOptions::default(), &mut GitView::default()).unwrap();
+        assert_eq!(keys(&snap), [".gitignore", "x.tmp"]);
+    }
+
+    #[test]
+    fn tracked_files_are_listed_even_when_ignored() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        let git = |args: &[&str]| {
+            assert!(
+                std::process::Command::new("git")
+                    .args(args)
+                    .current_dir(p)
+                    .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                    .output()
+                    .unwrap()
+                    .status
+                    .success()
+            )
+        };
+        git(&["init", "-q"]);
+        std::fs::create_dir(p.join("logs")).unwrap();
+        std::fs::write(p.join("logs/keep.log"), "x").unwrap();
+        std::fs::write(p.join("logs/other.log"), "x").unwrap();
+        std::fs::write(p.join("config.json"), "{}").unwrap();
+        git(&["add", "-A"]);
+        std::fs::write(p.join(".gitignore"), "logs/\nconfig.json\n").unwrap();
+        git(&["rm", "-q", "--cached", "logs/other.log"]);
+        let snap = walk(p, &WalkOptions::default(), &mut GitView::default()).unwrap();
+        // git status would list: .gitignore (untracked), config.json and logs/keep.log (tracked).
+        assert_eq!(keys(&snap), [".gitignore", "config.json", "logs/keep.log"]);
+    }
+
+    #[test]
+    fn the_walk_stops_at_its_cap_and_says_where() {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..10 {
+            std::fs::write(d.path().join(format!("f{i}")), "x").unwrap();
+        }
+        let opts = WalkOptions {
+            max_files: 4,
+            ..Default::default()
+        };
+        let snap = walk(d.path(), &opts, &mut GitView::default()).unwrap();
+        assert_eq!(snap.files.len(), 4);
+        assert_eq!(
+            snap.capped_at.as_ref().map(Key::display).as_deref(),
+            Some("f3")
+        );
+    }
+
+    #[test]
+    fn symlinks_are_recorded_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("big"), "x".repeat(1000)).unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("dir-link")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("big"), d.path().join("file-link")).unwrap();
+        let snap = walk(d.path(), &WalkOptions::default(), &mut GitView::default()).unwrap();
+        assert_eq!(keys(&snap), ["dir-link", "file-link"]);
+        assert!(snap.files.values().all(|m| m.kind == Kind::Symlink));
+    }
+
+    #[test]
+    fn a_missing_workspace_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let gone = d.path().join("gone");
+        assert!(walk(&gone, &WalkOptions::default(), &mut GitView::default()).is_err());
+    }
+}
