@@ -55,13 +55,24 @@ async fn run(exec: &DockerExecutor, req: ExecRequest) -> Result<ExecOutcome, Exe
 
 fn git(dir: &Path, args: &[&str]) {
     let out = std::process::Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "safe.directory=*"])
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "safe.directory=*",
+        ])
         .args(args)
         .current_dir(dir)
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .output()
         .unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn chown_tree(dir: &Path, uid: u32, gid: u32) {
@@ -75,7 +86,12 @@ fn chown_tree(dir: &Path, uid: u32, gid: u32) {
     assert!(ok);
 }
 
-fn change(path: &str, before: Option<u64>, after: Option<u64>, lines: Option<(u64, u64)>) -> FileChange {
+fn change(
+    path: &str,
+    before: Option<u64>,
+    after: Option<u64>,
+    lines: Option<(u64, u64)>,
+) -> FileChange {
     FileChange {
         path: path.into(),
         size_before: before,
@@ -108,7 +124,10 @@ async fn a_block_that_creates_edits_and_deletes_files_yields_the_exact_lists() {
     let o = run(&exec, request(&s, p, code, true)).await.unwrap();
     assert_eq!((o.exit_code, o.output.as_str()), (0, "done\n"));
     let d = o.changes.expect("changes computed");
-    assert_eq!(d.created, vec![change("out/result.csv", None, Some(12), Some((3, 0)))]);
+    assert_eq!(
+        d.created,
+        vec![change("out/result.csv", None, Some(12), Some((3, 0)))]
+    );
     assert_eq!(
         d.modified,
         vec![
@@ -116,7 +135,10 @@ async fn a_block_that_creates_edits_and_deletes_files_yields_the_exact_lists() {
             change("main.py", Some(18), Some(25), Some((2, 1))),
         ]
     );
-    assert_eq!(d.deleted, vec![change("notes.txt", Some(8), None, Some((0, 2)))]);
+    assert_eq!(
+        d.deleted,
+        vec![change("notes.txt", Some(8), None, Some((0, 2)))]
+    );
     assert!(d.notes.is_empty(), "{:?}", d.notes);
 
     // A named block's file is what the hint asked for: it is listed; an unnamed block leaves
@@ -125,15 +147,23 @@ async fn a_block_that_creates_edits_and_deletes_files_yields_the_exact_lists() {
     req.filename = Some("tools/run.py".into());
     let o = run(&exec, req).await.unwrap();
     let d = o.changes.unwrap();
-    assert_eq!(d.created, vec![change("tools/run.py", None, Some(14), Some((1, 0)))]);
+    assert_eq!(
+        d.created,
+        vec![change("tools/run.py", None, Some(14), Some((1, 0)))]
+    );
     assert!(d.modified.is_empty() && d.deleted.is_empty());
-    let o = run(&exec, request(&s, p, "print('nothing changes')", true)).await.unwrap();
+    let o = run(&exec, request(&s, p, "print('nothing changes')", true))
+        .await
+        .unwrap();
     assert!(o.changes.unwrap().no_file_changed());
     let names: Vec<String> = std::fs::read_dir(p)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(!names.iter().any(|n| n.starts_with("tmp_code_")), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("tmp_code_")),
+        "{names:?}"
+    );
     exec.shutdown(&s).await;
 }
 
@@ -158,7 +188,10 @@ async fn git_ignored_files_are_not_listed_and_git_changes_are_summarised() {
     assert_eq!(o.exit_code, 0, "{}", o.output);
     let d = o.changes.unwrap();
     assert!(d.created.is_empty(), "{:?}", d.created);
-    assert_eq!(d.modified, vec![change("app.py", Some(9), Some(18), Some((1, 0)))]);
+    assert_eq!(
+        d.modified,
+        vec![change("app.py", Some(9), Some(18), Some((1, 0)))]
+    );
     assert_eq!(
         d.notes
             .iter()
@@ -191,7 +224,15 @@ async fn a_read_write_workspace_keeps_its_owner_and_new_files_belong_to_it() {
     req.filename = Some("scripts/hint.py".into());
     let o = run(&exec, req).await.unwrap();
     assert_eq!(o.output, "hinted\n");
-    for rel in ["", "src", "src/pkg", "src/pkg/mod.py", "README.md", "scripts", "scripts/hint.py"] {
+    for rel in [
+        "",
+        "src",
+        "src/pkg",
+        "src/pkg/mod.py",
+        "README.md",
+        "scripts",
+        "scripts/hint.py",
+    ] {
         let m = std::fs::symlink_metadata(p.join(rel)).unwrap();
         assert_eq!((m.uid(), m.gid()), (4242, 4242), "{rel}");
     }
@@ -201,7 +242,9 @@ async fn a_read_write_workspace_keeps_its_owner_and_new_files_belong_to_it() {
     // takes the directory over.
     let rooted = tempfile::tempdir().unwrap();
     let s = session("rooted");
-    let err = run(&exec, request(&s, rooted.path(), "print(1)", true)).await.unwrap_err();
+    let err = run(&exec, request(&s, rooted.path(), "print(1)", true))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("owned by root"), "{err}");
     assert_eq!(std::fs::metadata(rooted.path()).unwrap().uid(), 0);
     exec.shutdown(&s).await;
@@ -229,16 +272,25 @@ async fn a_block_filling_the_workspace_is_stopped_at_the_limit() {
     assert!(!o.timed_out && !o.cancelled, "{o:?}");
     assert!(!o.output.contains("wrote it all"), "{}", o.output);
     assert!(
-        o.output.contains("past its limit of 16 MiB (workspace_limit_mb)"),
+        o.output
+            .contains("past its limit of 16 MiB (workspace_limit_mb)"),
         "{}",
         o.output
     );
     let size = std::fs::metadata(ws.path().join("fill.bin")).unwrap().len();
     assert!(size > 16 << 20 && size < 4096 << 20, "{size}");
     // The next block runs normally.
-    let o = run(&exec, request(&s, ws.path(), "import os; os.remove('fill.bin'); print('ok')", false))
-        .await
-        .unwrap();
+    let o = run(
+        &exec,
+        request(
+            &s,
+            ws.path(),
+            "import os; os.remove('fill.bin'); print('ok')",
+            false,
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(o.output, "ok\n");
     assert!(!o.workspace_limit_exceeded);
     exec.shutdown(&s).await;

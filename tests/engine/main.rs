@@ -203,15 +203,14 @@ async fn approve_runs_block_and_result_reaches_the_agent() {
 #[tokio::test]
 async fn what_a_block_changed_follows_its_result_and_reaches_the_agents() {
     use proctor::protocol::{FileChange, WorkspaceNote};
-    let change = |path: &str, before: Option<u64>, after: Option<u64>, add: u64, rm: u64| {
-        FileChange {
+    let change =
+        |path: &str, before: Option<u64>, after: Option<u64>, add: u64, rm: u64| FileChange {
             path: path.into(),
             size_before: before,
             size_after: after,
             lines_added: Some(add),
             lines_removed: Some(rm),
-        }
-    };
+        };
     let delta = proctor::workspace::WorkspaceDelta {
         created: vec![change("out/report.csv", None, Some(40), 3, 0)],
         modified: vec![change("main.py", Some(100), Some(120), 2, 1)],
@@ -229,7 +228,9 @@ async fn what_a_block_changed_follows_its_result_and_reaches_the_agents() {
     let ev = s.wait_for("approval", is_approval).await;
     s.send(resolve(approval_id(&ev), 0, Decision::Approve));
     let ev = s
-        .wait_for("changes", |k| matches!(k, EventKind::WorkspaceChanged { .. }))
+        .wait_for("changes", |k| {
+            matches!(k, EventKind::WorkspaceChanged { .. })
+        })
         .await;
     let EventKind::WorkspaceChanged {
         block,
@@ -245,7 +246,12 @@ async fn what_a_block_changed_follows_its_result_and_reaches_the_agents() {
     assert_eq!(*block, 0);
     assert_eq!(
         (created, modified, deleted, notes),
-        (&delta.created, &delta.modified, &delta.deleted, &delta.notes)
+        (
+            &delta.created,
+            &delta.modified,
+            &delta.deleted,
+            &delta.notes
+        )
     );
     s.wait_for("end", is_terminated).await;
     let types = s.types();
@@ -272,7 +278,9 @@ async fn a_block_killed_at_the_workspace_limit_is_told_so_and_the_session_goes_o
     let ev = s.wait_for("approval", is_approval).await;
     s.send(resolve(approval_id(&ev), 0, Decision::Approve));
     let ev = s
-        .wait_for("finish", |k| matches!(k, EventKind::ExecutionFinished { .. }))
+        .wait_for("finish", |k| {
+            matches!(k, EventKind::ExecutionFinished { .. })
+        })
         .await;
     assert!(matches!(
         ev.kind,
@@ -285,7 +293,10 @@ async fn a_block_killed_at_the_workspace_limit_is_told_so_and_the_session_goes_o
     s.wait_for("end", is_terminated).await;
     assert!(!s.types().iter().any(|t| t == "paused"), "{:?}", s.types());
     let next = s.last_request_text("reviewer");
-    assert!(next.contains("past its disk limit (workspace_limit_mb)"), "{next}");
+    assert!(
+        next.contains("past its disk limit (workspace_limit_mb)"),
+        "{next}"
+    );
 }
 
 #[tokio::test]
