@@ -441,8 +441,17 @@ fn prepare_workspace(
                 let uid = session_uid(id);
                 (uid, uid)
             });
+            eprintln!(
+                "proctor: copying {} into session {id}…",
+                text_safety::visible_line(&real.display().to_string())
+            );
             let report = copy_tree(&real, &mount, owner)
                 .with_context(|| format!("cannot copy {} into the session", real.display()))?;
+            eprintln!(
+                "proctor: copied {} files ({}); the original is left untouched",
+                report.files,
+                proctor::workspace::changes::human_size(report.bytes)
+            );
             if !report.skipped.is_empty() {
                 eprintln!(
                     "proctor: not copied (not regular files, or unreadable): {}",

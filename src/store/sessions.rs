@@ -467,6 +467,14 @@ impl SessionStore {
             .map_err(|e| io_err("cannot create session directory", &dir, e))?;
         let workspace = dir.join(WORKSPACE_DIR);
         std::fs::create_dir(&workspace).map_err(|e| io_err("cannot create", &workspace, e))?;
+        // The workspace's state at the session's start, so the fork's patch starts there too.
+        let start = self.session_dir(id).join(crate::workspace::git::START_DIR);
+        if start.is_dir() {
+            let copy = dir.join(crate::workspace::git::START_DIR);
+            std::fs::create_dir(&copy)
+                .and_then(|()| crate::workspace::setup::copy_tree(&start, &copy, None))
+                .map_err(|e| io_err("cannot copy", &start, e))?;
+        }
         let path = dir.join(LOG_FILE);
         let written = tempfile::NamedTempFile::new_in(&dir).and_then(|mut tmp| {
             tmp.write_all(&buf)?;

@@ -177,15 +177,6 @@ impl HostTracker {
 impl ChangeTracker for HostTracker {
     fn before(&mut self) -> Result<(), WorkspaceError> {
         let snap = self.snapshot()?;
-        let gone: Vec<Key> = self
-            .known
-            .keys()
-            .filter(|k| !snap.files.contains_key(*k))
-            .cloned()
-            .collect();
-        for k in gone {
-            self.forget(&k);
-        }
         // Learn the content of files not seen before or changed since (by the user between blocks).
         let mut budget = READ_BUDGET;
         for (key, meta) in &snap.files {
@@ -194,6 +185,19 @@ impl ChangeTracker for HostTracker {
             }
             let known = self.learn(key, *meta, &mut budget);
             self.remember(key.clone(), known);
+        }
+        // Every file of the snapshot is known now; anything more went since the last snapshot.
+        if self.known.len() > snap.files.len() {
+            // Files gone since the last snapshot (deleted between blocks).
+            let gone: Vec<Key> = self
+                .known
+                .keys()
+                .filter(|k| snap.file(k).is_none())
+                .cloned()
+                .collect();
+            for k in gone {
+                self.forget(&k);
+            }
         }
         self.before = Some(snap);
         Ok(())
@@ -210,25 +214,34 @@ impl ChangeTracker for HostTracker {
         let within = |k: &Key| limit.as_ref().is_none_or(|l| k <= l);
         let mut delta = WorkspaceDelta::default();
         let mut budget = READ_BUDGET;
-        for (key, old_meta) in &before.files {
-            if !within(key) || after.files.contains_key(key) {
-                continue;
-            }
-            let old = self.forget(key);
-            delta.deleted.push(FileChange {
-                path: key.display(),
-                size_before: Some(old_meta.size),
-                size_after: None,
-                lines_added: old.as_ref().and_then(|o| o.lines()).map(|_| 0),
-                lines_removed: old.as_ref().and_then(Known::lines),
-            });
-        }
-        for (key, meta) in &after.files {
-            if !within(key) {
-                continue;
-            }
-            match before.files.get(key) {
-                None => {
+        // Both snapshots are sorted by key: walk them side by side.
+        let mut old_it = before.files.iter().filter(|(k, _)| within(k)).peekable();
+        let mut new_it = after.files.iter().filter(|(k, _)| within(k)).peekable();
+        loop {
+            let order = match (old_it.peek(), new_it.peek()) {
+                (None, None) => break,
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (Some((a, _)), Some((b, _))) => a.cmp(b),
+            };
+            match order {
+                std::cmp::Ordering::Less => {
+                    let Some((key, old_meta)) = old_it.next() else {
+                        break;
+                    };
+                    let old = self.forget(key);
+                    delta.deleted.push(FileChange {
+                        path: key.display(),
+                        size_before: Some(old_meta.size),
+                        size_after: None,
+                        lines_added: old.as_ref().and_then(Known::lines).map(|_| 0),
+                        lines_removed: old.as_ref().and_then(Known::lines),
+                    });
+                }
+                std::cmp::Ordering::Greater => {
+                    let Some((key, meta)) = new_it.next() else {
+                        break;
+                    };
                     let new = self.learn(key, *meta, &mut budget);
                     let lines = new.lines();
                     delta.created.push(FileChange {
@@ -240,8 +253,14 @@ impl ChangeTracker for HostTracker {
                     });
                     self.remember(key.clone(), new);
                 }
-                Some(old_meta) if old_meta == meta => {}
-                Some(old_meta) => {
+                std::cmp::Ordering::Equal => {
+                    let (Some((key, old_meta)), Some((_, meta))) = (old_it.next(), new_it.next())
+                    else {
+                        break;
+                    };
+                    if old_meta == meta {
+                        continue;
+                    }
                     let new = self.learn(key, *meta, &mut budget);
                     let old = self.known.get(key).cloned();
                     let same_content = old_meta.kind == meta.kind
@@ -302,7 +321,7 @@ fn notes(before: &Snapshot, after: &Snapshot, capped: bool) -> Vec<WorkspaceNote
         });
     }
     for (key, s) in &before.dirs {
-        if !after.dirs.contains_key(key) && !after.files.contains_key(key) {
+        if !after.dirs.contains_key(key) && after.file(key).is_none() {
             notes.push(WorkspaceNote {
                 path: key.display(),
                 note: format!("{} (not walked): removed", what(s.why)),

@@ -162,7 +162,8 @@ fn parse_entries(
     Some(paths)
 }
 
-/// The tracked paths of a workspace (relative to it, `/`-separated) and every directory holding one.
+/// The tracked paths of a workspace and every directory holding one, relative to it with `\0`
+/// between components (the form of a snapshot's keys, so lookups need no conversion).
 #[derive(Debug, Default, Clone)]
 pub struct Tracked {
     files: HashSet<Vec<u8>>,
@@ -182,9 +183,12 @@ impl Tracked {
             let Some(rel) = p.strip_prefix(pre.as_slice()) else {
                 continue;
             };
-            let rel = rel.to_vec();
+            let rel: Vec<u8> = rel
+                .iter()
+                .map(|b| if *b == b'/' { 0 } else { *b })
+                .collect();
             let mut cut = rel.len();
-            while let Some(i) = rel[..cut].iter().rposition(|b| *b == b'/') {
+            while let Some(i) = rel[..cut].iter().rposition(|b| *b == 0) {
                 if !t.dirs.insert(rel[..i].to_vec()) {
                     break;
                 }
@@ -195,12 +199,12 @@ impl Tracked {
         t
     }
 
-    /// Whether this file is tracked.
+    /// Whether this file (`\0`-separated) is tracked.
     pub fn has_file(&self, rel: &[u8]) -> bool {
         self.files.contains(rel)
     }
 
-    /// Whether this directory holds a tracked file.
+    /// Whether this directory (`\0`-separated) holds a tracked file.
     pub fn has_dir(&self, rel: &[u8]) -> bool {
         self.dirs.contains(rel)
     }
@@ -232,6 +236,17 @@ fn rules_from(root: &Path, text: &[u8]) -> Option<Gitignore> {
     b.build().ok().filter(|g| !g.is_empty())
 }
 
+/// The user's global excludes (`core.excludesFile`), read once per process.
+fn global_rules() -> Option<Arc<Gitignore>> {
+    static GLOBAL: std::sync::OnceLock<Option<Arc<Gitignore>>> = std::sync::OnceLock::new();
+    GLOBAL
+        .get_or_init(|| {
+            let (g, _) = Gitignore::global();
+            (!g.is_empty()).then(|| Arc::new(g))
+        })
+        .clone()
+}
+
 /// The ignore rules that sit above the walked tree: the user's global excludes, the
 /// repository's `info/exclude`, and the `.gitignore` files of directories between the repository's
 /// top and the workspace. Lowest precedence first.
@@ -252,9 +267,8 @@ impl BaseRules {
                 format!("{depth_prefix}/")
             }
         };
-        let (global, _) = Gitignore::global();
-        if !global.is_empty() {
-            layers.push((Arc::new(global), under(&repo.prefix)));
+        if let Some(global) = global_rules() {
+            layers.push((global, under(&repo.prefix)));
         }
         if let Some(text) = read_plain(
             &repo.git_dir().join("info").join("exclude"),
@@ -379,7 +393,7 @@ mod tests {
         assert!(index_paths(b"DIRC\0\0\0\x02\0\0\0\x05short").is_none());
         assert!(index_paths(b"nope").is_none());
         let t = Tracked::from_index(paths, "src");
-        assert!(t.has_file(b"lib.rs") && t.has_file(b"deep/x.py") && t.has_dir(b"deep"));
+        assert!(t.has_file(b"lib.rs") && t.has_file(b"deep\0x.py") && t.has_dir(b"deep"));
         assert!(!t.has_file(b"a.txt"));
     }
 

@@ -42,12 +42,9 @@ impl Key {
         String::from_utf8_lossy(&self.0).replace('\0', "/")
     }
 
-    /// The path's bytes, `/`-separated (exact).
-    pub fn slash_bytes(&self) -> Vec<u8> {
-        self.0
-            .iter()
-            .map(|b| if *b == 0 { b'/' } else { *b })
-            .collect()
+    /// The key's bytes (components joined by `\0`).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 
     /// The path under `root`.
@@ -138,8 +135,8 @@ pub struct DirSummary {
 /// The workspace at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    /// Every walked file that git would not ignore.
-    pub files: BTreeMap<Key, FileMeta>,
+    /// Every walked file that git would not ignore, sorted by key (the walk's order).
+    pub files: Vec<(Key, FileMeta)>,
     /// Directories not walked.
     pub dirs: BTreeMap<Key, DirSummary>,
     /// The walk stopped at its cap; nothing after this key was seen.
@@ -148,6 +145,16 @@ pub struct Snapshot {
     pub cap: usize,
     /// Directories that could not be read (permissions), workspace-relative.
     pub unreadable: Vec<String>,
+}
+
+impl Snapshot {
+    /// The metadata of the file at `key`, if walked.
+    pub fn file(&self, key: &Key) -> Option<&FileMeta> {
+        self.files
+            .binary_search_by(|(k, _)| k.cmp(key))
+            .ok()
+            .map(|i| &self.files[i].1)
+    }
 }
 
 /// How to walk.
@@ -251,78 +258,72 @@ impl Walker<'_> {
             self.snap.unreadable.push(rel);
             return true;
         };
-        let mut entries: Vec<(std::ffi::OsString, Option<std::fs::FileType>)> = read
+        let mut entries: Vec<(std::ffi::OsString, std::fs::DirEntry)> = read
             .filter_map(Result::ok)
-            .map(|e| (e.file_name(), e.file_type().ok()))
+            .map(|e| (e.file_name(), e))
             .collect();
         entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let in_repo = self.git.is_repo();
         let has_gitignore = in_repo && entries.iter().any(|(n, _)| n.as_bytes() == b".gitignore");
         self.levels.push(Level::new(&abs, &rel, has_gitignore));
-        for (name, ft) in entries {
+        let rel_of = |name: &[u8]| {
+            if rel.is_empty() {
+                String::from_utf8_lossy(name).into_owned()
+            } else {
+                format!("{rel}/{}", String::from_utf8_lossy(name))
+            }
+        };
+        for (name, entry) in entries {
             let nb = name.as_bytes();
             let child_key = key.child(nb);
-            let child_rel = if rel.is_empty() {
-                String::from_utf8_lossy(nb).into_owned()
-            } else {
-                format!("{rel}/{}", String::from_utf8_lossy(nb))
+            // lstat relative to the open directory: no path walk from the root per file.
+            let Ok(meta) = entry.metadata() else {
+                // Gone between the listing and now.
+                continue;
             };
-            let child_abs = abs.join(&name);
-            let is_dir = match ft {
-                Some(t) => t.is_dir(),
-                None => std::fs::symlink_metadata(&child_abs).is_ok_and(|m| m.is_dir()),
-            };
-            if is_dir {
+            if meta.is_dir() {
+                let child_rel = rel_of(nb);
                 let summarised = match nb {
                     b".git" => Some(Summarised::Git),
                     b"target" | b"node_modules" => Some(Summarised::BuildOutput),
                     _ => None,
                 };
-                let tracked_inside = self.git.tracked.has_dir(child_rel.as_bytes());
-                let ignored = in_repo
-                    && !tracked_inside
+                let tracked_inside = self.git.tracked.has_dir(child_key.as_bytes());
+                let ignored_here = in_repo
                     && (parent_ignored
                         || is_ignored(&self.git.base, &self.levels, &child_rel, true));
-                let why = summarised.or(ignored.then_some(Summarised::Ignored));
+                let why =
+                    summarised.or((ignored_here && !tracked_inside).then_some(Summarised::Ignored));
                 if let Some(why) = why {
                     self.snap.dirs.insert(
                         child_key,
                         DirSummary {
                             why,
-                            fingerprint: fingerprint(&child_abs, why),
+                            fingerprint: fingerprint(&abs.join(&name), why),
                         },
                     );
                     continue;
                 }
                 // Inside an ignored directory that holds tracked files, only those files count.
-                let ignored_here = parent_ignored
-                    || (in_repo && is_ignored(&self.git.base, &self.levels, &child_rel, true));
-                if !self.dir(child_abs, child_key, child_rel, ignored_here) {
+                if !self.dir(abs.join(&name), child_key, child_rel, ignored_here) {
                     self.levels.pop();
                     return false;
                 }
                 continue;
             }
             if in_repo
-                && !self.git.tracked.has_file(child_rel.as_bytes())
-                && (parent_ignored || is_ignored(&self.git.base, &self.levels, &child_rel, false))
+                && !self.git.tracked.has_file(child_key.as_bytes())
+                && (parent_ignored || is_ignored(&self.git.base, &self.levels, &rel_of(nb), false))
             {
                 continue;
             }
-            let Ok(meta) = std::fs::symlink_metadata(&child_abs) else {
-                // Gone between the listing and now.
-                continue;
-            };
-            if meta.is_dir() {
-                // Replaced by a directory meanwhile: the next snapshot sees it.
-                continue;
-            }
             if self.snap.files.len() >= self.opts.max_files {
-                self.snap.capped_at = self.snap.files.keys().next_back().cloned();
+                self.snap.capped_at = self.snap.files.last().map(|(k, _)| k.clone());
                 self.levels.pop();
                 return false;
             }
-            self.snap.files.insert(child_key, FileMeta::of(&meta));
+            // Entries are sorted and the walk is depth first: keys arrive in order.
+            self.snap.files.push((child_key, FileMeta::of(&meta)));
         }
         self.levels.pop();
         true
@@ -351,7 +352,22 @@ mod tests {
     use super::*;
 
     fn keys(s: &Snapshot) -> Vec<String> {
-        s.files.keys().map(Key::display).collect()
+        s.files.iter().map(|(k, _)| k.display()).collect()
+    }
+
+    #[test]
+    fn files_come_sorted_by_key() {
+        let d = tempfile::tempdir().unwrap();
+        for rel in ["a/z", "a.b", "a-c", "b", "a/y/x"] {
+            let p = d.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, "x").unwrap();
+        }
+        let snap = walk(d.path(), &WalkOptions::default(), &mut GitView::default()).unwrap();
+        assert!(snap.files.windows(2).all(|w| w[0].0 < w[1].0));
+        assert_eq!(keys(&snap), ["a/y/x", "a/z", "a-c", "a.b", "b"]);
+        assert!(snap.file(&Key::from_rel("a/z")).is_some());
+        assert!(snap.file(&Key::from_rel("a")).is_none());
     }
 
     #[test]
@@ -463,7 +479,7 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("big"), d.path().join("file-link")).unwrap();
         let snap = walk(d.path(), &WalkOptions::default(), &mut GitView::default()).unwrap();
         assert_eq!(keys(&snap), ["dir-link", "file-link"]);
-        assert!(snap.files.values().all(|m| m.kind == Kind::Symlink));
+        assert!(snap.files.iter().all(|(_, m)| m.kind == Kind::Symlink));
     }
 
     #[test]
