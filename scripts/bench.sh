@@ -4,6 +4,7 @@
 #   2. `docker exec` by the CLI into a long-lived container
 #   3. AutoGen's DockerCommandLineCodeExecutor (PyPI autogen-ext[docker], in a venv made here)
 #   4. `docker run --rm` (the cold-start reference)
+# then the resume bench (benches/resume.rs) and the workspace snapshot bench (benches/workspace.rs).
 # Usage: scripts/bench.sh [BLOCKS]   (default 50). Env: PROCTOR_SANDBOX_IMAGE, BENCH_SKIP_AUTOGEN=1.
 # Writes target/bench-results.md and prints it; BENCHMARKS.md quotes a run.
 set -euo pipefail
@@ -110,3 +111,6 @@ if [ "$AG_MEAN" != "n/a" ]; then RATIO=$(echo "scale=3; $P_MEAN / $AG_MEAN" | bc
 
 echo "== resume: 100,000-event session (cargo bench --bench resume)" >&2
 cargo bench --quiet --bench resume 2>/dev/null | grep -E '^resume_|^list_|time:' | tee -a "$OUT"
+
+echo "== workspace: snapshot and change list on a 10,000-file repository (cargo bench --bench workspace)" >&2
+cargo bench --quiet --bench workspace 2>/dev/null | grep -E '^workspace_|time:' | tee -a "$OUT"

@@ -508,6 +508,38 @@ fn a_read_write_git_workspace_is_resumed_in_place_moved_and_patched() {
 }
 
 #[test]
+fn the_team_files_workspace_is_relative_to_the_current_directory() {
+    let env = Env::new();
+    let here = tempfile::tempdir().unwrap();
+    let proj = here.path().join("proj");
+    std::fs::create_dir(&proj).unwrap();
+    project(&proj);
+    std::fs::write(
+        env.path("team.toml"),
+        format!("{TEAM}\n[executor]\nworkspace = \"proj\"\nworkspace_mode = \"copy\"\n"),
+    )
+    .unwrap();
+    let mut c = env.cmd();
+    c.current_dir(here.path())
+        .args(["run", "--team"])
+        .arg(env.path("team.toml"))
+        .args(["--task", "t", "--headless", "--json", "--approve", "auto"]);
+    let (code, stdout, stderr) = finish(c, "");
+    assert_eq!(code, 0, "{stderr}");
+    let events = json_lines(&stdout);
+    let attached = of_type(&events, "workspace_attached");
+    assert_eq!(
+        attached[0]["path"],
+        proj.canonicalize().unwrap().display().to_string().as_str()
+    );
+    assert_eq!(attached[0]["mode"], "copy");
+    // The copy was worked on, not the original.
+    assert!(proj.join("old.txt").exists());
+    let id = events[0]["session"].as_str().unwrap();
+    assert!(env.session_dir(id).join("workspace/second.txt").exists());
+}
+
+#[test]
 fn doctor_reports_the_configured_workspace() {
     let env = Env::new();
     let ws = tempfile::tempdir().unwrap();

@@ -449,7 +449,7 @@ async fn writes_outside_the_workspace_fail() {
                 \x20       open(p, 'w').write('x'); return 'ok'\n\
                 \x20   except OSError as e:\n\
                 \x20       return type(e).__name__\n\
-                for p in ['/etc/evil', '/evil', '/usr/lib/evil', '/var/evil', '/workspace/fine.txt', '/tmp/scratch']:\n\
+                for p in ['/etc/evil', '/evil', '/usr/lib/evil', '/var/evil', '/proctor/evil', '/workspace/fine.txt', '/tmp/scratch']:\n\
                 \x20   print(p + '=' + tryw(p))\n\
                 open('/tmp/x.sh','w').write('#!/bin/sh\\necho hi\\n'); os.chmod('/tmp/x.sh', 0o755)\n\
                 try:\n\
@@ -457,7 +457,14 @@ async fn writes_outside_the_workspace_fail() {
                 except OSError as e:\n\
                 \x20   print('exec_tmp=' + type(e).__name__)\n";
     let r = probe("rofs", code).await;
-    for p in ["/etc/evil", "/evil", "/usr/lib/evil", "/var/evil"] {
+    // proctor's own block files are mounted read-only: the workspace is the only writable mount.
+    for p in [
+        "/etc/evil",
+        "/evil",
+        "/usr/lib/evil",
+        "/var/evil",
+        "/proctor/evil",
+    ] {
         assert_ne!(r[p], "ok", "{p} was writable");
     }
     assert_eq!(r["/workspace/fine.txt"], "ok");
