@@ -493,7 +493,7 @@ fn resume_workspace(
         }
         return Ok((store.workspace_dir(id), WorkspaceRecord::last_in(events)));
     };
-    let shown = rec.path.display().to_string();
+    let shown = text_safety::visible_line(&rec.path.display().to_string()).into_owned();
     match moved_to {
         Some(dir) => {
             let real = check_dir(&dir, &ctx.data_dir, WorkspaceMode::Rw)?;

@@ -72,7 +72,8 @@ fn resolve(path: &Path) -> PathBuf {
 /// owned by root, since blocks never run as root.
 pub fn check_dir(dir: &Path, data_dir: &Path, mode: WorkspaceMode) -> Result<PathBuf, Refused> {
     let refuse = |why: String| Refused {
-        path: dir.display().to_string(),
+        // The path may come from a team file: shown with anything invisible made visible.
+        path: crate::text_safety::visible_line(&dir.display().to_string()).into_owned(),
         why,
     };
     let real = match dir.canonicalize() {
