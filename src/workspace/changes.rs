@@ -10,7 +10,6 @@
 //! The engine never walks anything: executors call a [`ChangeTracker`]. [`HostTracker`] walks a
 //! directory on this machine; a sandbox on another host can implement the trait where the files are.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -93,7 +92,8 @@ pub struct HostTracker {
     root: PathBuf,
     opts: WalkOptions,
     git: GitView,
-    known: HashMap<Key, Known>,
+    /// What is known of each file of the last snapshot, sorted by key.
+    known: Vec<(Key, Known)>,
     text_bytes: usize,
     before: Option<Snapshot>,
 }
@@ -105,7 +105,7 @@ impl HostTracker {
             root: root.to_path_buf(),
             opts,
             git: GitView::default(),
-            known: HashMap::new(),
+            known: Vec::new(),
             text_bytes: 0,
             before: None,
         }
@@ -123,7 +123,8 @@ impl HostTracker {
         })
     }
 
-    /// Reads what we need to know of a file's content, within `budget` bytes.
+    /// Reads what we need to know of a file's content, within `budget` bytes read (and the
+    /// text budget, for the text kept).
     fn learn(&mut self, key: &Key, meta: FileMeta, budget: &mut u64) -> Known {
         let path = key.under(&self.root);
         let mut known = Known {
@@ -147,7 +148,7 @@ impl HostTracker {
                         && !bytes.contains(&0)
                         && let Ok(text) = String::from_utf8(bytes)
                     {
-                        self.text_bytes += text.len();
+                        // Counted against the budget when kept (see `keep`).
                         known.text = Some(Arc::from(text));
                     }
                 }
@@ -157,48 +158,35 @@ impl HostTracker {
         known
     }
 
-    fn remember(&mut self, key: Key, known: Known) {
-        if let Some(old) = self.known.insert(key, known)
-            && let Some(t) = old.text
-        {
-            self.text_bytes = self.text_bytes.saturating_sub(t.len());
+    /// Keeps `known` in the new list (counting its text against the budget).
+    fn keep(&mut self, list: &mut Vec<(Key, Known)>, key: Key, known: Known) {
+        if let Some(t) = &known.text {
+            self.text_bytes += t.len();
         }
-    }
-
-    fn forget(&mut self, key: &Key) -> Option<Known> {
-        let old = self.known.remove(key)?;
-        if let Some(t) = &old.text {
-            self.text_bytes = self.text_bytes.saturating_sub(t.len());
-        }
-        Some(old)
+        list.push((key, known));
     }
 }
 
 impl ChangeTracker for HostTracker {
     fn before(&mut self) -> Result<(), WorkspaceError> {
         let snap = self.snapshot()?;
-        // Learn the content of files not seen before or changed since (by the user between blocks).
+        // Both lists are sorted by key: what is unchanged since the last snapshot is kept; files
+        // new or changed since (by the user between blocks) are read now.
+        let mut old = std::mem::take(&mut self.known).into_iter().peekable();
+        let mut known = Vec::with_capacity(snap.files.len());
+        self.text_bytes = 0;
         let mut budget = READ_BUDGET;
         for (key, meta) in &snap.files {
-            if self.known.get(key).is_some_and(|k| k.meta == *meta) {
-                continue;
-            }
-            let known = self.learn(key, *meta, &mut budget);
-            self.remember(key.clone(), known);
-        }
-        // Every file of the snapshot is known now; anything more went since the last snapshot.
-        if self.known.len() > snap.files.len() {
-            // Files gone since the last snapshot (deleted between blocks).
-            let gone: Vec<Key> = self
-                .known
-                .keys()
-                .filter(|k| snap.file(k).is_none())
-                .cloned()
-                .collect();
-            for k in gone {
-                self.forget(&k);
+            while old.next_if(|(k, _)| k < key).is_some() {}
+            match old.next_if(|(k, kn)| k == key && kn.meta == *meta) {
+                Some((k, kn)) => self.keep(&mut known, k, kn),
+                None => {
+                    let kn = self.learn(key, *meta, &mut budget);
+                    self.keep(&mut known, key.clone(), kn);
+                }
             }
         }
+        self.known = known;
         self.before = Some(snap);
         Ok(())
     }
@@ -214,11 +202,14 @@ impl ChangeTracker for HostTracker {
         let within = |k: &Key| limit.as_ref().is_none_or(|l| k <= l);
         let mut delta = WorkspaceDelta::default();
         let mut budget = READ_BUDGET;
-        // Both snapshots are sorted by key: walk them side by side.
-        let mut old_it = before.files.iter().filter(|(k, _)| within(k)).peekable();
-        let mut new_it = after.files.iter().filter(|(k, _)| within(k)).peekable();
+        // `known` holds the files of the snapshot before the block (with their metadata then);
+        // both lists are sorted by key: walk them side by side.
+        let mut old = std::mem::take(&mut self.known).into_iter().peekable();
+        let mut new = after.files.iter().peekable();
+        let mut known = Vec::with_capacity(after.files.len());
+        self.text_bytes = 0;
         loop {
-            let order = match (old_it.peek(), new_it.peek()) {
+            let order = match (old.peek(), new.peek()) {
                 (None, None) => break,
                 (Some(_), None) => std::cmp::Ordering::Less,
                 (None, Some(_)) => std::cmp::Ordering::Greater,
@@ -226,24 +217,24 @@ impl ChangeTracker for HostTracker {
             };
             match order {
                 std::cmp::Ordering::Less => {
-                    let Some((key, old_meta)) = old_it.next() else {
-                        break;
-                    };
-                    let old = self.forget(key);
-                    delta.deleted.push(FileChange {
-                        path: key.display(),
-                        size_before: Some(old_meta.size),
-                        size_after: None,
-                        lines_added: old.as_ref().and_then(Known::lines).map(|_| 0),
-                        lines_removed: old.as_ref().and_then(Known::lines),
-                    });
+                    let Some((key, gone)) = old.next() else { break };
+                    if within(&key) {
+                        delta.deleted.push(FileChange {
+                            path: key.display(),
+                            size_before: Some(gone.meta.size),
+                            size_after: None,
+                            lines_added: gone.lines().map(|_| 0),
+                            lines_removed: gone.lines(),
+                        });
+                    }
                 }
                 std::cmp::Ordering::Greater => {
-                    let Some((key, meta)) = new_it.next() else {
-                        break;
-                    };
-                    let new = self.learn(key, *meta, &mut budget);
-                    let lines = new.lines();
+                    let Some((key, meta)) = new.next() else { break };
+                    if !within(key) {
+                        continue;
+                    }
+                    let kn = self.learn(key, *meta, &mut budget);
+                    let lines = kn.lines();
                     delta.created.push(FileChange {
                         path: key.display(),
                         size_before: None,
@@ -251,28 +242,24 @@ impl ChangeTracker for HostTracker {
                         lines_added: lines,
                         lines_removed: lines.map(|_| 0),
                     });
-                    self.remember(key.clone(), new);
+                    self.keep(&mut known, key.clone(), kn);
                 }
                 std::cmp::Ordering::Equal => {
-                    let (Some((key, old_meta)), Some((_, meta))) = (old_it.next(), new_it.next())
-                    else {
+                    let (Some((key, was)), Some((_, meta))) = (old.next(), new.next()) else {
                         break;
                     };
-                    if old_meta == meta {
+                    if was.meta == *meta {
+                        self.keep(&mut known, key, was);
                         continue;
                     }
-                    let new = self.learn(key, *meta, &mut budget);
-                    let old = self.known.get(key).cloned();
-                    let same_content = old_meta.kind == meta.kind
-                        && old_meta.size == meta.size
-                        && old_meta.mode == meta.mode
-                        && new.hash.is_some()
-                        && old.as_ref().and_then(|o| o.hash) == new.hash;
-                    if !same_content {
-                        let (added, removed) = match (
-                            old.as_ref().and_then(|o| o.text.as_deref()),
-                            new.text.as_deref(),
-                        ) {
+                    let now = self.learn(&key, *meta, &mut budget);
+                    let same_content = was.meta.kind == meta.kind
+                        && was.meta.size == meta.size
+                        && was.meta.mode == meta.mode
+                        && now.hash.is_some()
+                        && was.hash == now.hash;
+                    if !same_content && within(&key) {
+                        let (added, removed) = match (was.text.as_deref(), now.text.as_deref()) {
                             (Some(a), Some(b)) => {
                                 let (x, y) = crate::store::diff::line_counts(a, b);
                                 (Some(x), Some(y))
@@ -281,16 +268,17 @@ impl ChangeTracker for HostTracker {
                         };
                         delta.modified.push(FileChange {
                             path: key.display(),
-                            size_before: Some(old_meta.size),
+                            size_before: Some(was.meta.size),
                             size_after: Some(meta.size),
                             lines_added: added,
                             lines_removed: removed,
                         });
                     }
-                    self.remember(key.clone(), new);
+                    self.keep(&mut known, key, now);
                 }
             }
         }
+        self.known = known;
         delta.notes = notes(&before, &after, limit.is_some());
         Ok(delta)
     }
