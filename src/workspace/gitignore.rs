@@ -331,7 +331,7 @@ impl Level {
 /// Whether git would ignore `rel` (workspace-relative, `/`-separated): the deepest `.gitignore`
 /// with an opinion decides, then the base rules. Tracked files are never ignored; this does not
 /// check that (see [`Tracked`]).
-pub fn is_ignored(base: &BaseRules, levels: &[Level], rel: &str, is_dir: bool) -> bool {
+pub fn is_ignored(base: &BaseRules, levels: &[&Level], rel: &str, is_dir: bool) -> bool {
     for level in levels.iter().rev() {
         let Some(rules) = &level.rules else { continue };
         let inner = if level.rel.is_empty() {
@@ -432,10 +432,11 @@ mod tests {
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::write(dir.path().join("sub/.gitignore"), "!keep.log\n/only-here\n").unwrap();
         let base = BaseRules::default();
-        let levels = vec![
+        let (top, sub) = (
             Level::new(dir.path(), "", true),
             Level::new(&dir.path().join("sub"), "sub", true),
-        ];
+        );
+        let levels = vec![&top, &sub];
         assert!(is_ignored(&base, &levels[..1], "x.log", false));
         assert!(is_ignored(&base, &levels, "sub/x.log", false));
         assert!(!is_ignored(&base, &levels, "sub/keep.log", false));

@@ -223,16 +223,30 @@ impl GitView {
     }
 }
 
-/// Walks `root` (not following symlinks) and returns its snapshot.
+/// Walks `root` (not following symlinks) and returns its snapshot. Directories are read by a few
+/// threads at once; a tree bigger than the cap is walked again in order, stopping at the cap.
 pub fn walk(root: &Path, opts: &WalkOptions, git: &mut GitView) -> std::io::Result<Snapshot> {
     git.refresh(root, opts.search_parents);
+    // Make sure the root itself can be listed: a workspace that vanished is an error, not "every
+    // file deleted".
+    std::fs::read_dir(root)?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get().min(MAX_THREADS))
+        .unwrap_or(1);
+    if threads > 1
+        && let Some(snap) = walk_parallel(root, opts, git, threads)
+    {
+        return Ok(snap);
+    }
+    Ok(walk_in_order(root, opts, git))
+}
+
+/// The walk on one thread, in key order, stopping exactly at the cap.
+fn walk_in_order(root: &Path, opts: &WalkOptions, git: &GitView) -> Snapshot {
     let mut snap = Snapshot {
         cap: opts.max_files,
         ..Default::default()
     };
-    // Make sure the root itself can be listed: a workspace that vanished is an error, not "every
-    // file deleted".
-    std::fs::read_dir(root)?;
     let mut walker = Walker {
         opts,
         git,
@@ -240,9 +254,106 @@ pub fn walk(root: &Path, opts: &WalkOptions, git: &mut GitView) -> std::io::Resu
         levels: Vec::new(),
     };
     walker.dir(root.to_path_buf(), Key(Vec::new()), String::new(), false);
-    Ok(snap)
+    snap
 }
 
+/// Threads reading directories at most.
+const MAX_THREADS: usize = 8;
+
+/// What one directory entry is to the snapshot.
+enum Seen {
+    /// A file to list.
+    File(Key, FileMeta),
+    /// A directory to walk (`ignored`: git ignores it, but it holds tracked files).
+    Dir {
+        key: Key,
+        rel: String,
+        ignored: bool,
+    },
+    /// A directory summarised instead of walked.
+    Summary(Key, DirSummary),
+    /// Ignored by git, or gone.
+    Skip,
+}
+
+/// A directory's entries, sorted by name.
+fn list(abs: &Path) -> std::io::Result<Vec<(std::ffi::OsString, std::fs::DirEntry)>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut entries: Vec<(std::ffi::OsString, std::fs::DirEntry)> = std::fs::read_dir(abs)?
+        .filter_map(Result::ok)
+        .map(|e| (e.file_name(), e))
+        .collect();
+    entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Ok(entries)
+}
+
+/// Classifies one entry of the directory `abs` (key `key`, workspace-relative `rel`); `levels`
+/// are the `.gitignore` rules from the top down to this directory.
+fn classify(
+    git: &GitView,
+    levels: &[&Level],
+    (abs, key, rel, parent_ignored): (&Path, &Key, &str, bool),
+    name: &std::ffi::OsStr,
+    entry: &std::fs::DirEntry,
+) -> Seen {
+    use std::os::unix::ffi::OsStrExt;
+    let nb = name.as_bytes();
+    let child_key = key.child(nb);
+    let rel_of = || {
+        if rel.is_empty() {
+            String::from_utf8_lossy(nb).into_owned()
+        } else {
+            format!("{rel}/{}", String::from_utf8_lossy(nb))
+        }
+    };
+    // lstat relative to the open directory: no path walk from the root per file.
+    let Ok(meta) = entry.metadata() else {
+        // Gone between the listing and now.
+        return Seen::Skip;
+    };
+    let in_repo = git.is_repo();
+    if meta.is_dir() {
+        let child_rel = rel_of();
+        let summarised = match nb {
+            b".git" => Some(Summarised::Git),
+            b"target" | b"node_modules" => Some(Summarised::BuildOutput),
+            _ => None,
+        };
+        let tracked_inside = git.tracked.has_dir(child_key.as_bytes());
+        let ignored =
+            in_repo && (parent_ignored || is_ignored(&git.base, levels, &child_rel, true));
+        let why = summarised.or((ignored && !tracked_inside).then_some(Summarised::Ignored));
+        return match why {
+            Some(why) => Seen::Summary(
+                child_key,
+                DirSummary {
+                    why,
+                    fingerprint: fingerprint(&abs.join(name), why),
+                },
+            ),
+            // Inside an ignored directory that holds tracked files, only those files count.
+            None => Seen::Dir {
+                key: child_key,
+                rel: child_rel,
+                ignored,
+            },
+        };
+    }
+    if in_repo
+        && !git.tracked.has_file(child_key.as_bytes())
+        && (parent_ignored || is_ignored(&git.base, levels, &rel_of(), false))
+    {
+        return Seen::Skip;
+    }
+    Seen::File(child_key, FileMeta::of(&meta))
+}
+
+fn has_gitignore(git: &GitView, entries: &[(std::ffi::OsString, std::fs::DirEntry)]) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    git.is_repo() && entries.iter().any(|(n, _)| n.as_bytes() == b".gitignore")
+}
+
+/// The in-order walk: stops exactly at the cap.
 struct Walker<'a> {
     opts: &'a WalkOptions,
     git: &'a GitView,
@@ -253,81 +364,224 @@ struct Walker<'a> {
 impl Walker<'_> {
     /// Walks one directory; returns false once the cap is hit.
     fn dir(&mut self, abs: PathBuf, key: Key, rel: String, parent_ignored: bool) -> bool {
-        use std::os::unix::ffi::OsStrExt;
-        let Ok(read) = std::fs::read_dir(&abs) else {
+        let Ok(entries) = list(&abs) else {
             self.snap.unreadable.push(rel);
             return true;
         };
-        let mut entries: Vec<(std::ffi::OsString, std::fs::DirEntry)> = read
-            .filter_map(Result::ok)
-            .map(|e| (e.file_name(), e))
-            .collect();
-        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        let in_repo = self.git.is_repo();
-        let has_gitignore = in_repo && entries.iter().any(|(n, _)| n.as_bytes() == b".gitignore");
-        self.levels.push(Level::new(&abs, &rel, has_gitignore));
-        let rel_of = |name: &[u8]| {
-            if rel.is_empty() {
-                String::from_utf8_lossy(name).into_owned()
-            } else {
-                format!("{rel}/{}", String::from_utf8_lossy(name))
-            }
-        };
+        self.levels
+            .push(Level::new(&abs, &rel, has_gitignore(self.git, &entries)));
         for (name, entry) in entries {
-            let nb = name.as_bytes();
-            let child_key = key.child(nb);
-            // lstat relative to the open directory: no path walk from the root per file.
-            let Ok(meta) = entry.metadata() else {
-                // Gone between the listing and now.
-                continue;
-            };
-            if meta.is_dir() {
-                let child_rel = rel_of(nb);
-                let summarised = match nb {
-                    b".git" => Some(Summarised::Git),
-                    b"target" | b"node_modules" => Some(Summarised::BuildOutput),
-                    _ => None,
-                };
-                let tracked_inside = self.git.tracked.has_dir(child_key.as_bytes());
-                let ignored_here = in_repo
-                    && (parent_ignored
-                        || is_ignored(&self.git.base, &self.levels, &child_rel, true));
-                let why =
-                    summarised.or((ignored_here && !tracked_inside).then_some(Summarised::Ignored));
-                if let Some(why) = why {
-                    self.snap.dirs.insert(
-                        child_key,
-                        DirSummary {
-                            why,
-                            fingerprint: fingerprint(&abs.join(&name), why),
-                        },
-                    );
-                    continue;
+            let levels: Vec<&Level> = self.levels.iter().collect();
+            let seen = classify(
+                self.git,
+                &levels,
+                (&abs, &key, &rel, parent_ignored),
+                &name,
+                &entry,
+            );
+            match seen {
+                Seen::Skip => {}
+                Seen::Summary(k, s) => {
+                    self.snap.dirs.insert(k, s);
                 }
-                // Inside an ignored directory that holds tracked files, only those files count.
-                if !self.dir(abs.join(&name), child_key, child_rel, ignored_here) {
-                    self.levels.pop();
-                    return false;
+                Seen::Dir {
+                    key: k,
+                    rel: r,
+                    ignored,
+                } => {
+                    if !self.dir(abs.join(&name), k, r, ignored) {
+                        self.levels.pop();
+                        return false;
+                    }
                 }
-                continue;
+                Seen::File(k, meta) => {
+                    if self.snap.files.len() >= self.opts.max_files {
+                        let last = self.snap.files.last().map(|(k, _)| k.clone());
+                        if let Some(l) = &last {
+                            self.snap.dirs.retain(|k, _| k <= l);
+                        }
+                        self.snap.capped_at = last;
+                        self.levels.pop();
+                        return false;
+                    }
+                    // Entries are sorted and the walk is depth first: keys arrive in order.
+                    self.snap.files.push((k, meta));
+                }
             }
-            if in_repo
-                && !self.git.tracked.has_file(child_key.as_bytes())
-                && (parent_ignored || is_ignored(&self.git.base, &self.levels, &rel_of(nb), false))
-            {
-                continue;
-            }
-            if self.snap.files.len() >= self.opts.max_files {
-                self.snap.capped_at = self.snap.files.last().map(|(k, _)| k.clone());
-                self.levels.pop();
-                return false;
-            }
-            // Entries are sorted and the walk is depth first: keys arrive in order.
-            self.snap.files.push((child_key, FileMeta::of(&meta)));
         }
         self.levels.pop();
         true
     }
+}
+
+/// The `.gitignore` levels from the top down to a directory, shared between threads.
+struct Chain {
+    level: Level,
+    parent: Option<std::sync::Arc<Chain>>,
+}
+
+impl Chain {
+    fn levels(&self) -> Vec<&Level> {
+        let mut v = vec![&self.level];
+        let mut at = self.parent.as_deref();
+        while let Some(c) = at {
+            v.push(&c.level);
+            at = c.parent.as_deref();
+        }
+        v.reverse();
+        v
+    }
+}
+
+/// A directory waiting to be read.
+struct Job {
+    abs: PathBuf,
+    key: Key,
+    rel: String,
+    ignored: bool,
+    parent: Option<std::sync::Arc<Chain>>,
+}
+
+/// Work shared by the walking threads.
+struct Queue {
+    jobs: Vec<Job>,
+    busy: usize,
+    files: usize,
+    abandoned: bool,
+}
+
+/// Reads directories on `threads` threads, then sorts. `None` when the tree holds far more files
+/// than the cap (the in-order walk then stops at the cap instead).
+fn walk_parallel(
+    root: &Path,
+    opts: &WalkOptions,
+    git: &GitView,
+    threads: usize,
+) -> Option<Snapshot> {
+    use std::sync::{Condvar, Mutex};
+    let queue = Mutex::new(Queue {
+        jobs: vec![Job {
+            abs: root.to_path_buf(),
+            key: Key(Vec::new()),
+            rel: String::new(),
+            ignored: false,
+            parent: None,
+        }],
+        busy: 0,
+        files: 0,
+        abandoned: false,
+    });
+    let wake = Condvar::new();
+    let bound = opts.max_files.saturating_mul(2).saturating_add(1);
+    let lock = || {
+        queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let parts: Vec<Snapshot> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut part = Snapshot::default();
+                    loop {
+                        let job = {
+                            let mut q = lock();
+                            loop {
+                                if q.abandoned {
+                                    return part;
+                                }
+                                if let Some(job) = q.jobs.pop() {
+                                    q.busy += 1;
+                                    break job;
+                                }
+                                if q.busy == 0 {
+                                    return part;
+                                }
+                                q = wake
+                                    .wait(q)
+                                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            }
+                        };
+                        let (found, subdirs) = read_one(git, job, &mut part);
+                        let mut q = lock();
+                        q.busy -= 1;
+                        q.files += found;
+                        if q.files > bound {
+                            q.abandoned = true;
+                        }
+                        q.jobs.extend(subdirs);
+                        wake.notify_all();
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().filter_map(|w| w.join().ok()).collect()
+    });
+    if lock().abandoned {
+        return None;
+    }
+    let mut snap = Snapshot {
+        cap: opts.max_files,
+        ..Default::default()
+    };
+    for part in parts {
+        snap.files.extend(part.files);
+        snap.dirs.extend(part.dirs);
+        snap.unreadable.extend(part.unreadable);
+    }
+    snap.files.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    snap.unreadable.sort();
+    if snap.files.len() > opts.max_files {
+        snap.files.truncate(opts.max_files);
+        let last = snap.files.last().map(|(k, _)| k.clone());
+        if let Some(l) = &last {
+            snap.dirs.retain(|k, _| k <= l);
+        }
+        snap.capped_at = last;
+    }
+    Some(snap)
+}
+
+/// Reads one directory into `part`; returns the files found and the directories to read next.
+fn read_one(git: &GitView, job: Job, part: &mut Snapshot) -> (usize, Vec<Job>) {
+    let Ok(entries) = list(&job.abs) else {
+        part.unreadable.push(job.rel);
+        return (0, Vec::new());
+    };
+    let chain = std::sync::Arc::new(Chain {
+        level: Level::new(&job.abs, &job.rel, has_gitignore(git, &entries)),
+        parent: job.parent,
+    });
+    let levels = chain.levels();
+    let mut found = 0;
+    let mut subdirs = Vec::new();
+    for (name, entry) in entries {
+        let seen = classify(
+            git,
+            &levels,
+            (&job.abs, &job.key, &job.rel, job.ignored),
+            &name,
+            &entry,
+        );
+        match seen {
+            Seen::Skip => {}
+            Seen::Summary(k, s) => {
+                part.dirs.insert(k, s);
+            }
+            Seen::Dir { key, rel, ignored } => subdirs.push(Job {
+                abs: job.abs.join(&name),
+                key,
+                rel,
+                ignored,
+                parent: Some(chain.clone()),
+            }),
+            Seen::File(k, meta) => {
+                found += 1;
+                part.files.push((k, meta));
+            }
+        }
+    }
+    (found, subdirs)
 }
 
 /// (mtime, inode) of a summarised directory and, for `.git`, of what changes with commits,
@@ -450,6 +704,82 @@ mod tests {
         let snap = walk(p, &WalkOptions::default(), &mut GitView::default()).unwrap();
         // git status would list: .gitignore (untracked), config.json and logs/keep.log (tracked).
         assert_eq!(keys(&snap), [".gitignore", "config.json", "logs/keep.log"]);
+    }
+
+    #[test]
+    fn threads_and_the_in_order_walk_see_the_same_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        let git = |args: &[&str]| {
+            assert!(
+                std::process::Command::new("git")
+                    .args(args)
+                    .current_dir(p)
+                    .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                    .output()
+                    .unwrap()
+                    .status
+                    .success()
+            )
+        };
+        git(&["init", "-q"]);
+        for i in 0..30 {
+            for j in 0..7 {
+                let dir = p.join(format!("d{i}/e{j}"));
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(dir.join("f.py"), "x").unwrap();
+                std::fs::write(dir.join("g.log"), "x").unwrap();
+            }
+        }
+        std::fs::write(
+            p.join(".gitignore"),
+            "*.log
+d3/
+",
+        )
+        .unwrap();
+        std::fs::write(
+            p.join("d5/.gitignore"),
+            "e1/
+!*.log
+",
+        )
+        .unwrap();
+        std::fs::create_dir_all(p.join("d7/node_modules/x")).unwrap();
+        git(&["add", "-f", "d3/e2/f.py"]);
+        let opts = WalkOptions::default();
+        let mut view = GitView::default();
+        let threaded = walk_parallel(
+            p,
+            &opts,
+            &{
+                view.refresh(p, false);
+                view
+            },
+            4,
+        )
+        .unwrap();
+        let mut view = GitView::default();
+        view.refresh(p, false);
+        let ordered = walk_in_order(p, &opts, &view);
+        assert_eq!(threaded, ordered);
+        assert!(keys(&ordered).contains(&"d3/e2/f.py".to_string()));
+        assert!(keys(&ordered).contains(&"d5/e0/g.log".to_string()));
+        assert!(!keys(&ordered).iter().any(|k| k.starts_with("d5/e1/")));
+        // Capped the same way too.
+        let small = WalkOptions {
+            max_files: 150,
+            ..Default::default()
+        };
+        let capped = walk_in_order(p, &small, &view);
+        assert_eq!(capped.files.len(), 150);
+        assert_eq!(walk_parallel(p, &small, &view, 4).unwrap(), capped);
+        // Far more files than the cap: the threads give up and the in-order walk is used.
+        let tiny = WalkOptions {
+            max_files: 20,
+            ..Default::default()
+        };
+        assert!(walk_parallel(p, &tiny, &view, 4).is_none());
     }
 
     #[test]
