@@ -13,10 +13,8 @@ use proctor::cli::{Cli, Command, ExportFormat, FrontEnd, SessionsCommand};
 use proctor::config::{self, Config, ProviderKind, TeamConfig};
 use proctor::engine::cost::PriceTable;
 use proctor::engine::{SessionSetup, start};
-use proctor::executor::sandbox::{host_is_root, session_uid};
 use proctor::executor::{DockerExecutor, doctor_check, sweep_orphans};
 use proctor::headless::{self, HeadlessOptions, Outcome};
-use proctor::protocol::WorkspaceMode;
 use proctor::protocol::{Event, EventKind, Op, SessionMode};
 use proctor::provider::ChatModel;
 use proctor::provider::registry::build_model;
@@ -24,11 +22,12 @@ use proctor::provider::scripted::{DEMO_SCRIPT, Script, ScriptedModel};
 use proctor::store::{
     EventSink, SessionStore, SessionWriter, StoreError, format_session_table, new_session_id,
 };
-use proctor::text_safety;
-use proctor::workspace::git::{EMPTY_TREE, StartStore, head_commit};
-use proctor::workspace::gitignore::Repo;
-use proctor::workspace::setup::{copy_tree, dir_id};
-use proctor::workspace::{WorkspaceRecord, check_dir};
+use proctor::workspace;
+
+/// Prints a workspace note on stderr (before any front end owns the terminal).
+fn say(note: String) {
+    eprintln!("proctor: {note}");
+}
 
 /// `println!` that ignores a closed stdout (`proctor sessions list | head` must not panic).
 macro_rules! outln {
@@ -60,14 +59,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         None => {
             let team = default_team(&ctx)?;
-            let ws = WorkspaceChoice::default();
+            let ws = workspace::session::Choice::default();
             session_new(&ctx, team, String::new(), FrontEnd::default(), None, ws).await
         }
         Some(Command::Demo { front }) => {
             let script = Script::parse(DEMO_SCRIPT)
                 .map_err(|e| anyhow!("the built-in demo script is broken: {e}"))?;
             let task = script.task.clone().unwrap_or_default();
-            let ws = WorkspaceChoice::default();
+            let ws = workspace::session::Choice::default();
             session_new(&ctx, config::demo_team(), task, front, Some(script), ws).await
         }
         Some(Command::Run {
@@ -84,7 +83,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             if front.headless && task.as_deref().is_none_or(|t| t.trim().is_empty()) && front.json {
                 bail!("--headless --json needs the task: add --task \"...\"");
             }
-            let ws = WorkspaceChoice {
+            let ws = workspace::session::Choice {
                 dir: workspace,
                 mode: workspace_mode.map(Into::into),
             };
@@ -377,159 +376,13 @@ fn headless_note(front: &FrontEnd) {
     }
 }
 
-/// `--workspace` and `--workspace-mode` of `run`.
-#[derive(Debug, Default)]
-struct WorkspaceChoice {
-    dir: Option<PathBuf>,
-    mode: Option<WorkspaceMode>,
-}
-
-/// Prepares the directory a new session works in: the session's own (nothing to do), the user's
-/// (checked; its start recorded) or a copy of it (made in the session's directory). Returns the
-/// directory to mount and the record for the session.
-fn prepare_workspace(
-    ctx: &Context_,
-    store: &SessionStore,
-    id: &str,
-    team: &TeamConfig,
-    choice: WorkspaceChoice,
-) -> anyhow::Result<(PathBuf, Option<WorkspaceRecord>)> {
-    let (dir, from) = match (choice.dir, &team.executor.workspace) {
-        (Some(d), _) => (d, "--workspace"),
-        (None, Some(d)) => (d.clone(), "[executor] workspace in the team file"),
-        (None, None) => {
-            if choice.mode.is_some() {
-                bail!(
-                    "--workspace-mode needs a directory: add --workspace DIR (or `workspace = \"DIR\"` under [executor] in the team file)"
-                );
-            }
-            return Ok((store.workspace_dir(id), None));
-        }
-    };
-    let mode = choice
-        .mode
-        .or(team.executor.workspace_mode)
-        .unwrap_or_default();
-    let real = check_dir(&dir, &ctx.data_dir, mode).map_err(|e| anyhow!("{e} (from {from})"))?;
-    let session_dir = store.session_dir(id);
-    std::fs::create_dir_all(&session_dir)
-        .with_context(|| format!("cannot create {}", session_dir.display()))?;
-    let start_store = StartStore::in_session(&session_dir);
-    let no_patch = |e: &dyn std::fmt::Display| {
-        eprintln!(
-            "proctor: {}; `proctor sessions export {id} --format patch` will not work for this session",
-            text_safety::visible_line(&e.to_string())
-        );
-    };
-    let (mount, start, commit) = match mode {
-        WorkspaceMode::Rw => {
-            let repo = Repo::find(&real, true);
-            let commit = repo.as_ref().and_then(head_commit);
-            let start = match (&repo, &commit) {
-                (Some(repo), Some(c)) => start_store.record_commit(repo, c),
-                _ => start_store.record(&real),
-            };
-            let start = start.map_err(|e| no_patch(&e)).ok();
-            (real.clone(), start, commit)
-        }
-        WorkspaceMode::Copy => {
-            let mount = store.workspace_dir(id);
-            std::fs::create_dir_all(&mount)
-                .with_context(|| format!("cannot create {}", mount.display()))?;
-            // Running as root, the copy belongs to the session's sandbox user.
-            let owner = host_is_root().then(|| {
-                let uid = session_uid(id);
-                (uid, uid)
-            });
-            eprintln!(
-                "proctor: copying {} into session {id}…",
-                text_safety::visible_line(&real.display().to_string())
-            );
-            let report = copy_tree(&real, &mount, owner)
-                .with_context(|| format!("cannot copy {} into the session", real.display()))?;
-            eprintln!(
-                "proctor: copied {} files ({}); the original is left untouched",
-                report.files,
-                proctor::workspace::changes::human_size(report.bytes)
-            );
-            if !report.skipped.is_empty() {
-                eprintln!(
-                    "proctor: not copied (not regular files, or unreadable): {}",
-                    text_safety::visible_line(&report.skipped.join(", "))
-                );
-            }
-            let commit = Repo::find(&mount, false).as_ref().and_then(head_commit);
-            let start = start_store.record(&mount).map_err(|e| no_patch(&e)).ok();
-            (mount, start, commit)
-        }
-    };
-    Ok((
-        mount,
-        Some(WorkspaceRecord {
-            dir_id: dir_id(&real),
-            path: real,
-            mode,
-            start,
-            commit,
-        }),
-    ))
-}
-
-/// The directory a resumed session works in: its own, its copy, or the user's directory where it
-/// was recorded (or at `moved_to`), with the record to write when it moved.
-fn resume_workspace(
-    ctx: &Context_,
-    store: &SessionStore,
-    id: &str,
-    events: &[Event],
-    moved_to: Option<PathBuf>,
-) -> anyhow::Result<(PathBuf, Option<WorkspaceRecord>)> {
-    let recorded = WorkspaceRecord::last_in(events);
-    let Some(mut rec) = recorded.filter(|r| r.mode == WorkspaceMode::Rw) else {
-        if moved_to.is_some() {
-            bail!(
-                "session {id} works in its own directory (or a copy made there), so --workspace cannot move it; resume it without --workspace, or start a new session with `proctor run --workspace DIR`"
-            );
-        }
-        return Ok((store.workspace_dir(id), WorkspaceRecord::last_in(events)));
-    };
-    let shown = text_safety::visible_line(&rec.path.display().to_string()).into_owned();
-    match moved_to {
-        Some(dir) => {
-            let real = check_dir(&dir, &ctx.data_dir, WorkspaceMode::Rw)?;
-            if let Some(repo) = Repo::find(&real, true)
-                && let Err(e) = StartStore::in_session(&store.session_dir(id)).relink(&repo)
-            {
-                eprintln!("proctor: {}", text_safety::visible_line(&e.to_string()));
-            }
-            rec.dir_id = dir_id(&real);
-            rec.path = real.clone();
-            Ok((real, Some(rec)))
-        }
-        None => {
-            if !rec.path.is_dir() {
-                bail!(
-                    "session {id} works in {shown}, which is not there any more (moved or deleted?); if it moved: `proctor resume {id} --workspace NEWDIR`"
-                );
-            }
-            let real = check_dir(&rec.path, &ctx.data_dir, WorkspaceMode::Rw)?;
-            if rec.dir_id.is_some() && dir_id(&real) != rec.dir_id {
-                bail!(
-                    "{shown} is not the directory session {id} started in (it was replaced or restored from a copy); if it is the same project: `proctor resume {id} --workspace {shown}`"
-                );
-            }
-            Ok((real, Some(rec)))
-        }
-    }
-}
-
 async fn session_new(
     ctx: &Context_,
     team: TeamConfig,
     task: String,
     front: FrontEnd,
     script: Option<Script>,
-    ws: WorkspaceChoice,
+    ws: workspace::session::Choice,
 ) -> anyhow::Result<i32> {
     headless_note(&front);
     let (models, _) = build_models(ctx, &team, script.as_ref(), false, &HashMap::new())?;
@@ -542,7 +395,8 @@ async fn session_new(
     tokio::task::spawn_blocking(proctor::provider::tokens::warm_up);
     let store = SessionStore::open(&ctx.data_dir)?;
     let id = new_session_id();
-    let (workspace, workspace_record) = prepare_workspace(ctx, &store, &id, &team, ws)?;
+    let (workspace, workspace_record) =
+        workspace::session::prepare(&store, &ctx.data_dir, &id, &team.executor, ws, &mut say)?;
     let sink = StoreSink {
         store,
         id: id.clone(),
@@ -617,7 +471,8 @@ async fn session_resume(
         EventKind::SessionStarted { mode, .. } | EventKind::ModeChanged { mode } => *mode,
         _ => m,
     });
-    let (workspace, workspace_record) = resume_workspace(ctx, &store, &id, &events, moved_to)?;
+    let (workspace, workspace_record) =
+        workspace::session::reopen(&store, &ctx.data_dir, &id, &events, moved_to, &mut say)?;
     let setup = SessionSetup {
         id: id.clone(),
         team,
@@ -730,7 +585,7 @@ fn sessions(ctx: &Context_, action: SessionsCommand) -> anyhow::Result<i32> {
             let text = match format {
                 ExportFormat::Md => store.export_md(&id)?,
                 ExportFormat::Json => store.export_json(&id)?,
-                ExportFormat::Patch => export_patch(&store, &id)?,
+                ExportFormat::Patch => workspace::session::patch(&store, &id)?,
             };
             out!("{text}");
         }
@@ -746,99 +601,6 @@ fn sessions(ctx: &Context_, action: SessionsCommand) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
-}
-
-/// The workspace of session `id` from its start to now, as a patch `git apply` takes.
-fn export_patch(store: &SessionStore, id: &str) -> anyhow::Result<String> {
-    let (events, _) = store.read(id)?;
-    let (work_tree, start) = match WorkspaceRecord::last_in(&events) {
-        None => (store.workspace_dir(id), EMPTY_TREE.to_string()),
-        Some(rec) => {
-            let work_tree = match rec.mode {
-                WorkspaceMode::Rw => rec.path,
-                WorkspaceMode::Copy => store.workspace_dir(id),
-            };
-            let start = rec.start.ok_or_else(|| {
-                anyhow!(
-                    "session {id} has no recorded start state (git was missing or failed when it started), so no patch can be made"
-                )
-            })?;
-            (work_tree, start)
-        }
-    };
-    if !work_tree.is_dir() {
-        bail!(
-            "the workspace of session {id}, {}, is not there (moved or deleted?)",
-            work_tree.display()
-        );
-    }
-    Ok(StartStore::in_session(&store.session_dir(id)).patch(&work_tree, &start)?)
-}
-
-/// `proctor doctor`'s workspace lines: what the default team works in, and git for patches.
-fn doctor_workspace(ctx: &Context_) -> Vec<(String, Result<String, String>)> {
-    let mut checks = Vec::new();
-    let git = proctor::workspace::git::version();
-    let team = default_team(ctx).ok();
-    match team.as_ref().and_then(|t| t.executor.workspace.clone()) {
-        None => checks.push((
-            "workspace".to_string(),
-            Ok(format!(
-                "each session works in its own directory ({}/sessions/<id>/workspace); `proctor run --workspace DIR` works in yours",
-                ctx.data_dir.display()
-            )),
-        )),
-        Some(dir) => {
-            let mode = team
-                .as_ref()
-                .and_then(|t| t.executor.workspace_mode)
-                .unwrap_or_default();
-            let r = check_dir(&dir, &ctx.data_dir, mode)
-                .map_err(|e| format!("{e} ([executor] workspace of the default team)"))
-                .map(|real| {
-                    let mut what = vec![format!(
-                        "{} ({})",
-                        real.display(),
-                        match mode {
-                            WorkspaceMode::Rw => "read-write",
-                            WorkspaceMode::Copy => "copied into each session",
-                        }
-                    )];
-                    if let Ok(m) = std::fs::metadata(&real) {
-                        use std::os::unix::fs::MetadataExt;
-                        what.push(format!("owner {}:{}", m.uid(), m.gid()));
-                    }
-                    let mut view = proctor::workspace::snapshot::GitView::default();
-                    let opts = proctor::workspace::snapshot::WalkOptions {
-                        search_parents: true,
-                        ..Default::default()
-                    };
-                    if let Ok(snap) = proctor::workspace::snapshot::walk(&real, &opts, &mut view) {
-                        let n = snap.files.len();
-                        what.push(if snap.capped_at.is_some() {
-                            format!("more than {n} files (changes are listed for the first {n})")
-                        } else {
-                            format!("{n} files")
-                        });
-                    }
-                    match view.repo() {
-                        Some(repo) => what.push(match head_commit(repo) {
-                            Some(c) => format!("git repository at commit {}", &c[..c.len().min(12)]),
-                            None => "git repository without commits".into(),
-                        }),
-                        None => what.push("not a git repository".into()),
-                    }
-                    what.join(", ")
-                });
-            checks.push(("workspace".to_string(), r));
-        }
-    }
-    checks.push((
-        "git".to_string(),
-        git.map(|v| format!("{v} (for `sessions export --format patch`)"))
-            .map_err(|e| e.to_string()),
-    ));
-    checks
 }
 
 async fn doctor(ctx: &Context_) -> anyhow::Result<i32> {
@@ -859,7 +621,8 @@ async fn doctor(ctx: &Context_) -> anyhow::Result<i32> {
         }),
     );
     line("data dir", check_data_dir(&ctx.data_dir));
-    for (name, r) in doctor_workspace(ctx) {
+    let team = default_team(ctx).ok();
+    for (name, r) in workspace::session::doctor(&ctx.data_dir, team.as_ref()) {
         line(&name, r);
     }
     for (name, p) in ctx.config.effective_providers() {

@@ -9,6 +9,7 @@
 pub mod changes;
 pub mod git;
 pub mod gitignore;
+pub mod session;
 pub mod setup;
 pub mod snapshot;
 pub mod usage;
