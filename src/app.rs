@@ -395,6 +395,8 @@ async fn session_new(
     tokio::task::spawn_blocking(proctor::provider::tokens::warm_up);
     let store = SessionStore::open(&ctx.data_dir)?;
     let id = new_session_id();
+    // Before the workspace is prepared (a copy is no small thing to leave behind).
+    let executor = Arc::new(DockerExecutor::new()?);
     let (workspace, workspace_record) =
         workspace::session::prepare(&store, &ctx.data_dir, &id, &team.executor, ws, &mut say)?;
     let sink = StoreSink {
@@ -410,7 +412,7 @@ async fn session_new(
         task,
         mode,
         models,
-        executor: Arc::new(DockerExecutor::new()?),
+        executor,
         workspace,
         prices,
         sink: Box::new(sink),
