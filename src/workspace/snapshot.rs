@@ -478,7 +478,7 @@ fn walk_parallel(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     };
-    let parts: Vec<Snapshot> = std::thread::scope(|scope| {
+    let parts: Option<Vec<Snapshot>> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
@@ -515,8 +515,10 @@ fn walk_parallel(
                 })
             })
             .collect();
-        workers.into_iter().filter_map(|w| w.join().ok()).collect()
+        // A part missing would read as files deleted: all or nothing.
+        workers.into_iter().map(|w| w.join().ok()).collect()
     });
+    let parts = parts?;
     if lock().abandoned {
         return None;
     }
