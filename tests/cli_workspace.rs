@@ -385,6 +385,21 @@ fn copy_mode_leaves_the_original_byte_identical_and_its_patch_applies() {
     applied.remove("debug.log");
     assert_eq!(applied, copy);
     assert!(applied.contains_key("second.txt") && !applied.contains_key("old.txt"));
+
+    // A fork keeps the start state: its patch still starts from the original (its own workspace
+    // starts empty, so everything reads as deleted).
+    let mut c = env.cmd();
+    c.args(["sessions", "fork", &id, "--at", "2"]);
+    let (code, fork, stderr) = finish(c, "");
+    assert_eq!(code, 0, "{stderr}");
+    let mut c = env.cmd();
+    c.args(["sessions", "export", fork.trim(), "--format", "patch"]);
+    let (code, patch, stderr) = finish(c, "");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        patch.contains("diff --git a/app.py b/app.py\ndeleted file mode 100644"),
+        "{patch}"
+    );
 }
 
 #[test]
