@@ -31,6 +31,7 @@ async fn block(
             ..Default::default()
         },
         allow_network: false,
+        user_workspace: false,
     };
     let t0 = Instant::now();
     let mut stream = exec.run(req, CancellationToken::new());

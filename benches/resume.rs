@@ -94,6 +94,7 @@ fn kind(seq: u64) -> EventKind {
             oom: false,
             interrupted: false,
             not_run: false,
+            workspace_limit_exceeded: false,
         },
     }
 }
@@ -189,6 +190,7 @@ fn resume(c: &mut Criterion) {
                     resume: Some(events),
                     seed: Some(1),
                     image_override: None,
+                    workspace_record: None,
                 });
                 // Live once the whole log is replayed and the engine says it resumed.
                 let mut seen = 0;

@@ -6,6 +6,7 @@
 #   4. `docker run --rm` (the cold-start reference)
 # and proctor's executor again on the same daemon served over TLS with client certificates (a socat
 # relay on 127.0.0.1, certificates made here with openssl): the cost of the TLS transport per block.
+# then the resume bench (benches/resume.rs) and the workspace snapshot bench (benches/workspace.rs).
 # Usage: scripts/bench.sh [BLOCKS]   (default 50). Env: PROCTOR_SANDBOX_IMAGE, BENCH_SKIP_AUTOGEN=1.
 # Writes target/bench-results.md and prints it; BENCHMARKS.md quotes a run.
 set -euo pipefail
@@ -156,3 +157,6 @@ if [ "$AG_MEAN" != "n/a" ]; then RATIO=$(echo "scale=3; $P_MEAN / $AG_MEAN" | bc
 
 echo "== resume: 100,000-event session (cargo bench --bench resume)" >&2
 cargo bench --quiet --bench resume 2>/dev/null | grep -E '^resume_|^list_|time:' | tee -a "$OUT"
+
+echo "== workspace: snapshot and change list on a 10,000-file repository (cargo bench --bench workspace)" >&2
+cargo bench --quiet --bench workspace 2>/dev/null | grep -E '^workspace_|time:' | tee -a "$OUT"

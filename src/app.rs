@@ -25,6 +25,7 @@ use proctor::store::{
     EventSink, SessionStore, SessionWriter, StoreError, format_session_table, new_session_id,
 };
 use proctor::text_safety::visible_line;
+use proctor::workspace;
 
 /// `println!` that ignores a closed stdout (`proctor sessions list | head` must not panic), with
 /// every hidden character of the text (names, paths, Docker's messages) made visible.
@@ -48,6 +49,11 @@ macro_rules! errln {
             proctor::text_safety::visible_line(&text)
         );
     }};
+}
+
+/// Prints a workspace note on stderr (before any front end owns the terminal).
+fn say(note: String) {
+    errln!("proctor: {note}");
 }
 
 /// `print!` that ignores a closed stdout; the text goes out exactly (the session table and the
@@ -81,15 +87,23 @@ pub async fn run(cli: Cli, logs: crate::LogState) -> anyhow::Result<i32> {
     match cli.command {
         None => {
             let team = default_team(&ctx)?;
-            session_new(&ctx, team, String::new(), FrontEnd::default(), None).await
+            let ws = workspace::session::Choice::default();
+            session_new(&ctx, team, String::new(), FrontEnd::default(), None, ws).await
         }
         Some(Command::Demo { front }) => {
             let script = Script::parse(DEMO_SCRIPT)
                 .map_err(|e| anyhow!("the built-in demo script is broken: {e}"))?;
             let task = script.task.clone().unwrap_or_default();
-            session_new(&ctx, config::demo_team(), task, front, Some(script)).await
+            let ws = workspace::session::Choice::default();
+            session_new(&ctx, config::demo_team(), task, front, Some(script), ws).await
         }
-        Some(Command::Run { team, task, front }) => {
+        Some(Command::Run {
+            team,
+            task,
+            workspace,
+            workspace_mode,
+            front,
+        }) => {
             let team = match team {
                 Some(path) => config::load_team_checked(&path, &ctx.config)?,
                 None => default_team(&ctx)?,
@@ -97,15 +111,24 @@ pub async fn run(cli: Cli, logs: crate::LogState) -> anyhow::Result<i32> {
             if front.headless && task.as_deref().is_none_or(|t| t.trim().is_empty()) && front.json {
                 bail!("--headless --json needs the task: add --task \"...\"");
             }
-            session_new(&ctx, team, task.unwrap_or_default(), front, None).await
+            let ws = workspace::session::Choice {
+                dir: workspace,
+                mode: workspace_mode.map(Into::into),
+            };
+            session_new(&ctx, team, task.unwrap_or_default(), front, None, ws).await
         }
-        Some(Command::Resume { id, last, front }) => {
+        Some(Command::Resume {
+            id,
+            last,
+            workspace,
+            front,
+        }) => {
             if ctx.unsaved {
                 bail!(
                     "--unsaved is for new sessions; resume continues a saved one (and saves what follows)"
                 );
             }
-            session_resume(&ctx, id, last, front).await
+            session_resume(&ctx, id, last, front, workspace).await
         }
         Some(Command::Sessions { action }) => sessions(&ctx, action),
         Some(Command::Doctor) => doctor(&ctx).await,
@@ -385,10 +408,9 @@ impl StoreSink {
                     "no session_started event to begin the log with".into(),
                 ));
             };
-            if self.store.session_dir(&self.id).exists() {
-                // A failed earlier attempt left the directory: start over.
-                let _ = std::fs::remove_dir_all(self.store.session_dir(&self.id));
-            }
+            // A failed earlier attempt may have left a log: start it over. The rest of the
+            // directory (a copied workspace, the start state) was prepared for this session.
+            let _ = std::fs::remove_file(self.store.log_path(&self.id));
             let w = self.store.create(&self.id, first)?;
             self.writer = Some(w);
             self.unsaved.remove(0);
@@ -467,6 +489,7 @@ async fn session_new(
     task: String,
     front: FrontEnd,
     script: Option<Script>,
+    ws: workspace::session::Choice,
 ) -> anyhow::Result<i32> {
     let (models, _) = match build_models(ctx, &team, script.as_ref(), false, &HashMap::new()) {
         Ok(built) => built,
@@ -496,9 +519,16 @@ async fn session_new(
     tokio::task::spawn_blocking(proctor::provider::tokens::warm_up);
     let id = new_session_id();
     let status = SaveStatus::default();
+    let executor = Arc::new(DockerExecutor::for_engine(engine.clone()));
     // `--unsaved`: no session directory; the code's workspace is a temporary directory.
     let mut scratch = None;
-    let (workspace, sink): (PathBuf, Box<dyn EventSink>) = if ctx.unsaved {
+    let (workspace, workspace_record, sink): (PathBuf, _, Box<dyn EventSink>) = if ctx.unsaved {
+        if ws.dir.is_some() || team.executor.workspace.is_some() {
+            bail!(
+                "--unsaved cannot work on your own directory (its start state could not be kept for \
+                 `sessions export --format patch`); drop --unsaved, or drop --workspace"
+            );
+        }
         status.set(Some("--unsaved: nothing is saved".into()));
         let dir = tempfile::Builder::new()
             .prefix("proctor-unsaved-")
@@ -506,10 +536,11 @@ async fn session_new(
             .context("cannot make a temporary workspace for an unsaved session")?;
         let ws = dir.path().join("workspace");
         scratch = Some(dir);
-        (ws, Box::new(DiscardSink))
+        (ws, None, Box::new(DiscardSink))
     } else {
         let store = SessionStore::open(&ctx.data_dir)?;
-        let ws = store.workspace_dir(&id);
+        let (ws, record) =
+            workspace::session::prepare(&store, &ctx.data_dir, &id, &team.executor, ws, &mut say)?;
         let sink = StoreSink {
             store,
             id: id.clone(),
@@ -517,7 +548,7 @@ async fn session_new(
             unsaved: Vec::new(),
             status: status.clone(),
         };
-        (ws, Box::new(sink))
+        (ws, record, Box::new(sink))
     };
     let mode = front.session_mode();
     let setup = SessionSetup {
@@ -526,13 +557,14 @@ async fn session_new(
         task,
         mode,
         models,
-        executor: Arc::new(DockerExecutor::for_engine(engine.clone())),
+        executor,
         workspace,
         prices,
         sink,
         resume: None,
         seed: None,
         image_override: ctx.image.clone(),
+        workspace_record,
     };
     let code = drive_with(
         setup,
@@ -580,6 +612,7 @@ async fn session_resume(
     id: Option<String>,
     last: bool,
     front: FrontEnd,
+    moved_to: Option<PathBuf>,
 ) -> anyhow::Result<i32> {
     let store = SessionStore::open(&ctx.data_dir)?;
     let id = match (id, last) {
@@ -633,7 +666,8 @@ async fn session_resume(
         EventKind::SessionStarted { mode, .. } | EventKind::ModeChanged { mode } => *mode,
         _ => m,
     });
-    let workspace = store.workspace_dir(&id);
+    let (workspace, workspace_record) =
+        workspace::session::reopen(&store, &ctx.data_dir, &id, &events, moved_to, &mut say)?;
     let status = SaveStatus::default();
     let sink = StoreSink {
         store: store.clone(),
@@ -656,6 +690,7 @@ async fn session_resume(
         resume: Some(events),
         seed: None,
         image_override: ctx.image.clone(),
+        workspace_record,
     };
     let wanted = (front.approve.is_some() || front.mode.is_some()).then(|| front.session_mode());
     drive_with(
@@ -904,6 +939,7 @@ fn sessions(ctx: &Context_, action: SessionsCommand) -> anyhow::Result<i32> {
             let text = match format {
                 ExportFormat::Md => store.export_md(&id)?,
                 ExportFormat::Json => store.export_json(&id)?,
+                ExportFormat::Patch => workspace::session::patch(&store, &id)?,
             };
             out!("{text}");
         }
@@ -954,6 +990,10 @@ async fn doctor(ctx: &Context_) -> anyhow::Result<i32> {
             }
         },
     );
+    let team = default_team(ctx).ok();
+    for (name, r) in workspace::session::doctor(&ctx.data_dir, team.as_ref()) {
+        line(&name, r);
+    }
     for (name, p) in ctx.config.effective_providers() {
         if p.kind == ProviderKind::Scripted {
             continue;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::protocol::SessionMode;
+use crate::protocol::{SessionMode, WorkspaceMode};
 
 /// Process exit codes: the one table of docs/cli.md, used by every path that ends the process.
 pub mod exit_code {
@@ -125,6 +125,12 @@ pub enum Command {
         /// The task for the team.
         #[arg(long, value_name = "TEXT")]
         task: Option<String>,
+        /// Work in DIR (mounted at /workspace) instead of the session's own directory.
+        #[arg(long, value_name = "DIR")]
+        workspace: Option<PathBuf>,
+        /// rw: DIR itself, read-write (default); copy: a copy of DIR in the session, DIR untouched.
+        #[arg(long, value_enum, value_name = "MODE")]
+        workspace_mode: Option<WorkspaceModeArg>,
         /// Front end.
         #[command(flatten)]
         front: FrontEnd,
@@ -136,6 +142,9 @@ pub enum Command {
         /// The most recent session.
         #[arg(long, conflicts_with = "id")]
         last: bool,
+        /// The session's read-write workspace is now at DIR (it moved).
+        #[arg(long, value_name = "DIR")]
+        workspace: Option<PathBuf>,
         /// Front end.
         #[command(flatten)]
         front: FrontEnd,
@@ -185,4 +194,24 @@ pub enum ExportFormat {
     Md,
     /// The event log as JSON lines.
     Json,
+    /// A unified diff (`git apply` format) of the workspace from the session's start to now.
+    Patch,
+}
+
+/// `--workspace-mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WorkspaceModeArg {
+    /// Mount the directory itself, read-write.
+    Rw,
+    /// Copy it into the session first; the original stays untouched.
+    Copy,
+}
+
+impl From<WorkspaceModeArg> for WorkspaceMode {
+    fn from(m: WorkspaceModeArg) -> Self {
+        match m {
+            WorkspaceModeArg::Rw => WorkspaceMode::Rw,
+            WorkspaceModeArg::Copy => WorkspaceMode::Copy,
+        }
+    }
 }

@@ -270,6 +270,16 @@ pub struct ExecutorConfig {
     /// Extra interpreters: language -> command (e.g. `node = ["node"]`).
     #[serde(default)]
     pub interpreters: BTreeMap<String, Vec<String>>,
+    /// A directory of the user's to work in instead of the session's own (relative to the
+    /// current directory); `--workspace` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<PathBuf>,
+    /// How `workspace` is used: `rw` (default) or `copy`; `--workspace-mode` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_mode: Option<crate::protocol::WorkspaceMode>,
+    /// Most a block may add to the workspace's disk use, MiB; past it the block is killed.
+    #[serde(default = "default_workspace_limit")]
+    pub workspace_limit_mb: u64,
     /// The Docker engine to run sandboxes on, over `DOCKER_HOST` (`unix://`, `tcp://`, `ssh://`).
     /// Left out of saved sessions when unset, so their logs read as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -302,6 +312,9 @@ impl Default for ExecutorConfig {
             output_limit_kb: default_output_kb(),
             interpreters: BTreeMap::new(),
             docker_host: None,
+            workspace: None,
+            workspace_mode: None,
+            workspace_limit_mb: default_workspace_limit(),
         }
     }
 }
@@ -407,6 +420,13 @@ fn default_pids() -> u64 {
 }
 fn default_output_kb() -> u64 {
     1024
+}
+/// Default of `[executor] workspace_limit_mb`.
+pub const DEFAULT_WORKSPACE_LIMIT_MB: u64 = 2048;
+/// Largest `workspace_limit_mb` (1 TiB).
+pub const MAX_WORKSPACE_LIMIT_MB: u64 = 1 << 20;
+fn default_workspace_limit() -> u64 {
+    DEFAULT_WORKSPACE_LIMIT_MB
 }
 
 /// Name of the built-in scripted provider: always known, needs no config (demo, tests).
@@ -1246,6 +1266,36 @@ fn check_executor(src: &Source<'_>, at: &FieldPath, exec: &ExecutorConfig) -> Ch
         if command.first().is_none_or(|c| c.trim().is_empty()) {
             return Err(src.error(&here, "must be a non-empty command, e.g. [\"node\"]"));
         }
+    }
+    check_workspace_fields(src, at, exec)
+}
+
+/// `workspace`, `workspace_mode` and `workspace_limit_mb` of `[executor]`.
+fn check_workspace_fields(src: &Source<'_>, at: &FieldPath, exec: &ExecutorConfig) -> Check {
+    if !(1..=MAX_WORKSPACE_LIMIT_MB).contains(&exec.workspace_limit_mb) {
+        return Err(src.error(
+            &at.key("workspace_limit_mb"),
+            format!(
+                "must be between 1 and {MAX_WORKSPACE_LIMIT_MB} MiB (got {}); the default is {DEFAULT_WORKSPACE_LIMIT_MB}",
+                exec.workspace_limit_mb
+            ),
+        ));
+    }
+    if exec
+        .workspace
+        .as_ref()
+        .is_some_and(|w| w.as_os_str().is_empty())
+    {
+        return Err(src.error(
+            &at.key("workspace"),
+            "must name a directory, e.g. \".\" or \"../my-project\"; remove it to work in the session's own directory",
+        ));
+    }
+    if exec.workspace_mode.is_some() && exec.workspace.is_none() {
+        return Err(src.error(
+            &at.key("workspace_mode"),
+            "applies to `workspace`, which is not set: add `workspace = \"DIR\"` or remove it",
+        ));
     }
     Ok(())
 }

@@ -13,3 +13,4 @@ pub mod provider;
 pub mod store;
 pub mod text_safety;
 pub mod tui;
+pub mod workspace;

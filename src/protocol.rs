@@ -136,6 +136,17 @@ pub struct WorkspaceNote {
     pub note: String,
 }
 
+/// How a session works in a directory of the user's (`--workspace-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceMode {
+    /// The directory itself is mounted read-write.
+    #[default]
+    Rw,
+    /// The directory is copied into the session's own directory first; the original is untouched.
+    Copy,
+}
+
 /// Why the session paused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -386,6 +397,9 @@ pub enum EventKind {
         /// language, or the sandbox could not run it. `output` says why.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         not_run: bool,
+        /// Killed because it grew the workspace past `workspace_limit_mb`.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        workspace_limit_exceeded: bool,
     },
     /// What a finished block changed in the workspace.
     WorkspaceChanged {
@@ -405,6 +419,25 @@ pub enum EventKind {
         /// Parts summarised rather than walked, and whether the walk hit its cap.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         notes: Vec<WorkspaceNote>,
+    },
+    /// The session works in a directory of the user's (right after `session_started`; again
+    /// when `resume --workspace` finds it at a new place). Sessions without it work in their own
+    /// directory.
+    WorkspaceAttached {
+        /// The directory, absolute: mounted at `/workspace` (`rw`), or copied into the session's
+        /// own directory at start (`copy`).
+        path: String,
+        /// `rw` or `copy`.
+        mode: WorkspaceMode,
+        /// The git tree the patch export starts from (the workspace at session start).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        start: Option<String>,
+        /// The commit HEAD named at session start, when the directory is in a git repository.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        commit: Option<String>,
+        /// `dev:ino` of the directory, to tell it from a replacement at the same path on resume.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dir_id: Option<String>,
     },
     /// Budget warning threshold crossed.
     BudgetWarning {
@@ -492,6 +525,7 @@ impl EventKind {
             EventKind::ExecutionOutput { .. } => "execution_output",
             EventKind::ExecutionFinished { .. } => "execution_finished",
             EventKind::WorkspaceChanged { .. } => "workspace_changed",
+            EventKind::WorkspaceAttached { .. } => "workspace_attached",
             EventKind::BudgetWarning { .. } => "budget_warning",
             EventKind::BudgetChanged { .. } => "budget_changed",
             EventKind::Notice { .. } => "notice",
@@ -528,6 +562,7 @@ impl EventKind {
                 | EventKind::Paused { .. }
                 | EventKind::Terminated { .. }
                 | EventKind::SpeakerRequested { .. }
+                | EventKind::WorkspaceAttached { .. }
         )
     }
 }

@@ -44,6 +44,7 @@ fn request(
         filename: None,
         policy: policy.clone(),
         allow_network: false,
+        user_workspace: false,
     }
 }
 

@@ -78,6 +78,7 @@ fn request(
         filename: None,
         policy: policy.clone(),
         allow_network: false,
+        user_workspace: false,
     }
 }
 
@@ -450,7 +451,7 @@ async fn writes_outside_the_workspace_fail() {
                 \x20       open(p, 'w').write('x'); return 'ok'\n\
                 \x20   except OSError as e:\n\
                 \x20       return type(e).__name__\n\
-                for p in ['/etc/evil', '/evil', '/usr/lib/evil', '/var/evil', '/workspace/fine.txt', '/tmp/scratch']:\n\
+                for p in ['/etc/evil', '/evil', '/usr/lib/evil', '/var/evil', '/proctor/evil', '/workspace/fine.txt', '/tmp/scratch']:\n\
                 \x20   print(p + '=' + tryw(p))\n\
                 open('/tmp/x.sh','w').write('#!/bin/sh\\necho hi\\n'); os.chmod('/tmp/x.sh', 0o755)\n\
                 try:\n\
@@ -458,7 +459,14 @@ async fn writes_outside_the_workspace_fail() {
                 except OSError as e:\n\
                 \x20   print('exec_tmp=' + type(e).__name__)\n";
     let r = probe("rofs", code).await;
-    for p in ["/etc/evil", "/evil", "/usr/lib/evil", "/var/evil"] {
+    // proctor's own block files are mounted read-only: the workspace is the only writable mount.
+    for p in [
+        "/etc/evil",
+        "/evil",
+        "/usr/lib/evil",
+        "/var/evil",
+        "/proctor/evil",
+    ] {
         assert_ne!(r[p], "ok", "{p} was writable");
     }
     assert_eq!(r["/workspace/fine.txt"], "ok");
@@ -795,6 +803,22 @@ async fn python_blocks_behave_like_python3_file_py_every_time() {
         "__main__ /workspace/probe.py ['/workspace/probe.py'] /workspace 42\n['helper', 'os', 'sys']\n"
     );
     assert!(outputs.iter().all(|o| o == &outputs[0]), "{outputs:?}");
+    // Unnamed blocks run as if they were in the workspace: its modules import, cold and warm.
+    let unnamed = "import sys, helper\nprint(sys.path[0], helper.VALUE + 1, sys.argv[0].startswith('/proctor/tmp_code_'))\n";
+    for _ in 0..3 {
+        let ran = run(&exec, &s, ws.path(), unnamed, &policy()).await;
+        assert_eq!(ran.outcome.output, "/workspace 42 True\n");
+    }
+    let listed: Vec<String> = std::fs::read_dir(ws.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("tmp_code_"))
+        .collect();
+    assert_eq!(
+        listed,
+        Vec::<String>::new(),
+        "proctor's files landed in the workspace"
+    );
     let mut tracebacks = Vec::new();
     for _ in 0..2 {
         let ran = run(
@@ -811,8 +835,9 @@ async fn python_blocks_behave_like_python3_file_py_every_time() {
     assert_eq!(tracebacks[0], tracebacks[1]);
     let lines: Vec<&str> = tracebacks[0].lines().collect();
     assert_eq!(lines[0], "Traceback (most recent call last):");
+    // An unnamed block's file is proctor's, outside the workspace.
     assert!(
-        lines[1].starts_with("  File \"/workspace/tmp_code_"),
+        lines[1].starts_with("  File \"/proctor/tmp_code_"),
         "{}",
         tracebacks[0]
     );
@@ -1076,23 +1101,29 @@ async fn a_planted_fifo_is_refused_at_once_instead_of_hanging_proctor() {
     );
     let ran = run(&exec, &s, ws.path(), &plant, &policy()).await;
     assert_eq!(ran.outcome.output, "planted\n");
-    for name in [Some("f.py"), None] {
-        let mut req = request(&s, ws.path(), "python", next, &policy());
-        req.filename = name.map(Into::into);
-        let t0 = Instant::now();
-        let err = tokio::time::timeout(
-            Duration::from_secs(15),
-            run_req(&exec, req, CancellationToken::new()),
-        )
-        .await
-        .expect("proctor hung on a FIFO")
-        .err();
-        let Some(ExecError::BadFilename { why, .. }) = err else {
-            panic!("{name:?}: expected a refusal, got {err:?}");
-        };
-        assert!(why.contains("FIFO"), "{why}");
-        assert!(t0.elapsed() < Duration::from_secs(5));
-    }
+    // A named block's file is written into the workspace: the FIFO in its place is refused.
+    // (An unnamed block's file is never written into the workspace; its FIFO is not touched.)
+    let mut req = request(&s, ws.path(), "python", next, &policy());
+    req.filename = Some("f.py".into());
+    let t0 = Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(15),
+        run_req(&exec, req, CancellationToken::new()),
+    )
+    .await
+    .expect("proctor hung on a FIFO")
+    .err();
+    let Some(ExecError::BadFilename { why, .. }) = err else {
+        panic!("expected a refusal, got {err:?}");
+    };
+    assert!(why.contains("FIFO"), "{why}");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    let ran = run(&exec, &s, ws.path(), next, &policy()).await;
+    assert_eq!(ran.outcome.output, "unnamed\n");
+    let planted = std::fs::symlink_metadata(ws.path().join(unnamed_block_name(next))).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &planted.file_type()
+    ));
     let ran = run(&exec, &s, ws.path(), "print('still fine')", &policy()).await;
     assert_eq!(ran.outcome.output, "still fine\n");
     exec.shutdown(&s).await;

@@ -104,6 +104,7 @@ async fn output_lines_are_grouped_and_fsynced_once_at_the_result() {
         oom: false,
         interrupted: false,
         not_run: false,
+        workspace_limit_exceeded: false,
     };
     writer.append(&ev(1003, finished)).await.unwrap();
     assert_eq!(

@@ -122,6 +122,7 @@ fn long_outputs_fold_to_head_and_tail_and_o_shows_them_whole() {
             oom: false,
             interrupted: false,
             not_run: false,
+            workspace_limit_exceeded: false,
         },
     ));
     let screen = text(&draw(&mut app, 120, 40));
@@ -166,6 +167,7 @@ fn timeouts_and_out_of_memory_are_named() {
                 oom,
                 interrupted: false,
                 not_run: false,
+                workspace_limit_exceeded: false,
             },
         ));
     }
@@ -263,6 +265,7 @@ fn workspace_app(dir: &std::path::Path) -> (App, std::sync::Arc<ManualClock>) {
             oom: false,
             interrupted: false,
             not_run: false,
+            workspace_limit_exceeded: false,
         },
     ));
     app.on_event(&ev(

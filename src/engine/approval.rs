@@ -43,6 +43,19 @@ fn clip(output: &str, max: usize) -> String {
     format!("{head}\n… [{} bytes omitted] …\n{tail}", output.len() - max)
 }
 
+/// The files a block changed, for the agents (paths exact; at most 50 listed).
+fn changes_text(changes: &crate::workspace::WorkspaceDelta) -> String {
+    let lines = crate::workspace::describe(changes, 50, &|p| p.to_owned());
+    if lines.is_empty() {
+        return "Files in the workspace: none changed.\n".into();
+    }
+    let mut out = String::from("Files in the workspace:\n");
+    for l in lines {
+        out.push_str(&format!("- {l}\n"));
+    }
+    out
+}
+
 /// How every executor report begins (then the approval id); [`read_report`] looks for it.
 const REPORT_HEADER: &str = "Results of the code blocks you proposed (approval #";
 /// What a report says for a rejection without a reason.
@@ -182,6 +195,11 @@ pub fn report(p: &PendingApproval, not_reached: Option<&str>, host: &HostPaths) 
                 if r.interrupted {
                     status.push_str(", INTERRUPTED (stopped before it finished)");
                 }
+                if r.workspace_limit_exceeded {
+                    status.push_str(
+                        ", KILLED: it grew the workspace past its disk limit (workspace_limit_mb)",
+                    );
+                }
                 if r.truncated {
                     status.push_str(", output truncated");
                 }
@@ -193,6 +211,9 @@ pub fn report(p: &PendingApproval, not_reached: Option<&str>, host: &HostPaths) 
                         "{status}; output:\n```\n{}\n```\n",
                         output.trim_end()
                     ));
+                }
+                if let Some(changes) = &r.changes {
+                    out.push_str(&changes_text(changes));
                 }
             }
             None => {
@@ -299,6 +320,8 @@ mod tests {
             oom: false,
             interrupted: false,
             not_run: false,
+            workspace_limit_exceeded: false,
+            changes: None,
             output: output.into(),
         })
     }

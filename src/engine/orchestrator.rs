@@ -58,6 +58,9 @@ pub struct SessionSetup {
     pub seed: Option<u64>,
     /// Sandbox image for this run (`--image`), over the team's.
     pub image_override: Option<String>,
+    /// The user's directory the session works in (recorded as `workspace_attached` when new or
+    /// moved); `None`: the session's own directory.
+    pub workspace_record: Option<crate::workspace::WorkspaceRecord>,
 }
 
 /// A running session: send `Op`s, receive `Event`s.
@@ -116,6 +119,7 @@ struct Orchestrator {
     image_override: Option<String>,
     live_since_persisted: u64,
     ops_handled: u64,
+    workspace_record: Option<crate::workspace::WorkspaceRecord>,
 }
 
 /// Output of a running block not yet sent: pieces of one line on one stream.
@@ -193,6 +197,7 @@ impl Orchestrator {
             models: setup.models,
             executor: setup.executor,
             workspace: setup.workspace,
+            workspace_record: setup.workspace_record,
             prices: setup.prices,
             sink: setup.sink,
             resume: setup.resume,
@@ -282,6 +287,7 @@ impl Orchestrator {
 
     async fn run(mut self) -> SessionState {
         if let Some(log) = self.resume.take() {
+            let recorded = crate::workspace::WorkspaceRecord::last_in(&log);
             for ev in log {
                 self.state.apply(&ev);
                 let _ = self.events.send(ev);
@@ -296,6 +302,12 @@ impl Orchestrator {
                     message: "session resumed".into(),
                 })
                 .await;
+                // The workspace was found at a new place (`resume --workspace`).
+                if let Some(rec) = self.workspace_record.clone()
+                    && recorded.as_ref() != Some(&rec)
+                {
+                    self.emit(rec.to_event()).await;
+                }
                 self.complete_interrupted_steps().await;
             }
         } else {
@@ -307,6 +319,9 @@ impl Orchestrator {
                 mode: self.initial_mode,
             })
             .await;
+            if let Some(rec) = self.workspace_record.clone() {
+                self.emit(rec.to_event()).await;
+            }
             if let Some(message) = self.demo_prices_note() {
                 self.emit(EventKind::Notice { message }).await;
             }
@@ -1282,6 +1297,7 @@ impl Orchestrator {
             oom: false,
             interrupted,
             not_run,
+            workspace_limit_exceeded: false,
         })
         .await;
     }
@@ -1340,6 +1356,10 @@ impl Orchestrator {
                 filename: block.filename.clone(),
                 policy: policy.clone(),
                 allow_network: d.allow_network,
+                user_workspace: self
+                    .workspace_record
+                    .as_ref()
+                    .is_some_and(|r| r.mode == crate::protocol::WorkspaceMode::Rw),
             };
             self.emit(EventKind::AgentStatus {
                 agent: p.agent.clone(),
@@ -1401,7 +1421,14 @@ impl Orchestrator {
                                 id: p.id, block: i, exit_code: o.exit_code, timed_out: o.timed_out,
                                 truncated: o.truncated, duration_ms: o.duration_ms, output: o.output,
                                 oom: o.oom, interrupted: o.cancelled, not_run: false,
+                                workspace_limit_exceeded: o.workspace_limit_exceeded,
                             }).await;
+                            if let Some(d) = o.changes {
+                                self.emit(EventKind::WorkspaceChanged {
+                                    id: p.id, block: i, created: d.created, modified: d.modified,
+                                    deleted: d.deleted, notes: d.notes,
+                                }).await;
+                            }
                             break;
                         }
                         Some(Err(e)) => {

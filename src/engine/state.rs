@@ -49,8 +49,12 @@ pub struct BlockResult {
     pub interrupted: bool,
     /// Never started (refused, or the sandbox failed); `output` says why.
     pub not_run: bool,
+    /// Killed for growing the workspace past its limit.
+    pub workspace_limit_exceeded: bool,
     /// Captured output.
     pub output: String,
+    /// What it changed in the workspace (from `workspace_changed`).
+    pub changes: Option<crate::workspace::WorkspaceDelta>,
 }
 
 /// An approval that is open or whose blocks have not all been reported back yet.
@@ -370,6 +374,7 @@ impl SessionState {
                 oom,
                 interrupted,
                 not_run,
+                workspace_limit_exceeded,
                 ..
             } => {
                 // A block that never started says nothing about the code: it neither repeats
@@ -390,7 +395,9 @@ impl SessionState {
                             oom: *oom,
                             interrupted: *interrupted,
                             not_run: *not_run,
+                            workspace_limit_exceeded: *workspace_limit_exceeded,
                             output: output.clone(),
+                            changes: None,
                         });
                     }
                 }
@@ -400,9 +407,32 @@ impl SessionState {
                 self.budget_usd = Some(*cap_usd);
                 self.budget_warned = false;
             }
+            EventKind::WorkspaceChanged {
+                id,
+                block,
+                created,
+                modified,
+                deleted,
+                notes,
+            } => {
+                if let Some(r) = self
+                    .pending
+                    .as_mut()
+                    .filter(|p| p.id == *id)
+                    .and_then(|p| p.results.get_mut(*block))
+                    .and_then(Option::as_mut)
+                {
+                    r.changes = Some(crate::workspace::WorkspaceDelta {
+                        created: created.clone(),
+                        modified: modified.clone(),
+                        deleted: deleted.clone(),
+                        notes: notes.clone(),
+                    });
+                }
+            }
             EventKind::Notice { .. }
             | EventKind::Error { .. }
-            | EventKind::WorkspaceChanged { .. } => {}
+            | EventKind::WorkspaceAttached { .. } => {}
             EventKind::Paused { kind, .. } => {
                 // An interrupted or failed reply proposes nothing.
                 self.unoffered_message = None;

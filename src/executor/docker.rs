@@ -22,11 +22,14 @@ use super::image::{absent_image_fix, ensure_image, image_present};
 use super::launcher::{ExitReport, Frame, LaunchError, Launcher};
 use super::output::{OutputCap, Sanitizer};
 use super::sandbox::{
-    LABEL_OWNER, LABEL_SESSION, SandboxSpec, WORKSPACE, block_path, container_path, interpreter,
-    write_block,
+    BlockFile, LABEL_OWNER, LABEL_SESSION, SandboxSpec, WORKSPACE, block_path, container_path,
+    interpreter, write_block, write_unnamed,
 };
 use super::{ExecError, ExecEvent, ExecOutcome, ExecRequest, Executor};
 use crate::protocol::StreamKind;
+use crate::workspace::snapshot::WalkOptions;
+use crate::workspace::usage::{Check, DiskWatch};
+use crate::workspace::{ChangeTracker, HostTracker};
 
 /// Timeout of every single Docker API call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,6 +44,12 @@ const HOST_KILL_GRACE: Duration = Duration::from_millis(500);
 const HOST_KILLED: &str = "killed from the host at the deadline";
 /// Longest a block's file write may take before the block is refused.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a running block's disk use is checked (a filesystem stat; the workspace is walked
+/// only when the filesystem grew past the limit).
+const DISK_CHECK: Duration = Duration::from_millis(100);
+/// The note of a cancelled block (replaced when the cancel was the workspace limit's).
+const CANCELLED_NOTE: &str =
+    "[proctor: cancelled; the block and every process it started were killed]";
 
 /// The Docker-backed [`Executor`]. Connects lazily; cheap to share behind an `Arc`.
 pub struct DockerExecutor {
@@ -56,6 +65,10 @@ struct Inner {
     containers: Mutex<HashMap<String, Vec<String>>>,
     owner: String,
     use_launcher: std::sync::atomic::AtomicBool,
+    /// Per session: proctor's directory of unnamed blocks' files (mounted read-only).
+    scratch: Mutex<HashMap<String, Arc<tempfile::TempDir>>>,
+    /// Per session: the workspace change tracker.
+    trackers: Mutex<HashMap<String, Arc<Mutex<HostTracker>>>>,
 }
 
 /// A session's live container.
@@ -96,6 +109,8 @@ impl DockerExecutor {
                 containers: Mutex::new(HashMap::new()),
                 owner: owner_id(),
                 use_launcher: std::sync::atomic::AtomicBool::new(true),
+                scratch: Mutex::new(HashMap::new()),
+                trackers: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -214,6 +229,9 @@ impl Executor for DockerExecutor {
         Box::pin(async move {
             let ids = lock(&inner.containers).remove(&session).unwrap_or_default();
             let slot = lock(&inner.sessions).remove(&session);
+            lock(&inner.trackers).remove(&session);
+            // Removed once the containers that mount it are gone.
+            let _scratch = lock(&inner.scratch).remove(&session);
             if let Some(slot) = slot {
                 // Drop the launcher first if no block holds the slot.
                 if let Ok(mut guard) = slot.try_lock() {
@@ -318,7 +336,7 @@ impl Collector {
                 req.policy.timeout_s
             ));
         } else if report.cancelled {
-            note("[proctor: cancelled; the block and every process it started were killed]".into());
+            note(CANCELLED_NOTE.into());
         } else if report.oom {
             note(format!(
                 "[proctor: killed: out of memory (the sandbox limit is {} MiB)]",
@@ -340,6 +358,8 @@ impl Collector {
             cancelled: report.cancelled && !report.timed_out,
             duration_ms: elapsed.as_millis() as u64,
             output,
+            workspace_limit_exceeded: false,
+            changes: None,
         }
     }
 }
@@ -375,7 +395,9 @@ impl Inner {
     ) -> Result<ExecOutcome, ExecError> {
         let interp = interpreter(&req.language, &req.policy.interpreters)?;
         let ephemeral = req.allow_network && !req.policy.network;
-        let spec = SandboxSpec::for_request(&req, req.policy.network || req.allow_network)?;
+        let blocks = self.blocks_dir(&req.session)?;
+        let spec =
+            SandboxSpec::for_request(&req, req.policy.network || req.allow_network, &blocks)?;
         let resolve = || {
             block_path(
                 &spec.workspace,
@@ -391,11 +413,31 @@ impl Inner {
         let slot = self.slot(&req.session);
         let mut guard = slot.lock().await;
         // Resolve again now that no block of this session runs: no symlink can appear meanwhile.
-        let rel = resolve()?;
+        let file = resolve()?;
+        // The workspace as it is before the block (and before its `# filename:` file is written).
+        let tracker = self.tracker(&req.session, &spec.workspace, req.user_workspace);
+        let tracked = {
+            let tracker = tracker.clone();
+            let before = tokio::task::spawn_blocking(move || lock(&tracker).before()).await;
+            match before {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::warn!(%e, "no snapshot before the block");
+                    false
+                }
+                Err(e) => {
+                    tracing::warn!(%e, "snapshot task failed");
+                    false
+                }
+            }
+        };
         // Off the async runtime and bounded: a file the code planted must never hang proctor.
         let write = {
-            let (spec, rel, code) = (spec.clone(), rel.clone(), req.code.clone());
-            tokio::task::spawn_blocking(move || write_block(&spec, &rel, &code))
+            let (spec, file, code) = (spec.clone(), file.clone(), req.code.clone());
+            tokio::task::spawn_blocking(move || match &file {
+                BlockFile::InWorkspace(rel) => write_block(&spec, rel, &code),
+                BlockFile::Unnamed(name) => write_unnamed(&spec, name, &code),
+            })
         };
         match tokio::time::timeout(WRITE_TIMEOUT, write).await {
             Ok(Ok(result)) => result?,
@@ -403,34 +445,142 @@ impl Inner {
             Err(_) => {
                 return Err(ExecError::Other(format!(
                     "writing {} took longer than {} s; the block was not run",
-                    container_path(&rel),
+                    container_path(&file),
                     WRITE_TIMEOUT.as_secs()
                 )));
             }
         }
         let mut argv = interp.argv.clone();
-        argv.push(container_path(&rel));
+        argv.push(container_path(&file));
 
-        if ephemeral {
+        // The workspace's disk use is watched while the block runs; past the limit it is killed.
+        let limit_mb = req.policy.workspace_limit_mb.max(1);
+        let block_cancel = cancel.child_token();
+        let watch_done = CancellationToken::new();
+        let over = Arc::new(Mutex::new(None));
+        let watcher = tokio::spawn(watch_disk(
+            spec.workspace.clone(),
+            limit_mb.saturating_mul(1 << 20),
+            block_cancel.clone(),
+            watch_done.clone(),
+            over.clone(),
+        ));
+        let result = if ephemeral {
             // Network for one block only: a throwaway container on the bridge network, same
             // workspace and limits; the session's own sandbox stays offline.
             let mut net_slot = None;
             let key = format!("{}-net", req.session);
             let result = self
-                .run_in(&docker, &mut net_slot, &key, &req, &spec, argv, cancel, out)
+                .run_in(
+                    &docker,
+                    &mut net_slot,
+                    &key,
+                    &req,
+                    &spec,
+                    argv,
+                    block_cancel,
+                    out,
+                )
                 .await;
             if let Some(sb) = net_slot.take() {
                 drop(sb.launcher);
                 self.forget(&key, &sb.id);
                 remove_container(&docker, &sb.id).await;
             }
-            return result;
+            result
+        } else {
+            let session = req.session.clone();
+            self.run_in(
+                &docker,
+                &mut guard,
+                &session,
+                &req,
+                &spec,
+                argv,
+                block_cancel,
+                out,
+            )
+            .await
+        };
+        watch_done.cancel();
+        let _ = watcher.await;
+        let mut outcome = result?;
+        let grown = *lock(&over);
+        if let Some(grown) = grown {
+            outcome.cancelled = false;
+            outcome.workspace_limit_exceeded = true;
+            let note = format!(
+                "[proctor: killed: the block grew the workspace by {} MiB, past its limit of \
+                 {limit_mb} MiB (workspace_limit_mb); it and every process it started were killed]",
+                grown >> 20
+            );
+            if outcome.output.contains(CANCELLED_NOTE) {
+                outcome.output = outcome.output.replace(CANCELLED_NOTE, &note);
+            } else {
+                if !outcome.output.is_empty() && !outcome.output.ends_with('\n') {
+                    outcome.output.push('\n');
+                }
+                outcome.output.push_str(&note);
+                outcome.output.push('\n');
+            }
         }
-        let session = req.session.clone();
-        self.run_in(
-            &docker, &mut guard, &session, &req, &spec, argv, cancel, out,
-        )
-        .await
+        if tracked {
+            let after = tokio::task::spawn_blocking(move || lock(&tracker).after()).await;
+            match after {
+                Ok(Ok(delta)) => outcome.changes = Some(delta),
+                Ok(Err(e)) => tracing::warn!(%e, "no snapshot after the block"),
+                Err(e) => tracing::warn!(%e, "snapshot task failed"),
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// This session's directory for unnamed blocks' files: private to proctor on the host
+    /// (inside a 0700 temporary directory), readable by the sandbox user through its mount.
+    fn blocks_dir(&self, session: &str) -> Result<std::path::PathBuf, ExecError> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut map = lock(&self.scratch);
+        if let Some(dir) = map.get(session) {
+            let inner = dir.path().join("blocks");
+            if inner.is_dir() {
+                return Ok(inner);
+            }
+        }
+        let made = (|| {
+            let dir = tempfile::Builder::new()
+                .prefix("proctor-blocks-")
+                .tempdir()?;
+            let inner = dir.path().join("blocks");
+            std::fs::create_dir(&inner)?;
+            std::fs::set_permissions(&inner, std::fs::Permissions::from_mode(0o755))?;
+            Ok::<_, std::io::Error>(dir)
+        })()
+        .map_err(|e| ExecError::Other(format!("cannot make a directory for block files: {e}")))?;
+        let inner = made.path().join("blocks");
+        map.insert(session.to_owned(), Arc::new(made));
+        Ok(inner)
+    }
+
+    /// This session's change tracker (a new one when the workspace moved).
+    fn tracker(
+        &self,
+        session: &str,
+        root: &std::path::Path,
+        user: bool,
+    ) -> Arc<Mutex<HostTracker>> {
+        let mut map = lock(&self.trackers);
+        if let Some(t) = map.get(session)
+            && lock(t).root() == root
+        {
+            return t.clone();
+        }
+        let opts = WalkOptions {
+            search_parents: user,
+            ..Default::default()
+        };
+        let t = Arc::new(Mutex::new(HostTracker::new(root, opts)));
+        map.insert(session.to_owned(), t.clone());
+        t
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -845,7 +995,7 @@ async fn run_with_launcher(
             Some((k.to_owned(), serde_json::Value::String(v.to_owned())))
         })
         .collect();
-    let command = json!({
+    let mut command = json!({
         "op": "run",
         "argv": argv,
         "cwd": WORKSPACE,
@@ -853,6 +1003,14 @@ async fn run_with_launcher(
         "timeout_ms": timeout.as_millis() as u64,
         "limit": limit_kb * 1024,
     });
+    // An unnamed Python block's file lives outside the workspace; it runs as if it were in it
+    // (`sys.path[0]` is the workspace, so its modules import as before).
+    if argv
+        .last()
+        .is_some_and(|p| p.starts_with(&format!("{}/", super::sandbox::BLOCKS)))
+    {
+        command["path0"] = serde_json::Value::String(WORKSPACE.into());
+    }
     let mut collector = Collector::new(limit_kb);
     let t0 = Instant::now();
     if let Err(e) = launcher.send_run(command).await {
@@ -907,6 +1065,50 @@ async fn run_with_launcher(
                 collector.flush(out).await;
                 return LauncherEnd::Unresponsive(collector);
             }
+        }
+    }
+}
+
+/// Watches the workspace's disk use while a block runs: on growth past `limit` bytes it records
+/// the growth in `over` and cancels the block through `kill`. Ends when `done` is cancelled.
+async fn watch_disk(
+    root: std::path::PathBuf,
+    limit: u64,
+    kill: CancellationToken,
+    done: CancellationToken,
+    over: Arc<Mutex<Option<u64>>>,
+) {
+    let watch = DiskWatch::new(&root, limit);
+    // Measuring the start walks the workspace: alongside the block's own start-up.
+    let mut watch = match tokio::task::spawn_blocking(move || {
+        let mut w = watch;
+        w.measure_start();
+        w
+    })
+    .await
+    {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    loop {
+        tokio::select! {
+            _ = done.cancelled() => return,
+            _ = tokio::time::sleep(DISK_CHECK) => {}
+        }
+        if !watch.suspect() {
+            continue;
+        }
+        let checked = tokio::task::spawn_blocking(move || {
+            let c = watch.confirm();
+            (watch, c)
+        })
+        .await;
+        let Ok((w, check)) = checked else { return };
+        watch = w;
+        if let Check::Over(grown) = check {
+            *lock(&over) = Some(grown);
+            kill.cancel();
+            return;
         }
     }
 }
@@ -1193,6 +1395,7 @@ async fn sandbox_smoke_test(engine: EngineHost, image: &str) -> Result<String, S
             ..Default::default()
         },
         allow_network: false,
+        user_workspace: false,
     };
     let t0 = Instant::now();
     let mut stream = exec.run(request, CancellationToken::new());

@@ -3,7 +3,8 @@
 # output cap, and kills every process the block left behind before reporting the exit.
 #
 # Protocol. Host -> launcher (stdin): one JSON object per line:
-#   {"op":"run","nonce":"<32 hex>","argv":[...],"cwd":"/workspace","env":{...},"timeout_ms":N,"limit":BYTES}
+#   {"op":"run","nonce":"<32 hex>","argv":[...],"cwd":"/workspace","env":{...},"timeout_ms":N,"limit":BYTES,
+#    "path0":"/workspace"}   (path0, optional: a Python script's sys.path[0] instead of its directory)
 #   {"op":"kill"}      cancel the running block (ignored when idle)
 # Launcher -> host (stdout): frames of 1 type byte + 4-byte big-endian length + payload:
 #   R ready {"pid","v"} · 1 stdout bytes · 2 stderr bytes · X exit {"code","timed_out","cancelled",
@@ -169,7 +170,8 @@ def _serve():
         pid = _os.fork()
         if pid == 0:
             sock.close()
-            return _os.fsdecode(msg), fds
+            raw, _, path0 = msg.partition(b"\0")
+            return _os.fsdecode(raw), _os.fsdecode(path0), fds
         for fd in fds:
             _os.close(fd)
         try:
@@ -178,7 +180,7 @@ def _serve():
             sock.sendall(struct.pack(">ci", b"X", _os.waitstatus_to_exitcode(status)))
         except OSError:
             _os._exit(0)
-def _child(path, fds):
+def _child(path, path0, fds):
     _os.dup2(fds[0], 1)
     _os.dup2(fds[1], 2)
     null = _os.open("/dev/null", _os.O_RDONLY)
@@ -199,7 +201,8 @@ def _child(path, fds):
     for name in [m for m in _sys.modules if m not in _base]:
         del _sys.modules[name]
     _sys.argv = [path]
-    _sys.path.insert(0, _os.path.dirname(_os.path.abspath(path)))
+    # An unnamed block's file lives outside the workspace but runs as if it were in it.
+    _sys.path.insert(0, path0 or _os.path.dirname(_os.path.abspath(path)))
     main = type(_sys)("__main__")
     main.__file__ = path
     main.__builtins__ = __builtins__
@@ -385,8 +388,9 @@ class Zygote:
             self.ready = True
         return True
 
-    def fork(self, key, path):
-        """Starts `path` in a child of the fork server; a Forked, or None (caller spawns)."""
+    def fork(self, key, path, path0=None):
+        """Starts `path` (with `path0` as its sys.path[0] when given) in a child of the fork
+        server; a Forked, or None (caller spawns)."""
         import socket
         import struct
 
@@ -397,7 +401,8 @@ class Zygote:
         err_r, err_w = os.pipe()
         try:
             self.sock.settimeout(2.0)
-            socket.send_fds(self.sock, [os.fsencode(path)], [out_w, err_w])
+            msg = os.fsencode(path) + (b"\0" + os.fsencode(path0) if path0 else b"")
+            socket.send_fds(self.sock, [msg], [out_w, err_w])
             reply = self._read(5, 2.0)
         except OSError:
             reply = None
@@ -487,10 +492,15 @@ def run_block(cmd, stdin):
     zygote_key = None
     if len(argv) == 2 and argv[0] in ("python3", "python"):
         zygote_key = (argv[0], tuple(sorted(env.items())), cwd)
+    path0 = cmd.get("path0")
     start = time.monotonic()
     child = None
     if zygote_key is not None:
-        child = ZYGOTE_SERVER.fork(zygote_key, argv[1])
+        child = ZYGOTE_SERVER.fork(zygote_key, argv[1], path0)
+        if child is None and path0:
+            # sys.path[0] other than the script's directory: only the fork server can do that.
+            ZYGOTE_SERVER.start(zygote_key)
+            child = ZYGOTE_SERVER.fork(zygote_key, argv[1], path0)
     if child is None:
         try:
             child = spawn(argv, env, cwd)

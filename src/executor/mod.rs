@@ -25,6 +25,11 @@ pub struct ExecRequest {
     pub policy: ExecutorConfig,
     /// The human allowed network for this block.
     pub allow_network: bool,
+    /// The workspace is the user's own directory (`--workspace`, read-write): blocks run as its
+    /// owner (never root) and proctor never changes its ownership. Otherwise it is proctor's
+    /// (the session's directory or a copy), handed to a sandbox uid of the session's when
+    /// proctor runs as root.
+    pub user_workspace: bool,
 }
 
 /// The result of one block.
@@ -44,6 +49,10 @@ pub struct ExecOutcome {
     pub duration_ms: u64,
     /// stdout+stderr interleaved in arrival order, capped, escapes neutralised.
     pub output: String,
+    /// Killed because it grew the workspace past `workspace_limit_mb`.
+    pub workspace_limit_exceeded: bool,
+    /// What the block changed in the workspace (`None` when it could not be compared).
+    pub changes: Option<crate::workspace::WorkspaceDelta>,
 }
 
 /// Progress of an image pull.

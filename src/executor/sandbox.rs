@@ -17,6 +17,8 @@ pub const LABEL_SESSION: &str = "proctor.session";
 pub const LABEL_OWNER: &str = "proctor.owner";
 /// Where the workspace is mounted in the container.
 pub const WORKSPACE: &str = "/workspace";
+/// Where proctor's own per-block files (unnamed blocks' code) are mounted, read-only.
+pub const BLOCKS: &str = "/proctor";
 /// Size of the `/tmp` tmpfs.
 pub const TMP_SIZE_MB: u64 = 64;
 /// Open files per process.
@@ -48,11 +50,15 @@ pub struct SandboxSpec {
     pub main_uid: u32,
     /// Host workspace directory.
     pub workspace: PathBuf,
+    /// Host directory of proctor's per-block files, mounted read-only at [`BLOCKS`].
+    pub blocks: PathBuf,
 }
 
 impl SandboxSpec {
-    /// The spec for a request; also makes the workspace exist and writable by the sandbox user.
-    pub fn for_request(req: &ExecRequest, network: bool) -> Result<Self, ExecError> {
+    /// The spec for a request; also makes the workspace exist and, when it is proctor's own and
+    /// proctor runs as root, hands it to the session's sandbox uid. A user's workspace is never
+    /// chowned: blocks run as its owner, and one owned by root is refused.
+    pub fn for_request(req: &ExecRequest, network: bool, blocks: &Path) -> Result<Self, ExecError> {
         let ws = &req.workspace;
         std::fs::create_dir_all(ws).map_err(|e| {
             ExecError::Other(format!("cannot create workspace {}: {e}", ws.display()))
@@ -69,7 +75,17 @@ impl SandboxSpec {
         // Clamped to the ranges the team file is checked against, so nothing below overflows
         // even for a policy that did not come through that check.
         let pids = req.policy.pids.clamp(16, *limits::PIDS.end());
-        let (uid, gid, host_user) = if host_is_root() {
+        let (uid, gid, host_user) = if req.user_workspace {
+            if meta.uid() == 0 {
+                return Err(ExecError::Other(format!(
+                    "the workspace {} is owned by root, and blocks never run as root: chown it to \
+                     a regular user, or use --workspace-mode copy",
+                    ws.display()
+                )));
+            }
+            // The user's directory: run as its owner, so what the code writes stays theirs.
+            (meta.uid(), meta.gid(), true)
+        } else if host_is_root() {
             // A uid of its own per session: the nproc ulimit counts processes per uid across
             // the whole host, so sessions must not share one.
             let uid = session_uid(&req.session);
@@ -104,6 +120,7 @@ impl SandboxSpec {
             gid,
             main_uid,
             workspace: ws,
+            blocks: blocks.to_path_buf(),
         })
     }
 
@@ -115,7 +132,9 @@ impl SandboxSpec {
             && self.cpus == other.cpus
             && self.pids == other.pids
             && self.uid == other.uid
+            && self.gid == other.gid
             && self.workspace == other.workspace
+            && self.blocks == other.blocks
     }
 
     /// The `user` string for execs that run block code.
@@ -161,8 +180,8 @@ impl SandboxSpec {
             attach_stdout: Some(false),
             attach_stderr: Some(false),
             host_config: Some(HostConfig {
-                binds: self.workspace_bind(),
-                mounts: self.workspace_mount(),
+                binds: Some(self.binds()).filter(|b| !b.is_empty()),
+                mounts: Some(self.typed_mounts()).filter(|m| !m.is_empty()),
                 network_mode: Some(if self.network { "bridge" } else { "none" }.into()),
                 readonly_rootfs: Some(true),
                 tmpfs: Some(tmpfs),
@@ -188,24 +207,43 @@ impl SandboxSpec {
 }
 
 impl SandboxSpec {
-    /// The workspace as a bind string with `z`, so SELinux hosts relabel it for the container
-    /// (a no-op elsewhere); `None` when the path cannot be written as `src:dst:opts`.
-    fn workspace_bind(&self) -> Option<Vec<String>> {
-        let src = self.workspace.to_str()?;
-        (!src.contains(':') && !src.contains(',')).then(|| vec![format!("{src}:{WORKSPACE}:rw,z")])
+    /// The two mounts: the workspace (the only writable one) and proctor's block files
+    /// (read-only).
+    fn mount_list(&self) -> [(&Path, &str, bool); 2] {
+        [
+            (self.workspace.as_path(), WORKSPACE, false),
+            (self.blocks.as_path(), BLOCKS, true),
+        ]
     }
 
-    /// The workspace as a typed mount, for paths a bind string cannot carry.
-    fn workspace_mount(&self) -> Option<Vec<Mount>> {
-        self.workspace_bind().is_none().then(|| {
-            vec![Mount {
-                target: Some(WORKSPACE.into()),
-                source: Some(self.workspace.to_string_lossy().into_owned()),
+    /// A mount as a bind string with `z`, so SELinux hosts relabel it for the container (a no-op
+    /// elsewhere); `None` when the path cannot be written as `src:dst:opts`.
+    fn bind_string(src: &Path, dst: &str, read_only: bool) -> Option<String> {
+        let src = src.to_str()?;
+        let mode = if read_only { "ro" } else { "rw" };
+        (!src.contains(':') && !src.contains(',')).then(|| format!("{src}:{dst}:{mode},z"))
+    }
+
+    fn binds(&self) -> Vec<String> {
+        self.mount_list()
+            .iter()
+            .filter_map(|(src, dst, ro)| Self::bind_string(src, dst, *ro))
+            .collect()
+    }
+
+    /// Typed mounts, for paths a bind string cannot carry.
+    fn typed_mounts(&self) -> Vec<Mount> {
+        self.mount_list()
+            .iter()
+            .filter(|(src, dst, ro)| Self::bind_string(src, dst, *ro).is_none())
+            .map(|(src, dst, ro)| Mount {
+                target: Some((*dst).into()),
+                source: Some(src.to_string_lossy().into_owned()),
                 typ: Some(MountType::BIND),
-                read_only: Some(false),
+                read_only: Some(*ro),
                 ..Default::default()
-            }]
-        })
+            })
+            .collect()
     }
 }
 
@@ -295,18 +333,27 @@ fn is_name_error(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(20 | 21 | 22 | 36 | 40 | 84))
 }
 
+/// Where a block's code is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlockFile {
+    /// The `# filename:` hint, relative to the workspace: the user asked for this file.
+    InWorkspace(PathBuf),
+    /// `tmp_code_<hash>.<ext>` in proctor's own read-only block directory: never in the workspace.
+    Unnamed(String),
+}
+
 /// Resolves where a block's code is written: the hint (relative, inside the workspace, not through
-/// a symlink that leaves it) or `tmp_code_<hash>.<ext>`. Returns the path relative to the workspace.
+/// a symlink that leaves it) or, without one, `tmp_code_<hash>.<ext>` outside the workspace.
 pub fn block_path(
     workspace: &Path,
     filename: Option<&str>,
     code: &str,
     extension: &str,
-) -> Result<PathBuf, ExecError> {
+) -> Result<BlockFile, ExecError> {
     let Some(hint) = filename.map(str::trim).filter(|h| !h.is_empty()) else {
         let digest = Sha256::digest(code.as_bytes());
         let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        return Ok(PathBuf::from(format!("tmp_code_{hex}.{extension}")));
+        return Ok(BlockFile::Unnamed(format!("tmp_code_{hex}.{extension}")));
     };
     let refuse = |why: &str| ExecError::BadFilename {
         filename: crate::text_safety::visible_line(hint).into_owned(),
@@ -371,7 +418,17 @@ pub fn block_path(
     if std::fs::metadata(root.join(&rel)).is_ok_and(|m| m.is_dir()) {
         return Err(refuse("is a directory"));
     }
-    Ok(rel)
+    Ok(BlockFile::InWorkspace(rel))
+}
+
+/// Writes an unnamed block's code into proctor's block directory (never mounted writable), readable
+/// by the sandbox user.
+pub fn write_unnamed(spec: &SandboxSpec, name: &str, code: &str) -> Result<(), ExecError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = spec.blocks.join(name);
+    let io = |e: std::io::Error| ExecError::Other(format!("cannot write {}: {e}", path.display()));
+    std::fs::write(&path, code).map_err(io)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).map_err(io)
 }
 
 /// `open(2)` flags std does not name (Linux values; arm and powerpc differ from the rest).
@@ -437,7 +494,7 @@ pub fn write_block(spec: &SandboxSpec, rel: &Path, code: &str) -> Result<(), Exe
 
     let root = &spec.workspace;
     // Named as the code sees it: the host's paths stay out of messages the agent may read.
-    let shown = container_path(rel);
+    let shown = format!("{WORKSPACE}/{}", rel.display());
     let io = |e: std::io::Error| {
         if is_name_error(&e) {
             ExecError::BadFilename {
@@ -547,8 +604,11 @@ pub fn write_block(spec: &SandboxSpec, rel: &Path, code: &str) -> Result<(), Exe
 }
 
 /// The block's path as the container sees it.
-pub fn container_path(rel: &Path) -> String {
-    format!("{WORKSPACE}/{}", rel.display())
+pub fn container_path(file: &BlockFile) -> String {
+    match file {
+        BlockFile::InWorkspace(rel) => format!("{WORKSPACE}/{}", rel.display()),
+        BlockFile::Unnamed(name) => format!("{BLOCKS}/{name}"),
+    }
 }
 
 #[cfg(test)]
@@ -590,7 +650,7 @@ mod tests {
         assert!(block_path(ws.path(), Some("out/x.py"), "", "py").is_err());
         assert!(block_path(ws.path(), Some("pw"), "", "py").is_err());
         let ok = block_path(ws.path(), Some("./src/main.py"), "", "py").unwrap();
-        assert_eq!(ok, PathBuf::from("src/main.py"));
+        assert_eq!(ok, BlockFile::InWorkspace(PathBuf::from("src/main.py")));
     }
 
     fn spec_for(ws: &Path) -> SandboxSpec {
@@ -606,6 +666,7 @@ mod tests {
             gid: meta.gid(),
             main_uid: 65534,
             workspace: ws.canonicalize().unwrap(),
+            blocks: ws.canonicalize().unwrap(),
         }
     }
 
@@ -664,8 +725,11 @@ mod tests {
         let a = block_path(ws.path(), None, "print(1)", "py").unwrap();
         let b = block_path(ws.path(), None, "print(2)", "py").unwrap();
         assert_ne!(a, b);
-        assert!(a.to_string_lossy().starts_with("tmp_code_"));
-        assert!(a.to_string_lossy().ends_with(".py"));
+        let BlockFile::Unnamed(name) = &a else {
+            panic!("{a:?}")
+        };
+        assert!(name.starts_with("tmp_code_") && name.ends_with(".py"));
+        assert!(container_path(&a).starts_with("/proctor/tmp_code_"));
     }
 
     #[test]

@@ -774,8 +774,40 @@ fn console_text(out: &mut String, c: &mut Console, ev: &Event) {
         EventKind::PolicyRevoked { rule } => {
             let _ = writeln!(out, "  rule revoked: {}", one(&format!("{rule:?}")));
         }
-        // The workspace issue fills this in (a short change list).
-        EventKind::WorkspaceChanged { .. } => {}
+        EventKind::WorkspaceChanged {
+            created,
+            modified,
+            deleted,
+            notes,
+            ..
+        } => {
+            let delta = crate::workspace::WorkspaceDelta {
+                created: created.clone(),
+                modified: modified.clone(),
+                deleted: deleted.clone(),
+                notes: notes.clone(),
+            };
+            let lines = crate::workspace::describe(&delta, 20, &|p| {
+                crate::text_safety::visible_line(p).into_owned()
+            });
+            if lines.is_empty() {
+                let _ = writeln!(out, "  ✎ no files changed");
+            }
+            for l in lines {
+                let _ = writeln!(out, "  ✎ {l}");
+            }
+        }
+        EventKind::WorkspaceAttached { path, mode, .. } => {
+            let path = crate::text_safety::visible_line(path);
+            let _ = match mode {
+                crate::protocol::WorkspaceMode::Rw => {
+                    writeln!(out, "  workspace: {path} (read-write)")
+                }
+                crate::protocol::WorkspaceMode::Copy => {
+                    writeln!(out, "  workspace: a copy of {path}")
+                }
+            };
+        }
         EventKind::ModeChanged { mode } => {
             let _ = writeln!(out, "  mode: {mode:?}");
         }
@@ -835,6 +867,7 @@ fn console_text(out: &mut String, c: &mut Console, ev: &Event) {
             oom,
             interrupted,
             truncated,
+            workspace_limit_exceeded,
             ..
         } => {
             let mut s = format!(
@@ -845,6 +878,10 @@ fn console_text(out: &mut String, c: &mut Console, ev: &Event) {
                 (*timed_out, "timed out"),
                 (*oom, "out of memory"),
                 (*interrupted, "interrupted"),
+                (
+                    *workspace_limit_exceeded,
+                    "killed: workspace over its disk limit",
+                ),
                 (*truncated, "output truncated"),
             ] {
                 if flag {

@@ -67,6 +67,31 @@ fn edit_script(a: &[&str], b: &[&str]) -> Vec<Op> {
     ops
 }
 
+/// Lines added and removed from `old` to `new` (lines compared without their endings). The common
+/// head and tail are skipped first, so a small edit of a big file costs little; a middle too big
+/// for the table counts as all removed and all added.
+pub fn line_counts(old: &str, new: &str) -> (u64, u64) {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    let head = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let tail = a[head..]
+        .iter()
+        .rev()
+        .zip(b[head..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let (a, b) = (&a[head..a.len() - tail], &b[head..b.len() - tail]);
+    let (mut added, mut removed) = (0u64, 0u64);
+    for op in edit_script(a, b) {
+        match op {
+            Op::Add(_) => added += 1,
+            Op::Del(_) => removed += 1,
+            Op::Same(..) => {}
+        }
+    }
+    (added, removed)
+}
+
 /// A unified diff of `old` against `new` (`---`/`+++` headers, `@@` hunks, three lines of context).
 /// Empty when the texts have the same lines.
 pub fn unified(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
@@ -183,6 +208,18 @@ mod tests {
         assert_eq!(d.matches("@@").count(), 4, "{d}");
         assert!(d.contains("@@ -1,5 +1,5 @@"), "{d}");
         assert!(d.contains("@@ -16,5 +16,5 @@"), "{d}");
+    }
+
+    #[test]
+    fn line_counts_of_edits() {
+        assert_eq!(line_counts("a\nb\nc\n", "a\nB\nc\nd\n"), (2, 1));
+        assert_eq!(line_counts("", "x\ny\n"), (2, 0));
+        assert_eq!(line_counts("x\ny", ""), (0, 2));
+        assert_eq!(line_counts("same\n", "same\n"), (0, 0));
+        // A one-line change in a file far beyond the table's size stays exact.
+        let big: String = (0..50_000).map(|i| format!("{i}\n")).collect();
+        let edited = big.replacen("25000\n", "changed\n", 1);
+        assert_eq!(line_counts(&big, &edited), (1, 1));
     }
 
     #[test]

@@ -102,6 +102,18 @@ struct CostRow {
     estimated: bool,
 }
 
+/// Untrusted text (a file name) as an inline code span, made visible first.
+fn md_code(s: &str) -> String {
+    let s = crate::text_safety::visible_line(s);
+    let ticks = if s.contains('`') { "``" } else { "`" };
+    format!(
+        "{ticks}{}{}{}{ticks}",
+        if ticks.len() > 1 { " " } else { "" },
+        s,
+        if ticks.len() > 1 { " " } else { "" }
+    )
+}
+
 /// A readable Markdown transcript: the task and team, each message under its author's name,
 /// each approval with the decision on every block (edits as unified diffs, rejections with their
 /// reasons), each execution's output, and a cost table per agent and model.
@@ -298,8 +310,48 @@ pub fn to_markdown(id: &str, events: &[Event]) -> String {
             EventKind::PolicyRevoked { rule } => {
                 let _ = writeln!(out, "> Auto-approval rule revoked: {}\n", rule_text(rule));
             }
-            // The workspace issue fills this in (changes per block).
-            EventKind::WorkspaceChanged { .. } => {}
+            EventKind::WorkspaceChanged {
+                id,
+                block,
+                created,
+                modified,
+                deleted,
+                notes,
+            } => {
+                let delta = crate::workspace::WorkspaceDelta {
+                    created: created.clone(),
+                    modified: modified.clone(),
+                    deleted: deleted.clone(),
+                    notes: notes.clone(),
+                };
+                let lines = crate::workspace::describe(&delta, 200, &|p| md_code(p));
+                if lines.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "Block {} of approval {id} changed no files.\n",
+                        block + 1
+                    );
+                } else {
+                    let _ = writeln!(out, "Files block {} of approval {id} changed:\n", block + 1);
+                    for l in lines {
+                        let _ = writeln!(out, "- {l}");
+                    }
+                    out.push('\n');
+                }
+            }
+            EventKind::WorkspaceAttached {
+                path, mode, commit, ..
+            } => {
+                let how = match mode {
+                    crate::protocol::WorkspaceMode::Rw => "read-write",
+                    crate::protocol::WorkspaceMode::Copy => "a copy",
+                };
+                let at = commit
+                    .as_deref()
+                    .map(|c| format!(", git commit {}", c.chars().take(12).collect::<String>()))
+                    .unwrap_or_default();
+                let _ = writeln!(out, "> Workspace: {} ({how}{at})\n", md_code(path));
+            }
             EventKind::ModeChanged { mode } => {
                 let _ = writeln!(out, "> Approval mode is now {}\n", mode_name(*mode));
             }
@@ -338,6 +390,7 @@ pub fn to_markdown(id: &str, events: &[Event]) -> String {
                 oom,
                 interrupted,
                 not_run,
+                workspace_limit_exceeded,
             } => {
                 let language = running
                     .remove(&(*id, *block))
@@ -353,6 +406,9 @@ pub fn to_markdown(id: &str, events: &[Event]) -> String {
                 }
                 if *interrupted {
                     what.push("interrupted".into());
+                }
+                if *workspace_limit_exceeded {
+                    what.push("killed: the workspace grew past its disk limit".into());
                 }
                 if *truncated {
                     what.push("output truncated".into());

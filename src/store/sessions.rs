@@ -253,10 +253,21 @@ impl SessionStore {
         }
         let dir = self.session_dir(id);
         std::fs::create_dir_all(&self.root).map_err(|e| io_err("cannot create", &self.root, e))?;
-        std::fs::create_dir(&dir)
-            .map_err(|e| io_err("cannot create session directory", &dir, e))?;
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            // Prepared before the first record (a copied workspace, the start state): kept.
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AlreadyExists
+                    && !dir.join(LOG_FILE).exists() => {}
+            Err(e) => return Err(io_err("cannot create session directory", &dir, e)),
+        }
         let workspace = dir.join(WORKSPACE_DIR);
-        std::fs::create_dir(&workspace).map_err(|e| io_err("cannot create", &workspace, e))?;
+        match std::fs::create_dir(&workspace) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(io_err("cannot create", &workspace, e));
+            }
+            _ => {}
+        }
         let lock = SessionLock::acquire(&dir, id)?;
         let path = dir.join(LOG_FILE);
         let mut file = OpenOptions::new()
@@ -510,6 +521,14 @@ impl SessionStore {
             .map_err(|e| io_err("cannot create session directory", &dir, e))?;
         let workspace = dir.join(WORKSPACE_DIR);
         std::fs::create_dir(&workspace).map_err(|e| io_err("cannot create", &workspace, e))?;
+        // The workspace's state at the session's start, so the fork's patch starts there too.
+        let start = self.session_dir(id).join(crate::workspace::git::START_DIR);
+        if start.is_dir() {
+            let copy = dir.join(crate::workspace::git::START_DIR);
+            std::fs::create_dir(&copy)
+                .and_then(|()| crate::workspace::setup::copy_tree(&start, &copy, None))
+                .map_err(|e| io_err("cannot copy", &start, e))?;
+        }
         let path = dir.join(LOG_FILE);
         let written = tempfile::NamedTempFile::new_in(&dir).and_then(|mut tmp| {
             tmp.write_all(&buf)?;

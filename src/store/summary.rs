@@ -112,6 +112,7 @@ impl Fold {
             EventKind::PolicyAdded { .. }
             | EventKind::PolicyRevoked { .. }
             | EventKind::WorkspaceChanged { .. }
+            | EventKind::WorkspaceAttached { .. }
             | EventKind::ModeChanged { .. }
             | EventKind::AgentMuted { .. }
             | EventKind::SpeakerPinned { .. }

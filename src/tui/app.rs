@@ -455,6 +455,7 @@ impl App {
             | EventKind::ExecutionOutput { .. }
             | EventKind::ExecutionFinished { .. }
             | EventKind::WorkspaceChanged { .. }
+            | EventKind::WorkspaceAttached { .. }
             | EventKind::BudgetWarning { .. }
             | EventKind::BudgetChanged { .. }
             | EventKind::Notice { .. }

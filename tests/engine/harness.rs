@@ -28,6 +28,10 @@ pub struct FakeExecutor {
     pub refuse_filename: Option<String>,
     /// Send this output in these pieces, as an unbuffered `print` can arrive, before finishing.
     pub pieces: Option<Vec<&'static str>>,
+    /// What every block "changed" in the workspace.
+    pub changes: Option<proctor::workspace::WorkspaceDelta>,
+    /// Blocks end as killed for growing the workspace past its limit.
+    pub fill_workspace: bool,
 }
 
 impl Executor for FakeExecutor {
@@ -71,6 +75,8 @@ impl Executor for FakeExecutor {
             .as_ref()
             .is_some_and(|h| request.code.contains(h.as_str()));
         let code = request.code.clone();
+        let changes = self.changes.clone();
+        let fill = self.fill_workspace;
         let mut first = vec![Ok(ExecEvent::Started)];
         if hang {
             // A hanging block has said something before it hangs.
@@ -110,9 +116,17 @@ impl Executor for FakeExecutor {
                 text: output.clone(),
             }));
             events.push(Ok(ExecEvent::Finished(ExecOutcome {
-                exit_code: if fails { 1 } else { 0 },
+                exit_code: if fill {
+                    137
+                } else if fails {
+                    1
+                } else {
+                    0
+                },
                 duration_ms: 5,
                 output,
+                workspace_limit_exceeded: fill,
+                changes,
                 ..Default::default()
             })));
             futures::stream::iter(events)
@@ -215,6 +229,7 @@ impl Builder {
             resume: self.resume,
             seed: self.seed,
             image_override: None,
+            workspace_record: None,
         });
         Session {
             handle,

@@ -201,6 +201,105 @@ async fn approve_runs_block_and_result_reaches_the_agent() {
 }
 
 #[tokio::test]
+async fn what_a_block_changed_follows_its_result_and_reaches_the_agents() {
+    use proctor::protocol::{FileChange, WorkspaceNote};
+    let change =
+        |path: &str, before: Option<u64>, after: Option<u64>, add: u64, rm: u64| FileChange {
+            path: path.into(),
+            size_before: before,
+            size_after: after,
+            lines_added: Some(add),
+            lines_removed: Some(rm),
+        };
+    let delta = proctor::workspace::WorkspaceDelta {
+        created: vec![change("out/report.csv", None, Some(40), 3, 0)],
+        modified: vec![change("main.py", Some(100), Some(120), 2, 1)],
+        deleted: vec![change("old.txt", Some(9), None, 0, 1)],
+        notes: vec![WorkspaceNote {
+            path: "target".into(),
+            note: "build output (not walked): created".into(),
+        }],
+    };
+    let mut b = Builder::new(PAIR)
+        .reply("coder", CODE)
+        .reply("reviewer", "ok TERMINATE");
+    b.exec.changes = Some(delta.clone());
+    let mut s = b.start();
+    let ev = s.wait_for("approval", is_approval).await;
+    s.send(resolve(approval_id(&ev), 0, Decision::Approve));
+    let ev = s
+        .wait_for("changes", |k| {
+            matches!(k, EventKind::WorkspaceChanged { .. })
+        })
+        .await;
+    let EventKind::WorkspaceChanged {
+        block,
+        created,
+        modified,
+        deleted,
+        notes,
+        ..
+    } = &ev.kind
+    else {
+        unreachable!()
+    };
+    assert_eq!(*block, 0);
+    assert_eq!(
+        (created, modified, deleted, notes),
+        (
+            &delta.created,
+            &delta.modified,
+            &delta.deleted,
+            &delta.notes
+        )
+    );
+    s.wait_for("end", is_terminated).await;
+    let types = s.types();
+    let pos = |t: &str| types.iter().position(|x| x == t).unwrap();
+    assert_eq!(pos("execution_finished") + 1, pos("workspace_changed"));
+    let next = s.last_request_text("reviewer");
+    for line in [
+        "- created out/report.csv (3 lines, 40 B)",
+        "- modified main.py (+2 −1 lines, 100 B → 120 B)",
+        "- deleted old.txt (1 line, 9 B)",
+        "- note: target: build output (not walked): created",
+    ] {
+        assert!(next.contains(line), "{line} missing from:\n{next}");
+    }
+}
+
+#[tokio::test]
+async fn a_block_killed_at_the_workspace_limit_is_told_so_and_the_session_goes_on() {
+    let mut b = Builder::new(PAIR)
+        .reply("coder", CODE)
+        .reply("reviewer", "ok TERMINATE");
+    b.exec.fill_workspace = true;
+    let mut s = b.start();
+    let ev = s.wait_for("approval", is_approval).await;
+    s.send(resolve(approval_id(&ev), 0, Decision::Approve));
+    let ev = s
+        .wait_for("finish", |k| {
+            matches!(k, EventKind::ExecutionFinished { .. })
+        })
+        .await;
+    assert!(matches!(
+        ev.kind,
+        EventKind::ExecutionFinished {
+            workspace_limit_exceeded: true,
+            interrupted: false,
+            ..
+        }
+    ));
+    s.wait_for("end", is_terminated).await;
+    assert!(!s.types().iter().any(|t| t == "paused"), "{:?}", s.types());
+    let next = s.last_request_text("reviewer");
+    assert!(
+        next.contains("past its disk limit (workspace_limit_mb)"),
+        "{next}"
+    );
+}
+
+#[tokio::test]
 async fn edit_runs_edited_code_and_tells_the_agent() {
     let mut s = Builder::new(PAIR)
         .reply("coder", CODE)

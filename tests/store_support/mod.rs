@@ -68,10 +68,11 @@ pub fn kind_index(kind: &EventKind) -> usize {
         EventKind::SpeakerPinned { .. } => 24,
         EventKind::PolicyRevoked { .. } => 25,
         EventKind::WorkspaceChanged { .. } => 26,
+        EventKind::WorkspaceAttached { .. } => 27,
     }
 }
 
-pub const KINDS: usize = 27;
+pub const KINDS: usize = 28;
 
 /// One event of every kind, session_started first, with awkward text (quotes, newlines, unicode).
 pub fn every_kind() -> Vec<EventKind> {
@@ -174,6 +175,7 @@ pub fn every_kind() -> Vec<EventKind> {
             oom: true,
             interrupted: true,
             not_run: false,
+            workspace_limit_exceeded: true,
         },
         EventKind::BudgetWarning {
             spent_usd: 1.6,
@@ -219,6 +221,13 @@ pub fn every_kind() -> Vec<EventKind> {
                 path: ".git".into(),
                 note: "summarised, not walked".into(),
             }],
+        },
+        EventKind::WorkspaceAttached {
+            path: "/home/u/project \"ü\"".into(),
+            mode: proctor::protocol::WorkspaceMode::Copy,
+            start: Some("4b825dc642cb6eb9a060e54bf8d69288fbee4904".into()),
+            commit: None,
+            dir_id: Some("2049:1234".into()),
         },
     ]
 }
@@ -338,6 +347,7 @@ pub fn demo_session(id: &str) -> Vec<Event> {
                 oom: false,
                 interrupted: false,
                 not_run: false,
+                workspace_limit_exceeded: false,
             },
             EventKind::ExecutionStarted {
                 id: 1,
@@ -355,6 +365,7 @@ pub fn demo_session(id: &str) -> Vec<Event> {
                 oom: false,
                 interrupted: false,
                 not_run: false,
+                workspace_limit_exceeded: false,
             },
             EventKind::Message {
                 agent: "executor".into(),

@@ -125,6 +125,8 @@ pub struct ExecEnd {
     pub interrupted: bool,
     /// Never started (a refused file name, no interpreter, a sandbox failure); the output says why.
     pub not_run: bool,
+    /// Killed for growing the workspace past `workspace_limit_mb`.
+    pub workspace_limit_exceeded: bool,
     /// When the finish was recorded, ms since the epoch.
     pub finished_ms: u64,
 }

@@ -612,6 +612,7 @@ impl SessionView {
                 oom,
                 interrupted,
                 not_run,
+                workspace_limit_exceeded,
             } => {
                 self.pull = None;
                 let i = match self.exec_cells.get(&(*id, *block)) {
@@ -652,6 +653,7 @@ impl SessionView {
                             oom: *oom,
                             interrupted: *interrupted,
                             not_run: *not_run,
+                            workspace_limit_exceeded: *workspace_limit_exceeded,
                             finished_ms: ev.ts_ms,
                         },
                     );
@@ -736,6 +738,20 @@ impl SessionView {
                 self.budget_usd = Some(*cap_usd);
                 self.budget_warned = false;
                 self.push(ev, CellKind::BudgetChanged { cap_usd: *cap_usd });
+            }
+            EventKind::WorkspaceAttached { path, mode, .. } => {
+                let how = match mode {
+                    crate::protocol::WorkspaceMode::Rw => "mounted read-write at /workspace",
+                    crate::protocol::WorkspaceMode::Copy => {
+                        "copied; the copy is mounted at /workspace and the original is left untouched"
+                    }
+                };
+                self.push(
+                    ev,
+                    CellKind::Notice {
+                        text: format!("workspace: {path} ({how})"),
+                    },
+                );
             }
             EventKind::Notice { message } => {
                 // The engine's checkpoint record says nothing to the human.

@@ -224,6 +224,7 @@ fn execution_cells_stream_output_and_name_how_they_ended() {
             oom: true,
             interrupted: false,
             not_run: false,
+            workspace_limit_exceeded: false,
         },
     ));
     let x = v.execution(1, 0).unwrap();
@@ -245,6 +246,7 @@ fn execution_cells_stream_output_and_name_how_they_ended() {
             oom: false,
             interrupted: false,
             not_run: false,
+            workspace_limit_exceeded: false,
         },
     ));
     assert_eq!(v.execution(1, 1).unwrap().output(), "not run: bad filename");

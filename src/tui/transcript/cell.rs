@@ -162,6 +162,11 @@ pub fn exec_header(x: &ExecView, now_ms: u64, theme: &Theme) -> Line<'static> {
                     theme.danger(),
                 ),
                 (e.oom, "killed: out of memory".to_string(), theme.danger()),
+                (
+                    e.workspace_limit_exceeded,
+                    "killed: workspace over its limit".to_string(),
+                    theme.danger(),
+                ),
                 (e.interrupted, "interrupted".to_string(), theme.warning()),
                 (e.truncated, "output truncated".to_string(), theme.warning()),
             ] {

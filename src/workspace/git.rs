@@ -1,0 +1,399 @@
+//! The workspace at session start, kept in a git object store of proctor's own
+//! (`DATA_DIR/sessions/<id>/start.git`), and the patch from there to now.
+//!
+//! `git` runs only with proctor's repository and configuration: never with the workspace's
+//! `.git/config` (sandboxed code can write it, and options such as `core.fsmonitor` or filter
+//! drivers run commands). The system and global configuration are off, hooks and fsmonitor are
+//! off, and no filter, textconv or external diff driver is defined, so the work tree's
+//! `.gitattributes` cannot make git run anything. A read-write workspace in a git repository
+//! starts from the commit HEAD named at session start: its objects are read through an
+//! alternate, never written to.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::gitignore::{Repo, read_plain};
+
+/// Name of the start store inside a session directory.
+pub const START_DIR: &str = "start.git";
+/// git's empty tree (SHA-1).
+pub const EMPTY_TREE: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+
+/// A git failure, with what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GitError {
+    /// No `git` on the PATH.
+    #[error("git is not installed (or not on PATH); the patch export needs it: install git")]
+    Missing,
+    /// git failed.
+    #[error("git {what} failed: {why}")]
+    Failed {
+        /// What was attempted.
+        what: String,
+        /// git's message.
+        why: String,
+    },
+}
+
+/// `git --version`, or why git cannot be used.
+pub fn version() -> Result<String, GitError> {
+    let out = Command::new("git")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|_| GitError::Missing)?;
+    if !out.status.success() {
+        return Err(GitError::Missing);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The user's global excludes file (git's `core.excludesFile`, else `$XDG_CONFIG_HOME/git/ignore`
+/// or `~/.config/git/ignore`), read from the user's own configuration, not the workspace's.
+fn global_excludes() -> Option<PathBuf> {
+    let configured = Command::new("git")
+        .args(["config", "--global", "--path", "--get", "core.excludesFile"])
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    configured
+        .or_else(|| {
+            std::env::var_os("XDG_CONFIG_HOME")
+                .filter(|v| !v.is_empty())
+                .map(|x| PathBuf::from(x).join("git/ignore"))
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config/git/ignore"))
+                })
+        })
+        .filter(|p| p.is_file())
+}
+
+/// The object store of one session's start state.
+#[derive(Debug, Clone)]
+pub struct StartStore {
+    dir: PathBuf,
+}
+
+impl StartStore {
+    /// The store in `session_dir` (made on first use).
+    pub fn in_session(session_dir: &Path) -> Self {
+        Self {
+            dir: session_dir.join(START_DIR),
+        }
+    }
+
+    /// Whether it exists.
+    pub fn exists(&self) -> bool {
+        self.dir.join("objects").is_dir()
+    }
+
+    /// A `git` command on this store, with `work_tree` as the work tree and proctor's settings.
+    fn git(&self, work_tree: &Path, index: &Path) -> Command {
+        let mut c = Command::new("git");
+        c.env_clear();
+        if let Some(path) = std::env::var_os("PATH") {
+            c.env("PATH", path);
+        }
+        let excludes = global_excludes()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "/dev/null".into());
+        c.env("GIT_DIR", &self.dir)
+            .env("GIT_WORK_TREE", work_tree)
+            .env("GIT_INDEX_FILE", index)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_ATTR_NOSYSTEM", "1")
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_OPTIONAL_LOCKS", "0")
+            .env("HOME", &self.dir)
+            .env("LC_ALL", "C")
+            .current_dir(work_tree)
+            .stdin(Stdio::null());
+        for setting in [
+            "safe.directory=*",
+            "core.bare=false",
+            "core.autocrlf=false",
+            "core.safecrlf=false",
+            "core.fsmonitor=false",
+            "core.untrackedCache=false",
+            "core.hooksPath=/dev/null",
+            "core.symlinks=true",
+            "core.fileMode=true",
+            "core.quotePath=false",
+            "gc.auto=0",
+            "advice.addEmbeddedRepo=false",
+            "diff.renames=false",
+        ] {
+            c.arg("-c").arg(setting);
+        }
+        c.arg("-c").arg(format!("core.excludesFile={excludes}"));
+        c
+    }
+
+    fn run(&self, what: &str, mut cmd: Command) -> Result<Vec<u8>, GitError> {
+        let out = cmd.output().map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                GitError::Missing
+            } else {
+                GitError::Failed {
+                    what: what.to_owned(),
+                    why: e.to_string(),
+                }
+            }
+        })?;
+        if !out.status.success() {
+            return Err(GitError::Failed {
+                what: what.to_owned(),
+                why: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        Ok(out.stdout)
+    }
+
+    /// Creates the store (object format as `like`'s ids: 40 hex SHA-1, 64 hex SHA-256).
+    fn init(&self, sha256: bool) -> Result<(), GitError> {
+        if self.exists() {
+            return Ok(());
+        }
+        let mut c = Command::new("git");
+        c.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("HOME", "/nonexistent")
+            .args(["init", "-q", "--bare"]);
+        if sha256 {
+            c.arg("--object-format=sha256");
+        }
+        c.arg(&self.dir).stdin(Stdio::null());
+        self.run("init", c).map(|_| ())
+    }
+
+    /// Gives the store read access to a repository's objects (a workspace in a git repository).
+    fn link(&self, repo: &Repo) -> Result<(), GitError> {
+        let objects = repo.git_dir().join("objects");
+        let alternates = self.dir.join("objects/info/alternates");
+        std::fs::create_dir_all(self.dir.join("objects/info"))
+            .and_then(|()| std::fs::write(&alternates, format!("{}\n", objects.display())))
+            .map_err(|e| GitError::Failed {
+                what: "link the repository's objects".into(),
+                why: e.to_string(),
+            })
+    }
+
+    /// Copies the workspace repository's `info/exclude` (its ignore rules that live in `.git`).
+    fn sync_excludes(&self, work_tree: &Path) {
+        let target = self.dir.join("info/exclude");
+        let text = Repo::find(work_tree, false)
+            .and_then(|r| read_plain(&r.git_dir().join("info/exclude"), 1 << 20))
+            .unwrap_or_default();
+        let _ = std::fs::create_dir_all(self.dir.join("info"));
+        let _ = std::fs::write(target, text);
+    }
+
+    /// Stores `work_tree` as it is now (files git would list: ignored ones left out) and returns
+    /// the tree id.
+    pub fn record(&self, work_tree: &Path) -> Result<String, GitError> {
+        self.init(false)?;
+        self.sync_excludes(work_tree);
+        let index = self.dir.join("record.index");
+        let _ = std::fs::remove_file(&index);
+        let mut add = self.git(work_tree, &index);
+        add.args(["add", "-A", "--ignore-errors", "--", "."]);
+        let added = self.run("add", add);
+        let tree = added.and_then(|_| {
+            let mut c = self.git(work_tree, &index);
+            c.arg("write-tree");
+            self.run("write-tree", c)
+        });
+        let _ = std::fs::remove_file(&index);
+        let tree = String::from_utf8_lossy(&tree?).trim().to_owned();
+        // A ref keeps the tree should anything ever collect garbage here.
+        let mut c = self.git(work_tree, &self.dir.join("ref.index"));
+        c.args(["update-ref", "refs/proctor/start", &tree]);
+        let _ = self.run("update-ref", c);
+        Ok(tree)
+    }
+
+    /// Records the start of a workspace in `repo` at `commit`: links the repository's objects and
+    /// returns the tree of the workspace's directory in that commit.
+    pub fn record_commit(&self, repo: &Repo, commit: &str) -> Result<String, GitError> {
+        self.init(commit.len() == 64)?;
+        self.link(repo)?;
+        let spec = if repo.prefix.is_empty() {
+            format!("{commit}^{{tree}}")
+        } else {
+            format!("{commit}:{}", repo.prefix)
+        };
+        let index = self.dir.join("ref.index");
+        let mut c = self.git(&repo.top, &index);
+        c.args(["rev-parse", "--verify", "--quiet", &spec]);
+        let out = self.run("rev-parse", c)?;
+        Ok(String::from_utf8_lossy(&out).trim().to_owned())
+    }
+
+    /// Points the store at a repository that moved (resume with `--workspace NEWDIR`).
+    pub fn relink(&self, repo: &Repo) -> Result<(), GitError> {
+        if self.dir.join("objects/info/alternates").exists() {
+            self.link(repo)?;
+        }
+        Ok(())
+    }
+
+    /// A patch (`git apply` format, binary files included) that turns the state `start` into
+    /// `work_tree` as it is now. Nothing is written to the store or the workspace.
+    pub fn patch(&self, work_tree: &Path, start: &str) -> Result<String, GitError> {
+        if start != EMPTY_TREE && !self.exists() {
+            return Err(GitError::Failed {
+                what: "find the session's start state".into(),
+                why: format!("{} is missing", self.dir.display()),
+            });
+        }
+        self.init(start.len() == 64)?;
+        self.sync_excludes(work_tree);
+        let scratch = tempfile::tempdir().map_err(|e| GitError::Failed {
+            what: "make a scratch directory".into(),
+            why: e.to_string(),
+        })?;
+        let index = scratch.path().join("index");
+        let objects = scratch.path().join("objects");
+        let _ = std::fs::create_dir(&objects);
+        let with_scratch = |mut c: Command| {
+            c.env("GIT_OBJECT_DIRECTORY", &objects)
+                .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", self.dir.join("objects"));
+            c
+        };
+        let mut c = self.git(work_tree, &index);
+        c.args(["read-tree", start]);
+        self.run("read-tree", with_scratch(c))?;
+        let mut c = self.git(work_tree, &index);
+        c.args(["add", "-A", "--ignore-errors", "--", "."]);
+        self.run("add", with_scratch(c))?;
+        let mut c = self.git(work_tree, &index);
+        c.args([
+            "diff",
+            "--cached",
+            "--binary",
+            "--full-index",
+            "--no-renames",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--no-color",
+            start,
+        ]);
+        let out = self.run("diff", with_scratch(c))?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+/// The commit HEAD names in `repo`, read from its files (no git run): `None` for a repository
+/// without commits or an unreadable HEAD.
+pub fn head_commit(repo: &Repo) -> Option<String> {
+    let git_dir = repo.git_dir();
+    let head = read_plain(&git_dir.join("HEAD"), 4096)?;
+    let head = String::from_utf8_lossy(&head).trim().to_owned();
+    let is_id =
+        |s: &str| (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let Some(name) = head.strip_prefix("ref:").map(str::trim) else {
+        return is_id(&head).then_some(head);
+    };
+    if name.split('/').any(|c| c == ".." || c.is_empty()) || !name.starts_with("refs/") {
+        return None;
+    }
+    if let Some(v) = read_plain(&git_dir.join(name), 4096) {
+        let v = String::from_utf8_lossy(&v).trim().to_owned();
+        return is_id(&v).then_some(v);
+    }
+    let packed = read_plain(&git_dir.join("packed-refs"), 64 << 20)?;
+    String::from_utf8_lossy(&packed).lines().find_map(|l| {
+        let (id, r) = l.split_once(' ')?;
+        (r == name && is_id(id)).then(|| id.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .args(["-c", "user.name=t", "-c", "user.email=t@t"])
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    #[test]
+    fn head_is_read_from_loose_and_packed_refs() {
+        let d = tempfile::tempdir().unwrap();
+        git(d.path(), &["init", "-q"]);
+        let repo = Repo::find(d.path(), false).unwrap();
+        assert_eq!(head_commit(&repo), None, "no commits yet");
+        std::fs::write(d.path().join("a"), "x").unwrap();
+        git(d.path(), &["add", "a"]);
+        git(d.path(), &["commit", "-q", "-m", "one"]);
+        let id = git(d.path(), &["rev-parse", "HEAD"]);
+        assert_eq!(head_commit(&repo).as_deref(), Some(id.as_str()));
+        git(d.path(), &["pack-refs", "--all"]);
+        assert_eq!(head_commit(&repo).as_deref(), Some(id.as_str()));
+    }
+
+    #[test]
+    fn a_recorded_start_gives_a_patch_that_git_applies() {
+        let d = tempfile::tempdir().unwrap();
+        let session = tempfile::tempdir().unwrap();
+        let ws = d.path();
+        std::fs::write(ws.join("keep.txt"), "one\ntwo\n").unwrap();
+        std::fs::write(ws.join("gone.txt"), "bye\n").unwrap();
+        std::fs::write(ws.join("bin.dat"), [0u8, 159, 146, 150]).unwrap();
+        let original = tempfile::tempdir().unwrap();
+        for f in ["keep.txt", "gone.txt", "bin.dat"] {
+            std::fs::copy(ws.join(f), original.path().join(f)).unwrap();
+        }
+        let store = StartStore::in_session(session.path());
+        let start = store.record(ws).unwrap();
+        std::fs::write(ws.join("keep.txt"), "one\n2\nthree\n").unwrap();
+        std::fs::remove_file(ws.join("gone.txt")).unwrap();
+        std::fs::write(ws.join("bin.dat"), [1u8, 0, 2, 255, 254]).unwrap();
+        std::fs::create_dir(ws.join("new")).unwrap();
+        std::fs::write(ws.join("new/file.py"), "print(1)\n").unwrap();
+        let patch = store.patch(ws, &start).unwrap();
+        assert!(patch.contains("GIT binary patch"), "{patch}");
+        git(original.path(), &["init", "-q"]);
+        std::fs::write(original.path().join("p.diff"), &patch).unwrap();
+        git(original.path(), &["apply", "p.diff"]);
+        std::fs::remove_file(original.path().join("p.diff")).unwrap();
+        for f in ["keep.txt", "bin.dat", "new/file.py"] {
+            assert_eq!(
+                std::fs::read(original.path().join(f)).unwrap(),
+                std::fs::read(ws.join(f)).unwrap(),
+                "{f}"
+            );
+        }
+        assert!(!original.path().join("gone.txt").exists());
+    }
+
+    #[test]
+    fn the_empty_start_needs_no_store() {
+        let d = tempfile::tempdir().unwrap();
+        let session = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("a.txt"), "x\n").unwrap();
+        let patch = StartStore::in_session(session.path())
+            .patch(d.path(), EMPTY_TREE)
+            .unwrap();
+        assert!(patch.contains("new file mode 100644"), "{patch}");
+        assert!(patch.contains("+x"), "{patch}");
+    }
+}
