@@ -174,10 +174,59 @@ fn w_approves_with_network_s_skips_a_approves_all() {
         vec![resolve(1, Decision::Skip, None, false)]
     );
 
+    // `a` first shows every block it would approve, in full; only `y` there sends.
     let (mut app, _) = with_approval();
     app.on_key(key('a'));
+    assert!(app.take_ops().is_empty());
+    let screen = text(&draw(&mut app, 100, 30));
+    assert!(
+        screen.contains("block 1/2") && screen.contains("block 2/2"),
+        "{screen}"
+    );
+    assert!(screen.contains(CODE1.lines().next().unwrap()), "{screen}");
+    assert!(
+        screen.contains("approve all 2 blocks shown here?"),
+        "{screen}"
+    );
+    app.on_key(code(KeyCode::Esc));
+    assert!(app.take_ops().is_empty(), "Esc approves nothing");
+    assert_eq!(app.current_block(), Some((3, 0)));
+    app.on_key(key('a'));
+    draw(&mut app, 100, 30);
+    app.on_key(key('y'));
     assert_eq!(app.take_ops(), vec![Op::ApproveAll { id: 3 }]);
     assert_eq!(app.current_block(), None, "both blocks show as sent");
+
+    // Blocks taller than the pane: `y` approves only once the last line has been on screen.
+    let (mut app, clock) = tui_support::app("dark");
+    app.on_event(&recorded(DEMO_AUTO)[0]);
+    let long = (0..60)
+        .map(|i| format!("print({i})"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut two = blocks();
+    two[1].code = format!("{long}\nimport shutil; shutil.rmtree('/workspace')");
+    app.on_event(&ev(
+        70,
+        EventKind::ApprovalRequested {
+            id: 3,
+            agent: "coder".into(),
+            blocks: two,
+        },
+    ));
+    clock.advance(Duration::from_secs(1));
+    app.on_key(key('a'));
+    draw(&mut app, 100, 30);
+    app.on_key(key('y'));
+    assert!(app.take_ops().is_empty(), "the end was never shown");
+    for _ in 0..30 {
+        app.on_key(code(KeyCode::PageDown));
+        draw(&mut app, 100, 30);
+    }
+    let screen = text(&draw(&mut app, 100, 30));
+    assert!(screen.contains("shutil.rmtree"), "{screen}");
+    app.on_key(key('y'));
+    assert_eq!(app.take_ops(), vec![Op::ApproveAll { id: 3 }]);
 }
 
 #[test]
@@ -364,10 +413,15 @@ fn an_approval_never_takes_the_focus_from_a_composer_holding_text() {
     typed(&mut app, "y");
     assert!(app.take_ops().is_empty());
     assert_eq!(app.composer.lines().join("\n"), "please also add testsy");
-    // An empty composer gives the focus to the approval.
-    let (mut app, _) = app_pair_empty_composer();
-    assert_eq!(app.focus, Focus::Approval);
+    // An empty composer keeps the focus too: someone who just sent a message and types the
+    // next one after the block appeared writes text, never `a`, `y` or `s` decisions.
+    let (mut app, clock) = app_pair_empty_composer();
+    assert_eq!(app.focus, Focus::Composer);
+    clock.advance(Duration::from_secs(2));
+    typed(&mut app, "also add tests");
     assert!(app.take_ops().is_empty());
+    assert_eq!(app.composer.lines().join("\n"), "also add tests");
+    assert_eq!(app.current_block(), Some((3, 0)));
 }
 
 fn app_pair_empty_composer() -> (App, std::sync::Arc<ManualClock>) {

@@ -278,3 +278,39 @@ fn no_escape_from_agent_text_or_output_reaches_the_screen() {
     assert!(s.contains("⟨U+202E⟩txt.py␍"), "{s}");
     assert!(s.contains("⟨U+009B⟩31m"), "{s}");
 }
+
+#[test]
+fn approve_all_shows_every_block_first() {
+    snap("approve_all", |app, clock| {
+        let events =
+            demo_until(|e| matches!(&e.kind, EventKind::ApprovalRequested { id, .. } if *id == 2));
+        feed(app, clock, &events);
+        // A fix and the shell block that shows its file, as the demo's coder proposes them.
+        let block = |index: usize, language: &str, code: &str, filename: Option<&str>| {
+            proctor::protocol::CodeBlock {
+                index,
+                language: language.into(),
+                code: code.into(),
+                filename: filename.map(str::to_string),
+            }
+        };
+        app.on_event(&ev(
+            900,
+            EventKind::ApprovalRequested {
+                id: 2,
+                agent: "coder".into(),
+                blocks: vec![
+                    block(
+                        0,
+                        "python",
+                        "# filename: wordcount.py\nimport collections, csv\n\nwords = open('text.txt').read().split()\ntop = collections.Counter(words).most_common(10)\nwith open('top_words.csv', 'w', newline='') as f:\n    csv.writer(f).writerows(top)",
+                        Some("wordcount.py"),
+                    ),
+                    block(1, "bash", "wc -l top_words.csv\ncat top_words.csv", None),
+                ],
+            },
+        ));
+        clock.advance(std::time::Duration::from_secs(1));
+        app.on_key(key('a'));
+    });
+}

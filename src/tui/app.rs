@@ -4,7 +4,7 @@
 //! ops it does not send).
 //!
 //! Safety rules enforced here: decision keys act only while the pending-code pane has focus; an
-//! approval never takes the focus from a composer holding text; paste and Enter never decide;
+//! approval never takes the focus from the composer; paste and Enter never decide;
 //! Ctrl-C and Esc never approve; a decision key within `APPROVAL_GUARD` of a block appearing is
 //! ignored; a `waiting` the engine announced before it read our last op is stale and opens
 //! nothing; quitting sends nothing.
@@ -147,6 +147,13 @@ pub enum PaneMode {
     },
     /// Typing a rejection reason.
     Reason(Box<TextArea<'static>>),
+    /// Showing every block `a` would approve, in full, before it is sent.
+    ConfirmAll {
+        /// First line shown.
+        scroll: usize,
+        /// Every line has been on screen (set when drawn): only then does `y` approve.
+        seen_all: bool,
+    },
 }
 
 /// Choices of a pause dialog.
@@ -507,10 +514,10 @@ impl App {
                 self.pane = PaneMode::Code;
             }
             if current.is_some() {
-                // Focus goes to the new block, but never away from a composer holding text.
-                let composing =
-                    self.focus == Focus::Composer && !area_text(&self.composer).trim().is_empty();
-                if !composing && self.search_input.is_none() {
+                // Focus goes to the new block, but never away from the composer (empty or not):
+                // what someone types there must never land on a decision key. The status bar
+                // says "approval pending — Tab".
+                if self.focus != Focus::Composer && self.search_input.is_none() {
                     self.focus = Focus::Approval;
                 }
             }
@@ -590,7 +597,7 @@ impl App {
                 PaneMode::Reason(t) => {
                     t.insert_str(text.replace(['\n', '\r'], " "));
                 }
-                PaneMode::Code | PaneMode::DiffConfirm { .. } => {
+                PaneMode::Code | PaneMode::DiffConfirm { .. } | PaneMode::ConfirmAll { .. } => {
                     self.say("paste ignored: a paste never decides a block (Tab to the composer to paste there)");
                 }
             }
@@ -996,23 +1003,15 @@ impl App {
             ),
             DecisionKey::Skip => self.send_decision(resolve(Decision::Skip, None, false), "skip"),
             DecisionKey::All => {
-                let undecided: Vec<usize> = self
-                    .view
-                    .open_approval()
-                    .map(|a| {
-                        a.decided
-                            .iter()
-                            .enumerate()
-                            .filter(|(i, d)| d.is_none() && !self.sent.contains_key(&(id, *i)))
-                            .map(|(i, _)| i)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                for i in undecided {
-                    self.sent.insert((id, i), "approve (all)".into());
+                if self.undecided_blocks(id).len() > 1 {
+                    // Blocks beyond the one shown are approved only after they were shown.
+                    self.pane = PaneMode::ConfirmAll {
+                        scroll: 0,
+                        seen_all: false,
+                    };
+                } else {
+                    self.approve_all(id);
                 }
-                self.send(Op::ApproveAll { id });
-                self.after_change();
             }
             DecisionKey::Reject => {
                 let mut t = text_area(Vec::new());
@@ -1065,6 +1064,31 @@ impl App {
         }
     }
 
+    /// The blocks of approval `id` that are neither decided nor sent.
+    pub fn undecided_blocks(&self, id: u64) -> Vec<usize> {
+        self.view
+            .open_approval()
+            .filter(|a| a.id == id)
+            .map(|a| {
+                a.decided
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, d)| d.is_none() && !self.sent.contains_key(&(id, *i)))
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn approve_all(&mut self, id: u64) {
+        for i in self.undecided_blocks(id) {
+            self.sent.insert((id, i), "approve (all)".into());
+        }
+        self.pane = PaneMode::Code;
+        self.send(Op::ApproveAll { id });
+        self.after_change();
+    }
+
     /// Keys while the pane edits, confirms a diff or takes a reason.
     fn pane_input_key(&mut self, key: KeyEvent) {
         let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
@@ -1074,6 +1098,22 @@ impl App {
         };
         match &mut self.pane {
             PaneMode::Code => {}
+            PaneMode::ConfirmAll { scroll, seen_all } => match key.code {
+                KeyCode::Down | KeyCode::Char('j') => *scroll += 1,
+                KeyCode::Up | KeyCode::Char('k') => *scroll = scroll.saturating_sub(1),
+                KeyCode::PageDown => *scroll += self.code_rows.max(2) - 1,
+                KeyCode::PageUp => *scroll = scroll.saturating_sub(self.code_rows.max(2) - 1),
+                KeyCode::Char('y') if !ctrl && *seen_all => self.approve_all(id),
+                KeyCode::Char('y') if !ctrl => {
+                    self.say("scroll to the last block first (j, PgDn): every block is approved only once shown")
+                }
+                KeyCode::Esc | KeyCode::Char('n') => {
+                    self.pane = PaneMode::Code;
+                    self.say("nothing approved; the blocks are undecided");
+                }
+                KeyCode::Char('c') if ctrl => self.pane = PaneMode::Code,
+                _ => {}
+            },
             PaneMode::Editing(t) => match key.code {
                 KeyCode::Esc => {
                     self.pane = PaneMode::Code;

@@ -120,13 +120,77 @@ pub fn pane(app: &mut App, f: &mut Frame<'_>, area: Rect) {
         Editing,
         Diff,
         Reason,
+        All,
     }
     let shown = match &app.pane {
         PaneMode::Code => Shown::Code,
         PaneMode::Editing(_) => Shown::Editing,
         PaneMode::DiffConfirm { .. } => Shown::Diff,
         PaneMode::Reason(_) => Shown::Reason,
+        PaneMode::ConfirmAll { .. } => Shown::All,
     };
+    if shown == Shown::All {
+        let scroll = match &app.pane {
+            PaneMode::ConfirmAll { scroll, .. } => *scroll,
+            _ => 0,
+        };
+        let blocks = app.undecided_blocks(a.id);
+        let width = body.width as usize;
+        let mut lines: Vec<Line<'static>> = Vec::new();
+        for &i in &blocks {
+            let Some(bl) = a.blocks.get(i) else { continue };
+            let code = crate::text_safety::code_lines(&bl.code, &bl.language);
+            let hidden = crate::text_safety::hidden_count(&bl.code);
+            let mut head = format!("block {}/{n} · {}", i + 1, one_line(&bl.language));
+            if let Some(f) = &bl.filename {
+                head.push_str(&format!(" → {}", one_line(f)));
+            }
+            head.push_str(&format!(" · {} lines", code.len()));
+            if hidden > 0 {
+                head.push_str(&format!(" · ⚠ {hidden} hidden characters"));
+            }
+            lines.push(Line::from(Span::styled(head, theme.warning())));
+            let digits = code.len().max(1).to_string().len();
+            for (k, l) in code.iter().enumerate() {
+                lines.extend(wrap_hard(
+                    &line_spans(l, theme.code(), theme.marker(), 0),
+                    width,
+                    &[Span::styled(
+                        format!("{:>digits$} │ ", k + 1),
+                        theme.muted(),
+                    )],
+                    &[Span::styled(format!("{:>digits$} ┆ ", ""), theme.muted())],
+                ));
+            }
+        }
+        app.code_rows = body.height as usize;
+        let max = lines.len().saturating_sub(body.height as usize);
+        if let PaneMode::ConfirmAll { seen_all, .. } = &mut app.pane
+            && scroll >= max
+        {
+            *seen_all = true;
+        }
+        let visible: Vec<Line<'static>> = lines.into_iter().skip(scroll.min(max)).collect();
+        f.render_widget(Paragraph::new(visible), body);
+        f.render_widget(
+            Paragraph::new(Line::from(vec![
+                Span::styled(
+                    if max > scroll {
+                        format!("j/PgDn: {} more lines to read before y · ", max - scroll)
+                    } else {
+                        format!("approve all {} blocks shown here? ", blocks.len())
+                    },
+                    theme.warning(),
+                ),
+                Span::styled("y", key),
+                Span::styled(" yes · ", label),
+                Span::styled("Esc", key),
+                Span::styled(" back", label),
+            ])),
+            footer,
+        );
+        return;
+    }
     if shown == Shown::Editing {
         if let PaneMode::Editing(t) = &mut app.pane {
             t.set_style(theme.code());

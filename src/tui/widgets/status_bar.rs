@@ -135,6 +135,14 @@ pub fn draw(app: &App, f: &mut Frame<'_>, area: Rect) {
                 Span::styled("Esc", key),
                 Span::styled(" drop the edit", label),
             ],
+            PaneMode::ConfirmAll { .. } => vec![
+                Span::styled("y", key),
+                Span::styled(" approve every block shown · ", label),
+                Span::styled("j/k", key),
+                Span::styled(" scroll · ", label),
+                Span::styled("Esc", key),
+                Span::styled(" back", label),
+            ],
             PaneMode::Reason(_) | PaneMode::Code => vec![
                 Span::styled("Enter", key),
                 Span::styled(" reject with this reason · ", label),
