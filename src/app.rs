@@ -813,6 +813,7 @@ async fn drive_with(
     let opts = HeadlessOptions {
         json: front.json,
         auto: front.session_mode() == SessionMode::Auto,
+        interactive: std::io::IsTerminal::is_terminal(&std::io::stdin()),
     };
     let stdin = BufReader::new(tokio::io::stdin());
     let run = headless::run(handle, opts, stdin, std::io::stdout(), std::io::stderr());

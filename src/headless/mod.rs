@@ -22,6 +22,9 @@ pub struct HeadlessOptions {
     pub json: bool,
     /// `--approve auto`: nobody answers; a pause ends the run.
     pub auto: bool,
+    /// Input comes from a person at a terminal (not a pipe): a console line typed while nothing is
+    /// asked never answers a question asked later (a piped script's lines are kept for it).
+    pub interactive: bool,
 }
 
 /// How a headless run ended.
@@ -323,6 +326,20 @@ where
                         } else if line.starts_with('@') || line.starts_with('/') {
                             sent += deliver_console(&mut console, waiting, line, ops.as_ref(), &mut err);
                             waiting = None;
+                        } else if opts.interactive && waiting.is_none() {
+                            // Typed while nothing was asked: it must not answer what is asked
+                            // next (an approval the person has not seen yet).
+                            if looks_like_an_answer(line) {
+                                note(
+                                    &mut err,
+                                    "nothing is being asked right now: answer at the prompt (that line was not used)",
+                                );
+                            } else {
+                                sent += send(
+                                    ops.as_ref(),
+                                    vec![Op::UserMessage { text: line.to_string(), to: None }],
+                                );
+                            }
                         } else {
                             queue.push_back(Queued::Line(line.to_string()));
                         }
@@ -383,6 +400,34 @@ where
 enum Queued {
     Op(Op),
     Line(String),
+}
+
+/// Whether a console line reads like an answer to a prompt (a decision, continue, stop) rather than
+/// a message to the agents.
+fn looks_like_an_answer(line: &str) -> bool {
+    let first = line.split_whitespace().next().unwrap_or("");
+    matches!(
+        first,
+        "y" | "Y"
+            | "yes"
+            | "L"
+            | "w"
+            | "n"
+            | "no"
+            | "s"
+            | "skip"
+            | "a"
+            | "all"
+            | "e"
+            | "edit"
+            | "approve"
+            | "reject"
+            | "c"
+            | "continue"
+            | "q"
+            | "stop"
+            | "?"
+    )
 }
 
 /// Ops that answer a question (a decision, a speaker pick, continue) wait for it; every other op
@@ -1223,5 +1268,102 @@ mod tests {
         assert!(e.len() < 400, "{} bytes", e.len());
         let e = parse_json_line(&format!("{{\"id\":\"{}\"}}", "w".repeat(100_000))).unwrap_err();
         assert!(e.len() < 400, "{} bytes", e.len());
+    }
+}
+
+#[cfg(test)]
+mod type_ahead {
+    use super::*;
+    use crate::engine::state::SessionState;
+    use tokio::io::AsyncWriteExt;
+
+    fn event(seq: u64, kind: EventKind) -> Event {
+        Event {
+            seq,
+            session: "s".into(),
+            ts_ms: 0,
+            kind,
+        }
+    }
+
+    /// A person at a terminal types before the approval exists: the line is not used for it.
+    #[tokio::test]
+    async fn a_line_typed_before_an_approval_never_answers_it_at_a_terminal() {
+        for interactive in [true, false] {
+            let (ops_tx, mut ops_rx) = mpsc::unbounded_channel();
+            let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+            let handle = SessionHandle {
+                ops: ops_tx,
+                events: ev_rx,
+                task: tokio::spawn(async { SessionState::default() }),
+            };
+            let (mut typing, input) = tokio::io::duplex(1024);
+            let opts = HeadlessOptions {
+                json: false,
+                auto: false,
+                interactive,
+            };
+            let run = tokio::spawn(run(
+                handle,
+                opts,
+                tokio::io::BufReader::new(input),
+                Vec::new(),
+                Vec::new(),
+            ));
+            typing.write_all(b"yes sounds good\n").await.unwrap();
+            typing.write_all(b"please add tests too\n").await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let block = CodeBlock {
+                index: 0,
+                language: "python".into(),
+                code: "import shutil; shutil.rmtree('/workspace')".into(),
+                filename: None,
+            };
+            ev_tx
+                .send(event(
+                    1,
+                    EventKind::ApprovalRequested {
+                        id: 1,
+                        agent: "coder".into(),
+                        blocks: vec![block],
+                    },
+                ))
+                .unwrap();
+            let ops_before = if interactive { 1 } else { 0 };
+            ev_tx
+                .send(event(
+                    2,
+                    EventKind::Waiting {
+                        on: WaitingOn::Approval,
+                        ops_handled: ops_before,
+                    },
+                ))
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let mut ops = Vec::new();
+            while let Ok(op) = ops_rx.try_recv() {
+                ops.push(op);
+            }
+            let decided = ops
+                .iter()
+                .any(|o| matches!(o, Op::ResolveApproval { .. } | Op::ApproveAll { .. }));
+            if interactive {
+                assert!(!decided, "typed-ahead line decided the block: {ops:?}");
+                assert_eq!(
+                    ops,
+                    vec![Op::UserMessage {
+                        text: "please add tests too".into(),
+                        to: None
+                    }],
+                    "the other line is a message to everyone"
+                );
+            } else {
+                // A piped script's lines are kept for the questions to come (documented).
+                assert!(decided, "{ops:?}");
+            }
+            drop(ev_tx);
+            drop(typing);
+            let _ = run.await;
+        }
     }
 }
