@@ -50,6 +50,7 @@ pub fn classify(c: char) -> Option<Hidden> {
         | 0x2060..=0x2065
         | 0x206A..=0x206F
         | 0x3164
+        | 0xFE00..=0xFE0F
         | 0xFEFF
         | 0xFFA0
         | 0xFFF9..=0xFFFB
@@ -58,7 +59,8 @@ pub fn classify(c: char) -> Option<Hidden> {
         | 0x13430..=0x1343F
         | 0x1BCA0..=0x1BCA3
         | 0x1D173..=0x1D17A
-        | 0xE0000..=0xE007F => Some(Hidden::Invisible),
+        | 0xE0000..=0xE007F
+        | 0xE0100..=0xE01EF => Some(Hidden::Invisible),
         _ => None,
     }
 }
@@ -118,13 +120,22 @@ impl Keep {
     }
 }
 
+/// Whether `c` is an emoji presentation selector right after a symbol (`❤️`): shown as is in
+/// prose. After a letter or digit it can make two identifiers look the same, so it is marked.
+fn emoji_selector(prev: Option<char>, c: char) -> bool {
+    matches!(c, '\u{FE0E}' | '\u{FE0F}')
+        && prev.is_some_and(|p| !p.is_ascii() && !p.is_alphanumeric() && classify(p).is_none())
+}
+
 /// Splits `s` into safe text and markers, in order (for front ends that style markers).
 pub fn pieces(s: &str, keep: Keep) -> Vec<Piece<'_>> {
     let mut out = Vec::new();
     let mut start = 0;
+    let mut prev = None;
     for (i, c) in s.char_indices() {
+        let last = prev.replace(c);
         let Some(kind) = classify(c) else { continue };
-        if keep.passes(c) {
+        if keep.passes(c) || emoji_selector(last, c) {
             continue;
         }
         if start < i {
@@ -143,7 +154,11 @@ pub fn pieces(s: &str, keep: Keep) -> Vec<Piece<'_>> {
 }
 
 fn needs_change(s: &str, keep: Keep) -> bool {
-    s.chars().any(|c| !keep.passes(c) && classify(c).is_some())
+    let mut prev = None;
+    s.chars().any(|c| {
+        let last = prev.replace(c);
+        !keep.passes(c) && classify(c).is_some() && !emoji_selector(last, c)
+    })
 }
 
 /// Text for a terminal: every hidden character but `\n` and `\t` becomes its marker.
@@ -340,10 +355,24 @@ mod tests {
     }
 
     #[test]
+    fn variation_selectors_that_change_identifiers_are_marked() {
+        // `delete︀` is another Python variable than `delete`, and draws the same.
+        let code = "delete = True\ndelete\u{FE00} = False";
+        assert_eq!(hidden_count(code), 1);
+        assert_eq!(code_lines(code, "python")[1], "delete⟨U+FE00⟩ = False");
+        assert_eq!(visible("x\u{FE0F}"), "x⟨U+FE0F⟩");
+        assert!(visible("a\u{E0100}b").contains("⟨U+E0100⟩"));
+        // After a symbol, the emoji selector is how the emoji is meant to look.
+        assert_eq!(visible("love ❤\u{FE0F}"), "love ❤\u{FE0F}");
+    }
+
+    #[test]
     fn ordinary_unicode_is_left_alone() {
         let s = "héllo → 世界 🎉 ❤️ ∑";
         assert_eq!(visible(s), s);
-        assert_eq!(hidden_count(s), 0);
+        // In code every selector counts (the approval header says so).
+        assert_eq!(hidden_count(s), 1);
+        assert_eq!(hidden_count("héllo → 世界 🎉 ∑"), 0);
     }
 
     #[test]

@@ -43,6 +43,39 @@ pub fn theme_names() -> Vec<String> {
 
 /// Highlights `lines` as `language` with the syntect theme `theme` (synchronous).
 pub fn highlight_now(lines: &[String], language: &str, theme: &str) -> Vec<StyledLine> {
+    highlight_raw(lines, language, theme)
+        .into_iter()
+        .map(expand_tabs)
+        .collect()
+}
+
+/// Tabs as spaces to the next tab stop (the terminal would drop or move on a raw `\t`), as the
+/// plain rendering does, so highlighting never changes what the code looks like.
+fn expand_tabs(pieces: StyledLine) -> StyledLine {
+    if !pieces.iter().any(|(_, t)| t.contains('\t')) {
+        return pieces;
+    }
+    let mut col = 0usize;
+    pieces
+        .into_iter()
+        .map(|(st, t)| {
+            let mut s = String::with_capacity(t.len() + 8);
+            for c in t.chars() {
+                if c == '\t' {
+                    let n = super::text::TAB - (col % super::text::TAB);
+                    s.extend(std::iter::repeat_n(' ', n));
+                    col += n;
+                } else {
+                    s.push(c);
+                    col += unicode_width::UnicodeWidthChar::width(c).unwrap_or(0);
+                }
+            }
+            (st, s)
+        })
+        .collect()
+}
+
+fn highlight_raw(lines: &[String], language: &str, theme: &str) -> Vec<StyledLine> {
     let plain = || {
         lines
             .iter()
@@ -269,6 +302,22 @@ mod tests {
         assert_eq!(text, lines);
         let colours: HashSet<Option<Color>> = out.iter().flatten().map(|(s, _)| s.fg).collect();
         assert!(colours.len() >= 3, "{colours:?}");
+    }
+
+    #[test]
+    fn tabs_look_the_same_highlighted_or_plain() {
+        let lines = vec!["if False:".to_string(), "\tx = 'a\tb'".to_string()];
+        for lang in ["python", "no-such-language"] {
+            let out = highlight_now(&lines, lang, "base16-ocean.dark");
+            let text: String = out[1].iter().map(|(_, t)| t.as_str()).collect();
+            let plain: String =
+                crate::tui::render::text::line_spans(&lines[1], Style::new(), Style::new(), 0)
+                    .iter()
+                    .map(|s| s.content.to_string())
+                    .collect();
+            assert_eq!(text, "    x = 'a  b'", "{lang}");
+            assert_eq!(text, plain, "{lang}");
+        }
     }
 
     #[test]
