@@ -618,6 +618,38 @@ async fn a_launcher_killed_by_a_block_is_replaced_and_the_block_reported() {
 }
 
 #[tokio::test]
+async fn a_block_that_leaves_a_process_behind_reports_its_own_exit_code() {
+    let exec = DockerExecutor::new().unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let s = session("leftover-exit");
+    let mut p = policy();
+    p.cpus = 1.0;
+    // A server started in the background (a busy one, and a sleeping one): the block itself
+    // exits with its own code, and the child is killed after it.
+    for (i, child) in [
+        "while True: pass",
+        "while True: pass",
+        "import time; time.sleep(60)",
+    ]
+    .iter()
+    .cycle()
+    .take(12)
+    .enumerate()
+    {
+        let want = (i % 3) as i64;
+        let code = format!(
+            "import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', {child:?}])\nprint('started')\nsys.exit({want})"
+        );
+        let ran = run(&exec, &s, ws.path(), &code, &p).await;
+        assert_eq!(ran.outcome.exit_code, want, "run {i}: {:?}", ran.outcome);
+        assert_eq!(ran.outcome.output, "started\n");
+    }
+    let id = exec.container_of(&s).unwrap();
+    assert_eq!(stray_processes(&id), Vec::<String>::new());
+    exec.shutdown(&s).await;
+}
+
+#[tokio::test]
 async fn a_block_that_kills_or_stops_the_fork_server_does_not_reach_the_next_block() {
     let exec = DockerExecutor::new().unwrap();
     let ws = tempfile::tempdir().unwrap();

@@ -594,6 +594,9 @@ def run_block(cmd, stdin):
             # closes the output pipes those leftovers held. (The sweep kills the fork server too;
             # with nothing left behind there is nothing to sweep and the fork server lives on.)
             if leftovers(ZYGOTE_SERVER.pid()) > 0:
+                if isinstance(child, Forked):
+                    # The fork server reports the exit code; the sweep kills it too.
+                    child.wait()
                 n, _ = sweep(child)
                 swept += n
             killed = True
