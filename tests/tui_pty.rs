@@ -512,3 +512,38 @@ fn a_panic_restores_the_terminal() {
     );
     assert!(contains(&raw, b"\x1b[?1007l"), "alternate scroll off");
 }
+
+#[test]
+fn a_panic_in_a_background_task_leaves_the_screen_alone() {
+    let (_guard, dir) = tempdir();
+    let url = serve(vec!["Nothing to run. TERMINATE".into()]);
+    setup(&dir, &url);
+    let proctor = env!("CARGO_BIN_EXE_proctor");
+    let script = format!(
+        "'{proctor}' --config '{0}/config.toml' --data-dir '{0}/data' run --team '{0}/team.toml' --task x; echo EXIT=$?",
+        dir.display()
+    );
+    let mut p = Pty::spawn(
+        "sh",
+        &["-c".to_string(), script],
+        &dir,
+        &[
+            (
+                proctor::tui::TEST_PANIC_ENV,
+                proctor::tui::TEST_BACKGROUND_PANIC_VALUE,
+            ),
+            ("RUST_BACKTRACE", "0"),
+        ],
+    );
+    let screen = p.wait_for("TERMINATE");
+    assert!(!screen.contains("panicked"), "{screen}");
+    {
+        let parser = p.parser.lock().unwrap();
+        assert!(parser.screen().alternate_screen(), "the TUI is still up");
+    }
+    p.send("q");
+    let screen = p.wait_for("EXIT=");
+    assert!(screen.contains("EXIT=0"), "{screen}");
+    assert!(!screen.contains("panicked"), "{screen}");
+    assert_eq!(p.wait_exit(), 0);
+}

@@ -37,6 +37,9 @@ use crate::tui::theme::Theme;
 pub const TEST_PANIC_ENV: &str = "PROCTOR_TUI_TEST_PANIC";
 /// The one value of [`TEST_PANIC_ENV`] that panics.
 pub const TEST_PANIC_VALUE: &str = "panic-after-first-frame";
+/// The value of [`TEST_PANIC_ENV`] that makes a background task panic after the first frame (the
+/// TUI must go on, its screen intact).
+pub const TEST_BACKGROUND_PANIC_VALUE: &str = "background-panic-after-first-frame";
 
 /// How the TUI is set up.
 #[derive(Debug, Clone, Default)]
@@ -152,6 +155,8 @@ pub async fn run(handle: SessionHandle, opts: TuiOptions) -> Result<TuiReport, T
         workspace: opts.workspace,
     });
     let test_panic = std::env::var(TEST_PANIC_ENV).is_ok_and(|v| v == TEST_PANIC_VALUE);
+    let mut test_background_panic =
+        std::env::var(TEST_PANIC_ENV).is_ok_and(|v| v == TEST_BACKGROUND_PANIC_VALUE);
 
     let SessionHandle {
         ops,
@@ -201,6 +206,12 @@ pub async fn run(handle: SessionHandle, opts: TuiOptions) -> Result<TuiReport, T
                 frames.drawn(t);
                 if test_panic {
                     panic!("{TEST_PANIC_ENV} asked for a panic after the first frame");
+                }
+                if test_background_panic {
+                    test_background_panic = false;
+                    tokio::task::spawn_blocking(|| {
+                        panic!("{TEST_PANIC_ENV} asked for a panic in a background task")
+                    });
                 }
             }
             _ = sleep_until_opt(timer) => {

@@ -97,8 +97,15 @@ fn install_panic_hook() {
     }
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        restore();
-        previous(info);
+        // The TUI runs on the main thread: a panic there ends proctor, so the terminal is
+        // restored first. A panic elsewhere (a blocking task: a snapshot, the highlighter) is
+        // caught by its owner and the TUI goes on: it goes to the log, never over the screen.
+        if std::thread::current().name() == Some("main") {
+            restore();
+            previous(info);
+        } else {
+            tracing::error!("a background task panicked: {info}");
+        }
     }));
 }
 

@@ -136,14 +136,14 @@ fn parse_entries(
                 }
                 strip = strip.checked_add(1)?;
             }
-            let nul = index[pos..end].iter().position(|b| *b == 0)?;
+            let nul = index.get(pos..end)?.iter().position(|b| *b == 0)?;
             let keep = prev.len().checked_sub(strip)?;
             let mut p = prev[..keep].to_vec();
             p.extend_from_slice(&index[pos..pos + nul]);
             pos += nul + 1;
             p
         } else {
-            let nul = index[pos..end].iter().position(|b| *b == 0)?;
+            let nul = index.get(pos..end)?.iter().position(|b| *b == 0)?;
             let p = index[pos..pos + nul].to_vec();
             // Entries are NUL-padded to a multiple of 8 bytes.
             let len = pos + nul + 1 - start;
@@ -357,6 +357,23 @@ pub fn is_ignored(base: &BaseRules, levels: &[&Level], rel: &str, is_dir: bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// The sandbox can write `.git/index`: no byte string makes the parser panic.
+        #[test]
+        fn any_index_bytes_parse_or_are_refused(
+            version in 2u32..=4,
+            count in 0u32..4,
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        ) {
+            let mut index = b"DIRC".to_vec();
+            index.extend_from_slice(&version.to_be_bytes());
+            index.extend_from_slice(&count.to_be_bytes());
+            index.extend_from_slice(&body);
+            let _ = index_paths(&index);
+        }
+    }
 
     /// Builds a v2 index with these paths (SHA-1 ids).
     fn index_v2(paths: &[&str]) -> Vec<u8> {
