@@ -358,20 +358,51 @@ fn demo_prices(ctx: &Context_) -> PriceTable {
 }
 
 /// What the end-of-run messages may claim about saving: `None` while every event is on disk
-/// (as of the last fsync), else why not.
+/// (as of the last fsync), else why not (a failed write, or events not yet synced).
 #[derive(Clone, Default)]
-struct SaveStatus(Arc<std::sync::Mutex<Option<String>>>);
+struct SaveStatus(Arc<SaveState>);
+
+/// See [`SaveStatus`].
+#[derive(Debug, Default)]
+struct SaveState {
+    /// Why the log is not whole (a failed write).
+    problem: std::sync::Mutex<Option<String>>,
+    /// Events were handed to the writer since its last sync (they may still be in its queue).
+    unsynced: std::sync::atomic::AtomicBool,
+}
 
 impl SaveStatus {
     fn set(&self, problem: Option<String>) {
-        if let Ok(mut p) = self.0.lock() {
+        if let Ok(mut p) = self.0.problem.lock() {
             *p = problem;
         }
     }
 
+    fn mark_unsynced(&self, unsynced: bool) {
+        self.0
+            .unsynced
+            .store(unsynced, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Why not every event is on disk; `None` when all are.
     fn problem(&self) -> Option<String> {
-        self.0.lock().ok().and_then(|p| p.clone())
+        let failed = self.0.problem.lock().ok().and_then(|p| p.clone());
+        failed.or_else(|| {
+            self.0
+                .unsynced
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .then(|| "its last events were still being written when proctor stopped".into())
+        })
+    }
+
+    /// Waits (bounded) for the engine's last write: it syncs the log when it ends.
+    async fn settle(&self, within: std::time::Duration) {
+        let end = tokio::time::Instant::now() + within;
+        while self.0.unsynced.load(std::sync::atomic::Ordering::SeqCst)
+            && tokio::time::Instant::now() < end
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -446,6 +477,7 @@ impl StoreSink {
             Ok(()) if synced => self.status.set(None),
             Ok(()) => {}
         }
+        self.status.mark_unsynced(!synced || result.is_err());
     }
 }
 
@@ -820,7 +852,9 @@ async fn drive_with(
     let outcome = tokio::select! {
         o = run => o,
         sig = shutdown_signal() => {
+            // The front end is gone (its future dropped): the engine ends and syncs its log.
             executor.shutdown(id).await;
+            status.settle(std::time::Duration::from_secs(5)).await;
             errln!("proctor: {sig}: sandbox removed; {}", saved_note(id, status));
             return Ok(if sig == "SIGINT" {
                 proctor::cli::exit_code::SIGINT

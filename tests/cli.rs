@@ -1019,3 +1019,58 @@ fn more_cpus_than_the_docker_host_has_is_refused_before_any_model_call() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_signal_right_after_an_event_still_leaves_it_on_disk() {
+    use std::io::BufRead;
+    // The coder's reply is followed by its `usage` record (written without an fsync of its
+    // own); SIGTERM right then must not lose it, and the last line says "saved" only if it is.
+    let script = "[[reply]]\nagent = \"coder\"\ntext = \"a plan\"\n\
+                  [[reply]]\nagent = \"reviewer\"\ndelay_ms = 2000\ntext = \"slow and long reply\"\n";
+    let env = Env::new(script, TEAM);
+    for signal in ["TERM", "INT"] {
+        let _ = std::fs::remove_dir_all(env.path("data"));
+        let mut c = env.cmd();
+        c.args(["run", "--team"]).arg(env.path("team.toml")).args([
+            "--task",
+            "t",
+            "--headless",
+            "--json",
+        ]);
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let usage = line.contains("\"usage\"");
+            seen.push(line);
+            if usage {
+                break;
+            }
+        }
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(err.contains("saved"), "{err}");
+        let sessions = env.path("data/sessions");
+        let dir = std::fs::read_dir(&sessions)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let log = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
+        assert!(
+            log.lines().any(|l| l.contains("\"type\":\"usage\"")),
+            "{signal}: the usage record shown on stdout is not on disk:\n{log}"
+        );
+    }
+}
