@@ -982,6 +982,22 @@ fn sessions(ctx: &Context_, action: SessionsCommand) -> anyhow::Result<i32> {
             let id = store.resolve(&id)?;
             let new = store.fork(&id, at)?;
             outln!("{new}");
+            // A read-write workspace is the user's own directory: the fork works in it too.
+            if let Ok((events, _)) = store.read(&new) {
+                let shared = events.iter().rev().find_map(|e| match &e.kind {
+                    EventKind::WorkspaceAttached {
+                        path,
+                        mode: proctor::protocol::WorkspaceMode::Rw,
+                        ..
+                    } => Some(path.clone()),
+                    _ => None,
+                });
+                if let Some(path) = shared {
+                    errln!(
+                        "proctor: note: session {new} works in {path} read-write, like {id}: both change the same files (resume it with --workspace DIR to give it another directory)"
+                    );
+                }
+            }
         }
         SessionsCommand::Rm { id } => {
             let id = store.resolve(&id)?;

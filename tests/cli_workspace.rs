@@ -386,20 +386,25 @@ fn copy_mode_leaves_the_original_byte_identical_and_its_patch_applies() {
     assert_eq!(applied, copy);
     assert!(applied.contains_key("second.txt") && !applied.contains_key("old.txt"));
 
-    // A fork keeps the start state: its patch still starts from the original (its own workspace
-    // starts empty, so everything reads as deleted).
+    // A fork keeps the start state and starts from the parent's workspace as it is now: its
+    // patch is the parent's, never one that deletes the project.
     let mut c = env.cmd();
     c.args(["sessions", "fork", &id, "--at", "2"]);
     let (code, fork, stderr) = finish(c, "");
     assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        tree(&env.session_dir(fork.trim()).join("workspace")),
+        tree(&env.session_dir(&id).join("workspace"))
+    );
     let mut c = env.cmd();
     c.args(["sessions", "export", fork.trim(), "--format", "patch"]);
-    let (code, patch, stderr) = finish(c, "");
+    let (code, fork_patch, stderr) = finish(c, "");
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        patch.contains("diff --git a/app.py b/app.py\ndeleted file mode 100644"),
-        "{patch}"
+        !fork_patch.contains("diff --git a/app.py b/app.py\ndeleted file mode"),
+        "{fork_patch}"
     );
+    assert_eq!(fork_patch, patch);
 }
 
 #[test]

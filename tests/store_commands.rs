@@ -283,12 +283,10 @@ async fn fork_copies_events_up_to_seq_under_a_new_id() {
     // The fork stops at the open approval: listed as waiting, resumable, appendable.
     let row = store.summary(&new_id).unwrap();
     assert_eq!(row.state, SessionState::WaitingForApproval);
-    assert!(store.workspace_dir(&new_id).is_dir());
+    // Its workspace starts as the parent's is now: the files its agents wrote are there.
     assert_eq!(
-        std::fs::read_dir(store.workspace_dir(&new_id))
-            .unwrap()
-            .count(),
-        0
+        std::fs::read_to_string(store.workspace_dir(&new_id).join("count.py")).unwrap(),
+        "x"
     );
     let (_, _, mut writer) = store.open_existing(&new_id).unwrap();
     let next = Event {

@@ -521,6 +521,15 @@ impl SessionStore {
             .map_err(|e| io_err("cannot create session directory", &dir, e))?;
         let workspace = dir.join(WORKSPACE_DIR);
         std::fs::create_dir(&workspace).map_err(|e| io_err("cannot create", &workspace, e))?;
+        // The fork starts from the parent's workspace as it is now (the closest there is to its
+        // state at `at_seq`), owned as the parent's is, so its code finds the files it wrote.
+        let parent_ws = self.workspace_dir(id);
+        if let Ok(meta) = std::fs::metadata(&parent_ws) {
+            use std::os::unix::fs::MetadataExt;
+            let owner = Some((meta.uid(), meta.gid()));
+            crate::workspace::setup::copy_tree(&parent_ws, &workspace, owner)
+                .map_err(|e| io_err("cannot copy the workspace of", &parent_ws, e))?;
+        }
         // The workspace's state at the session's start, so the fork's patch starts there too.
         let start = self.session_dir(id).join(crate::workspace::git::START_DIR);
         if start.is_dir() {
