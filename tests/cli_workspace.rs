@@ -603,3 +603,81 @@ fn doctor_reports_the_configured_workspace() {
         "{stdout}"
     );
 }
+
+#[test]
+fn copy_mode_skips_a_directory_it_cannot_read_and_says_so() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // proctor as an ordinary user (uid 65534) on a project holding a root-only directory, as a
+    // container's data directory often is. Tests run as root, which reads everything.
+    if !running_as_root() {
+        panic!("this test needs to run as root (to play an ordinary user)");
+    }
+    let holder = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(holder.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ws = holder.path().join("proj");
+    std::fs::create_dir_all(ws.join("db")).unwrap();
+    std::fs::write(ws.join("app.py"), "print('one')\n").unwrap();
+    std::fs::write(ws.join("db/data"), "secret").unwrap();
+    std::fs::set_permissions(ws.join("db"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    chown(&ws, "65534:65534");
+    std::fs::set_permissions(&ws, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(ws.join("db"), Some(0), Some(0)).unwrap();
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let script = home.path().join("script.toml");
+    std::fs::write(
+        &script,
+        "[[reply]]\nagent = \"coder\"\ntext = \"Nothing to run. TERMINATE\"\n",
+    )
+    .unwrap();
+    let config = home.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[providers.fake]\nkind = \"scripted\"\nscript = \"{}\"\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let team = home.path().join("team.toml");
+    std::fs::write(&team, TEAM).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_proctor"))
+        .uid(65534)
+        .gid(65534)
+        .env("HOME", home.path())
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(home.path().join("data"))
+        .args(["run", "--team"])
+        .arg(&team)
+        .args(["--task", "t", "--headless", "--json", "--approve", "auto"])
+        .arg("--workspace")
+        .arg(&ws)
+        .args(["--workspace-mode", "copy"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("db/") && stderr.contains("unreadable"),
+        "{stderr}"
+    );
+    let sessions: Vec<_> = std::fs::read_dir(home.path().join("data/sessions"))
+        .unwrap()
+        .collect();
+    let copy = sessions[0].as_ref().unwrap().path().join("workspace");
+    assert_eq!(
+        std::fs::read_to_string(copy.join("app.py")).unwrap(),
+        "print('one')\n"
+    );
+    assert!(!copy.join("db/data").exists());
+}
+
+fn running_as_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}

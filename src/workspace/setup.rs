@@ -232,8 +232,21 @@ fn copy_dir(
     rel: &Path,
     report: &mut CopyReport,
 ) -> std::io::Result<()> {
-    let mut entries: Vec<std::fs::DirEntry> =
-        std::fs::read_dir(src)?.filter_map(Result::ok).collect();
+    let read = match std::fs::read_dir(src) {
+        Ok(read) => read,
+        // A directory of the project proctor may not read (a container's 0700 data directory):
+        // left out and listed, like an unreadable file. The top directory must be readable.
+        Err(e)
+            if e.kind() == std::io::ErrorKind::PermissionDenied && !rel.as_os_str().is_empty() =>
+        {
+            report
+                .skipped
+                .push(format!("{}/ (unreadable directory)", rel.display()));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let mut entries: Vec<std::fs::DirEntry> = read.filter_map(Result::ok).collect();
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let from = e.path();
