@@ -25,6 +25,16 @@ pub enum GitError {
     /// No `git` on the PATH.
     #[error("git is not installed (or not on PATH); the patch export needs it: install git")]
     Missing,
+    /// The directory is too big to keep a copy of its start.
+    #[error(
+        "the workspace holds more than {files} files or {mib} MiB that git would track; its start is not kept (add big data to .gitignore, or use a git repository: then the start is its commit)"
+    )]
+    TooLarge {
+        /// File cap.
+        files: usize,
+        /// Size cap, MiB.
+        mib: u64,
+    },
     /// git failed.
     #[error("git {what} failed: {why}")]
     Failed {
@@ -33,6 +43,35 @@ pub enum GitError {
         /// git's message.
         why: String,
     },
+}
+
+/// Most files a recorded start may hold (beyond it the start is not kept).
+pub const START_MAX_FILES: usize = 100_000;
+/// Most bytes a recorded start may hold.
+pub const START_MAX_BYTES: u64 = 1 << 30;
+
+/// Whether what git would track in `dir` (ignored files left out) fits the caps above: walked
+/// once, stopping as soon as it does not.
+fn fits_start_record(dir: &Path) -> bool {
+    let (mut files, mut bytes) = (0usize, 0u64);
+    let walk = ignore::WalkBuilder::new(dir)
+        .hidden(false)
+        .parents(false)
+        .git_global(false)
+        .require_git(false)
+        .filter_entry(|e| e.file_name() != ".git")
+        .build();
+    for entry in walk.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_file() {
+            files += 1;
+            bytes = bytes.saturating_add(meta.len());
+            if files > START_MAX_FILES || bytes > START_MAX_BYTES {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// `git --version`, or why git cannot be used.
@@ -198,6 +237,12 @@ impl StartStore {
     /// Stores `work_tree` as it is now (files git would list: ignored ones left out) and returns
     /// the tree id.
     pub fn record(&self, work_tree: &Path) -> Result<String, GitError> {
+        if !fits_start_record(work_tree) {
+            return Err(GitError::TooLarge {
+                files: START_MAX_FILES,
+                mib: START_MAX_BYTES >> 20,
+            });
+        }
         self.init(false)?;
         self.sync_excludes(work_tree);
         let index = self.dir.join("record.index");
@@ -318,6 +363,22 @@ pub fn head_commit(repo: &Repo) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_too_big_to_keep_is_refused_unless_git_ignores_it() {
+        let ws = tempfile::tempdir().unwrap();
+        let session = tempfile::tempdir().unwrap();
+        std::fs::write(ws.path().join("app.py"), "print(1)\n").unwrap();
+        // Sparse: 1 GiB and one byte that cost nothing on disk.
+        let big = std::fs::File::create(ws.path().join("data.bin")).unwrap();
+        big.set_len(START_MAX_BYTES + 1).unwrap();
+        let store = StartStore::in_session(session.path());
+        let err = store.record(ws.path()).unwrap_err();
+        assert!(matches!(err, GitError::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains(".gitignore"), "{err}");
+        std::fs::write(ws.path().join(".gitignore"), "data.bin\n").unwrap();
+        assert!(store.record(ws.path()).is_ok());
+    }
 
     fn git(dir: &Path, args: &[&str]) -> String {
         let out = Command::new("git")
