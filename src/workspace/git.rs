@@ -73,7 +73,7 @@ fn global_excludes() -> Option<PathBuf> {
 }
 
 /// The object store of one session's start state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartStore {
     dir: PathBuf,
 }
@@ -287,6 +287,78 @@ impl StartStore {
         ]);
         let out = self.run("diff", with_scratch(c))?;
         Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+/// What a path held in a session's start state ([`StartStore::file_at`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartFile {
+    /// Nothing: the path was not in the start state (created during the session, or ignored or
+    /// untracked then).
+    Absent,
+    /// A file's bytes (for a symbolic link, the path it pointed to).
+    Bytes(Vec<u8>),
+    /// A file bigger than the cap asked for: its size in bytes.
+    TooLarge(u64),
+    /// Something that is not a file: a directory or a git submodule.
+    NotAFile,
+}
+
+impl StartStore {
+    /// What `path` (relative to the workspace, `/`-separated) held in the start tree `start`,
+    /// reading at most `cap` bytes of content. Only reads: nothing is written to the store, and a
+    /// repository it borrows objects from is only read.
+    pub fn file_at(&self, start: &str, path: &str, cap: u64) -> Result<StartFile, GitError> {
+        if start == EMPTY_TREE {
+            return Ok(StartFile::Absent);
+        }
+        if !self.exists() {
+            return Err(GitError::Failed {
+                what: "find the session's start state".into(),
+                why: format!("{} is missing", self.dir.display()),
+            });
+        }
+        // Neither command reads a work tree or an index: `/` stands for both.
+        let mut c = self.git(Path::new("/"), Path::new("/dev/null"));
+        c.env("GIT_LITERAL_PATHSPECS", "1").args([
+            "ls-tree",
+            "-z",
+            "-l",
+            "--full-tree",
+            start,
+            "--",
+            path,
+        ]);
+        let listed = self.run("ls-tree", c)?;
+        let entry = listed.split(|b| *b == 0).find_map(|rec| {
+            let tab = rec.iter().position(|b| *b == b'\t')?;
+            (&rec[tab + 1..] == path.as_bytes()).then(|| String::from_utf8_lossy(&rec[..tab]))
+        });
+        let Some(meta) = entry else {
+            return Ok(StartFile::Absent);
+        };
+        // `<mode> <type> <id> <size>`
+        let fields: Vec<&str> = meta.split_whitespace().collect();
+        let (Some(kind), Some(id), Some(size)) = (fields.get(1), fields.get(2), fields.get(3))
+        else {
+            return Err(GitError::Failed {
+                what: "ls-tree".into(),
+                why: format!("unexpected output {meta:?}"),
+            });
+        };
+        if *kind != "blob" {
+            return Ok(StartFile::NotAFile);
+        }
+        let size: u64 = size.parse().map_err(|_| GitError::Failed {
+            what: "ls-tree".into(),
+            why: format!("unexpected size in {meta:?}"),
+        })?;
+        if size > cap {
+            return Ok(StartFile::TooLarge(size));
+        }
+        let mut c = self.git(Path::new("/"), Path::new("/dev/null"));
+        c.args(["cat-file", "blob", id]);
+        Ok(StartFile::Bytes(self.run("cat-file", c)?))
     }
 }
 
