@@ -160,23 +160,7 @@ pub fn pane(app: &mut App, f: &mut Frame<'_>, area: Rect) {
             ))]
         } else {
             diff.lines()
-                .flat_map(|d| {
-                    let st = if d.starts_with('+') {
-                        theme.success()
-                    } else if d.starts_with('-') {
-                        theme.danger()
-                    } else if d.starts_with("@@") {
-                        theme.accent()
-                    } else {
-                        theme.base()
-                    };
-                    wrap_hard(
-                        &line_spans(d, st, theme.marker(), 0),
-                        body.width as usize,
-                        &[],
-                        &[Span::styled(" ┆", theme.muted())],
-                    )
-                })
+                .flat_map(|d| diff_line(d, body.width as usize, &theme))
                 .collect()
         };
         app.code_rows = body.height as usize;
@@ -265,6 +249,26 @@ pub fn pane(app: &mut App, f: &mut Frame<'_>, area: Rect) {
         ))
     };
     f.render_widget(Paragraph::new(footer_line), footer);
+}
+
+/// One line of a unified diff, coloured by its kind (added, removed, hunk header), made visible
+/// and wrapped to `width` under a `┆` gutter: the edit confirmation and the `f` pane's diffs.
+pub fn diff_line(d: &str, width: usize, theme: &crate::tui::theme::Theme) -> Vec<Line<'static>> {
+    let st = if d.starts_with('+') {
+        theme.success()
+    } else if d.starts_with('-') {
+        theme.danger()
+    } else if d.starts_with("@@") {
+        theme.accent()
+    } else {
+        theme.base()
+    };
+    wrap_hard(
+        &line_spans(d, st, theme.marker(), 0),
+        width,
+        &[],
+        &[Span::styled(" ┆", theme.muted())],
+    )
 }
 
 /// What `draw_code` needs, borrowed from the app.
