@@ -587,6 +587,62 @@ fn a_load_that_lands_after_its_file_was_closed_is_dropped() {
 }
 
 #[test]
+fn the_end_of_a_long_file_or_diff_fills_the_last_page_and_scrolling_back_moves_at_once() {
+    use proctor::workspace::session::SessionStart;
+    let dir = tempfile::tempdir().unwrap();
+    let long: String = (1..=100).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(dir.path().join("long.txt"), long).unwrap();
+    let (mut app, _) = workspace_app(dir.path());
+    // The session's own directory: it started empty.
+    app.workspace = Some(WorkspaceFiles::new(
+        dir.path().to_path_buf(),
+        Some(SessionStart::new("s", None, dir.path().to_path_buf(), None)),
+    ));
+    app.on_event(&ev(
+        5,
+        EventKind::WorkspaceChanged {
+            id: 1,
+            block: 1,
+            created: vec![FileChange {
+                path: "long.txt".into(),
+                size_before: None,
+                size_after: Some(792),
+                lines_added: Some(100),
+                lines_removed: None,
+            }],
+            modified: vec![],
+            deleted: vec![],
+            notes: vec![],
+        },
+    ));
+    app.on_key(key('f'));
+    // ../escape.txt, data.csv, link.txt, long.txt
+    for _ in 0..3 {
+        app.on_key(key('j'));
+    }
+    app.on_key(code(KeyCode::Enter));
+    load_files(&mut app);
+    for diff in [false, true] {
+        app.on_key(key('G'));
+        let screen = text(&draw(&mut app, 80, 24));
+        let body: Vec<&str> = screen.lines().skip(3).take(19).collect();
+        let last = if diff {
+            "│+line 100"
+        } else {
+            "100 │ line 100"
+        };
+        assert!(body[18].contains(last), "{diff}: {screen}");
+        // One line up shows one more line at the top, without a dead zone.
+        let top = body[0].to_string();
+        app.on_key(key('k'));
+        let screen = text(&draw(&mut app, 80, 24));
+        assert_ne!(screen.lines().nth(3).unwrap(), top, "{screen}");
+        assert!(!screen.contains(last), "{screen}");
+        app.on_key(key('d'));
+    }
+}
+
+#[test]
 fn no_color_draws_roles_with_attributes_only() {
     let theme = Theme::load("dark", true).unwrap();
     let clock = ManualClock::new(1_795_784_734_171);

@@ -322,6 +322,8 @@ pub struct App {
     pub workspace: Option<crate::tui::files::WorkspaceFiles>,
     /// Loads of workspace files asked for (the newest is the one shown).
     file_seq: u64,
+    /// Rows of the open workspace file's view at the last frame (paging).
+    pub file_rows: usize,
     /// Set when the TUI should end.
     pub exit: Option<Exit>,
     /// Height of the pane's code view at the last frame (paging).
@@ -376,6 +378,7 @@ impl App {
             roster_selected: 0,
             workspace: cfg.workspace,
             file_seq: 0,
+            file_rows: 20,
             exit: None,
             code_rows: 10,
         }
@@ -1325,7 +1328,7 @@ impl App {
                 if close || key.code == KeyCode::Char('q') {
                     Some(Modal::Workspace { selected: from })
                 } else {
-                    let page = 20;
+                    let page = self.file_rows.saturating_sub(1).max(1);
                     let (diff, scroll) = match self.keymap.action(Scope::Files, &key) {
                         Some(Action::ToggleDiff) => (!diff, 0),
                         Some(Action::ScrollUp) => (diff, scroll.saturating_sub(1)),

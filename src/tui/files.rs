@@ -265,8 +265,7 @@ fn diff_tab(path: &str, now: &Side, start: &Side) -> Result<Vec<String>, String>
     let too_big = |s: &Side| matches!(s, Side::TooLarge(_) | Side::Text { cut: true, .. });
     if too_big(now) || too_big(start) {
         return Err(format!(
-            "too large for a text diff, which is made up to {} ({})",
-            CAP_WORDS,
+            "too large for a text diff, made for files up to {CAP_WORDS} ({})",
             sizes()
         ));
     }

@@ -318,6 +318,40 @@ pub fn code_view<'a>(
     }
 }
 
+/// The line-number gutter of code line `i` and of its continuation rows.
+fn gutters(
+    i: usize,
+    digits: usize,
+    theme: &crate::tui::theme::Theme,
+) -> (Vec<Span<'static>>, Vec<Span<'static>>) {
+    (
+        vec![Span::styled(
+            format!("{:>digits$} │ ", i + 1),
+            theme.muted(),
+        )],
+        vec![Span::styled(format!("{:>digits$} ┆ ", ""), theme.muted())],
+    )
+}
+
+/// Rows code line `i` of `lines` takes in [`draw_code`] at `width` columns.
+pub fn code_line_rows(
+    lines: &[String],
+    i: usize,
+    width: usize,
+    theme: &crate::tui::theme::Theme,
+) -> usize {
+    let digits = lines.len().max(1).to_string().len();
+    let Some(l) = lines.get(i) else { return 0 };
+    let (first, rest) = gutters(i, digits, theme);
+    wrap_hard(
+        &line_spans(l, theme.code(), theme.marker(), 0),
+        width,
+        &first,
+        &rest,
+    )
+    .len()
+}
+
 /// Code with line numbers, from `scroll`. Long lines wrap (never cut: what is past the edge
 /// is code that would run), continuing under a `┆` gutter.
 pub fn draw_code(v: CodeView<'_>, f: &mut Frame<'_>, area: Rect) {
@@ -344,11 +378,7 @@ pub fn draw_code(v: CodeView<'_>, f: &mut Frame<'_>, area: Rect) {
             }
             None => line_spans(l, base, theme.marker(), 0),
         };
-        let first = vec![Span::styled(
-            format!("{:>digits$} │ ", i + 1),
-            theme.muted(),
-        )];
-        let rest = vec![Span::styled(format!("{:>digits$} ┆ ", ""), theme.muted())];
+        let (first, rest) = gutters(i, digits, theme);
         for mut line in wrap_hard(&spans, area.width as usize, &first, &rest) {
             if out.len() >= rows {
                 break;

@@ -66,7 +66,12 @@ fn choice(app: &App, key: &str, what: &str) -> Line<'static> {
 }
 
 /// Draws the open dialog, if any.
-pub fn draw(app: &App, f: &mut Frame<'_>, screen: Rect) {
+pub fn draw(app: &mut App, f: &mut Frame<'_>, screen: Rect) {
+    if let Some(Modal::File { .. }) = &app.modal {
+        crate::tui::widgets::files::draw(app, f, screen);
+        return;
+    }
+    let app = &*app;
     let Some(modal) = &app.modal else { return };
     let theme = &app.theme;
     let w = screen.width.saturating_sub(4).min(76);
@@ -259,25 +264,8 @@ pub fn draw(app: &App, f: &mut Frame<'_>, screen: Rect) {
                 0,
             );
         }
-        Modal::File {
-            path,
-            mark,
-            view,
-            diff,
-            scroll,
-            ..
-        } => crate::tui::widgets::files::draw(
-            app,
-            f,
-            screen,
-            crate::tui::widgets::files::Shown {
-                path,
-                mark: *mark,
-                view: view.as_ref(),
-                diff: *diff,
-                scroll: *scroll,
-            },
-        ),
+        // Drawn above.
+        Modal::File { .. } => {}
         Modal::Cost => {
             let s = &app.view.spend;
             let mut lines = vec![Line::from(Span::styled(

@@ -10,26 +10,12 @@ use ratatui::style::Modifier;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 
-use crate::tui::app::App;
+use crate::tui::app::{App, Modal};
 use crate::tui::files::FileView;
 use crate::tui::model::FileMark;
 use crate::tui::render::text::one_line;
 use crate::tui::render::wrap::pad_to;
-use crate::tui::widgets::approval::{code_view, diff_line, draw_code};
-
-/// What the dialog shows.
-pub struct Shown<'a> {
-    /// Path relative to the workspace.
-    pub path: &'a str,
-    /// How the session changed it.
-    pub mark: Option<FileMark>,
-    /// What was read (`None`: loading).
-    pub view: Option<&'a FileView>,
-    /// The diff tab (else the file).
-    pub diff: bool,
-    /// First line shown.
-    pub scroll: usize,
-}
+use crate::tui::widgets::approval::{code_line_rows, code_view, diff_line, draw_code};
 
 /// Label of the file tab.
 fn file_label(view: Option<&FileView>) -> &'static str {
@@ -40,8 +26,46 @@ fn file_label(view: Option<&FileView>) -> &'static str {
     }
 }
 
-/// Draws the file dialog over `screen`.
-pub fn draw(app: &App, f: &mut Frame<'_>, screen: Rect, s: Shown<'_>) {
+/// Draws the open file dialog over `screen` (between the header and the status bar). A scroll
+/// past the last full page is pulled back to it, and the rows shown are kept for paging.
+pub fn draw(app: &mut App, f: &mut Frame<'_>, screen: Rect) {
+    if let Some((scroll, rows)) = draw_open(app, f, screen) {
+        if let Some(Modal::File { scroll: s, .. }) = &mut app.modal {
+            *s = scroll;
+        }
+        app.file_rows = rows;
+    }
+}
+
+/// The first line of the last full page of `n` lines in `rows` rows, line `i` taking
+/// `rows_of(i)` rows.
+fn last_page(n: usize, rows: usize, rows_of: impl Fn(usize) -> usize) -> usize {
+    let (mut i, mut used) = (n, 0);
+    while i > 0 {
+        let h = rows_of(i - 1);
+        if used + h > rows {
+            break;
+        }
+        used += h;
+        i -= 1;
+    }
+    i.min(n.saturating_sub(1))
+}
+
+/// Draws the dialog; returns the scroll shown and the rows of its body.
+fn draw_open(app: &App, f: &mut Frame<'_>, screen: Rect) -> Option<(usize, usize)> {
+    let Some(Modal::File {
+        path,
+        mark,
+        view,
+        diff,
+        scroll,
+        ..
+    }) = &app.modal
+    else {
+        return None;
+    };
+    let (view, diff) = (view.as_ref(), *diff);
     let theme = &app.theme;
     // Everything between the header and the status bar (which shows this dialog's keys).
     let area = Rect {
@@ -51,10 +75,10 @@ pub fn draw(app: &App, f: &mut Frame<'_>, screen: Rect, s: Shown<'_>) {
     };
     f.render_widget(Clear, area);
     let mut title = vec![Span::styled(
-        format!(" {} ", one_line(s.path)),
+        format!(" {} ", one_line(path)),
         theme.focus_border(),
     )];
-    if let Some(mark) = s.mark {
+    if let Some(mark) = mark {
         let st = match mark {
             FileMark::Created => theme.success(),
             FileMark::Modified => theme.warning(),
@@ -73,7 +97,7 @@ pub fn draw(app: &App, f: &mut Frame<'_>, screen: Rect, s: Shown<'_>) {
     let inner = block.inner(area);
     f.render_widget(block, area);
     if inner.height == 0 || inner.width == 0 {
-        return;
+        return None;
     }
     let tab = |label: &str, on: bool| {
         if on {
@@ -83,9 +107,9 @@ pub fn draw(app: &App, f: &mut Frame<'_>, screen: Rect, s: Shown<'_>) {
         }
     };
     let tabs = vec![
-        tab(file_label(s.view), !s.diff),
+        tab(file_label(view), !diff),
         Span::raw(" "),
-        tab("diff against session start", s.diff),
+        tab("diff against session start", diff),
     ];
     f.render_widget(
         Paragraph::new(Line::from(tabs)),
@@ -96,14 +120,14 @@ pub fn draw(app: &App, f: &mut Frame<'_>, screen: Rect, s: Shown<'_>) {
         height: inner.height - 1,
         ..inner
     };
-    let Some(view) = s.view else {
+    let Some(view) = view else {
         f.render_widget(
             Paragraph::new(Span::styled("loading…", theme.muted())),
             body,
         );
-        return;
+        return None;
     };
-    if !s.diff
+    if !diff
         && let Some(note) = &view.file_note
         && body.height > 1
     {
@@ -114,19 +138,36 @@ pub fn draw(app: &App, f: &mut Frame<'_>, screen: Rect, s: Shown<'_>) {
         body.y += 1;
         body.height -= 1;
     }
+    let (width, rows) = (body.width as usize, body.height as usize);
     let why = |text: &str| {
         Paragraph::new(Span::styled(one_line(text), theme.warning())).wrap(Wrap { trim: false })
     };
-    match (s.diff, &view.file, &view.diff) {
+    let shown = match (diff, &view.file, &view.diff) {
         (false, Ok(lines), _) => {
+            let last = last_page(lines.len(), rows, |i| {
+                code_line_rows(lines, i, width, theme)
+            });
+            let scroll = (*scroll).min(last);
             let colored = view
                 .hl_key
                 .and_then(|k| app.highlighter.get_keyed(k, lines, &view.language));
-            draw_code(code_view(lines, colored, s.scroll, theme), f, body);
+            draw_code(code_view(lines, colored, scroll, theme), f, body);
+            scroll
         }
-        (true, _, Ok(lines)) => draw_diff(app, f, body, lines, s.scroll),
-        (false, Err(e), _) | (true, _, Err(e)) => f.render_widget(why(e), body),
-    }
+        (true, _, Ok(lines)) => {
+            let last = last_page(lines.len(), rows, |i| {
+                diff_line(&lines[i], width, theme).len()
+            });
+            let scroll = (*scroll).min(last);
+            draw_diff(app, f, body, lines, scroll);
+            scroll
+        }
+        (false, Err(e), _) | (true, _, Err(e)) => {
+            f.render_widget(why(e), body);
+            0
+        }
+    };
+    Some((shown, rows))
 }
 
 /// Diff lines from `scroll`, wrapped only as far as they are seen.
