@@ -247,6 +247,7 @@ impl StartStore {
     /// A patch (`git apply` format, binary files included) that turns the state `start` into
     /// `work_tree` as it is now. Nothing is written to the store or the workspace.
     pub fn patch(&self, work_tree: &Path, start: &str) -> Result<String, GitError> {
+        check_id(start)?;
         if start != EMPTY_TREE && !self.exists() {
             return Err(GitError::Failed {
                 what: "find the session's start state".into(),
@@ -290,6 +291,21 @@ impl StartStore {
     }
 }
 
+/// A start id read from a session log must be an object id, never something git could take as
+/// an option.
+fn check_id(id: &str) -> Result<(), GitError> {
+    if (id.len() == 40 || id.len() == 64) && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(());
+    }
+    Err(GitError::Failed {
+        what: "read the session's start state".into(),
+        why: format!(
+            "the recorded start {:?} is not a git object id",
+            crate::text_safety::visible_line(id)
+        ),
+    })
+}
+
 /// What a path held in a session's start state ([`StartStore::file_at`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartFile {
@@ -312,6 +328,7 @@ impl StartStore {
         if start == EMPTY_TREE {
             return Ok(StartFile::Absent);
         }
+        check_id(start)?;
         if !self.exists() {
             return Err(GitError::Failed {
                 what: "find the session's start state".into(),
@@ -455,6 +472,18 @@ mod tests {
             );
         }
         assert!(!original.path().join("gone.txt").exists());
+    }
+
+    #[test]
+    fn a_start_that_is_not_an_object_id_is_refused_before_git_runs() {
+        let session = tempfile::tempdir().unwrap();
+        let store = StartStore::in_session(session.path());
+        for bad in ["--output=/tmp/x", "HEAD", "4b825dc6"] {
+            let e = store.file_at(bad, "a.txt", 10).unwrap_err().to_string();
+            assert!(e.contains("is not a git object id"), "{bad}: {e}");
+            let e = store.patch(session.path(), bad).unwrap_err().to_string();
+            assert!(e.contains("is not a git object id"), "{bad}: {e}");
+        }
     }
 
     #[test]
