@@ -825,6 +825,16 @@ async fn drive_with(
         .await;
     });
     let workspace = setup.workspace.clone();
+    // The `f` pane's diffs: the start state this session keeps (none when it is not saved; its
+    // own directory then starts empty all the same).
+    let session_dir =
+        (!ctx.unsaved).then(|| SessionStore::for_reading(&ctx.data_dir).session_dir(id));
+    let session_start = workspace::session::SessionStart::new(
+        id,
+        session_dir.as_deref(),
+        workspace.clone(),
+        setup.workspace_record.as_ref(),
+    );
     let handle = start(setup);
     if let Some(mode) = set_mode {
         let _ = handle.ops.send(Op::SetMode { mode });
@@ -836,6 +846,7 @@ async fn drive_with(
             keys: ctx.config.keys.clone(),
             notes,
             workspace: Some(workspace),
+            start: Some(session_start),
         };
         let report = proctor::tui::run(handle, opts).await?;
         executor.shutdown(id).await;

@@ -464,6 +464,64 @@ fn quit_or_hangup_with_an_approval_open_sends_nothing_and_resume_asks_again() {
 }
 
 #[test]
+fn the_files_pane_shows_a_changed_file_and_its_diff_against_the_session_start() {
+    let (_guard, dir) = tempdir();
+    let project = dir.join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(project.join("notes.txt"), "first line\nsecond line\n").unwrap();
+    let url = serve(vec![
+        "```python\nsrc = open('notes.txt').read().replace('second', '2nd')\nopen('notes.txt', 'w').write(src + 'added by the block\\n')\nprint('edited')\n```\n".into(),
+        "Done. TERMINATE".into(),
+    ]);
+    setup(&dir, &url);
+    let mut p = Pty::proctor(
+        &[
+            "run",
+            "--team",
+            dir.join("team.toml").to_str().unwrap(),
+            "--task",
+            "edit the notes",
+            "--workspace",
+            project.to_str().unwrap(),
+            "--workspace-mode",
+            "copy",
+        ],
+        &dir,
+        &[],
+    );
+    p.decide("approval #1 · block 1/1", "y");
+    p.wait_for("session ended");
+    p.send("f");
+    p.wait_for("~ modified notes.txt");
+    p.send("\r");
+    // Read by the run loop off the UI task, then shown: the file now, then its diff.
+    p.wait_for("3 │ added by the block");
+    p.send("d");
+    let screen = p.wait_for("+added by the block");
+    for line in [
+        "--- notes.txt (session start)",
+        "+++ notes.txt (now)",
+        "@@ -1,2 +1,3 @@",
+        " first line",
+        "-second line",
+        "+2nd line",
+    ] {
+        assert!(screen.contains(line), "{line:?}:\n{screen}");
+    }
+    // `q` (not Esc, which a key right after it would turn into Alt-key): back to the list,
+    // close it, quit.
+    p.send("q");
+    p.wait_for("Enter open");
+    p.send("qq");
+    assert_eq!(p.wait_exit(), 0);
+    // A copy: the original is untouched.
+    assert_eq!(
+        std::fs::read_to_string(project.join("notes.txt")).unwrap(),
+        "first line\nsecond line\n"
+    );
+}
+
+#[test]
 fn a_panic_restores_the_terminal() {
     let (_guard, dir) = tempdir();
     let url = serve(vec!["Nothing to run. TERMINATE".into()]);

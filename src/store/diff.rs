@@ -1,5 +1,6 @@
-//! A small unified line diff: what the human changed in an edited block, for the agent's report
-//! and the Markdown export.
+//! A small unified line diff: what the human changed in an edited block (the agent's report, the
+//! Markdown export, the TUI's edit confirmation) and what a session changed in a workspace file
+//! (the TUI's `f` pane).
 
 /// Lines compared with the LCS table above this many cells fall back to "all removed, all added".
 const MAX_CELLS: usize = 4_000_000;
@@ -67,19 +68,41 @@ fn edit_script(a: &[&str], b: &[&str]) -> Vec<Op> {
     ops
 }
 
-/// Lines added and removed from `old` to `new` (lines compared without their endings). The common
-/// head and tail are skipped first, so a small edit of a big file costs little; a middle too big
-/// for the table counts as all removed and all added.
-pub fn line_counts(old: &str, new: &str) -> (u64, u64) {
-    let a: Vec<&str> = old.lines().collect();
-    let b: Vec<&str> = new.lines().collect();
-    let head = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+/// The common head and tail of `a` and `b`: (head, tail) lengths, never overlapping.
+fn common_ends(a: &[&str], b: &[&str]) -> (usize, usize) {
+    let head = a.iter().zip(b).take_while(|(x, y)| x == y).count();
     let tail = a[head..]
         .iter()
         .rev()
         .zip(b[head..].iter().rev())
         .take_while(|(x, y)| x == y)
         .count();
+    (head, tail)
+}
+
+/// [`edit_script`] of the part between the common head and tail (so a small edit of a big file
+/// stays a small table), with the head and tail as unchanged lines around it.
+fn trimmed_script(a: &[&str], b: &[&str]) -> Vec<Op> {
+    let (head, tail) = common_ends(a, b);
+    let (ma, mb) = (&a[head..a.len() - tail], &b[head..b.len() - tail]);
+    let mut ops: Vec<Op> = (0..head).map(|i| Op::Same(i, i)).collect();
+    ops.extend(edit_script(ma, mb).into_iter().map(|op| match op {
+        Op::Same(i, j) => Op::Same(i + head, j + head),
+        Op::Del(i) => Op::Del(i + head),
+        Op::Add(j) => Op::Add(j + head),
+    }));
+    let (ta, tb) = (a.len() - tail, b.len() - tail);
+    ops.extend((0..tail).map(|k| Op::Same(ta + k, tb + k)));
+    ops
+}
+
+/// Lines added and removed from `old` to `new` (lines compared without their endings). The common
+/// head and tail are skipped first, so a small edit of a big file costs little; a middle too big
+/// for the table counts as all removed and all added.
+pub fn line_counts(old: &str, new: &str) -> (u64, u64) {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    let (head, tail) = common_ends(&a, &b);
     let (a, b) = (&a[head..a.len() - tail], &b[head..b.len() - tail]);
     let (mut added, mut removed) = (0u64, 0u64);
     for op in edit_script(a, b) {
@@ -97,7 +120,7 @@ pub fn line_counts(old: &str, new: &str) -> (u64, u64) {
 pub fn unified(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
     let a: Vec<&str> = old.lines().collect();
     let b: Vec<&str> = new.lines().collect();
-    let ops = edit_script(&a, &b);
+    let ops = trimmed_script(&a, &b);
     if ops.iter().all(|op| matches!(op, Op::Same(..))) {
         return String::new();
     }
@@ -220,6 +243,19 @@ mod tests {
         let big: String = (0..50_000).map(|i| format!("{i}\n")).collect();
         let edited = big.replacen("25000\n", "changed\n", 1);
         assert_eq!(line_counts(&big, &edited), (1, 1));
+    }
+
+    #[test]
+    fn a_small_edit_of_a_big_file_is_a_small_hunk() {
+        // Far beyond the table's size: without trimming the common ends this would be every line
+        // removed and added again.
+        let big: String = (0..50_000).map(|i| format!("{i}\n")).collect();
+        let edited = big.replacen("\n25000\n", "\nchanged\n", 1);
+        let d = unified(&big, &edited, "a", "b");
+        assert_eq!(
+            d,
+            "--- a\n+++ b\n@@ -24998,7 +24998,7 @@\n 24997\n 24998\n 24999\n-25000\n+changed\n 25001\n 25002\n 25003\n"
+        );
     }
 
     #[test]

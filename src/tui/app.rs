@@ -10,7 +10,6 @@
 //! nothing; quitting sends nothing.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -191,15 +190,19 @@ pub enum Modal {
         /// Selected row.
         selected: usize,
     },
-    /// One workspace file.
+    /// One workspace file: as it is now, or its diff against the session's start.
     File {
-        /// Path shown.
+        /// Path shown (relative to the workspace).
         path: String,
-        /// Its lines (made visible), or why it cannot be shown.
-        lines: Result<Vec<String>, String>,
-        /// Highlighting language (the extension).
-        language: String,
-        /// Scroll.
+        /// How the session changed it, as the list said.
+        mark: Option<crate::tui::model::FileMark>,
+        /// What was read; `None` while loading (off the UI task).
+        view: Option<crate::tui::files::FileView>,
+        /// Which load this dialog waits for.
+        seq: u64,
+        /// Showing the diff (else the file).
+        diff: bool,
+        /// First line shown.
         scroll: usize,
         /// Row of the list it was opened from.
         from: usize,
@@ -222,6 +225,16 @@ pub enum Request {
         /// Its language (the file's suffix).
         language: String,
     },
+    /// Read a workspace file now and at session start (blocking: off the UI task), then hand
+    /// the result to [`App::file_loaded`].
+    LoadFile {
+        /// Which open of the file this is.
+        seq: u64,
+        /// Path relative to the workspace.
+        path: String,
+        /// Where to read it.
+        files: crate::tui::files::WorkspaceFiles,
+    },
 }
 
 /// Why the TUI ends.
@@ -243,8 +256,9 @@ pub struct AppConfig {
     pub highlighter: Highlighter,
     /// Time.
     pub clock: Arc<dyn Clock>,
-    /// Host directory of the session's workspace (the `f` pane reads files from it).
-    pub workspace: Option<PathBuf>,
+    /// The session's workspace on this machine and its start state (the `f` pane reads files
+    /// and diffs from it); `None` when the workspace is elsewhere.
+    pub workspace: Option<crate::tui::files::WorkspaceFiles>,
 }
 
 /// Code of the block in the pane, made visible, with its highlighting key.
@@ -311,8 +325,12 @@ pub struct App {
     requests: Vec<Request>,
     /// Selected agent in the roster.
     pub roster_selected: usize,
-    /// Workspace directory on the host.
-    pub workspace: Option<PathBuf>,
+    /// The workspace on the host and its start state.
+    pub workspace: Option<crate::tui::files::WorkspaceFiles>,
+    /// Loads of workspace files asked for (the newest is the one shown).
+    file_seq: u64,
+    /// Rows of the open workspace file's view at the last frame (paging).
+    pub file_rows: usize,
     /// Set when the TUI should end.
     pub exit: Option<Exit>,
     /// Height of the pane's code view at the last frame (paging).
@@ -366,6 +384,8 @@ impl App {
             requests: Vec::new(),
             roster_selected: 0,
             workspace: cfg.workspace,
+            file_seq: 0,
+            file_rows: 20,
             exit: None,
             code_rows: 10,
         }
@@ -859,6 +879,8 @@ impl App {
             Action::PinSpeaker => self.roster_action(RosterKey::Pin),
             Action::Mute => self.roster_action(RosterKey::Mute),
             Action::PrivateNote => self.roster_action(RosterKey::Note),
+            // Acts only in an open workspace file (`modal_key`).
+            Action::ToggleDiff => {}
         }
     }
 
@@ -1319,17 +1341,7 @@ impl App {
                     })
                 } else if key.code == KeyCode::Enter {
                     match self.view.workspace.iter().nth(selected) {
-                        Some((path, _)) => {
-                            let path = path.clone();
-                            let (lines, language) = self.read_workspace_file(&path);
-                            Some(Modal::File {
-                                path,
-                                lines,
-                                language,
-                                scroll: 0,
-                                from: selected,
-                            })
-                        }
+                        Some((path, mark)) => Some(self.open_file(path.clone(), *mark, selected)),
                         None => Some(Modal::Workspace { selected }),
                     }
                 } else {
@@ -1338,28 +1350,41 @@ impl App {
             }
             Modal::File {
                 path,
-                lines,
-                language,
+                mark,
+                view,
+                seq,
+                diff,
                 scroll,
                 from,
             } => {
-                let n = lines.as_ref().map_or(0, Vec::len);
+                let n = view.as_ref().map_or(0, |v| {
+                    if diff {
+                        v.diff.as_ref().map_or(0, Vec::len)
+                    } else {
+                        v.file.as_ref().map_or(0, |l| l.len())
+                    }
+                });
+                let last = n.saturating_sub(1);
                 if close || key.code == KeyCode::Char('q') {
                     Some(Modal::Workspace { selected: from })
                 } else {
-                    let scroll = match key.code {
-                        KeyCode::Up | KeyCode::Char('k') => scroll.saturating_sub(1),
-                        KeyCode::Down | KeyCode::Char('j') => (scroll + 1).min(n.saturating_sub(1)),
-                        KeyCode::PageUp => scroll.saturating_sub(20),
-                        KeyCode::PageDown => (scroll + 20).min(n.saturating_sub(1)),
-                        KeyCode::Home | KeyCode::Char('g') => 0,
-                        KeyCode::End | KeyCode::Char('G') => n.saturating_sub(1),
-                        _ => scroll,
+                    let page = self.file_rows.saturating_sub(1).max(1);
+                    let (diff, scroll) = match self.keymap.action(Scope::Files, &key) {
+                        Some(Action::ToggleDiff) => (!diff, 0),
+                        Some(Action::ScrollUp) => (diff, scroll.saturating_sub(1)),
+                        Some(Action::ScrollDown) => (diff, (scroll + 1).min(last)),
+                        Some(Action::PageUp) => (diff, scroll.saturating_sub(page)),
+                        Some(Action::PageDown) => (diff, (scroll + page).min(last)),
+                        Some(Action::Top) => (diff, 0),
+                        Some(Action::Bottom) => (diff, last),
+                        _ => (diff, scroll),
                     };
                     Some(Modal::File {
                         path,
-                        lines,
-                        language,
+                        mark,
+                        view,
+                        seq,
+                        diff,
                         scroll,
                         from,
                     })
@@ -1485,64 +1510,54 @@ impl App {
         }
     }
 
-    /// Reads a file of the workspace for the `f` pane: only inside the workspace (no `..`, no
-    /// absolute path, no link leading out), at most 1 MiB, text made visible.
-    fn read_workspace_file(&self, path: &str) -> (Result<Vec<String>, String>, String) {
-        let language = std::path::Path::new(path)
-            .extension()
-            .map(|e| e.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let Some(root) = &self.workspace else {
-            return (Err("the workspace is not on this machine".into()), language);
+    /// Opens a file of the `f` pane: "loading…" until the run loop hands back what it read.
+    fn open_file(&mut self, path: String, mark: crate::tui::model::FileMark, from: usize) -> Modal {
+        self.file_seq += 1;
+        let view = match &self.workspace {
+            Some(files) => {
+                self.requests.push(Request::LoadFile {
+                    seq: self.file_seq,
+                    path: path.clone(),
+                    files: files.clone(),
+                });
+                None
+            }
+            None => {
+                let why = "the workspace is not on this machine".to_string();
+                Some(crate::tui::files::FileView {
+                    language: String::new(),
+                    file: Err(why.clone()),
+                    file_note: None,
+                    file_is_start: false,
+                    diff: Err(why),
+                    hl_key: None,
+                })
+            }
         };
-        let rel = std::path::Path::new(path);
-        if rel.is_absolute()
-            || rel
-                .components()
-                .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            return (
-                Err("this path leaves the workspace; not opened".into()),
-                language,
-            );
+        Modal::File {
+            path,
+            mark: Some(mark),
+            view,
+            seq: self.file_seq,
+            diff: false,
+            scroll: 0,
+            from,
         }
-        let read = || -> Result<Vec<String>, String> {
-            let root = root
-                .canonicalize()
-                .map_err(|e| format!("cannot open the workspace: {e}"))?;
-            let full = root.join(rel);
-            let real = full
-                .canonicalize()
-                .map_err(|e| format!("cannot open it: {e}"))?;
-            if !real.starts_with(&root) {
-                return Err("a link leads out of the workspace; not opened".into());
+    }
+
+    /// The run loop's answer to `Request::LoadFile`: shown if that file is still open (a later
+    /// open or a closed dialog drops it).
+    pub fn file_loaded(&mut self, seq: u64, mut loaded: crate::tui::files::FileView) {
+        if let Some(Modal::File {
+            seq: open, view, ..
+        }) = &mut self.modal
+            && *open == seq
+        {
+            if let Ok(lines) = &loaded.file {
+                loaded.hl_key = self.highlighter.key_for(lines, &loaded.language);
             }
-            let meta = std::fs::metadata(&real).map_err(|e| e.to_string())?;
-            if !meta.is_file() {
-                return Err("not a regular file".into());
-            }
-            use std::io::Read;
-            let mut bytes = Vec::new();
-            std::fs::File::open(&real)
-                .and_then(|f| f.take(1 << 20).read_to_end(&mut bytes))
-                .map_err(|e| format!("cannot read it: {e}"))?;
-            if bytes.contains(&0) {
-                return Err(format!(
-                    "binary file, {}",
-                    crate::tui::render::bytes(meta.len())
-                ));
-            }
-            let text = String::from_utf8_lossy(&bytes);
-            let mut lines = code_lines(&text, &language);
-            if meta.len() > 1 << 20 {
-                lines.push(format!(
-                    "… (first 1 MiB of {})",
-                    crate::tui::render::bytes(meta.len())
-                ));
-            }
-            Ok(lines)
-        };
-        (read(), language)
+            *view = Some(loaded);
+        }
     }
 
     /// What the status bar says about the state of things (the waiting approval, a pull).

@@ -21,6 +21,8 @@ pub enum Scope {
     Transcript,
     /// The roster, while it has focus.
     Roster,
+    /// A workspace file opened from the `f` pane.
+    Files,
 }
 
 impl Scope {
@@ -32,6 +34,7 @@ impl Scope {
             Scope::Approval => "pending code (focused)",
             Scope::Transcript => "transcript (focused)",
             Scope::Roster => "roster (focused)",
+            Scope::Files => "workspace file (f, then Enter)",
         }
     }
 }
@@ -105,6 +108,8 @@ pub enum Action {
     Mute,
     /// A private note to the selected agent.
     PrivateNote,
+    /// A workspace file: switch between the file now and its diff against the session's start.
+    ToggleDiff,
 }
 
 /// What the map knows about an action.
@@ -260,6 +265,14 @@ pub const ACTIONS: &[ActionInfo] = &[
         defaults: &["@"],
         hint: "note",
         help: "write a private note to the selected agent",
+    },
+    ActionInfo {
+        action: Action::ToggleDiff,
+        name: "toggle_diff",
+        scope: Scope::Files,
+        defaults: &["d"],
+        hint: "diff/file",
+        help: "switch between the file now and its diff against the session's start",
     },
     ActionInfo {
         action: Action::ScrollUp,

@@ -7,6 +7,7 @@
 //! again.
 
 pub mod app;
+pub mod files;
 pub mod frame;
 pub mod keymap;
 pub mod model;
@@ -54,6 +55,8 @@ pub struct TuiOptions {
     pub notes: Vec<String>,
     /// The session's workspace on the host (the `f` pane opens files there).
     pub workspace: Option<PathBuf>,
+    /// The session's start state (the `f` pane's diffs against it).
+    pub start: Option<crate::workspace::session::SessionStart>,
 }
 
 /// How the TUI ended.
@@ -152,7 +155,9 @@ pub async fn run(handle: SessionHandle, opts: TuiOptions) -> Result<TuiReport, T
         notes,
         highlighter,
         clock: Arc::new(SystemClock),
-        workspace: opts.workspace,
+        workspace: opts
+            .workspace
+            .map(|dir| files::WorkspaceFiles::new(dir, opts.start)),
     });
     let test_panic = std::env::var(TEST_PANIC_ENV).is_ok_and(|v| v == TEST_PANIC_VALUE);
     let mut test_background_panic =
@@ -165,6 +170,8 @@ pub async fn run(handle: SessionHandle, opts: TuiOptions) -> Result<TuiReport, T
     } = handle;
     let mut terminal = term::enter()?;
     let (input_tx, mut input_rx) = mpsc::unbounded_channel();
+    // Workspace files read off the UI task: (load, what was read).
+    let (file_tx, mut file_rx) = mpsc::unbounded_channel::<(u64, files::FileView)>();
     let mut input = Some(term::InputReader::start(input_tx.clone()));
     let mut frames = FrameScheduler::default();
     frames.request();
@@ -219,6 +226,10 @@ pub async fn run(handle: SessionHandle, opts: TuiOptions) -> Result<TuiReport, T
                 frames.request();
             }
             Some(()) = wake_rx.recv() => frames.request(),
+            Some((seq, view)) = file_rx.recv() => {
+                app.file_loaded(seq, view);
+                frames.request();
+            }
             ev = events.recv(), if events_open => match ev {
                 Some(ev) => {
                     app.on_event(&ev);
@@ -266,6 +277,12 @@ pub async fn run(handle: SessionHandle, opts: TuiOptions) -> Result<TuiReport, T
                     input = Some(term::InputReader::start(input_tx.clone()));
                     app.external_edit_done(id, block, edited);
                     frames.request();
+                }
+                Request::LoadFile { seq, path, files } => {
+                    let tx = file_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let _ = tx.send((seq, files.load(&path)));
+                    });
                 }
             }
         }

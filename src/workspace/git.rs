@@ -112,7 +112,7 @@ fn global_excludes() -> Option<PathBuf> {
 }
 
 /// The object store of one session's start state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartStore {
     dir: PathBuf,
 }
@@ -292,6 +292,7 @@ impl StartStore {
     /// A patch (`git apply` format, binary files included) that turns the state `start` into
     /// `work_tree` as it is now. Nothing is written to the store or the workspace.
     pub fn patch(&self, work_tree: &Path, start: &str) -> Result<String, GitError> {
+        check_id(start)?;
         if start != EMPTY_TREE && !self.exists() {
             return Err(GitError::Failed {
                 what: "find the session's start state".into(),
@@ -332,6 +333,94 @@ impl StartStore {
         ]);
         let out = self.run("diff", with_scratch(c))?;
         Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+/// A start id read from a session log must be an object id, never something git could take as
+/// an option.
+fn check_id(id: &str) -> Result<(), GitError> {
+    if (id.len() == 40 || id.len() == 64) && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Ok(());
+    }
+    Err(GitError::Failed {
+        what: "read the session's start state".into(),
+        why: format!(
+            "the recorded start {:?} is not a git object id",
+            crate::text_safety::visible_line(id)
+        ),
+    })
+}
+
+/// What a path held in a session's start state ([`StartStore::file_at`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartFile {
+    /// Nothing: the path was not in the start state (created during the session, or ignored or
+    /// untracked then).
+    Absent,
+    /// A file's bytes (for a symbolic link, the path it pointed to).
+    Bytes(Vec<u8>),
+    /// A file bigger than the cap asked for: its size in bytes.
+    TooLarge(u64),
+    /// Something that is not a file: a directory or a git submodule.
+    NotAFile,
+}
+
+impl StartStore {
+    /// What `path` (relative to the workspace, `/`-separated) held in the start tree `start`,
+    /// reading at most `cap` bytes of content. Only reads: nothing is written to the store, and a
+    /// repository it borrows objects from is only read.
+    pub fn file_at(&self, start: &str, path: &str, cap: u64) -> Result<StartFile, GitError> {
+        if start == EMPTY_TREE {
+            return Ok(StartFile::Absent);
+        }
+        check_id(start)?;
+        if !self.exists() {
+            return Err(GitError::Failed {
+                what: "find the session's start state".into(),
+                why: format!("{} is missing", self.dir.display()),
+            });
+        }
+        // Neither command reads a work tree or an index: `/` stands for both.
+        let mut c = self.git(Path::new("/"), Path::new("/dev/null"));
+        c.env("GIT_LITERAL_PATHSPECS", "1").args([
+            "ls-tree",
+            "-z",
+            "-l",
+            "--full-tree",
+            start,
+            "--",
+            path,
+        ]);
+        let listed = self.run("ls-tree", c)?;
+        let entry = listed.split(|b| *b == 0).find_map(|rec| {
+            let tab = rec.iter().position(|b| *b == b'\t')?;
+            (&rec[tab + 1..] == path.as_bytes()).then(|| String::from_utf8_lossy(&rec[..tab]))
+        });
+        let Some(meta) = entry else {
+            return Ok(StartFile::Absent);
+        };
+        // `<mode> <type> <id> <size>`
+        let fields: Vec<&str> = meta.split_whitespace().collect();
+        let (Some(kind), Some(id), Some(size)) = (fields.get(1), fields.get(2), fields.get(3))
+        else {
+            return Err(GitError::Failed {
+                what: "ls-tree".into(),
+                why: format!("unexpected output {meta:?}"),
+            });
+        };
+        if *kind != "blob" {
+            return Ok(StartFile::NotAFile);
+        }
+        let size: u64 = size.parse().map_err(|_| GitError::Failed {
+            what: "ls-tree".into(),
+            why: format!("unexpected size in {meta:?}"),
+        })?;
+        if size > cap {
+            return Ok(StartFile::TooLarge(size));
+        }
+        let mut c = self.git(Path::new("/"), Path::new("/dev/null"));
+        c.args(["cat-file", "blob", id]);
+        Ok(StartFile::Bytes(self.run("cat-file", c)?))
     }
 }
 
@@ -444,6 +533,18 @@ mod tests {
             );
         }
         assert!(!original.path().join("gone.txt").exists());
+    }
+
+    #[test]
+    fn a_start_that_is_not_an_object_id_is_refused_before_git_runs() {
+        let session = tempfile::tempdir().unwrap();
+        let store = StartStore::in_session(session.path());
+        for bad in ["--output=/tmp/x", "HEAD", "4b825dc6"] {
+            let e = store.file_at(bad, "a.txt", 10).unwrap_err().to_string();
+            assert!(e.contains("is not a git object id"), "{bad}: {e}");
+            let e = store.patch(session.path(), bad).unwrap_err().to_string();
+            assert!(e.contains("is not a git object id"), "{bad}: {e}");
+        }
     }
 
     #[test]

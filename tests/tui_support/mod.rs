@@ -83,6 +83,15 @@ pub fn typed(app: &mut App, text: &str) {
     }
 }
 
+/// Does what the run loop does with file loads the app asked for (there: off the UI task).
+pub fn load_files(app: &mut App) {
+    for r in app.take_requests() {
+        if let proctor::tui::app::Request::LoadFile { seq, path, files } = r {
+            app.file_loaded(seq, files.load(&path));
+        }
+    }
+}
+
 /// Draws one frame on a TestBackend.
 pub fn draw(app: &mut App, w: u16, h: u16) -> Terminal<TestBackend> {
     let mut t = Terminal::new(TestBackend::new(w, h)).expect("terminal");

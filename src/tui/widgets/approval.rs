@@ -224,23 +224,7 @@ pub fn pane(app: &mut App, f: &mut Frame<'_>, area: Rect) {
             ))]
         } else {
             diff.lines()
-                .flat_map(|d| {
-                    let st = if d.starts_with('+') {
-                        theme.success()
-                    } else if d.starts_with('-') {
-                        theme.danger()
-                    } else if d.starts_with("@@") {
-                        theme.accent()
-                    } else {
-                        theme.base()
-                    };
-                    wrap_hard(
-                        &line_spans(d, st, theme.marker(), 0),
-                        body.width as usize,
-                        &[],
-                        &[Span::styled(" ┆", theme.muted())],
-                    )
-                })
+                .flat_map(|d| diff_line(d, body.width as usize, &theme))
                 .collect()
         };
         app.code_rows = body.height as usize;
@@ -331,6 +315,26 @@ pub fn pane(app: &mut App, f: &mut Frame<'_>, area: Rect) {
     f.render_widget(Paragraph::new(footer_line), footer);
 }
 
+/// One line of a unified diff, coloured by its kind (added, removed, hunk header), made visible
+/// and wrapped to `width` under a `┆` gutter: the edit confirmation and the `f` pane's diffs.
+pub fn diff_line(d: &str, width: usize, theme: &crate::tui::theme::Theme) -> Vec<Line<'static>> {
+    let st = if d.starts_with('+') {
+        theme.success()
+    } else if d.starts_with('-') {
+        theme.danger()
+    } else if d.starts_with("@@") {
+        theme.accent()
+    } else {
+        theme.base()
+    };
+    wrap_hard(
+        &line_spans(d, st, theme.marker(), 0),
+        width,
+        &[],
+        &[Span::styled(" ┆", theme.muted())],
+    )
+}
+
 /// What `draw_code` needs, borrowed from the app.
 pub struct CodeView<'a> {
     lines: &'a [String],
@@ -378,6 +382,40 @@ pub fn code_view<'a>(
     }
 }
 
+/// The line-number gutter of code line `i` and of its continuation rows.
+fn gutters(
+    i: usize,
+    digits: usize,
+    theme: &crate::tui::theme::Theme,
+) -> (Vec<Span<'static>>, Vec<Span<'static>>) {
+    (
+        vec![Span::styled(
+            format!("{:>digits$} │ ", i + 1),
+            theme.muted(),
+        )],
+        vec![Span::styled(format!("{:>digits$} ┆ ", ""), theme.muted())],
+    )
+}
+
+/// Rows code line `i` of `lines` takes in [`draw_code`] at `width` columns.
+pub fn code_line_rows(
+    lines: &[String],
+    i: usize,
+    width: usize,
+    theme: &crate::tui::theme::Theme,
+) -> usize {
+    let digits = lines.len().max(1).to_string().len();
+    let Some(l) = lines.get(i) else { return 0 };
+    let (first, rest) = gutters(i, digits, theme);
+    wrap_hard(
+        &line_spans(l, theme.code(), theme.marker(), 0),
+        width,
+        &first,
+        &rest,
+    )
+    .len()
+}
+
 /// Code with line numbers, from `scroll`. Long lines wrap (never cut: what is past the edge
 /// is code that would run), continuing under a `┆` gutter.
 pub fn draw_code(v: CodeView<'_>, f: &mut Frame<'_>, area: Rect) {
@@ -404,11 +442,7 @@ pub fn draw_code(v: CodeView<'_>, f: &mut Frame<'_>, area: Rect) {
             }
             None => line_spans(l, base, theme.marker(), 0),
         };
-        let first = vec![Span::styled(
-            format!("{:>digits$} │ ", i + 1),
-            theme.muted(),
-        )];
-        let rest = vec![Span::styled(format!("{:>digits$} ┆ ", ""), theme.muted())];
+        let (first, rest) = gutters(i, digits, theme);
         for mut line in wrap_hard(&spans, area.width as usize, &first, &rest) {
             if out.len() >= rows {
                 break;

@@ -1,6 +1,6 @@
 //! Dialogs over the screen: help, the pause dialog (continue, raise the budget, stop, write), the
-//! manual speaker picker, quit confirmation, active rules (revoke), workspace files and one file,
-//! the cost per model.
+//! manual speaker picker, quit confirmation, active rules (revoke), workspace files (one file:
+//! `files`), the cost per model.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -66,7 +66,12 @@ fn choice(app: &App, key: &str, what: &str) -> Line<'static> {
 }
 
 /// Draws the open dialog, if any.
-pub fn draw(app: &App, f: &mut Frame<'_>, screen: Rect) {
+pub fn draw(app: &mut App, f: &mut Frame<'_>, screen: Rect) {
+    if let Some(Modal::File { .. }) = &app.modal {
+        crate::tui::widgets::files::draw(app, f, screen);
+        return;
+    }
+    let app = &*app;
     let Some(modal) = &app.modal else { return };
     let theme = &app.theme;
     let w = screen.width.saturating_sub(4).min(76);
@@ -259,32 +264,8 @@ pub fn draw(app: &App, f: &mut Frame<'_>, screen: Rect) {
                 0,
             );
         }
-        Modal::File {
-            path,
-            lines: content,
-            language,
-            scroll,
-            ..
-        } => {
-            let h = screen.height.saturating_sub(2);
-            let area = centered(screen, screen.width.saturating_sub(2), h);
-            f.render_widget(Clear, area);
-            let block = frame_block(app, &format!("{} — Esc back", one_line(path)));
-            let inner = block.inner(area);
-            f.render_widget(block, area);
-            match content {
-                Ok(lines) => {
-                    let colored = app.highlighter.get(lines, language);
-                    let view =
-                        crate::tui::widgets::approval::code_view(lines, colored, *scroll, theme);
-                    crate::tui::widgets::approval::draw_code(view, f, inner);
-                }
-                Err(e) => f.render_widget(
-                    Paragraph::new(Span::styled(one_line(e), theme.danger())),
-                    inner,
-                ),
-            }
-        }
+        // Drawn above.
+        Modal::File { .. } => {}
         Modal::Cost => {
             let s = &app.view.spend;
             let mut lines = vec![Line::from(Span::styled(

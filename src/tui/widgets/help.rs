@@ -71,6 +71,7 @@ pub fn lines(app: &App, width: usize) -> Vec<Line<'static>> {
         Scope::Navigation,
         Scope::Transcript,
         Scope::Roster,
+        Scope::Files,
     ] {
         out.push(Line::from(Span::styled(
             scope.title().to_string(),

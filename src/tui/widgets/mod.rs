@@ -6,6 +6,7 @@ pub mod approval;
 pub mod composer;
 pub mod cost;
 pub mod dialogs;
+pub mod files;
 pub mod help;
 pub mod roster;
 pub mod status_bar;

@@ -6,7 +6,7 @@ use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
-use crate::tui::app::{App, Focus, PaneMode};
+use crate::tui::app::{App, Focus, Modal, PaneMode};
 use crate::tui::keymap::Action;
 use crate::tui::widgets::hint_line;
 
@@ -17,6 +17,15 @@ pub const PANE_FOOTER: &[Action] = &[
     Action::EditInPlace,
     Action::Skip,
     Action::ApproveAll,
+];
+
+/// Keys hinted while a workspace file is open (after the diff toggle), most useful first.
+const FILE_ACTIONS: &[Action] = &[
+    Action::ScrollDown,
+    Action::ScrollUp,
+    Action::PageDown,
+    Action::Top,
+    Action::Bottom,
 ];
 
 /// Actions hinted in the status bar for each pane, most useful first.
@@ -90,7 +99,27 @@ pub fn draw(app: &App, f: &mut Frame<'_>, area: Rect) {
         ));
     }
     let right_w = Line::from(right.clone()).width();
-    let mut left: Vec<Span<'static>> = if app.search_input.is_some() {
+    let mut left: Vec<Span<'static>> = if let Some(Modal::File { diff, .. }) = &app.modal {
+        // An open workspace file: its keys, from the keymap.
+        let toggle = app.keymap.keys(Action::ToggleDiff).first().map(|k| {
+            (
+                k.to_string(),
+                if *diff {
+                    "show the file"
+                } else {
+                    "diff against session start"
+                },
+            )
+        });
+        let mut hints: Vec<(String, &str)> = toggle.into_iter().collect();
+        hints.extend(app.keymap.hints(FILE_ACTIONS));
+        hints.push(("Esc".into(), "back to the list"));
+        let room = (area.width as usize).saturating_sub(right_w + 1);
+        while hints.len() > 1 && Line::from(hint_line(&hints, key, label)).width() > room {
+            hints.remove(hints.len() - 2);
+        }
+        hint_line(&hints, key, label)
+    } else if app.search_input.is_some() {
         let q = app
             .search_input
             .as_ref()
