@@ -9,43 +9,25 @@ use assert_cmd::cargo::cargo_bin_cmd;
 use predicates::prelude::*;
 use serde_json::Value;
 
-fn image() -> String {
-    std::env::var("PROCTOR_SANDBOX_IMAGE").unwrap_or_else(|_| "proctor-sandbox:bookworm".into())
-}
+mod cli_support;
+use cli_support::Home;
 
 struct Env {
-    dir: tempfile::TempDir,
+    home: Home,
 }
 
 impl Env {
     /// A data dir, a config with a scripted provider playing `script`, and a team file.
     fn new(script: &str, team: &str) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("script.toml"), script).unwrap();
-        std::fs::write(
-            dir.path().join("config.toml"),
-            format!(
-                "[providers.fake]\nkind = \"scripted\"\nscript = \"{}\"\n",
-                dir.path().join("script.toml").display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("team.toml"), team).unwrap();
-        Env { dir }
+        Env {
+            home: Home::scripted(script, team),
+        }
     }
     fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
+        self.home.path(p)
     }
     fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_proctor"));
-        c.arg("--config")
-            .arg(self.path("config.toml"))
-            .arg("--data-dir")
-            .arg(self.path("data"))
-            .arg("--image")
-            .arg(image())
-            .env_remove("PROCTOR_DATA_DIR");
-        c
+        self.home.cmd()
     }
     fn run(&self, extra: &[&str], stdin: &str) -> (i32, Vec<Value>, String) {
         let mut c = self.cmd();

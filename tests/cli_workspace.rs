@@ -10,9 +10,8 @@ use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-fn image() -> String {
-    std::env::var("PROCTOR_SANDBOX_IMAGE").unwrap_or_else(|_| "proctor-sandbox:bookworm".into())
-}
+mod cli_support;
+use cli_support::Home;
 
 const TEAM: &str = r#"
 name = "pair"
@@ -56,37 +55,20 @@ text = "Done. TERMINATE"
 "#;
 
 struct Env {
-    dir: tempfile::TempDir,
+    home: Home,
 }
 
 impl Env {
     fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("script.toml"), SCRIPT).unwrap();
-        std::fs::write(
-            dir.path().join("config.toml"),
-            format!(
-                "[providers.fake]\nkind = \"scripted\"\nscript = \"{}\"\n",
-                dir.path().join("script.toml").display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("team.toml"), TEAM).unwrap();
-        Env { dir }
+        Env {
+            home: Home::scripted(SCRIPT, TEAM),
+        }
     }
     fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
+        self.home.path(p)
     }
     fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_proctor"));
-        c.arg("--config")
-            .arg(self.path("config.toml"))
-            .arg("--data-dir")
-            .arg(self.path("data"))
-            .arg("--image")
-            .arg(image())
-            .env_remove("PROCTOR_DATA_DIR");
-        c
+        self.home.cmd()
     }
     fn run(&self, extra: &[&str], stdin: &str) -> (i32, String, String) {
         let mut c = self.cmd();

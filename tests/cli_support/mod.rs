@@ -46,6 +46,24 @@ impl Home {
         Home { dir }
     }
 
+    /// A home whose config.toml has one scripted provider, `fake`, playing `script`
+    /// (`script.toml`), beside a `team.toml` holding `team`.
+    pub fn scripted(script: &str, team: &str) -> Home {
+        let dir = tempfile::tempdir().unwrap();
+        let script_path = dir.path().join("script.toml");
+        std::fs::write(&script_path, script).unwrap();
+        std::fs::write(dir.path().join("team.toml"), team).unwrap();
+        std::fs::write(
+            dir.path().join("config.toml"),
+            format!(
+                "[providers.fake]\nkind = \"scripted\"\nscript = \"{}\"\n",
+                script_path.display()
+            ),
+        )
+        .unwrap();
+        Home { dir }
+    }
+
     pub fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
     }
