@@ -308,3 +308,61 @@ async fn links_fifos_and_oversized_files_from_the_sandbox_are_refused_and_named(
     exec.shutdown(&s).await;
     drop(relay);
 }
+
+#[tokio::test]
+async fn a_block_filling_the_engines_volume_is_stopped_at_the_limit() {
+    let pki = Pki::new();
+    let relay = TlsRelay::start(&pki);
+    let exec = DockerExecutor::for_engine(tls_engine(&relay, &pki));
+    let ws = user_workspace();
+    let s = session("fill");
+    let mut req = request(
+        &s,
+        ws.path(),
+        "import time\n\
+         with open('fill.bin', 'wb') as f:\n\
+         \x20   for i in range(4096):\n\
+         \x20       f.write(b'\\1' * (1 << 20)); f.flush()\n\
+         \x20       time.sleep(0.005)\n\
+         print('wrote it all')\n",
+    );
+    req.policy.workspace_limit_mb = 16;
+    let o = run(&exec, req).await;
+    assert!(o.workspace_limit_exceeded, "{o:?}");
+    assert!(!o.timed_out && !o.cancelled, "{o:?}");
+    assert!(!o.output.contains("wrote it all"), "{}", o.output);
+    assert!(
+        o.output
+            .contains("past its limit of 16 MiB (workspace_limit_mb)"),
+        "{}",
+        o.output
+    );
+    // Past the budget of one block's changes, it stays in the sandbox and is named.
+    assert!(!ws.path().join("fill.bin").exists());
+    assert!(o.output.contains("fill.bin ("), "{}", o.output);
+    // The next block runs normally, in the same sandbox.
+    let o = run(
+        &exec,
+        request(
+            &s,
+            ws.path(),
+            "import os; os.remove('fill.bin'); print('ok')",
+        ),
+    )
+    .await;
+    assert_eq!(o.output, "ok\n");
+    // Each block's watch ends with it: only the running block's own is alive.
+    let count = "import os, time\n\
+                 time.sleep(1)\n\
+                 n = 0\n\
+                 for p in filter(str.isdigit, os.listdir('/proc')):\n\
+                 \x20   try: n += b'workspace watch' in open(f'/proc/{p}/cmdline', 'rb').read()\n\
+                 \x20   except OSError: pass\n\
+                 print(n)";
+    for _ in 0..3 {
+        let o = run(&exec, request(&s, ws.path(), count)).await;
+        assert_eq!(o.output.trim(), "1", "{}", o.output);
+    }
+    exec.shutdown(&s).await;
+    drop(relay);
+}

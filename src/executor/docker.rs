@@ -92,6 +92,9 @@ struct SyncedBlock<'a> {
     /// Permission bits of a named block's file (as written locally).
     mode: u32,
     online: bool,
+    /// `workspace_limit_mb` in bytes, and where the watch records the growth past it.
+    limit: u64,
+    over: Arc<Mutex<Option<u64>>>,
 }
 
 /// How a block ended when run through the launcher.
@@ -456,15 +459,22 @@ impl Inner {
                     .unwrap_or(0o644),
                 BlockFile::Unnamed(_) => 0o644,
             };
+            let limit_mb = req.policy.workspace_limit_mb.max(1);
             let block = SyncedBlock {
                 file: &file,
                 code: &req.code,
                 mode,
                 online: one_block_network,
+                limit: limit_mb.saturating_mul(1 << 20),
+                over: Arc::new(Mutex::new(None)),
             };
             let mut outcome = self
                 .run_synced(&mut guard, &req, &spec, argv, &block, cancel, out)
                 .await?;
+            let grown = *lock(&block.over);
+            if let Some(grown) = grown {
+                over_limit(&mut outcome, grown, limit_mb);
+            }
             if tracked {
                 let after = tokio::task::spawn_blocking(move || lock(&tracker).after()).await;
                 match after {
@@ -530,22 +540,7 @@ impl Inner {
         let mut outcome = result?;
         let grown = *lock(&over);
         if let Some(grown) = grown {
-            outcome.cancelled = false;
-            outcome.workspace_limit_exceeded = true;
-            let note = format!(
-                "[proctor: killed: the block grew the workspace by {} MiB, past its limit of \
-                 {limit_mb} MiB (workspace_limit_mb); it and every process it started were killed]",
-                grown >> 20
-            );
-            if outcome.output.contains(CANCELLED_NOTE) {
-                outcome.output = outcome.output.replace(CANCELLED_NOTE, &note);
-            } else {
-                if !outcome.output.is_empty() && !outcome.output.ends_with('\n') {
-                    outcome.output.push('\n');
-                }
-                outcome.output.push_str(&note);
-                outcome.output.push('\n');
-            }
+            over_limit(&mut outcome, grown, limit_mb);
         }
         if tracked {
             let after = tokio::task::spawn_blocking(move || lock(&tracker).after()).await;
@@ -634,15 +629,28 @@ impl Inner {
                     .run_exec_per_block(slot, key, req, &argv, cancel, out)
                     .await;
             };
+            let mut watch = None;
             if let Some(block) = synced {
                 put_block(launcher, block).await?;
                 if block.online {
                     self.backend.set_network(&id, true).await?;
                 }
+                // The workspace is on the engine's disk: watched from inside the sandbox.
+                watch = Some(tokio::spawn(sync::watch_disk(
+                    self.backend.clone(),
+                    id.clone(),
+                    format!("{0}:{0}", spec.main_uid),
+                    block.limit,
+                    cancel.clone(),
+                    block.over.clone(),
+                )));
             }
             let t0 = Instant::now();
             let backstop = (&*self.backend, id.as_str(), user.as_str());
             let end = run_with_launcher(launcher, req, &argv, &cancel, out, backstop).await;
+            if let Some(watch) = watch {
+                watch.abort();
+            }
             if synced.is_some_and(|b| b.online)
                 && let Err(e) = self.backend.set_network(&id, false).await
             {
@@ -1118,6 +1126,26 @@ async fn put_block(launcher: &mut Launcher, block: &SyncedBlock<'_>) -> Result<(
             crate::text_safety::visible_line(&why)
         ))
     })
+}
+
+/// Marks an outcome as killed for growing the workspace by `grown` bytes past `limit_mb`.
+fn over_limit(outcome: &mut ExecOutcome, grown: u64, limit_mb: u64) {
+    outcome.cancelled = false;
+    outcome.workspace_limit_exceeded = true;
+    let note = format!(
+        "[proctor: killed: the block grew the workspace by {} MiB, past its limit of \
+         {limit_mb} MiB (workspace_limit_mb); it and every process it started were killed]",
+        grown >> 20
+    );
+    if outcome.output.contains(CANCELLED_NOTE) {
+        outcome.output = outcome.output.replace(CANCELLED_NOTE, &note);
+    } else {
+        if !outcome.output.is_empty() && !outcome.output.ends_with('\n') {
+            outcome.output.push('\n');
+        }
+        outcome.output.push_str(&note);
+        outcome.output.push('\n');
+    }
 }
 
 /// The note naming what was left in the sandbox, if anything.

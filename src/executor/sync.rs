@@ -14,6 +14,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use super::backend::{Chunk, ProcessSpec, SandboxBackend, SandboxStream};
 use super::launcher::{Frame, Launcher};
 
 /// Most entries a listing may have.
@@ -913,6 +914,70 @@ pub async fn pull_changes(
     }
     pulled.listing = now;
     Ok(pulled)
+}
+
+/// The workspace watch run inside a synced sandbox while a block runs (see `disk_watch.py`).
+pub const DISK_WATCH: &str = include_str!("disk_watch.py");
+
+/// Watches a synced sandbox's workspace while a block runs, from inside it (as `user`, the
+/// container's main uid): on growth past `limit` bytes it records the growth in `over` and cancels
+/// the block through `kill`. Runs until the watch reports or the returned task is aborted (which
+/// closes the watch's stdin and ends it).
+pub async fn watch_disk(
+    backend: std::sync::Arc<dyn SandboxBackend>,
+    id: String,
+    user: String,
+    limit: u64,
+    kill: tokio_util::sync::CancellationToken,
+    over: std::sync::Arc<std::sync::Mutex<Option<u64>>>,
+) {
+    use futures::StreamExt;
+    let process = ProcessSpec {
+        argv: ["python3", "-I", "-S", "-c", DISK_WATCH, &limit.to_string()]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+        user,
+        cwd: None,
+        env: Vec::new(),
+        stdin: true,
+    };
+    let stream = match backend.open_stream(&id, process).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%e, "no workspace watch in the sandbox");
+            return;
+        }
+    };
+    let SandboxStream {
+        mut output, input, ..
+    } = stream;
+    // Held until the block ends: closing it ends the watch.
+    let _input = input;
+    let mut line = Vec::new();
+    while let Some(item) = output.next().await {
+        let Ok(Chunk::Stdout(bytes)) = item else {
+            if item.is_err() {
+                return;
+            }
+            continue;
+        };
+        line.extend_from_slice(&bytes);
+        while let Some(end) = line.iter().position(|b| *b == b'\n') {
+            let text: Vec<u8> = line.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&text);
+            if let Some(grown) = text.trim().strip_prefix("O ").and_then(|n| n.parse().ok()) {
+                *over
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(grown);
+                kill.cancel();
+                return;
+            }
+        }
+        if line.len() > 4096 {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
