@@ -351,7 +351,7 @@ async fn a_block_filling_the_engines_volume_is_stopped_at_the_limit() {
     )
     .await;
     assert_eq!(o.output, "ok\n");
-    // Each block's watch ends with it: only the running block's own is alive.
+    // One watch per sandbox, not one per block.
     let count = "import os, time\n\
                  time.sleep(1)\n\
                  n = 0\n\

@@ -1,15 +1,14 @@
 # proctor's workspace watch inside a sandbox on a remote engine (where proctor cannot look at the
-# workspace's disk itself): while one block runs, checks the workspace filesystem's use every
-# 100 ms; when it grew by more than the limit, measures the workspace (blocks occupied, each inode
-# once) and prints "O <bytes grown>" when the workspace itself grew past the limit. Runs as the
-# container's main uid (not the block's: a block cannot signal it, and the sweep after a block
-# leaves it alone); exits when its stdin closes (the block ended).
+# workspace's disk itself). One per sandbox, started with it, as the container's main uid (not the
+# block's: a block cannot signal it, and the sweep after a block leaves it alone). Commands on
+# stdin, one per line: "start LIMIT" when a block starts (measures the workspace, then checks the
+# filesystem's use every 100 ms; when it grew by more than LIMIT bytes, measures the workspace
+# again, blocks occupied, each inode once, and prints "O <bytes grown>" if the workspace itself
+# grew past LIMIT), "stop" when it ends. Exits when stdin closes.
 import os
 import select
-import sys
 
 ROOT = "/workspace"
-LIMIT = int(sys.argv[1])
 
 
 def fs_used():
@@ -43,20 +42,35 @@ def disk_use():
     return total
 
 
-base = fs_used()
-start = disk_use()
+buf = b""
+limit = None
+base = start = None
 os.write(1, b"R\n")
 while True:
-    ready, _, _ = select.select([0], [], [], 0.1)
-    if ready and not os.read(0, 4096):
-        break
+    ready, _, _ = select.select([0], [], [], 0.1 if limit is not None else None)
+    if ready:
+        data = os.read(0, 4096)
+        if not data:
+            break
+        buf += data
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            parts = line.split()
+            if parts[:1] == [b"start"] and len(parts) == 2:
+                limit = int(parts[1])
+                base, start = fs_used(), disk_use()
+            elif parts[:1] == [b"stop"]:
+                limit = None
+    if limit is None:
+        continue
     now = fs_used()
-    if base is not None and now is not None and now - base <= LIMIT:
+    if base is not None and now is not None and now - base <= limit:
         continue
     grown = disk_use() - start
-    if grown > LIMIT:
+    if grown > limit:
         os.write(1, b"O %d\n" % grown)
-        break
+        limit = None
+        continue
     now = fs_used()
     if now is not None:
         base = now - max(grown, 0)

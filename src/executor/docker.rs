@@ -82,6 +82,8 @@ struct Sandbox {
     exec_per_block: bool,
     /// A synced sandbox (remote engine): its workspace as last listed (`None`: not pushed yet).
     listing: Option<sync::Listing>,
+    /// A synced sandbox's workspace watch (for `workspace_limit_mb`).
+    disk_watch: Option<sync::RemoteDiskWatch>,
 }
 
 /// A block in a synced sandbox: its file goes in through the launcher, and its network is
@@ -629,27 +631,39 @@ impl Inner {
                     .run_exec_per_block(slot, key, req, &argv, cancel, out)
                     .await;
             };
-            let mut watch = None;
             if let Some(block) = synced {
                 put_block(launcher, block).await?;
                 if block.online {
                     self.backend.set_network(&id, true).await?;
                 }
                 // The workspace is on the engine's disk: watched from inside the sandbox.
-                watch = Some(tokio::spawn(sync::watch_disk(
-                    self.backend.clone(),
-                    id.clone(),
-                    format!("{0}:{0}", spec.main_uid),
-                    block.limit,
-                    cancel.clone(),
-                    block.over.clone(),
-                )));
+                if sb.disk_watch.as_ref().is_none_or(|w| w.is_finished()) {
+                    let main_user = format!("{0}:{0}", sb.spec.main_uid);
+                    sb.disk_watch =
+                        match sync::RemoteDiskWatch::start(&*self.backend, &id, &main_user).await {
+                            Ok(w) => Some(w),
+                            Err(e) => {
+                                tracing::warn!(%e, "no workspace watch in the sandbox");
+                                None
+                            }
+                        };
+                }
+                if let Some(w) = sb.disk_watch.as_mut()
+                    && !w.arm(block.limit, cancel.clone(), block.over.clone()).await
+                {
+                    sb.disk_watch = None;
+                }
             }
+            let Some(launcher) = sb.launcher.as_mut() else {
+                return Err(ExecError::Other("the sandbox's launcher is gone".into()));
+            };
             let t0 = Instant::now();
             let backstop = (&*self.backend, id.as_str(), user.as_str());
             let end = run_with_launcher(launcher, req, &argv, &cancel, out, backstop).await;
-            if let Some(watch) = watch {
-                watch.abort();
+            if let Some(w) = sb.disk_watch.as_mut()
+                && !w.disarm().await
+            {
+                sb.disk_watch = None;
             }
             if synced.is_some_and(|b| b.online)
                 && let Err(e) = self.backend.set_network(&id, false).await
@@ -784,6 +798,7 @@ impl Inner {
                         exec_per_block: !spec.synced
                             && !self.use_launcher.load(std::sync::atomic::Ordering::Relaxed),
                         listing: None,
+                        disk_watch: None,
                     })
                 }
             };

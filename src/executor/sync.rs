@@ -916,67 +916,136 @@ pub async fn pull_changes(
     Ok(pulled)
 }
 
-/// The workspace watch run inside a synced sandbox while a block runs (see `disk_watch.py`).
+/// The workspace watch run inside a synced sandbox (see `disk_watch.py`).
 pub const DISK_WATCH: &str = include_str!("disk_watch.py");
 
-/// Watches a synced sandbox's workspace while a block runs, from inside it (as `user`, the
-/// container's main uid): on growth past `limit` bytes it records the growth in `over` and cancels
-/// the block through `kill`. Runs until the watch reports or the returned task is aborted (which
-/// closes the watch's stdin and ends it).
-pub async fn watch_disk(
-    backend: std::sync::Arc<dyn SandboxBackend>,
-    id: String,
-    user: String,
-    limit: u64,
-    kill: tokio_util::sync::CancellationToken,
-    over: std::sync::Arc<std::sync::Mutex<Option<u64>>>,
-) {
-    use futures::StreamExt;
-    let process = ProcessSpec {
-        argv: ["python3", "-I", "-S", "-c", DISK_WATCH, &limit.to_string()]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect(),
-        user,
-        cwd: None,
-        env: Vec::new(),
-        stdin: true,
-    };
-    let stream = match backend.open_stream(&id, process).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(%e, "no workspace watch in the sandbox");
-            return;
-        }
-    };
-    let SandboxStream {
-        mut output, input, ..
-    } = stream;
-    // Held until the block ends: closing it ends the watch.
-    let _input = input;
-    let mut line = Vec::new();
-    while let Some(item) = output.next().await {
-        let Ok(Chunk::Stdout(bytes)) = item else {
-            if item.is_err() {
-                return;
-            }
-            continue;
+/// Where a watch reports a block's growth past the limit: the block's kill switch and the
+/// growth.
+type Armed = std::sync::Arc<
+    std::sync::Mutex<
+        Option<(
+            tokio_util::sync::CancellationToken,
+            std::sync::Arc<std::sync::Mutex<Option<u64>>>,
+        )>,
+    >,
+>;
+
+/// The workspace watch of one synced sandbox: a long-lived process inside it (as the container's
+/// main uid) that proctor arms when a block starts and disarms when it ends; past the limit it
+/// records the growth and cancels the block.
+pub struct RemoteDiskWatch {
+    input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    armed: Armed,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RemoteDiskWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteDiskWatch").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl RemoteDiskWatch {
+    /// Starts the watch in sandbox `id` as `user`.
+    pub async fn start(backend: &dyn SandboxBackend, id: &str, user: &str) -> Result<Self, String> {
+        use futures::StreamExt;
+        let process = ProcessSpec {
+            argv: ["python3", "-I", "-S", "-c", DISK_WATCH]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            user: user.to_owned(),
+            cwd: None,
+            env: Vec::new(),
+            stdin: true,
         };
-        line.extend_from_slice(&bytes);
-        while let Some(end) = line.iter().position(|b| *b == b'\n') {
-            let text: Vec<u8> = line.drain(..=end).collect();
-            let text = String::from_utf8_lossy(&text);
-            if let Some(grown) = text.trim().strip_prefix("O ").and_then(|n| n.parse().ok()) {
-                *over
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(grown);
-                kill.cancel();
-                return;
+        let SandboxStream {
+            mut output, input, ..
+        } = backend
+            .open_stream(id, process)
+            .await
+            .map_err(|e| e.to_string())?;
+        let armed: Armed = Default::default();
+        let reports = armed.clone();
+        let reader = tokio::spawn(async move {
+            let mut line = Vec::new();
+            while let Some(item) = output.next().await {
+                let bytes = match item {
+                    Ok(Chunk::Stdout(b)) => b,
+                    Ok(Chunk::Stderr(b)) => {
+                        tracing::debug!(stderr = %String::from_utf8_lossy(&b), "workspace watch");
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                line.extend_from_slice(&bytes);
+                while let Some(end) = line.iter().position(|b| *b == b'\n') {
+                    let text: Vec<u8> = line.drain(..=end).collect();
+                    let text = String::from_utf8_lossy(&text);
+                    let grown = text.trim().strip_prefix("O ").and_then(|n| n.parse().ok());
+                    if let Some(grown) = grown
+                        && let Some((kill, over)) = lock(&reports).take()
+                    {
+                        *lock(&over) = Some(grown);
+                        kill.cancel();
+                    }
+                }
+                if line.len() > 4096 {
+                    return;
+                }
             }
-        }
-        if line.len() > 4096 {
-            return;
-        }
+        });
+        Ok(Self {
+            input,
+            armed,
+            reader,
+        })
+    }
+
+    /// Whether the watch is gone (then a new one is started).
+    pub fn is_finished(&self) -> bool {
+        self.reader.is_finished()
+    }
+
+    async fn say(&mut self, line: &str) -> bool {
+        use tokio::io::AsyncWriteExt;
+        let write = async {
+            self.input.write_all(line.as_bytes()).await?;
+            self.input.flush().await
+        };
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(5), write).await,
+            Ok(Ok(()))
+        )
+    }
+
+    /// Arms the watch for a block: past `limit` bytes of growth, `over` gets the growth and
+    /// `kill` is cancelled. Returns whether the watch took it.
+    pub async fn arm(
+        &mut self,
+        limit: u64,
+        kill: tokio_util::sync::CancellationToken,
+        over: std::sync::Arc<std::sync::Mutex<Option<u64>>>,
+    ) -> bool {
+        *lock(&self.armed) = Some((kill, over));
+        self.say(&format!("start {limit}\n")).await
+    }
+
+    /// Disarms the watch when the block ended.
+    pub async fn disarm(&mut self) -> bool {
+        lock(&self.armed).take();
+        self.say("stop\n").await
+    }
+}
+
+impl Drop for RemoteDiskWatch {
+    fn drop(&mut self) {
+        // Closing its stdin ends the watch.
+        self.reader.abort();
     }
 }
 
