@@ -691,19 +691,23 @@ class FrameOut:
     """A write-only file whose bytes go to the host in `1` frames tagged with a nonce."""
 
     def __init__(self, nonce):
-        self.nonce, self.buf = nonce, b""
+        self.nonce, self.buf = nonce, bytearray()
 
     def write(self, data):
-        self.buf += bytes(data)
-        while len(self.buf) >= SYNC_CHUNK:
-            send(b"1", self.nonce + self.buf[:SYNC_CHUNK])
-            self.buf = self.buf[SYNC_CHUNK:]
+        self.buf += data
+        if len(self.buf) >= SYNC_CHUNK:
+            view = memoryview(self.buf)
+            n = len(self.buf) - len(self.buf) % SYNC_CHUNK
+            for i in range(0, n, SYNC_CHUNK):
+                send(b"1", self.nonce + bytes(view[i : i + SYNC_CHUNK]))
+            view.release()
+            del self.buf[:n]
         return len(data)
 
     def close(self):
         if self.buf:
-            send(b"1", self.nonce + self.buf)
-        self.buf = b""
+            send(b"1", self.nonce + bytes(self.buf))
+        self.buf = bytearray()
 
 
 def _rel_ok(rel):

@@ -73,35 +73,33 @@ impl Listing {
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let value: serde_json::Value = serde_json::from_slice(line)
-                .map_err(|e| format!("a listing line is not JSON: {e}"))?;
-            if let Some(n) = value.get("unreadable").and_then(serde_json::Value::as_u64) {
-                listing.unreadable = n;
+            if line.first() == Some(&b'{') {
+                let value: serde_json::Value = serde_json::from_slice(line)
+                    .map_err(|e| format!("a listing line is not JSON: {e}"))?;
+                listing.unreadable = value
+                    .get("unreadable")
+                    .and_then(serde_json::Value::as_u64)
+                    .ok_or("a listing line is not a row")?;
                 continue;
             }
-            let row = value
-                .as_array()
-                .filter(|r| r.len() == 7)
-                .ok_or("a listing line is not a 7-field row")?;
-            let path = row[0]
-                .as_str()
-                .ok_or("a listed path is not text")?
-                .to_owned();
-            let kind = match row[1].as_str() {
-                Some("f") => Kind::File,
-                Some("d") => Kind::Dir,
-                Some("l") => Kind::Link,
-                Some("o") => Kind::Other,
+            type Row = (String, String, i64, i64, i64, i64, i64);
+            let (path, kind, size, mode, mtime_ns, ctime_ns, ino): Row =
+                serde_json::from_slice(line)
+                    .map_err(|e| format!("a listing line is not a 7-field row: {e}"))?;
+            let kind = match kind.as_str() {
+                "f" => Kind::File,
+                "d" => Kind::Dir,
+                "l" => Kind::Link,
+                "o" => Kind::Other,
                 _ => return Err("a listed kind is unknown".into()),
             };
-            let num = |i: usize| row[i].as_i64().ok_or("a listed number is not an integer");
             let entry = Entry {
                 kind,
-                size: num(2)?.max(0) as u64,
-                mode: (num(3)? & 0o7777) as u32,
-                mtime_ns: num(4)?,
-                ctime_ns: num(5)?,
-                ino: num(6)?.max(0) as u64,
+                size: size.max(0) as u64,
+                mode: (mode & 0o7777) as u32,
+                mtime_ns,
+                ctime_ns,
+                ino: ino.max(0) as u64,
             };
             listing.entries.insert(path, entry);
             if listing.entries.len() > MAX_ENTRIES {
