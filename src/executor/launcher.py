@@ -719,10 +719,14 @@ def _inside(root, path):
     return path == root or path.startswith(root + "/")
 
 
-def _parent(root, rel, make):
-    """The real directory that holds `rel` under root (made when `make`), never outside root."""
+def _parent(root, rel, make, known=None):
+    """The real directory that holds `rel` under root (made when `make`), never outside root.
+    `known` caches directories already checked during one put (the put itself makes no links)."""
     import stat
 
+    head = rel.rpartition("/")[0]
+    if known is not None and head in known:
+        return known[head]
     d = root
     for part in rel.split("/")[:-1]:
         p = os.path.join(d, part)
@@ -743,6 +747,8 @@ def _parent(root, rel, make):
             d = p
         else:
             raise SyncFailed("%s: a part of the path is not a directory" % rel)
+    if known is not None:
+        known[head] = d
     return d
 
 
@@ -765,6 +771,9 @@ def op_put(cmd, stdin):
     root = os.path.realpath(cmd.get("root") or "/workspace")
     data = PutStream(stdin)
     dirs = []
+    known = {}
+    # Files get their own modes exactly (blocks keep the launcher's umask).
+    mask = os.umask(0)
     try:
         if cmd.get("clear"):
             _clear(root)
@@ -775,7 +784,7 @@ def op_put(cmd, stdin):
                     continue
                 if not _rel_ok(rel):
                     raise SyncFailed("%r: not a path inside %s" % (rel, root))
-                parent = _parent(root, rel, True)
+                parent = _parent(root, rel, True, known)
                 target = os.path.join(parent, os.path.basename(rel))
                 try:
                     old = os.lstat(target)
@@ -787,12 +796,17 @@ def op_put(cmd, stdin):
                         old = None
                     if old is None:
                         os.mkdir(target, 0o755)
+                    known[rel] = target
                     dirs.append((target, m.mode & 0o777))
                 elif m.isreg():
                     if old is not None and stat.S_ISDIR(old.st_mode):
                         raise SyncFailed("%s: is a directory in the sandbox" % rel)
-                    tmp = os.path.join(parent, ".proctor-put-%d-%d" % (os.getpid(), n))
-                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                    # A new file is made in place; anything already there (a link the code
+                    # planted) is replaced by a rename, never written through.
+                    fresh = old is None
+                    tmp = target if fresh else os.path.join(parent, ".proctor-put-%d-%d" % (os.getpid(), n))
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                    fd = os.open(tmp, flags, m.mode & 0o777)
                     try:
                         src = tf.extractfile(m)
                         while True:
@@ -800,11 +814,11 @@ def op_put(cmd, stdin):
                             if not chunk:
                                 break
                             os.write(fd, chunk)
-                        os.fchmod(fd, m.mode & 0o777)
                         os.utime(fd, (m.mtime, m.mtime))
                     finally:
                         os.close(fd)
-                    os.replace(tmp, target)
+                    if not fresh:
+                        os.replace(tmp, target)
                 elif m.issym():
                     if old is not None and stat.S_ISDIR(old.st_mode):
                         raise SyncFailed("%s: is a directory in the sandbox" % rel)
@@ -812,12 +826,15 @@ def op_put(cmd, stdin):
                         os.unlink(target)
                     os.symlink(m.linkname, target)
         for d, mode in reversed(dirs):
-            os.chmod(d, mode)
+            if mode != 0o755:
+                os.chmod(d, mode)
         data.drain()
         return None
     except (SyncFailed, OSError, tarfile.TarError, ValueError) as e:
         data.drain()
         return str(e)
+    finally:
+        os.umask(mask)
 
 
 def op_list(cmd):
