@@ -5,7 +5,8 @@
 //! Env: PROCTOR_SANDBOX_IMAGE (default proctor-sandbox:bookworm), BENCH_BLOCKS (default 50),
 //! BENCH_ENGINE_LABEL (when set: only the launcher series, its keys named `proctor_launcher_LABEL_…`;
 //! scripts/bench.sh sets it with DOCKER_HOST pointing at a TLS relay, to compare with the local
-//! socket).
+//! socket), BENCH_WORKSPACE_FILES (default 0: an empty workspace; else that many small files, which
+//! a remote engine pushes once and lists after every block).
 
 use std::time::{Duration, Instant};
 
@@ -63,6 +64,17 @@ fn stats(name: &str, mut v: Vec<Duration>) {
 
 async fn series(exec: &DockerExecutor, label: &str, image: &str, n: usize) {
     let ws = tempfile::tempdir().expect("tempdir");
+    // A workspace of that many small files (in directories of 100): what a remote engine lists
+    // after every block.
+    let files: usize = std::env::var("BENCH_WORKSPACE_FILES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    for i in 0..files {
+        let dir = ws.path().join(format!("d{}", i / 100));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join(format!("f{i}.txt")), format!("line {i}\n")).expect("file");
+    }
     // Cold: the first block of a fresh session (container + launcher + block), 5 sessions.
     let mut cold = Vec::new();
     for i in 0..5 {

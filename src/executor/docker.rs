@@ -6,33 +6,31 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bollard::Docker;
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
-use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-};
+use bollard::query_parameters::ListContainersOptionsBuilder;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::backend::{Chunk, ProcessSpec, SandboxBackend, SandboxStream, run_command};
+pub use super::docker_backend::CALL_TIMEOUT;
+use super::docker_backend::{DockerBackend, call, remove_container};
 use super::engine_host::{self, EngineHost, EngineHostError};
-use super::image::{absent_image_fix, ensure_image, image_present};
+use super::image::{absent_image_fix, image_present};
 use super::launcher::{ExitReport, Frame, LaunchError, Launcher};
 use super::output::{OutputCap, Sanitizer};
 use super::sandbox::{
     BlockFile, LABEL_OWNER, LABEL_SESSION, SandboxSpec, WORKSPACE, block_path, container_path,
     interpreter, write_block, write_unnamed,
 };
+use super::sync;
 use super::{ExecError, ExecEvent, ExecOutcome, ExecRequest, Executor};
 use crate::protocol::StreamKind;
 use crate::workspace::snapshot::WalkOptions;
 use crate::workspace::usage::{Check, DiskWatch};
 use crate::workspace::{ChangeTracker, HostTracker};
 
-/// Timeout of every single Docker API call.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout of the first contact with the daemon.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long past a block's deadline the host waits for the launcher before giving up on it.
@@ -51,15 +49,19 @@ const DISK_CHECK: Duration = Duration::from_millis(100);
 const CANCELLED_NOTE: &str =
     "[proctor: cancelled; the block and every process it started were killed]";
 
-/// The Docker-backed [`Executor`]. Connects lazily; cheap to share behind an `Arc`.
-pub struct DockerExecutor {
+/// The sandbox [`Executor`]: the launcher protocol, deadlines, output caps and workspace change
+/// lists over a [`SandboxBackend`] (Docker by default). Connects lazily; cheap to share behind an
+/// `Arc`.
+pub struct SandboxExecutor {
     inner: Arc<Inner>,
 }
 
+/// The executor on a Docker engine (the only backend so far).
+pub type DockerExecutor = SandboxExecutor;
+
 struct Inner {
-    /// The engine this executor runs sandboxes on.
-    engine: EngineHost,
-    docker: tokio::sync::Mutex<Option<Docker>>,
+    /// Where sandboxes run.
+    backend: Arc<dyn SandboxBackend>,
     sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Sandbox>>>>>,
     /// Container ids per session, readable without waiting for a running block.
     containers: Mutex<HashMap<String, Vec<String>>>,
@@ -78,6 +80,23 @@ struct Sandbox {
     launcher: Option<Launcher>,
     /// The image cannot run the launcher: one exec per block.
     exec_per_block: bool,
+    /// A synced sandbox (remote engine): its workspace as last listed (`None`: not pushed yet).
+    listing: Option<sync::Listing>,
+    /// A synced sandbox's workspace watch (for `workspace_limit_mb`).
+    disk_watch: Option<sync::RemoteDiskWatch>,
+}
+
+/// A block in a synced sandbox: its file goes in through the launcher, and its network is
+/// switched on for it alone when the human allowed it.
+struct SyncedBlock<'a> {
+    file: &'a BlockFile,
+    code: &'a str,
+    /// Permission bits of a named block's file (as written locally).
+    mode: u32,
+    online: bool,
+    /// `workspace_limit_mb` in bytes, and where the watch records the growth past it.
+    limit: u64,
+    over: Arc<Mutex<Option<u64>>>,
 }
 
 /// How a block ended when run through the launcher.
@@ -93,18 +112,23 @@ enum LauncherEnd {
     Unresponsive(Collector),
 }
 
-impl DockerExecutor {
-    /// A new executor on the engine `DOCKER_HOST` names (checked now); connects on the first block.
+impl SandboxExecutor {
+    /// A new executor on the Docker engine `DOCKER_HOST` names (checked now); connects on the
+    /// first block.
     pub fn new() -> Result<Self, ExecError> {
         Ok(Self::for_engine(EngineHost::from_environment()?))
     }
 
-    /// A new executor on `engine`; connects on the first block.
+    /// A new executor on the Docker engine `engine`; connects on the first block.
     pub fn for_engine(engine: EngineHost) -> Self {
+        Self::with_backend(Arc::new(DockerBackend::new(engine)))
+    }
+
+    /// A new executor whose sandboxes `backend` runs.
+    pub fn with_backend(backend: Arc<dyn SandboxBackend>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                engine,
-                docker: tokio::sync::Mutex::new(None),
+                backend,
                 sessions: Mutex::new(HashMap::new()),
                 containers: Mutex::new(HashMap::new()),
                 owner: owner_id(),
@@ -142,10 +166,8 @@ impl DockerExecutor {
         if all.is_empty() {
             return;
         }
-        let Ok(docker) = self.inner.connect().await else {
-            return;
-        };
-        let removals = all.iter().map(|id| remove_container(&docker, id));
+        let backend = &self.inner.backend;
+        let removals = all.iter().map(|id| backend.destroy(id));
         let _ = tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(removals))
             .await;
     }
@@ -160,7 +182,7 @@ impl DockerExecutor {
         if all.is_empty() {
             return;
         }
-        let engine = self.inner.engine.clone();
+        let backend = self.inner.backend.detached();
         let worker = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -169,10 +191,7 @@ impl DockerExecutor {
                 return;
             };
             rt.block_on(async move {
-                let Ok(docker) = engine_host::connect(&engine).await else {
-                    return;
-                };
-                let removals = all.iter().map(|id| remove_container(&docker, id));
+                let removals = all.iter().map(|id| backend.destroy(id));
                 let _ = tokio::time::timeout(
                     Duration::from_secs(10),
                     futures::future::join_all(removals),
@@ -184,7 +203,7 @@ impl DockerExecutor {
     }
 }
 
-impl Drop for DockerExecutor {
+impl Drop for SandboxExecutor {
     fn drop(&mut self) {
         if Arc::strong_count(&self.inner) == 1 {
             self.shutdown_all_blocking();
@@ -192,7 +211,7 @@ impl Drop for DockerExecutor {
     }
 }
 
-impl Executor for DockerExecutor {
+impl Executor for SandboxExecutor {
     fn run(
         &self,
         request: ExecRequest,
@@ -212,7 +231,7 @@ impl Executor for DockerExecutor {
                 Err(e) => {
                     if matches!(e, ExecError::Docker(_)) {
                         // Reconnect next time: the daemon may have restarted.
-                        inner.reset_connection().await;
+                        inner.backend.reset().await;
                     }
                     Err(e)
                 }
@@ -238,14 +257,8 @@ impl Executor for DockerExecutor {
                     guard.take();
                 }
             }
-            if ids.is_empty() {
-                return;
-            }
-            let Ok(docker) = inner.connect().await else {
-                return;
-            };
             for id in ids {
-                remove_container(&docker, &id).await;
+                inner.backend.destroy(&id).await;
             }
         })
     }
@@ -365,21 +378,6 @@ impl Collector {
 }
 
 impl Inner {
-    async fn connect(&self) -> Result<Docker, ExecError> {
-        let mut guard = self.docker.lock().await;
-        if let Some(d) = guard.as_ref() {
-            return Ok(d.clone());
-        }
-        let d = engine_host::connect(&self.engine).await?;
-        *guard = Some(d.clone());
-        Ok(d)
-    }
-
-    /// Forgets the connection after a transport failure so the next block reconnects.
-    async fn reset_connection(&self) {
-        *self.docker.lock().await = None;
-    }
-
     fn slot(&self, session: &str) -> Arc<tokio::sync::Mutex<Option<Sandbox>>> {
         lock(&self.sessions)
             .entry(session.to_owned())
@@ -394,10 +392,14 @@ impl Inner {
         out: &Out,
     ) -> Result<ExecOutcome, ExecError> {
         let interp = interpreter(&req.language, &req.policy.interpreters)?;
-        let ephemeral = req.allow_network && !req.policy.network;
         let blocks = self.blocks_dir(&req.session)?;
+        // On a remote engine nothing of this machine is mounted: the workspace travels through
+        // the launcher, and a block's network is switched on the session's own sandbox.
+        let synced = self.backend.is_remote();
+        let one_block_network = req.allow_network && !req.policy.network;
+        let ephemeral = one_block_network && !synced;
         let spec =
-            SandboxSpec::for_request(&req, req.policy.network || req.allow_network, &blocks)?;
+            SandboxSpec::for_request(&req, req.policy.network || ephemeral, &blocks, synced)?;
         let resolve = || {
             block_path(
                 &spec.workspace,
@@ -408,7 +410,7 @@ impl Inner {
         };
         // Refuse a bad filename at once, before touching Docker.
         resolve()?;
-        let docker = self.connect().await?;
+        self.backend.ready().await?;
         // One block at a time per session, including its file write and any network block.
         let slot = self.slot(&req.session);
         let mut guard = slot.lock().await;
@@ -452,6 +454,39 @@ impl Inner {
         }
         let mut argv = interp.argv.clone();
         argv.push(container_path(&file));
+        if synced {
+            let mode = match &file {
+                BlockFile::InWorkspace(rel) => std::fs::symlink_metadata(spec.workspace.join(rel))
+                    .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+                    .unwrap_or(0o644),
+                BlockFile::Unnamed(_) => 0o644,
+            };
+            let limit_mb = req.policy.workspace_limit_mb.max(1);
+            let block = SyncedBlock {
+                file: &file,
+                code: &req.code,
+                mode,
+                online: one_block_network,
+                limit: limit_mb.saturating_mul(1 << 20),
+                over: Arc::new(Mutex::new(None)),
+            };
+            let mut outcome = self
+                .run_synced(&mut guard, &req, &spec, argv, &block, cancel, out)
+                .await?;
+            let grown = *lock(&block.over);
+            if let Some(grown) = grown {
+                over_limit(&mut outcome, grown, limit_mb);
+            }
+            if tracked {
+                let after = tokio::task::spawn_blocking(move || lock(&tracker).after()).await;
+                match after {
+                    Ok(Ok(delta)) => outcome.changes = Some(delta),
+                    Ok(Err(e)) => tracing::warn!(%e, "no snapshot after the block"),
+                    Err(e) => tracing::warn!(%e, "snapshot task failed"),
+                }
+            }
+            return Ok(outcome);
+        }
 
         // The workspace's disk use is watched while the block runs; past the limit it is killed.
         let limit_mb = req.policy.workspace_limit_mb.max(1);
@@ -472,7 +507,6 @@ impl Inner {
             let key = format!("{}-net", req.session);
             let result = self
                 .run_in(
-                    &docker,
                     &mut net_slot,
                     &key,
                     &req,
@@ -480,18 +514,18 @@ impl Inner {
                     argv,
                     block_cancel,
                     out,
+                    None,
                 )
                 .await;
             if let Some(sb) = net_slot.take() {
                 drop(sb.launcher);
                 self.forget(&key, &sb.id);
-                remove_container(&docker, &sb.id).await;
+                self.backend.destroy(&sb.id).await;
             }
             result
         } else {
             let session = req.session.clone();
             self.run_in(
-                &docker,
                 &mut guard,
                 &session,
                 &req,
@@ -499,6 +533,7 @@ impl Inner {
                 argv,
                 block_cancel,
                 out,
+                None,
             )
             .await
         };
@@ -507,22 +542,7 @@ impl Inner {
         let mut outcome = result?;
         let grown = *lock(&over);
         if let Some(grown) = grown {
-            outcome.cancelled = false;
-            outcome.workspace_limit_exceeded = true;
-            let note = format!(
-                "[proctor: killed: the block grew the workspace by {} MiB, past its limit of \
-                 {limit_mb} MiB (workspace_limit_mb); it and every process it started were killed]",
-                grown >> 20
-            );
-            if outcome.output.contains(CANCELLED_NOTE) {
-                outcome.output = outcome.output.replace(CANCELLED_NOTE, &note);
-            } else {
-                if !outcome.output.is_empty() && !outcome.output.ends_with('\n') {
-                    outcome.output.push('\n');
-                }
-                outcome.output.push_str(&note);
-                outcome.output.push('\n');
-            }
+            over_limit(&mut outcome, grown, limit_mb);
         }
         if tracked {
             let after = tokio::task::spawn_blocking(move || lock(&tracker).after()).await;
@@ -586,7 +606,6 @@ impl Inner {
     #[allow(clippy::too_many_arguments)]
     async fn run_in(
         &self,
-        docker: &Docker,
         slot: &mut Option<Sandbox>,
         key: &str,
         req: &ExecRequest,
@@ -594,10 +613,11 @@ impl Inner {
         argv: Vec<String>,
         cancel: CancellationToken,
         out: &Out,
+        synced: Option<&SyncedBlock<'_>>,
     ) -> Result<ExecOutcome, ExecError> {
         let mut started_sent = false;
         for attempt in 0..2 {
-            self.prepare(docker, slot, key, spec, out).await?;
+            self.prepare(slot, key, spec, out).await?;
             if !started_sent {
                 out.send(ExecEvent::Started).await;
                 started_sent = true;
@@ -608,12 +628,57 @@ impl Inner {
             let (id, user) = (sb.id.clone(), sb.spec.block_user());
             let Some(launcher) = sb.launcher.as_mut() else {
                 return self
-                    .run_exec_per_block(docker, slot, key, req, &argv, cancel, out)
+                    .run_exec_per_block(slot, key, req, &argv, cancel, out)
                     .await;
             };
+            if let Some(block) = synced {
+                put_block(launcher, block).await?;
+                if block.online {
+                    self.backend.set_network(&id, true).await?;
+                }
+                // The workspace is on the engine's disk: watched from inside the sandbox.
+                if sb.disk_watch.as_ref().is_none_or(|w| w.is_finished()) {
+                    let main_user = format!("{0}:{0}", sb.spec.main_uid);
+                    sb.disk_watch =
+                        match sync::RemoteDiskWatch::start(&*self.backend, &id, &main_user).await {
+                            Ok(w) => Some(w),
+                            Err(e) => {
+                                tracing::warn!(%e, "no workspace watch in the sandbox");
+                                None
+                            }
+                        };
+                }
+                if let Some(w) = sb.disk_watch.as_mut()
+                    && !w.arm(block.limit, cancel.clone(), block.over.clone()).await
+                {
+                    sb.disk_watch = None;
+                }
+            }
+            let Some(launcher) = sb.launcher.as_mut() else {
+                return Err(ExecError::Other("the sandbox's launcher is gone".into()));
+            };
             let t0 = Instant::now();
-            let backstop = (docker, id.as_str(), user.as_str());
-            match run_with_launcher(launcher, req, &argv, &cancel, out, backstop).await {
+            let backstop = (&*self.backend, id.as_str(), user.as_str());
+            let end = run_with_launcher(launcher, req, &argv, &cancel, out, backstop).await;
+            if let Some(w) = sb.disk_watch.as_mut()
+                && !w.disarm().await
+            {
+                sb.disk_watch = None;
+            }
+            if synced.is_some_and(|b| b.online)
+                && let Err(e) = self.backend.set_network(&id, false).await
+            {
+                // A sandbox that cannot be taken off the network does not stay.
+                tracing::warn!(%e, "network stays on; removing the sandbox");
+                *slot = None;
+                self.forget(key, &id);
+                self.backend.destroy(&id).await;
+                return Err(e);
+            }
+            let Some(sb) = slot.as_mut() else {
+                return Err(ExecError::Other("the sandbox vanished".into()));
+            };
+            match end {
                 LauncherEnd::Done(outcome) => return Ok(outcome),
                 LauncherEnd::Lost {
                     collector,
@@ -621,18 +686,20 @@ impl Inner {
                     started,
                 } => {
                     sb.launcher = None;
-                    let alive = container_running(docker, &sb.id).await;
+                    let alive = self.backend.is_running(&sb.id).await;
                     if !alive {
                         let id = sb.id.clone();
                         *slot = None;
                         self.forget(key, &id);
-                        remove_container(docker, &id).await;
+                        self.backend.destroy(&id).await;
                         if !started && attempt == 0 {
                             // The container died between blocks: recreate it and run again.
                             continue;
                         }
-                    } else if kill_block_processes(docker, &sb.id, &sb.spec.block_user()).await
-                        && let Ok(l) = Launcher::start(docker, &sb.id, &sb.spec.block_user()).await
+                    } else if kill_block_processes(&*self.backend, &sb.id, &sb.spec.block_user())
+                        .await
+                        && let Ok(l) =
+                            Launcher::start(&*self.backend, &sb.id, &sb.spec.block_user()).await
                     {
                         // (Block processes die first: none may touch the new launcher before it
                         // is non-dumpable.)
@@ -676,7 +743,7 @@ impl Inner {
                     if let Some(sb) = slot.take() {
                         self.forget(key, &sb.id);
                         drop(sb.launcher);
-                        remove_container(docker, &sb.id).await;
+                        self.backend.destroy(&sb.id).await;
                     }
                     let report = ExitReport {
                         code: -9,
@@ -703,7 +770,6 @@ impl Inner {
     /// the image cannot run one.
     async fn prepare(
         &self,
-        docker: &Docker,
         slot: &mut Option<Sandbox>,
         key: &str,
         spec: &SandboxSpec,
@@ -716,42 +782,57 @@ impl Inner {
                 let id = sb.id.clone();
                 *slot = None;
                 self.forget(key, &id);
-                remove_container(docker, &id).await;
+                self.backend.destroy(&id).await;
             }
             let sb = match slot {
                 Some(sb) => sb,
                 None => {
-                    let id = self.create_container(docker, key, spec, out).await?;
+                    let id = self.create_container(key, spec, out).await?;
+                    if spec.synced {
+                        self.open_workspace_volume(key, &id).await?;
+                    }
                     slot.insert(Sandbox {
                         id,
                         spec: spec.clone(),
                         launcher: None,
-                        exec_per_block: !self
-                            .use_launcher
-                            .load(std::sync::atomic::Ordering::Relaxed),
+                        exec_per_block: !spec.synced
+                            && !self.use_launcher.load(std::sync::atomic::Ordering::Relaxed),
+                        listing: None,
+                        disk_watch: None,
                     })
                 }
             };
             if sb.launcher.as_ref().is_some_and(Launcher::is_finished) {
                 sb.launcher = None;
                 // Nothing of the block uid may be alive while the next launcher starts up.
-                kill_block_processes(docker, &sb.id, &spec.block_user()).await;
+                kill_block_processes(&*self.backend, &sb.id, &spec.block_user()).await;
             }
             if sb.launcher.is_some() {
                 return Ok(());
             }
             if sb.exec_per_block {
-                if container_running(docker, &sb.id).await {
+                if self.backend.is_running(&sb.id).await {
                     return Ok(());
                 }
             } else {
-                match Launcher::start(docker, &sb.id, &spec.block_user()).await {
+                match Launcher::start(&*self.backend, &sb.id, &spec.block_user()).await {
                     Ok(l) => {
                         sb.launcher = Some(l);
+                        if spec.synced && sb.listing.is_none() {
+                            push(sb, out).await?;
+                        }
                         return Ok(());
                     }
+                    Err(LaunchError::Unavailable(why)) if spec.synced && no_interpreter(&why) => {
+                        return Err(ExecError::Image(format!(
+                            "the image {} cannot run proctor's launcher ({why}); a sandbox on a \
+                             remote engine needs python3 in the image: its workspace travels \
+                             through the launcher",
+                            spec.image
+                        )));
+                    }
                     Err(LaunchError::Unavailable(why))
-                        if no_interpreter(&why) && container_running(docker, &sb.id).await =>
+                        if no_interpreter(&why) && self.backend.is_running(&sb.id).await =>
                     {
                         tracing::warn!(%why, image = %spec.image, "no python3; one exec per block");
                         sb.exec_per_block = true;
@@ -761,7 +842,7 @@ impl Inner {
                     Err(LaunchError::Unavailable(why)) => {
                         tracing::warn!(%why, "launcher did not start; recreating the sandbox");
                     }
-                    Err(LaunchError::Docker(e)) => {
+                    Err(LaunchError::Backend(e)) => {
                         tracing::debug!(%e, "launcher exec refused; recreating the sandbox");
                     }
                 }
@@ -770,7 +851,7 @@ impl Inner {
             let id = sb.id.clone();
             *slot = None;
             self.forget(key, &id);
-            remove_container(docker, &id).await;
+            self.backend.destroy(&id).await;
             if attempt == 1 {
                 break;
             }
@@ -784,7 +865,6 @@ impl Inner {
 
     async fn create_container(
         &self,
-        docker: &Docker,
         key: &str,
         spec: &SandboxSpec,
         out: &Out,
@@ -794,56 +874,93 @@ impl Inner {
             name_part(key),
             rand::random::<u32>() & 0xff_ffff
         );
-        let body = spec.container_body(key, &self.owner);
-        let options = CreateContainerOptionsBuilder::default().name(&name).build();
-        let mut pulled = false;
-        let created = loop {
-            let create = docker.create_container(Some(options.clone()), body.clone());
-            match tokio::time::timeout(CALL_TIMEOUT, create).await {
-                Ok(Ok(c)) => break c,
-                // No such image: pull it (with progress) and try once more. Checking only on
-                // this path keeps an image inspect off the cold start.
-                Ok(Err(bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404,
-                    ..
-                })) if !pulled => {
-                    pulled = true;
-                    let tx = out.tx.clone();
-                    ensure_image(docker, &spec.image, |p| {
-                        let _ = tx.try_send(Ok(ExecEvent::Pull(p)));
-                    })
-                    .await?;
-                }
-                Ok(Err(e)) => {
-                    return Err(ExecError::Docker(format!(
-                        "could not create the sandbox container from {}: {e}",
-                        spec.image
-                    )));
-                }
-                Err(_) => {
-                    return Err(ExecError::Docker(format!(
-                        "could not create the sandbox container: the Docker daemon did not \
-                         answer within {} s",
-                        CALL_TIMEOUT.as_secs()
-                    )));
-                }
-            }
-        };
+        let tx = out.tx.clone();
+        let progress = Box::new(move |p| {
+            let _ = tx.try_send(Ok(ExecEvent::Pull(p)));
+        });
+        let id = self
+            .backend
+            .create(&name, spec, key, &self.owner, progress)
+            .await?;
         lock(&self.containers)
             .entry(key.to_owned())
             .or_default()
-            .push(created.id.clone());
-        if let Err(e) = call(
-            "start the sandbox container",
-            docker.start_container(&created.id, None),
-        )
-        .await
-        {
-            self.forget(key, &created.id);
-            remove_container(docker, &created.id).await;
-            return Err(e);
+            .push(id.clone());
+        Ok(id)
+    }
+
+    /// A synced sandbox's workspace volume starts out root's: open it to the block user (uid 0
+    /// in the sandbox has no capabilities; as the volume's owner it may still chmod it).
+    async fn open_workspace_volume(&self, key: &str, id: &str) -> Result<(), ExecError> {
+        let argv = ["chmod", "0777", WORKSPACE];
+        let done = run_command(&*self.backend, id, "0:0", &argv, CALL_TIMEOUT).await;
+        if matches!(&done, Ok(o) if o.code == Some(0)) {
+            return Ok(());
         }
-        Ok(created.id)
+        self.forget(key, id);
+        self.backend.destroy(id).await;
+        Err(ExecError::Docker(format!(
+            "could not prepare the sandbox's workspace volume: {}",
+            match done {
+                Ok(o) => format!("chmod exited with {:?}", o.code),
+                Err(e) => e.to_string(),
+            }
+        )))
+    }
+
+    /// Runs a block in a synced sandbox (a remote engine), then brings what it changed back to
+    /// the local workspace.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_synced(
+        &self,
+        slot: &mut Option<Sandbox>,
+        req: &ExecRequest,
+        spec: &SandboxSpec,
+        argv: Vec<String>,
+        block: &SyncedBlock<'_>,
+        cancel: CancellationToken,
+        out: &Out,
+    ) -> Result<ExecOutcome, ExecError> {
+        let key = req.session.clone();
+        let mut outcome = self
+            .run_in(slot, &key, req, spec, argv, cancel, out, Some(block))
+            .await?;
+        let budget = req.policy.workspace_limit_mb.max(1).saturating_mul(1 << 20);
+        let note = match slot.as_mut() {
+            Some(sb) => match (sb.launcher.as_mut(), sb.listing.clone()) {
+                (Some(launcher), Some(before)) => {
+                    match sync::pull_changes(launcher, &spec.workspace, &before, budget).await {
+                        Ok(pulled) => {
+                            sb.listing = Some(pulled.listing);
+                            refused_note(&pulled.refused)
+                        }
+                        Err(why) => Some(format!(
+                            "[proctor: what this block changed could not be brought back from \
+                             the sandbox: {}]",
+                            crate::text_safety::visible_line(&why)
+                        )),
+                    }
+                }
+                _ => Some(
+                    "[proctor: what this block changed could not be brought back: the sandbox's \
+                     launcher is gone]"
+                        .to_owned(),
+                ),
+            },
+            None => Some(
+                "[proctor: the sandbox was lost, and what this block changed in it with it; the \
+                 next block starts from the local workspace]"
+                    .to_owned(),
+            ),
+        };
+        if let Some(note) = note {
+            if !outcome.output.is_empty() && !outcome.output.ends_with('\n') {
+                outcome.output.push('\n');
+            }
+            outcome.output.push_str(&note);
+            outcome.output.push('\n');
+        }
+        Ok(outcome)
     }
 
     fn forget(&self, key: &str, id: &str) {
@@ -860,7 +977,6 @@ impl Inner {
     #[allow(clippy::too_many_arguments)]
     async fn run_exec_per_block(
         &self,
-        docker: &Docker,
         slot: &mut Option<Sandbox>,
         key: &str,
         req: &ExecRequest,
@@ -873,41 +989,24 @@ impl Inner {
         };
         let id = sb.id.clone();
         let user = sb.spec.block_user();
-        let oom_before = oom_kill_count(docker, &id).await;
+        let backend = &*self.backend;
+        let oom_before = oom_kill_count(backend, &id).await;
         let t0 = Instant::now();
-        let env = block_env();
-        let exec = call(
-            "create an exec",
-            docker.create_exec(
-                &id,
-                CreateExecOptions {
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    tty: Some(false),
-                    env: Some(env),
-                    cmd: Some(argv.to_vec()),
-                    user: Some(user.clone()),
-                    working_dir: Some(WORKSPACE.to_owned()),
-                    ..Default::default()
-                },
-            ),
-        )
-        .await?;
-        let started = call(
-            "start an exec",
-            docker.start_exec(
-                &exec.id,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty: false,
-                    output_capacity: Some(64 * 1024),
-                }),
-            ),
-        )
-        .await?;
-        let StartExecResults::Attached { mut output, .. } = started else {
-            return Err(ExecError::Other("exec started detached".into()));
+        let process = ProcessSpec {
+            argv: argv.to_vec(),
+            user: user.clone(),
+            cwd: Some(WORKSPACE.to_owned()),
+            env: block_env(),
+            stdin: false,
         };
+        let SandboxStream {
+            mut output,
+            exit_code,
+            ..
+        } = backend
+            .open_stream(&id, process)
+            .await
+            .map_err(|e| ExecError::Docker(format!("could not start the block: {e}")))?;
         let mut collector = Collector::new(req.policy.output_limit());
         let deadline = t0 + req.policy.block_timeout();
         let (mut timed_out, mut cancelled) = (false, false);
@@ -917,52 +1016,47 @@ impl Inner {
                 biased;
                 _ = cancel.cancelled(), if !cancelled && !timed_out => {
                     cancelled = true;
-                    kill_block_processes(docker, &id, &user).await;
+                    kill_block_processes(backend, &id, &user).await;
                     give_up = Some(Instant::now() + BACKSTOP);
                 }
                 _ = tokio::time::sleep_until(deadline.into()), if !cancelled && !timed_out => {
                     timed_out = true;
-                    kill_block_processes(docker, &id, &user).await;
+                    kill_block_processes(backend, &id, &user).await;
                     give_up = Some(Instant::now() + BACKSTOP);
                 }
                 _ = tokio::time::sleep_until(give_up.unwrap_or(deadline).into()), if give_up.is_some() => {
                     // The kill did not end the exec: drop the whole container.
                     if let Some(sb) = slot.take() {
                         self.forget(key, &sb.id);
-                        remove_container(docker, &sb.id).await;
+                        backend.destroy(&sb.id).await;
                     }
                     break;
                 }
                 item = output.next() => match item {
-                    Some(Ok(bollard::container::LogOutput::StdOut { message }))
-                    | Some(Ok(bollard::container::LogOutput::Console { message })) => {
+                    Some(Ok(Chunk::Stdout(message))) => {
                         collector.push(StreamKind::Stdout, &message, out).await;
                     }
-                    Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
+                    Some(Ok(Chunk::Stderr(message))) => {
                         collector.push(StreamKind::Stderr, &message, out).await;
                     }
-                    Some(Ok(bollard::container::LogOutput::StdIn { .. })) => {}
                     Some(Err(_)) | None => break,
                 }
             }
         }
         collector.flush(out).await;
-        let code = match call("inspect an exec", docker.inspect_exec(&exec.id)).await {
-            Ok(info) => info.exit_code.unwrap_or(-1),
-            Err(_) => -1,
-        };
+        let code = exit_code().await.unwrap_or(-1);
         // Leftovers (background or double-forked processes) die with the block.
         if slot.is_some()
-            && !kill_block_processes(docker, &id, &user).await
+            && !kill_block_processes(backend, &id, &user).await
             && let Some(sb) = slot.take()
         {
             self.forget(key, &sb.id);
-            remove_container(docker, &sb.id).await;
+            backend.destroy(&sb.id).await;
         }
         // OOM only when the cgroup's counter says so: a plain SIGKILL is not an OOM, and an
         // OOM-killed child makes its parent exit with any code.
         let oom_after = match (&oom_before, slot.is_some()) {
-            (Some(_), true) => oom_kill_count(docker, &id).await,
+            (Some(_), true) => oom_kill_count(backend, &id).await,
             _ => None,
         };
         let oom = matches!((oom_before, oom_after), (Some(a), Some(b)) if b > a);
@@ -977,6 +1071,130 @@ impl Inner {
     }
 }
 
+/// Pushes the local workspace into a fresh synced sandbox.
+async fn push(sb: &mut Sandbox, out: &Out) -> Result<(), ExecError> {
+    let Some(launcher) = sb.launcher.as_mut() else {
+        return Err(ExecError::Other("the sandbox's launcher is gone".into()));
+    };
+    let (listing, skipped) = sync::push_workspace(launcher, &sb.spec.workspace)
+        .await
+        .map_err(|why| {
+            ExecError::Other(format!(
+                "could not send the workspace to the sandbox: {}",
+                crate::text_safety::visible_line(&why)
+            ))
+        })?;
+    if !skipped.is_empty() {
+        tracing::info!(?skipped, "left out of the pushed workspace");
+        let shown: Vec<String> = skipped
+            .iter()
+            .take(10)
+            .map(|p| crate::text_safety::visible_line(p).into_owned())
+            .collect();
+        out.send(ExecEvent::Output {
+            stream: StreamKind::Stderr,
+            text: format!(
+                "[proctor: not sent to the sandbox (not a file, directory or link, or unreadable): \
+                 {}{}]\n",
+                shown.join(", "),
+                if skipped.len() > 10 { ", ..." } else { "" }
+            ),
+        })
+        .await;
+    }
+    sb.listing = Some(listing);
+    Ok(())
+}
+
+/// Writes a block's file into a synced sandbox: a named one into its workspace, an unnamed one
+/// into proctor's block directory (emptied first, so nothing planted there can stand in for it).
+async fn put_block(launcher: &mut Launcher, block: &SyncedBlock<'_>) -> Result<(), ExecError> {
+    let done = match block.file {
+        BlockFile::InWorkspace(rel) => {
+            sync::put_file(
+                launcher,
+                WORKSPACE,
+                rel,
+                block.code.as_bytes(),
+                block.mode,
+                false,
+            )
+            .await
+        }
+        BlockFile::Unnamed(name) => {
+            let rel = std::path::Path::new(name);
+            sync::put_file(
+                launcher,
+                super::sandbox::BLOCKS,
+                rel,
+                block.code.as_bytes(),
+                0o644,
+                true,
+            )
+            .await
+        }
+    };
+    done.map_err(|why| {
+        ExecError::Other(format!(
+            "could not write {} in the sandbox; the block was not run: {}",
+            container_path(block.file),
+            crate::text_safety::visible_line(&why)
+        ))
+    })
+}
+
+/// Marks an outcome as killed for growing the workspace by `grown` bytes past `limit_mb`.
+fn over_limit(outcome: &mut ExecOutcome, grown: u64, limit_mb: u64) {
+    outcome.cancelled = false;
+    outcome.workspace_limit_exceeded = true;
+    let note = format!(
+        "[proctor: killed: the block grew the workspace by {} MiB, past its limit of \
+         {limit_mb} MiB (workspace_limit_mb); it and every process it started were killed]",
+        grown >> 20
+    );
+    if outcome.output.contains(CANCELLED_NOTE) {
+        outcome.output = outcome.output.replace(CANCELLED_NOTE, &note);
+    } else {
+        if !outcome.output.is_empty() && !outcome.output.ends_with('\n') {
+            outcome.output.push('\n');
+        }
+        outcome.output.push_str(&note);
+        outcome.output.push('\n');
+    }
+}
+
+/// The note naming what was left in the sandbox, if anything.
+fn refused_note(refused: &[(String, String)]) -> Option<String> {
+    if refused.is_empty() {
+        return None;
+    }
+    let shown: Vec<String> = refused
+        .iter()
+        .take(20)
+        .map(|(path, why)| {
+            if path.is_empty() {
+                crate::text_safety::visible_line(why).into_owned()
+            } else {
+                format!(
+                    "{} ({})",
+                    crate::text_safety::visible_line(path),
+                    crate::text_safety::visible_line(why)
+                )
+            }
+        })
+        .collect();
+    let more = refused.len().saturating_sub(shown.len());
+    Some(format!(
+        "[proctor: left in the sandbox, not brought back to the local workspace: {}{}]",
+        shown.join("; "),
+        if more > 0 {
+            format!("; and {more} more")
+        } else {
+            String::new()
+        }
+    ))
+}
+
 /// Runs one block through the launcher, streaming its output.
 async fn run_with_launcher(
     launcher: &mut Launcher,
@@ -984,7 +1202,7 @@ async fn run_with_launcher(
     argv: &[String],
     cancel: &CancellationToken,
     out: &Out,
-    (docker, id, user): (&Docker, &str, &str),
+    (backend, id, user): (&dyn SandboxBackend, &str, &str),
 ) -> LauncherEnd {
     let limit_kb = req.policy.output_limit();
     let timeout = req.policy.block_timeout();
@@ -1032,7 +1250,7 @@ async fn run_with_launcher(
                 // The launcher missed the deadline: kill every block-uid process (the launcher
                 // too) from outside; its stream then ends.
                 host_killed = true;
-                kill_block_processes(docker, id, user).await;
+                kill_block_processes(backend, id, user).await;
             }
             _ = cancel.cancelled(), if !kill_sent => {
                 kill_sent = true;
@@ -1137,75 +1355,28 @@ fn no_interpreter(why: &str) -> bool {
         || why.contains("not found")
 }
 
-/// Kills every process of the block user in the container (`kill -9 -1` as that user cannot reach
+/// Kills every process of the block user in the sandbox (`kill -9 -1` as that user cannot reach
 /// the main process, which runs as another uid). Returns whether it ran.
-async fn kill_block_processes(docker: &Docker, id: &str, user: &str) -> bool {
-    let create = docker.create_exec(
-        id,
-        CreateExecOptions {
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            cmd: Some(vec!["sh", "-c", "kill -9 -1 2>/dev/null; exit 0"]),
-            user: Some(user),
-            ..Default::default()
-        },
-    );
-    let Ok(exec) = call("create a kill exec", create).await else {
-        return false;
-    };
-    let Ok(StartExecResults::Attached { mut output, .. }) =
-        call("start a kill exec", docker.start_exec(&exec.id, None)).await
-    else {
-        return false;
-    };
-    let drained = tokio::time::timeout(CALL_TIMEOUT, async {
-        while output.next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        return false;
-    }
+async fn kill_block_processes(backend: &dyn SandboxBackend, id: &str, user: &str) -> bool {
+    let argv = ["sh", "-c", "kill -9 -1 2>/dev/null; exit 0"];
     matches!(
-        call("inspect a kill exec", docker.inspect_exec(&exec.id)).await,
-        Ok(info) if info.exit_code == Some(0)
+        run_command(backend, id, user, &argv, CALL_TIMEOUT).await,
+        Ok(out) if out.code == Some(0)
     )
 }
 
-/// The container cgroup's OOM-kill counter (cgroup v2 `memory.events`, v1 `memory.oom_control`),
-/// read by a short exec; `None` when it cannot be read.
-async fn oom_kill_count(docker: &Docker, id: &str) -> Option<u64> {
-    let create = docker.create_exec(
-        id,
-        CreateExecOptions {
-            attach_stdout: Some(true),
-            attach_stderr: Some(false),
-            cmd: Some(vec![
-                "cat",
-                "/sys/fs/cgroup/memory.events",
-                "/sys/fs/cgroup/memory/memory.oom_control",
-            ]),
-            ..Default::default()
-        },
-    );
-    let exec = call("create an OOM-counter exec", create).await.ok()?;
-    let Ok(StartExecResults::Attached { mut output, .. }) = call(
-        "start an OOM-counter exec",
-        docker.start_exec(&exec.id, None),
-    )
-    .await
-    else {
-        return None;
-    };
-    let text = tokio::time::timeout(CALL_TIMEOUT, async {
-        let mut text = String::new();
-        while let Some(Ok(chunk)) = output.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-        }
-        text
-    })
-    .await
-    .ok()?;
-    parse_oom_kills(&text)
+/// The sandbox cgroup's OOM-kill counter (cgroup v2 `memory.events`, v1 `memory.oom_control`),
+/// read by a short command; `None` when it cannot be read.
+async fn oom_kill_count(backend: &dyn SandboxBackend, id: &str) -> Option<u64> {
+    let argv = [
+        "cat",
+        "/sys/fs/cgroup/memory.events",
+        "/sys/fs/cgroup/memory/memory.oom_control",
+    ];
+    let out = run_command(backend, id, "", &argv, CALL_TIMEOUT)
+        .await
+        .ok()?;
+    parse_oom_kills(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// The `oom_kill` count in a cgroup memory events / oom_control listing.
@@ -1216,45 +1387,6 @@ fn parse_oom_kills(text: &str) -> Option<u64> {
             .then(|| parts.next()?.parse().ok())
             .flatten()
     })
-}
-
-async fn container_running(docker: &Docker, id: &str) -> bool {
-    matches!(
-        call("inspect the sandbox", docker.inspect_container(id, None)).await,
-        Ok(info) if info.state.as_ref().and_then(|s| s.running) == Some(true)
-    )
-}
-
-/// Force-removes a container (kills it first); errors are logged, never raised.
-async fn remove_container(docker: &Docker, id: &str) {
-    let options = RemoveContainerOptionsBuilder::default()
-        .force(true)
-        .v(true)
-        .build();
-    match call(
-        "remove a sandbox",
-        docker.remove_container(id, Some(options)),
-    )
-    .await
-    {
-        Ok(()) => {}
-        Err(e) => tracing::debug!(%id, %e, "remove container"),
-    }
-}
-
-/// Runs one Docker call under [`CALL_TIMEOUT`], naming what was attempted on failure.
-async fn call<T>(
-    what: &str,
-    fut: impl std::future::Future<Output = Result<T, bollard::errors::Error>>,
-) -> Result<T, ExecError> {
-    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(ExecError::Docker(format!("could not {what}: {e}"))),
-        Err(_) => Err(ExecError::Docker(format!(
-            "could not {what}: the Docker daemon did not answer within {} s",
-            CALL_TIMEOUT.as_secs()
-        ))),
-    }
 }
 
 /// [`sweep_orphans_on`] the engine `DOCKER_HOST` names.

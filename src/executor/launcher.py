@@ -635,6 +635,303 @@ def run_block(cmd, stdin):
     return not host_gone
 
 
+# ---- The workspace through this stream (a remote engine: nothing of proctor's machine is mounted).
+# Host -> launcher, each answered by X {"code":0} or {"code":1,"spawn_error":"why"} with its nonce:
+#   {"op":"put","nonce":N,"root":"/workspace","clear":false} then lines {"d":"<base64>"}... {"end":true}
+#       a tar stream (directories, regular files, symlinks) written under root; `clear` empties root
+#       first. Nothing is written through a symlink that leads out of root.
+#   {"op":"list","nonce":N,"root":R}   1 frames: one JSON array per line
+#       [path, kind (f d l o), size, mode, mtime_ns, ctime_ns, ino]; symlinks are not followed;
+#       names that are not UTF-8 are counted in a last line {"unreadable": n}
+#   {"op":"pull","nonce":N,"root":R,"paths":[...]}   1 frames: a tar stream (GNU format) of those
+#       directories and regular files (nothing else; a path through a symlink is left out)
+# They run between blocks, when no block process is alive.
+SYNC_CHUNK = 65536
+
+
+class SyncFailed(Exception):
+    pass
+
+
+class PutStream:
+    """The tar bytes of a `put`, decoded from the base64 lines that follow it on stdin."""
+
+    def __init__(self, stdin):
+        self.stdin, self.buf, self.done = stdin, b"", False
+
+    def _line(self):
+        while True:
+            for c in self.stdin.lines():
+                return c
+            if self.stdin.eof:
+                raise SyncFailed("the host closed the stream during a put")
+            self.stdin.fill()
+
+    def read(self, n=-1):
+        import base64
+
+        while not self.done and (n < 0 or len(self.buf) < n):
+            c = self._line()
+            if c.get("end"):
+                self.done = True
+            else:
+                self.buf += base64.b64decode(c.get("d", ""))
+        if n < 0:
+            n = len(self.buf)
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def drain(self):
+        while not self.done:
+            self.buf = b""
+            self.read(SYNC_CHUNK)
+
+
+class FrameOut:
+    """A write-only file whose bytes go to the host in `1` frames tagged with a nonce."""
+
+    def __init__(self, nonce):
+        self.nonce, self.buf = nonce, bytearray()
+
+    def write(self, data):
+        self.buf += data
+        if len(self.buf) >= SYNC_CHUNK:
+            view = memoryview(self.buf)
+            n = len(self.buf) - len(self.buf) % SYNC_CHUNK
+            for i in range(0, n, SYNC_CHUNK):
+                send(b"1", self.nonce + bytes(view[i : i + SYNC_CHUNK]))
+            view.release()
+            del self.buf[:n]
+        return len(data)
+
+    def close(self):
+        if self.buf:
+            send(b"1", self.nonce + bytes(self.buf))
+        self.buf = bytearray()
+
+
+def _rel_ok(rel):
+    parts = rel.split("/")
+    return bool(rel) and not rel.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
+def _inside(root, path):
+    return path == root or path.startswith(root + "/")
+
+
+def _parent(root, rel, make, known=None):
+    """The real directory that holds `rel` under root (made when `make`), never outside root.
+    `known` caches directories already checked during one put (the put itself makes no links)."""
+    import stat
+
+    head = rel.rpartition("/")[0]
+    if known is not None and head in known:
+        return known[head]
+    d = root
+    for part in rel.split("/")[:-1]:
+        p = os.path.join(d, part)
+        try:
+            st = os.lstat(p)
+        except FileNotFoundError:
+            if not make:
+                raise SyncFailed("%s: no such directory" % rel)
+            os.mkdir(p, 0o755)
+            d = p
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            real = os.path.realpath(p)
+            if not _inside(root, real) or not os.path.isdir(real):
+                raise SyncFailed("%s: a symlink on the way leads out of %s" % (rel, root))
+            d = real
+        elif stat.S_ISDIR(st.st_mode):
+            d = p
+        else:
+            raise SyncFailed("%s: a part of the path is not a directory" % rel)
+    if known is not None:
+        known[head] = d
+    return d
+
+
+def _clear(root):
+    import shutil
+    import stat
+
+    for e in os.scandir(root):
+        st = e.stat(follow_symlinks=False)
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(e.path)
+        else:
+            os.unlink(e.path)
+
+
+def op_put(cmd, stdin):
+    import stat
+    import tarfile
+
+    root = os.path.realpath(cmd.get("root") or "/workspace")
+    data = PutStream(stdin)
+    dirs = []
+    known = {}
+    # Files get their own modes exactly (blocks keep the launcher's umask).
+    mask = os.umask(0)
+    try:
+        if cmd.get("clear"):
+            _clear(root)
+        with tarfile.open(fileobj=data, mode="r|") as tf:
+            for n, m in enumerate(tf):
+                rel = m.name.rstrip("/")
+                if rel in ("", "."):
+                    continue
+                if not _rel_ok(rel):
+                    raise SyncFailed("%r: not a path inside %s" % (rel, root))
+                parent = _parent(root, rel, True, known)
+                target = os.path.join(parent, os.path.basename(rel))
+                try:
+                    old = os.lstat(target)
+                except FileNotFoundError:
+                    old = None
+                if m.isdir():
+                    if old is not None and not stat.S_ISDIR(old.st_mode):
+                        os.unlink(target)
+                        old = None
+                    if old is None:
+                        os.mkdir(target, 0o755)
+                    known[rel] = target
+                    dirs.append((target, m.mode & 0o777))
+                elif m.isreg():
+                    if old is not None and stat.S_ISDIR(old.st_mode):
+                        raise SyncFailed("%s: is a directory in the sandbox" % rel)
+                    # A new file is made in place; anything already there (a link the code
+                    # planted) is replaced by a rename, never written through.
+                    fresh = old is None
+                    tmp = target if fresh else os.path.join(parent, ".proctor-put-%d-%d" % (os.getpid(), n))
+                    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                    fd = os.open(tmp, flags, m.mode & 0o777)
+                    try:
+                        src = tf.extractfile(m)
+                        while True:
+                            chunk = src.read(SYNC_CHUNK)
+                            if not chunk:
+                                break
+                            os.write(fd, chunk)
+                        os.utime(fd, (m.mtime, m.mtime))
+                    finally:
+                        os.close(fd)
+                    if not fresh:
+                        os.replace(tmp, target)
+                elif m.issym():
+                    if old is not None and stat.S_ISDIR(old.st_mode):
+                        raise SyncFailed("%s: is a directory in the sandbox" % rel)
+                    if old is not None:
+                        os.unlink(target)
+                    os.symlink(m.linkname, target)
+        for d, mode in reversed(dirs):
+            if mode != 0o755:
+                os.chmod(d, mode)
+        data.drain()
+        return None
+    except (SyncFailed, OSError, tarfile.TarError, ValueError) as e:
+        data.drain()
+        return str(e)
+    finally:
+        os.umask(mask)
+
+
+def op_list(cmd):
+    import stat
+
+    root = os.path.realpath(cmd.get("root") or "/workspace")
+    w = FrameOut(str(cmd.get("nonce", "")).encode())
+    unreadable = 0
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        try:
+            it = os.scandir(os.path.join(root, rel) if rel else root)
+        except OSError:
+            continue
+        with it:
+            for e in it:
+                r = rel + "/" + e.name if rel else e.name
+                try:
+                    r.encode("utf-8")
+                    st = e.stat(follow_symlinks=False)
+                except (UnicodeEncodeError, OSError):
+                    unreadable += 1
+                    continue
+                m = st.st_mode
+                kind = "d" if stat.S_ISDIR(m) else "f" if stat.S_ISREG(m) else "l" if stat.S_ISLNK(m) else "o"
+                row = [r, kind, st.st_size, m & 0o7777, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+                w.write((json.dumps(row) + "\n").encode())
+                if kind == "d":
+                    stack.append(r)
+    if unreadable:
+        w.write((json.dumps({"unreadable": unreadable}) + "\n").encode())
+    w.close()
+    return None
+
+
+def op_pull(cmd):
+    import stat
+    import tarfile
+
+    root = os.path.realpath(cmd.get("root") or "/workspace")
+    w = FrameOut(str(cmd.get("nonce", "")).encode())
+    try:
+        with tarfile.open(fileobj=w, mode="w|", format=tarfile.GNU_FORMAT) as tf:
+            for rel in cmd.get("paths") or []:
+                if not isinstance(rel, str) or not _rel_ok(rel):
+                    continue
+                try:
+                    parent = _parent(root, rel, False)
+                except SyncFailed:
+                    continue
+                if parent != os.path.join(root, os.path.dirname(rel)).rstrip("/"):
+                    continue
+                path = os.path.join(parent, os.path.basename(rel))
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue
+                ti = tarfile.TarInfo(rel)
+                ti.mode = st.st_mode & 0o777
+                ti.mtime = int(st.st_mtime)
+                if stat.S_ISDIR(st.st_mode):
+                    ti.type = tarfile.DIRTYPE
+                    tf.addfile(ti)
+                elif stat.S_ISREG(st.st_mode):
+                    try:
+                        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                    except OSError:
+                        continue
+                    with os.fdopen(fd, "rb") as f:
+                        real = os.fstat(fd)
+                        if not stat.S_ISREG(real.st_mode):
+                            continue
+                        ti.size = real.st_size
+                        tf.addfile(ti, f)
+        w.close()
+        return None
+    except (OSError, tarfile.TarError, ValueError) as e:
+        w.close()
+        return str(e)
+
+
+def sync_op(c, stdin):
+    op = c.get("op")
+    try:
+        if op == "put":
+            err = op_put(c, stdin)
+        elif op == "list":
+            err = op_list(c)
+        else:
+            err = op_pull(c)
+    except Exception as e:  # noqa: BLE001 - reported to the host, never fatal
+        err = "%s: %s" % (type(e).__name__, e)
+    report = {"code": 0} if err is None else {"code": 1, "spawn_error": err}
+    send(b"X", str(c.get("nonce", "")).encode() + json.dumps(report).encode())
+
+
 def main():
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     # A previous launcher may have died mid-block: start from a clean process table.
@@ -642,13 +939,15 @@ def main():
     send(b"R", json.dumps({"pid": os.getpid(), "v": VERSION}).encode())
     stdin = Stdin()
     while True:
-        pending = list(stdin.lines())
-        for c in pending:
+        # One command at a time: a `put` reads the lines after it itself.
+        for c in stdin.lines():
             if c.get("op") == "run":
                 if not run_block(c, stdin):
                     return
             elif c.get("op") == "ping":
                 send(b"P", b"")
+            elif c.get("op") in ("put", "list", "pull"):
+                sync_op(c, stdin)
         if stdin.eof:
             return
         stdin.fill()

@@ -4,14 +4,14 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use bollard::Docker;
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bytes::{Buf, Bytes, BytesMut};
 use futures::StreamExt;
 use serde::Deserialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+use super::backend::{Chunk, ProcessSpec, SandboxBackend, SandboxStream, StreamError};
 
 /// The launcher script, handed to the image's `python3`.
 pub const SCRIPT: &str = include_str!("launcher.py");
@@ -137,8 +137,8 @@ impl FrameDecoder {
 /// Why a launcher could not be started.
 #[derive(Debug)]
 pub enum LaunchError {
-    /// Docker refused the exec (container gone or stopped, daemon trouble).
-    Docker(bollard::errors::Error),
+    /// The backend refused the stream (sandbox gone or stopped, engine trouble).
+    Backend(StreamError),
     /// The exec ran but no launcher came up (no `python3` in the image, or it crashed).
     Unavailable(String),
 }
@@ -169,45 +169,35 @@ impl std::fmt::Debug for Launcher {
 }
 
 impl Launcher {
-    /// Starts a launcher in `container` as `user` and waits for it to be ready.
-    pub async fn start(docker: &Docker, container: &str, user: &str) -> Result<Self, LaunchError> {
-        let bootstrap = bootstrap();
-        let create = CreateExecOptions {
-            attach_stdin: Some(true),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            tty: Some(false),
-            env: Some(vec![]),
-            cmd: Some(vec!["python3", "-I", "-S", "-c", &bootstrap]),
-            user: Some(user),
-            working_dir: Some(super::sandbox::WORKSPACE),
-            ..Default::default()
+    /// Starts a launcher in `container` as `user` through `backend` and waits for it to be ready.
+    pub async fn start(
+        backend: &dyn SandboxBackend,
+        container: &str,
+        user: &str,
+    ) -> Result<Self, LaunchError> {
+        let process = ProcessSpec {
+            argv: ["python3", "-I", "-S", "-c", &bootstrap()]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            user: user.to_owned(),
+            cwd: Some(super::sandbox::WORKSPACE.to_owned()),
+            env: Vec::new(),
+            stdin: true,
         };
-        let exec = tokio::time::timeout(READY_TIMEOUT, docker.create_exec(container, create))
+        let stream = tokio::time::timeout(READY_TIMEOUT, backend.open_stream(container, process))
             .await
-            .map_err(|_| LaunchError::Docker(bollard::errors::Error::RequestTimeoutError))?
-            .map_err(LaunchError::Docker)?;
-        let started = tokio::time::timeout(
-            READY_TIMEOUT,
-            docker.start_exec(
-                &exec.id,
-                Some(StartExecOptions {
-                    detach: false,
-                    tty: false,
-                    output_capacity: Some(128 * 1024),
-                }),
-            ),
-        )
-        .await
-        .map_err(|_| LaunchError::Docker(bollard::errors::Error::RequestTimeoutError))?
-        .map_err(LaunchError::Docker)?;
-        let StartExecResults::Attached {
+            .map_err(|_| {
+                LaunchError::Backend(StreamError::Unreachable(
+                    "the engine did not start the launcher within 10 s".into(),
+                ))
+            })?
+            .map_err(LaunchError::Backend)?;
+        let SandboxStream {
             mut output,
             mut input,
-        } = started
-        else {
-            return Err(LaunchError::Unavailable("exec started detached".into()));
-        };
+            ..
+        } = stream;
         // The script goes over stdin: any image with python3 works, nothing is copied in.
         let handed = tokio::time::timeout(READY_TIMEOUT, async {
             input.write_all(SCRIPT.as_bytes()).await?;
@@ -226,23 +216,20 @@ impl Launcher {
             let mut stderr_tail = String::new();
             while let Some(item) = output.next().await {
                 match item {
-                    Ok(bollard::container::LogOutput::StdOut { message })
-                    | Ok(bollard::container::LogOutput::Console { message }) => {
-                        match decoder.push(&message) {
-                            Ok(frames) => {
-                                for f in frames {
-                                    if tx.send(Ok(f)).await.is_err() {
-                                        return;
-                                    }
+                    Ok(Chunk::Stdout(message)) => match decoder.push(&message) {
+                        Ok(frames) => {
+                            for f in frames {
+                                if tx.send(Ok(f)).await.is_err() {
+                                    return;
                                 }
                             }
-                            Err(e) => {
-                                let _ = tx.send(Err(e)).await;
-                                return;
-                            }
                         }
-                    }
-                    Ok(bollard::container::LogOutput::StdErr { message }) => {
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    },
+                    Ok(Chunk::Stderr(message)) => {
                         tracing::debug!(stderr = %String::from_utf8_lossy(&message), "launcher stderr");
                         stderr_tail.push_str(&String::from_utf8_lossy(&message));
                         if stderr_tail.len() > 2000 {
@@ -253,7 +240,6 @@ impl Launcher {
                             stderr_tail.drain(..cut);
                         }
                     }
-                    Ok(bollard::container::LogOutput::StdIn { .. }) => {}
                     Err(e) => {
                         stderr_tail.push_str(&format!(" ({e})"));
                         break;

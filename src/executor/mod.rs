@@ -129,12 +129,18 @@ pub trait Executor: Send + Sync {
     fn shutdown(&self, session: &str) -> futures::future::BoxFuture<'static, ()>;
 }
 
+pub mod backend;
 pub mod docker;
+pub mod docker_backend;
 pub mod engine_host;
 pub mod image;
 pub mod launcher;
 pub mod output;
 pub mod sandbox;
+pub mod sync;
 
-pub use docker::{DockerExecutor, doctor_check, doctor_check_on, sweep_orphans, sweep_orphans_on};
+pub use backend::SandboxBackend;
+pub use docker::{
+    DockerExecutor, SandboxExecutor, doctor_check, doctor_check_on, sweep_orphans, sweep_orphans_on,
+};
 pub use engine_host::{EngineHost, EngineTransport, HostSource};

@@ -19,6 +19,8 @@ pub const LABEL_OWNER: &str = "proctor.owner";
 pub const WORKSPACE: &str = "/workspace";
 /// Where proctor's own per-block files (unnamed blocks' code) are mounted, read-only.
 pub const BLOCKS: &str = "/proctor";
+/// Size of the [`BLOCKS`] tmpfs of a synced sandbox (block files only).
+pub const BLOCKS_SIZE_MB: u64 = 16;
 /// Size of the `/tmp` tmpfs.
 pub const TMP_SIZE_MB: u64 = 64;
 /// Open files per process.
@@ -52,13 +54,22 @@ pub struct SandboxSpec {
     pub workspace: PathBuf,
     /// Host directory of proctor's per-block files, mounted read-only at [`BLOCKS`].
     pub blocks: PathBuf,
+    /// Nothing of this machine is mounted (a remote engine): the workspace is a volume of the
+    /// sandbox's own, filled and read back through the launcher; block files go to a private
+    /// tmpfs at [`BLOCKS`]; the network is switched per block by connecting and disconnecting.
+    pub synced: bool,
 }
 
 impl SandboxSpec {
     /// The spec for a request; also makes the workspace exist and, when it is proctor's own and
     /// proctor runs as root, hands it to the session's sandbox uid. A user's workspace is never
     /// chowned: blocks run as its owner, and one owned by root is refused.
-    pub fn for_request(req: &ExecRequest, network: bool, blocks: &Path) -> Result<Self, ExecError> {
+    pub fn for_request(
+        req: &ExecRequest,
+        network: bool,
+        blocks: &Path,
+        synced: bool,
+    ) -> Result<Self, ExecError> {
         let ws = &req.workspace;
         std::fs::create_dir_all(ws).map_err(|e| {
             ExecError::Other(format!("cannot create workspace {}: {e}", ws.display()))
@@ -121,6 +132,7 @@ impl SandboxSpec {
             main_uid,
             workspace: ws,
             blocks: blocks.to_path_buf(),
+            synced,
         })
     }
 
@@ -135,6 +147,13 @@ impl SandboxSpec {
             && self.gid == other.gid
             && self.workspace == other.workspace
             && self.blocks == other.blocks
+            && self.synced == other.synced
+    }
+
+    /// Whether the network is switched per block (connect/disconnect) rather than fixed at
+    /// creation.
+    pub fn switchable_network(&self) -> bool {
+        self.synced
     }
 
     /// The `user` string for execs that run block code.
@@ -155,10 +174,21 @@ impl SandboxSpec {
             (LABEL_SESSION.to_owned(), session.to_owned()),
             (LABEL_OWNER.to_owned(), owner.to_owned()),
         ]);
-        let tmpfs = HashMap::from([(
+        let mut tmpfs = HashMap::from([(
             "/tmp".to_owned(),
             format!("rw,noexec,nosuid,nodev,size={TMP_SIZE_MB}m,mode=1777"),
         )]);
+        if self.synced {
+            tmpfs.insert(
+                BLOCKS.to_owned(),
+                format!(
+                    "rw,noexec,nosuid,nodev,size={BLOCKS_SIZE_MB}m,uid={},gid={},mode=0700",
+                    self.uid, self.gid
+                ),
+            );
+        }
+        // A switchable sandbox is created on the network and taken off it before it starts.
+        let online = self.network || self.switchable_network();
         let ulimit = |name: &str, v: i64| ResourcesUlimits {
             name: Some(name.to_owned()),
             soft: Some(v),
@@ -172,7 +202,7 @@ impl SandboxSpec {
             cmd: Some(vec!["2147483647".into()]),
             env: Some(Vec::new()),
             working_dir: Some(WORKSPACE.into()),
-            network_disabled: Some(!self.network),
+            network_disabled: Some(!online),
             labels: Some(labels),
             tty: Some(false),
             open_stdin: Some(false),
@@ -182,7 +212,7 @@ impl SandboxSpec {
             host_config: Some(HostConfig {
                 binds: Some(self.binds()).filter(|b| !b.is_empty()),
                 mounts: Some(self.typed_mounts()).filter(|m| !m.is_empty()),
-                network_mode: Some(if self.network { "bridge" } else { "none" }.into()),
+                network_mode: Some(if online { "bridge" } else { "none" }.into()),
                 readonly_rootfs: Some(true),
                 tmpfs: Some(tmpfs),
                 cap_drop: Some(vec!["ALL".into()]),
@@ -225,6 +255,9 @@ impl SandboxSpec {
     }
 
     fn binds(&self) -> Vec<String> {
+        if self.synced {
+            return Vec::new();
+        }
         self.mount_list()
             .iter()
             .filter_map(|(src, dst, ro)| Self::bind_string(src, dst, *ro))
@@ -233,6 +266,16 @@ impl SandboxSpec {
 
     /// Typed mounts, for paths a bind string cannot carry.
     fn typed_mounts(&self) -> Vec<Mount> {
+        if self.synced {
+            // The workspace: an anonymous volume on the engine's host, removed with the
+            // container. Nothing of this machine.
+            return vec![Mount {
+                target: Some(WORKSPACE.into()),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(false),
+                ..Default::default()
+            }];
+        }
         self.mount_list()
             .iter()
             .filter(|(src, dst, ro)| Self::bind_string(src, dst, *ro).is_none())
@@ -667,6 +710,7 @@ mod tests {
             main_uid: 65534,
             workspace: ws.canonicalize().unwrap(),
             blocks: ws.canonicalize().unwrap(),
+            synced: false,
         }
     }
 
