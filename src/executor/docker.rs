@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine_host::{self, EngineHost, EngineHostError};
 use super::image::{absent_image_fix, ensure_image, image_present};
-use super::launcher::{ExitReport, Frame, LaunchError, Launcher};
+use super::launcher::{DEAD_AFTER, ExitReport, Frame, LaunchError, Launcher, ReattachError};
 use super::output::{OutputCap, Sanitizer};
 use super::sandbox::{
     BlockFile, LABEL_OWNER, LABEL_SESSION, SandboxSpec, WORKSPACE, block_path, container_path,
@@ -47,6 +47,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a running block's disk use is checked (a filesystem stat; the workspace is walked
 /// only when the filesystem grew past the limit).
 const DISK_CHECK: Duration = Duration::from_millis(100);
+/// How long a launcher stream cut mid-block (dropped connection, dead link) is retried before the
+/// block is reported interrupted (the launcher keeps the block running for 60 s after a cut).
+pub const STREAM_DEADLINE: Duration = Duration::from_secs(20);
 /// The note of a cancelled block (replaced when the cancel was the workspace limit's).
 const CANCELLED_NOTE: &str =
     "[proctor: cancelled; the block and every process it started were killed]";
@@ -69,6 +72,8 @@ struct Inner {
     scratch: Mutex<HashMap<String, Arc<tempfile::TempDir>>>,
     /// Per session: the workspace change tracker.
     trackers: Mutex<HashMap<String, Arc<Mutex<HostTracker>>>>,
+    /// How long a cut launcher stream is retried before the block is reported interrupted.
+    stream_deadline: Duration,
 }
 
 /// A session's live container.
@@ -91,6 +96,11 @@ enum LauncherEnd {
     },
     /// The launcher stopped answering past the deadline.
     Unresponsive(Collector),
+    /// The stream was cut mid-block and could not be attached again before the stream deadline
+    /// (the engine is unreachable); what arrived was streamed.
+    Cut {
+        why: String,
+    },
 }
 
 impl DockerExecutor {
@@ -111,8 +121,18 @@ impl DockerExecutor {
                 use_launcher: std::sync::atomic::AtomicBool::new(true),
                 scratch: Mutex::new(HashMap::new()),
                 trackers: Mutex::new(HashMap::new()),
+                stream_deadline: STREAM_DEADLINE,
             }),
         }
+    }
+
+    /// Gives a cut launcher stream `deadline` to come back (instead of [`STREAM_DEADLINE`]) before
+    /// the block is reported interrupted. For tests.
+    pub fn with_stream_deadline(mut self, deadline: Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.stream_deadline = deadline;
+        }
+        self
     }
 
     /// Runs every block with its own `docker exec` instead of the in-sandbox launcher (slower; the
@@ -612,9 +632,36 @@ impl Inner {
                     .await;
             };
             let t0 = Instant::now();
+            let relay = format!("{0}:{0}", sb.spec.main_uid);
             let backstop = (docker, id.as_str(), user.as_str());
-            match run_with_launcher(launcher, req, &argv, &cancel, out, backstop).await {
+            let link = (relay.as_str(), self.stream_deadline);
+            match run_with_launcher(launcher, req, &argv, &cancel, out, backstop, link).await {
                 LauncherEnd::Done(outcome) => return Ok(outcome),
+                LauncherEnd::Cut { why } => {
+                    // The launcher kills the block itself a minute after the cut if nobody comes
+                    // back; kill it now if the engine answers. The launcher is replaced before
+                    // the next block either way.
+                    let killed = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        kill_block_processes(docker, &id, &user),
+                    )
+                    .await
+                    .unwrap_or(false);
+                    tracing::warn!(%why, killed, "launcher stream cut");
+                    return Err(ExecError::Docker(format!(
+                        "the connection to the Docker engine at {} was cut during this block and \
+                         did not come back within {} s ({why}); the output up to the cut is kept \
+                         and the block {}. Check that the engine is reachable (`proctor doctor`), \
+                         then continue",
+                        self.engine.describe(),
+                        self.stream_deadline.as_secs(),
+                        if killed {
+                            "was killed"
+                        } else {
+                            "is killed in the sandbox a minute after the cut"
+                        }
+                    )));
+                }
                 LauncherEnd::Lost {
                     collector,
                     why,
@@ -661,9 +708,14 @@ impl Inner {
                         "the launcher's output stream carried a frame it did not send (the block \
                          tried to forge or corrupt it); the launcher was replaced and the block's \
                          processes were killed"
+                    } else if why == super::launcher::GAP {
+                        "part of this block's output was lost while the connection to the engine \
+                         was cut (more than the launcher keeps); the launcher was replaced and the \
+                         block's processes were killed"
                     } else if alive {
-                        "the sandbox launcher died during this block (the block may have killed it); \
-                         it was replaced and the block's processes were killed"
+                        "the sandbox launcher died or stopped answering during this block (the \
+                         block may have killed or stopped it); it was replaced and the block's \
+                         processes were killed"
                     } else {
                         "the sandbox container stopped during this block; a new one will be created \
                          for the next block, on the same workspace"
@@ -985,6 +1037,7 @@ async fn run_with_launcher(
     cancel: &CancellationToken,
     out: &Out,
     (docker, id, user): (&Docker, &str, &str),
+    (relay_user, stream_deadline): (&str, Duration),
 ) -> LauncherEnd {
     let limit_kb = req.policy.output_limit();
     let timeout = req.policy.block_timeout();
@@ -1021,49 +1074,100 @@ async fn run_with_launcher(
         };
     }
     let mut give_up = t0 + timeout + BACKSTOP;
-    let host_kill = t0 + timeout + HOST_KILL_GRACE;
+    let mut host_kill = t0 + timeout + HOST_KILL_GRACE;
     let mut host_killed = false;
     let mut kill_sent = false;
     let mut started = false;
     loop {
-        tokio::select! {
+        let dead_at = launcher.last_heard() + DEAD_AFTER;
+        let cut = tokio::select! {
             biased;
             _ = tokio::time::sleep_until(host_kill.into()), if !host_killed && !kill_sent => {
                 // The launcher missed the deadline: kill every block-uid process (the launcher
                 // too) from outside; its stream then ends.
                 host_killed = true;
                 kill_block_processes(docker, id, user).await;
+                continue;
             }
             _ = cancel.cancelled(), if !kill_sent => {
                 kill_sent = true;
                 give_up = give_up.min(Instant::now() + BACKSTOP);
-                if launcher.send(&json!({"op": "kill"})).await.is_err() {
-                    return LauncherEnd::Lost { collector, why: "stdin closed".into(), started: true };
+                match launcher.send(&json!({"op": "kill"})).await {
+                    Ok(()) => continue,
+                    Err(e) => e.to_string(),
                 }
             }
             frame = launcher.next() => match frame {
                 Ok(Frame::Stdout(b)) => {
                     started = true;
                     collector.push(StreamKind::Stdout, &b, out).await;
+                    continue;
                 }
                 Ok(Frame::Stderr(b)) => {
                     started = true;
                     collector.push(StreamKind::Stderr, &b, out).await;
+                    continue;
                 }
                 Ok(Frame::Exit(report)) => {
                     collector.flush(out).await;
                     return LauncherEnd::Done(collector.finish(&report, t0.elapsed(), req));
                 }
-                Ok(Frame::Ready) | Ok(Frame::Pong) => {}
-                Err(why) => {
+                Ok(_) => continue,
+                Err(why) if host_killed || why == super::launcher::FORGED
+                    || why == super::launcher::GAP => {
                     collector.flush(out).await;
                     let why = if host_killed { HOST_KILLED.to_owned() } else { why };
                     return LauncherEnd::Lost { collector, why, started };
                 }
+                Err(why) => why,
             },
+            _ = tokio::time::sleep_until(dead_at.into()) => {
+                format!("no keepalive for {} s", DEAD_AFTER.as_secs())
+            }
             _ = tokio::time::sleep_until(give_up.into()) => {
                 collector.flush(out).await;
                 return LauncherEnd::Unresponsive(collector);
+            }
+        };
+        // The stream is cut (or silent): attach to the launcher again; it kept the block running
+        // and its frames, and sends again what did not arrive.
+        let t_cut = Instant::now();
+        tracing::info!(%cut, "launcher stream cut; reattaching");
+        match launcher
+            .reattach(docker, id, relay_user, t_cut + stream_deadline)
+            .await
+        {
+            Ok(()) => {
+                // The block's deadline is the launcher's while the link was down.
+                let outage = t_cut.elapsed();
+                // (Only the outage is added: a stream that keeps being cut still ends.)
+                host_kill += outage + Duration::from_secs(1);
+                give_up += outage;
+                if kill_sent {
+                    // The kill may have been lost in the cut; a second one is harmless.
+                    let _ = launcher.send(&json!({"op": "kill"})).await;
+                }
+            }
+            Err(ReattachError::Gone(gone)) => {
+                tracing::debug!(%gone, "nothing to reattach to");
+                collector.flush(out).await;
+                let why = if host_killed {
+                    HOST_KILLED.to_owned()
+                } else {
+                    cut
+                };
+                return LauncherEnd::Lost {
+                    collector,
+                    why,
+                    started,
+                };
+            }
+            Err(ReattachError::Unreachable(last)) => {
+                collector.flush(out).await;
+                launcher.give_up();
+                return LauncherEnd::Cut {
+                    why: format!("{cut}; last attempt: {last}"),
+                };
             }
         }
     }

@@ -316,6 +316,24 @@ impl TlsRelay {
     pub fn kill(&mut self) {
         kill_group(&mut self.child);
     }
+
+    /// Freezes the relay and every connection it carries (SIGSTOP): a link that goes silent
+    /// without closing. [`resume`](Self::resume) thaws it.
+    pub fn pause(&self) {
+        signal_group(&self.child, "-STOP");
+    }
+
+    /// Thaws a [`pause`](Self::pause)d relay.
+    pub fn resume(&self) {
+        signal_group(&self.child, "-CONT");
+    }
+}
+
+fn signal_group(child: &Child, signal: &str) {
+    let _ = Command::new("kill")
+        .args([signal, "--", &format!("-{}", child.id())])
+        .stderr(Stdio::null())
+        .status();
 }
 
 impl Drop for TlsRelay {

@@ -1,0 +1,275 @@
+//! The launcher stream over a flaky link to a "remote" engine (the local daemon behind a TLS relay,
+//! see `remote_support`): a block whose stream is cut (relay killed and restarted) or goes silent
+//! (relay frozen) is attached again and finishes with every line exactly once; a cut that does not
+//! heal is reported within the stream deadline with what arrived, never a hang. And a block cannot
+//! attach to the launcher's socket or take its name.
+
+mod remote_support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use proctor::config::ExecutorConfig;
+use proctor::executor::engine_host::{EngineHost, HostSource};
+use proctor::executor::{DockerExecutor, ExecError, ExecEvent, ExecOutcome, ExecRequest, Executor};
+use remote_support::{Pki, TlsRelay};
+use tokio_util::sync::CancellationToken;
+
+fn policy() -> ExecutorConfig {
+    ExecutorConfig {
+        image: remote_support::image(),
+        timeout_s: 60,
+        ..Default::default()
+    }
+}
+
+fn session(name: &str) -> String {
+    format!(
+        "test-stream-{name}-{}-{:x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+fn request(session: &str, ws: &Path, code: &str) -> ExecRequest {
+    ExecRequest {
+        session: session.into(),
+        workspace: ws.to_path_buf(),
+        language: "python".into(),
+        code: code.into(),
+        filename: None,
+        policy: policy(),
+        allow_network: false,
+        user_workspace: false,
+    }
+}
+
+/// The executor on the TLS relay's engine.
+fn executor_on(relay: &TlsRelay, pki: &Pki) -> DockerExecutor {
+    let dir = pki.client_dir();
+    let engine = EngineHost::resolve_with(
+        Some((&relay.docker_host(), HostSource::CommandLine)),
+        |k| match k {
+            "DOCKER_TLS_VERIFY" => Some("1".into()),
+            "DOCKER_CERT_PATH" => Some(dir.display().to_string()),
+            _ => None,
+        },
+    )
+    .unwrap();
+    DockerExecutor::for_engine(engine)
+}
+
+/// A block in flight: its streamed output and its end, collected by a task.
+struct Flight {
+    lines: tokio::sync::watch::Receiver<String>,
+    end: tokio::task::JoinHandle<Result<ExecOutcome, ExecError>>,
+}
+
+fn launch(exec: &DockerExecutor, req: ExecRequest) -> Flight {
+    let mut stream = exec.run(req, CancellationToken::new());
+    let (tx, rx) = tokio::sync::watch::channel(String::new());
+    let end = tokio::spawn(async move {
+        let mut text = String::new();
+        while let Some(item) = stream.next().await {
+            match item? {
+                ExecEvent::Output { text: t, .. } => {
+                    text.push_str(&t);
+                    let _ = tx.send(text.clone());
+                }
+                ExecEvent::Finished(o) => {
+                    assert_eq!(o.output.trim_end(), text.trim_end(), "streamed == result");
+                    return Ok(o);
+                }
+                _ => {}
+            }
+        }
+        panic!("the stream ended without a result");
+    });
+    Flight { lines: rx, end }
+}
+
+impl Flight {
+    /// Waits until `n` lines streamed.
+    async fn wait_lines(&mut self, n: usize) {
+        let t0 = Instant::now();
+        while self.lines.borrow().lines().count() < n {
+            assert!(t0.elapsed() < Duration::from_secs(30), "no output");
+            let _ = tokio::time::timeout(Duration::from_millis(200), self.lines.changed()).await;
+        }
+    }
+}
+
+/// `n` numbered lines, one every `ms` milliseconds.
+fn ticker(n: u32, ms: u32) -> String {
+    format!(
+        "import time\nfor i in range({n}):\n    print('tick', i, flush=True)\n    time.sleep({ms} / 1000)\n"
+    )
+}
+
+fn expected(n: u32) -> String {
+    (0..n).map(|i| format!("tick {i}\n")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_cut_off_by_a_dead_relay_is_reattached_without_losing_or_repeating_a_line() {
+    let pki = Pki::new();
+    let mut relay = TlsRelay::start(&pki);
+    let port = relay.port;
+    let exec = executor_on(&relay, &pki);
+    let ws = tempfile::tempdir().unwrap();
+    let s = session("cut");
+    let mut flight = launch(&exec, request(&s, ws.path(), &ticker(60, 100)));
+    flight.wait_lines(10).await;
+    // Every connection through the relay dies at once; the engine is back 1.5 s later.
+    relay.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let relay = TlsRelay::start_on(&pki, port);
+    let t0 = Instant::now();
+    let outcome = tokio::time::timeout(Duration::from_secs(40), flight.end)
+        .await
+        .expect("never a hang")
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the block should have been reattached: {e}"));
+    assert_eq!(outcome.exit_code, 0, "{outcome:?}");
+    assert_eq!(outcome.output, expected(60), "every line exactly once");
+    assert!(relay.connections() > 0, "reattached through the new relay");
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    // The session goes on: the next block runs on the same launcher.
+    let next = launch(&exec, request(&s, ws.path(), "print('next')"));
+    let o = next.end.await.unwrap().unwrap();
+    assert_eq!((o.exit_code, o.output.as_str()), (0, "next\n"));
+    exec.shutdown(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_link_is_noticed_by_its_missing_keepalives_and_reattached() {
+    let pki = Pki::new();
+    let relay = TlsRelay::start(&pki);
+    let exec = executor_on(&relay, &pki);
+    let ws = tempfile::tempdir().unwrap();
+    let s = session("silent");
+    let mut flight = launch(&exec, request(&s, ws.path(), &ticker(100, 100)));
+    flight.wait_lines(5).await;
+    let connections = relay.connections();
+    // The link goes silent without closing (a frozen relay: nothing passes, nothing is closed)
+    // for longer than the keepalive timeout, then comes back.
+    relay.pause();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    relay.resume();
+    let outcome = tokio::time::timeout(Duration::from_secs(40), flight.end)
+        .await
+        .expect("never a hang")
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the block should have been reattached: {e}"));
+    assert_eq!(outcome.exit_code, 0, "{outcome:?}");
+    assert_eq!(outcome.output, expected(100), "every line exactly once");
+    assert!(
+        relay.connections() > connections,
+        "the silence was noticed and the launcher attached again over a new connection"
+    );
+    exec.shutdown(&s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_that_does_not_heal_is_reported_within_the_deadline_with_what_arrived() {
+    let pki = Pki::new();
+    let mut relay = TlsRelay::start(&pki);
+    let port = relay.port;
+    let exec = executor_on(&relay, &pki).with_stream_deadline(Duration::from_secs(3));
+    let ws = tempfile::tempdir().unwrap();
+    let s = session("gone");
+    // Also leaves a trace in the workspace, to see when it stops running.
+    let code = "import time\nfor i in range(600):\n    print('tick', i, flush=True)\n    open('/workspace/ticks', 'a').write('.')\n    time.sleep(0.1)\n";
+    let mut flight = launch(&exec, request(&s, ws.path(), code));
+    flight.wait_lines(5).await;
+    relay.kill();
+    let t0 = Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(30), flight.end)
+        .await
+        .expect("never a hang")
+        .unwrap();
+    let took = t0.elapsed();
+    let Err(ExecError::Docker(msg)) = end else {
+        panic!("expected the block to be reported cut: {end:?}")
+    };
+    assert!(
+        msg.contains("was cut during this block") && msg.contains("proctor doctor"),
+        "{msg}"
+    );
+    assert!(took < Duration::from_secs(15), "reported after {took:?}");
+    // What arrived is a clean prefix of what the block printed.
+    let arrived = flight.lines.borrow().clone();
+    assert!(arrived.lines().count() >= 5, "{arrived}");
+    assert!(expected(600).starts_with(&arrived), "{arrived}");
+    // The engine is back: the next block runs (on a fresh launcher) and the cut block is dead.
+    let _relay = TlsRelay::start_on(&pki, port);
+    let next = launch(&exec, request(&s, ws.path(), "print('next')"));
+    let o = next.end.await.unwrap().unwrap();
+    assert_eq!((o.exit_code, o.output.as_str()), (0, "next\n"));
+    let before = std::fs::read(ws.path().join("ticks")).unwrap().len();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let after = std::fs::read(ws.path().join("ticks")).unwrap().len();
+    assert_eq!(before, after, "the cut block was killed");
+    exec.shutdown(&s).await;
+}
+
+#[tokio::test]
+async fn a_block_cannot_attach_to_the_launchers_socket_or_take_its_name() {
+    let exec = DockerExecutor::new().unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let s = session("attach");
+    // The block finds the launcher's abstract socket, tries to attach with a made-up proof (and
+    // with none), tries to bind the same name, and prints fake keepalive and numbered frames.
+    let code = r#"import json, os, socket, struct, sys
+names = [l.split()[-1] for l in open("/proc/net/unix") if "@proctor-launcher-" in l]
+print("sockets", len(set(names)))
+name = names[0][1:]
+for proof in ("00" * 32, ""):
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect("\0" + name)
+    c.settimeout(10)
+    head = c.recv(5)
+    print("challenge", head[:1].decode(), struct.unpack(">I", head[1:])[0])
+    c.recv(16)
+    c.sendall(json.dumps({"op": "attach", "seq": 0, "proof": proof}).encode() + b"\n")
+    rest = b""
+    while True:
+        d = c.recv(4096)
+        if not d:
+            break
+        rest += d
+    print("after the proof:", len(rest), "bytes")
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    s.bind("\0" + name)
+    print("bound")
+except OSError as e:
+    print("bind refused", e.errno)
+fake = struct.pack(">cI", b"K", 40) + b"0" * 32 + struct.pack(">Q", 99)
+fake += struct.pack(">cI", b"1", 47) + b"0" * 32 + struct.pack(">Q", 2) + b"FORGED\n"
+sys.stdout.buffer.write(fake)
+sys.stdout.flush()
+sys.exit(3)
+"#;
+    let flight = launch(&exec, request(&s, ws.path(), code));
+    let o = flight.end.await.unwrap().unwrap();
+    assert_eq!(o.exit_code, 3, "{o:?}");
+    assert!(o.output.contains("sockets 1\n"), "{}", o.output);
+    assert_eq!(
+        o.output
+            .matches("challenge A 16\nafter the proof: 0 bytes\n")
+            .count(),
+        2,
+        "no frame reaches a connection without the key: {}",
+        o.output
+    );
+    assert!(o.output.contains("bind refused 98"), "{}", o.output);
+    assert!(!o.output.contains("bound"), "{}", o.output);
+    // The fake frames were the block's own output, nothing more; the launcher is still in step.
+    assert!(o.output.contains("FORGED"), "{}", o.output);
+    let next = launch(&exec, request(&s, ws.path(), "print('next')"));
+    let o = next.end.await.unwrap().unwrap();
+    assert_eq!((o.exit_code, o.output.as_str()), (0, "next\n"));
+    exec.shutdown(&s).await;
+}
