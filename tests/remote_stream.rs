@@ -273,3 +273,131 @@ sys.exit(3)
     assert_eq!((o.exit_code, o.output.as_str()), (0, "next\n"));
     exec.shutdown(&s).await;
 }
+
+// ---- through the binary: the JSON events a user's front end sees ------------------------------
+
+const TEAM: &str = r#"
+name = "pair"
+[[agents]]
+name = "coder"
+model = "fake/m"
+can_execute = true
+[[agents]]
+name = "reviewer"
+model = "fake/m"
+"#;
+
+/// One block that prints 50 numbered lines over 5 s, dropping `started` in the workspace after
+/// the sixth.
+const TICKER_SCRIPT: &str = r#"
+[[reply]]
+agent = "coder"
+text = """
+```python
+import time
+for i in range(50):
+    print('tick', i, flush=True)
+    if i == 5:
+        open('started', 'w').close()
+    time.sleep(0.1)
+```
+"""
+[[reply]]
+agent = "reviewer"
+text = "Done. TERMINATE"
+"#;
+
+/// Waits (up to 60 s) until the block of the session under `data` dropped its `started` file.
+fn wait_started(data: &Path) {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(60) {
+        let started = std::fs::read_dir(data.join("sessions"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|s| s.path().join("workspace/started").exists());
+        if started {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the block never started");
+}
+
+/// Asserts the session's one block finished with every line exactly once, streamed and in the
+/// result.
+fn assert_every_tick_once(code: i32, events: &[serde_json::Value], stderr: &str) {
+    use remote_support::of_type;
+    assert_eq!(code, 0, "stderr: {stderr}");
+    let fin = of_type(events, "execution_finished");
+    assert_eq!(fin.len(), 1, "{events:?}");
+    assert_eq!(fin[0]["exit_code"], 0, "{}", fin[0]);
+    assert_ne!(fin[0]["interrupted"], true, "{}", fin[0]);
+    assert_eq!(fin[0]["output"].as_str().unwrap(), expected(50));
+    let streamed: String = of_type(events, "execution_output")
+        .iter()
+        .map(|o| o["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(streamed, expected(50), "streamed once each, in order");
+    assert!(of_type(events, "paused").is_empty(), "{events:?}");
+}
+
+#[test]
+fn a_session_over_tls_rides_out_a_relay_restart_mid_block() {
+    let pki = Pki::new();
+    let relay = TlsRelay::start(&pki);
+    let (host, certs) = (relay.docker_host(), pki.client_dir());
+    let work = remote_support::Workdir::new(TICKER_SCRIPT, TEAM);
+    let data = work.path("data");
+    // Cuts every connection once the block runs; the engine is back 1.5 s later on the same port
+    // (the PKI and the new relay live until the session ends).
+    let cutter = std::thread::spawn(move || {
+        let mut relay = relay;
+        wait_started(&data);
+        relay.kill();
+        std::thread::sleep(Duration::from_millis(1500));
+        let back = TlsRelay::start_on(&pki, relay.port);
+        (back, pki)
+    });
+    let mut cmd = work.proctor();
+    cmd.env("DOCKER_HOST", &host)
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", &certs);
+    let (code, events, stderr) = work.run_auto(cmd, "count slowly");
+    let (back, _pki) = cutter.join().unwrap();
+    assert_every_tick_once(code, &events, &stderr);
+    assert!(
+        back.connections() > 0,
+        "the session went on through the new relay"
+    );
+}
+
+#[test]
+fn a_session_over_ssh_rides_out_an_sshd_restart_mid_block() {
+    let server = remote_support::SshServer::start();
+    let client = server.client(&server.path("user_key"));
+    let team = format!(
+        "{TEAM}\n[executor]\ndocker_host = \"{}\"\n",
+        server.docker_host()
+    );
+    let work = remote_support::Workdir::new(TICKER_SCRIPT, &team);
+    let data = work.path("data");
+    let cutter = std::thread::spawn(move || {
+        let mut server = server;
+        wait_started(&data);
+        let logins = server.logins();
+        server.kill();
+        std::thread::sleep(Duration::from_millis(1500));
+        server.restart();
+        (server, logins)
+    });
+    let mut cmd = work.proctor();
+    cmd.env("PATH", client.path_env());
+    let (code, events, stderr) = work.run_auto(cmd, "count slowly");
+    let (server, logins) = cutter.join().unwrap();
+    assert_every_tick_once(code, &events, &stderr);
+    assert!(
+        server.logins() > logins,
+        "the session logged in again after the cut"
+    );
+}
