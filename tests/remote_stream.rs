@@ -401,3 +401,60 @@ fn a_session_over_ssh_rides_out_an_sshd_restart_mid_block() {
         "the session logged in again after the cut"
     );
 }
+
+#[test]
+fn a_session_whose_engine_stays_away_mid_block_pauses_with_what_arrived() {
+    use remote_support::of_type;
+    let pki = Pki::new();
+    let relay = TlsRelay::start(&pki);
+    let (host, certs) = (relay.docker_host(), pki.client_dir());
+    let work = remote_support::Workdir::new(TICKER_SCRIPT, TEAM);
+    let data = work.path("data");
+    // Cuts every connection once the block runs; the engine never comes back.
+    let cutter = std::thread::spawn(move || {
+        let mut relay = relay;
+        wait_started(&data);
+        relay.kill();
+        Instant::now()
+    });
+    let mut cmd = work.proctor();
+    cmd.env("DOCKER_HOST", &host)
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", &certs);
+    let (code, events, stderr) = work.run_auto(cmd, "count slowly");
+    let cut_at = cutter.join().unwrap();
+    let waited = cut_at.elapsed();
+    assert_ne!(code, 0, "stderr: {stderr}");
+    // Reported within the stream deadline (20 s) plus the keepalive timeout, not hung.
+    assert!(waited < Duration::from_secs(35), "took {waited:?}");
+    let fin = of_type(&events, "execution_finished");
+    assert_eq!(fin.len(), 1, "{events:?}");
+    assert_eq!(fin[0]["interrupted"], true, "{}", fin[0]);
+    let output = fin[0]["output"].as_str().unwrap();
+    let (arrived, why) = output.split_once("interrupted: ").expect(output);
+    assert!(arrived.lines().count() >= 6, "{output}");
+    assert!(
+        expected(50).starts_with(arrived),
+        "a clean prefix: {output}"
+    );
+    assert!(
+        why.starts_with(&format!(
+            "the connection to the Docker engine at {host} was cut during this block and did \
+             not come back within 20 s"
+        )),
+        "{why}"
+    );
+    let paused = of_type(&events, "paused");
+    assert_eq!(paused.len(), 1, "{events:?}");
+    let reason = paused[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("was cut during this block") && reason.contains("proctor doctor"),
+        "{reason}"
+    );
+    // The one stderr line names the fix before anything is cut short.
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("the session paused"))
+        .expect(&stderr);
+    assert!(line.contains("(`proctor doctor`)"), "{line}");
+}

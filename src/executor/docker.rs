@@ -647,13 +647,13 @@ impl Inner {
                     )
                     .await
                     .unwrap_or(false);
+                    // (The transport's own words go to the log; the line says what to do.)
                     tracing::warn!(%why, killed, "launcher stream cut");
                     return Err(ExecError::Docker(format!(
                         "the connection to the Docker engine at {} was cut during this block and \
-                         did not come back within {} s ({why}); the output up to the cut is kept \
-                         and the block {}. Check that the engine is reachable (`proctor doctor`), \
-                         then continue",
-                        self.engine.describe(),
+                         did not come back within {} s; check that the engine is reachable \
+                         (`proctor doctor`). The output up to the cut is kept; the block {}",
+                        self.engine.host(),
                         self.stream_deadline.as_secs(),
                         if killed {
                             "was killed"
