@@ -287,8 +287,8 @@ name = "reviewer"
 model = "fake/m"
 "#;
 
-/// One block that prints 50 numbered lines over 5 s, dropping `started` in the workspace after
-/// the sixth.
+/// One block that prints 50 numbered lines over 6 s, dropping `started` in the workspace a second
+/// after the sixth (by then the six lines have reached proctor).
 const TICKER_SCRIPT: &str = r#"
 [[reply]]
 agent = "coder"
@@ -298,6 +298,7 @@ import time
 for i in range(50):
     print('tick', i, flush=True)
     if i == 5:
+        time.sleep(1)
         open('started', 'w').close()
     time.sleep(0.1)
 ```
@@ -457,4 +458,46 @@ fn a_session_whose_engine_stays_away_mid_block_pauses_with_what_arrived() {
         .find(|l| l.contains("the session paused"))
         .expect(&stderr);
     assert!(line.contains("(`proctor doctor`)"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_swallowed_by_a_cut_is_sent_again_and_runs_once() {
+    let pki = Pki::new();
+    let mut relay = TlsRelay::start(&pki);
+    let port = relay.port;
+    let exec = executor_on(&relay, &pki);
+    let ws = tempfile::tempdir().unwrap();
+    let s = session("swallowed");
+    let warm = launch(&exec, request(&s, ws.path(), "print('warm')"));
+    assert_eq!(warm.end.await.unwrap().unwrap().output, "warm\n");
+    // The next block's `run` goes into a frozen relay, which then dies with it unread.
+    relay.pause();
+    let flight = launch(
+        &exec,
+        request(
+            &s,
+            ws.path(),
+            "open('/workspace/runs', 'a').write('.')\nprint('after the cut')",
+        ),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    relay.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _relay = TlsRelay::start_on(&pki, port);
+    let outcome = tokio::time::timeout(Duration::from_secs(40), flight.end)
+        .await
+        .expect("never a hang")
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the block should have run: {e}"));
+    assert_eq!(
+        (outcome.exit_code, outcome.output.as_str()),
+        (0, "after the cut\n"),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(ws.path().join("runs")).unwrap(),
+        ".",
+        "ran exactly once"
+    );
+    exec.shutdown(&s).await;
 }

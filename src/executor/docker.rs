@@ -1066,13 +1066,13 @@ async fn run_with_launcher(
     }
     let mut collector = Collector::new(limit_kb);
     let t0 = Instant::now();
-    if let Err(e) = launcher.send_run(command).await {
-        return LauncherEnd::Lost {
-            collector,
-            why: e.to_string(),
-            started: false,
-        };
-    }
+    // A `run` that could not be written may still have reached the launcher (or not): the
+    // reattach below finds out, and sends it again if the launcher never got it.
+    let mut unsent = launcher
+        .send_run(command)
+        .await
+        .err()
+        .map(|e| e.to_string());
     let mut give_up = t0 + timeout + BACKSTOP;
     let mut host_kill = t0 + timeout + HOST_KILL_GRACE;
     let mut host_killed = false;
@@ -1080,7 +1080,10 @@ async fn run_with_launcher(
     let mut started = false;
     loop {
         let dead_at = launcher.last_heard() + DEAD_AFTER;
-        let cut = tokio::select! {
+        let cut = if let Some(why) = unsent.take() {
+            why
+        } else {
+            tokio::select! {
             biased;
             _ = tokio::time::sleep_until(host_kill.into()), if !host_killed && !kill_sent => {
                 // The launcher missed the deadline: kill every block-uid process (the launcher
@@ -1127,6 +1130,7 @@ async fn run_with_launcher(
             _ = tokio::time::sleep_until(give_up.into()) => {
                 collector.flush(out).await;
                 return LauncherEnd::Unresponsive(collector);
+            }
             }
         };
         // The stream is cut (or silent): attach to the launcher again; it kept the block running

@@ -892,11 +892,10 @@ def main():
                 run_block(c)
             elif c.get("op") == "ping":
                 send(b"P", b"")
-        if not link.up:
-            # Cut between blocks: wait for an attach only while the host may still lack the last
-            # block's frames; a host that closed the stream on purpose never comes back.
-            if not link.log or link.abandoned():
-                return
+        if not link.up and link.abandoned():
+            # Cut between blocks and nobody came back (a host that closed the stream on purpose
+            # never does; it kills this launcher before starting the next).
+            return
         link.expire()
         link.keepalive()
         wait = link.timeout(KEEPALIVE if link.up else 0.5)
