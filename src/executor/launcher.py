@@ -192,7 +192,8 @@ class Link:
     def timeout(self, wait):
         """`wait`, shortened to the next keepalive or attach-connection deadline."""
         now = time.monotonic()
-        if self.up:
+        # (With output waiting, the stream's writability wakes us; no keepalive is due then.)
+        if self.up and not self.pending:
             wait = min(wait, max(0.0, self.last_sent + KEEPALIVE - now))
         for c in self.conns.values():
             wait = min(wait, max(0.0, c[2] - now))
