@@ -1456,8 +1456,12 @@ impl Orchestrator {
                 // No result from the executor: close the block so every start has a finish.
                 let cancelled = cancel.is_cancelled() && sandbox_error.is_none();
                 interrupted = interrupted || cancelled;
+                // The sandbox failed after the code started (e.g. the link to a remote engine
+                // was cut and did not come back): the block was interrupted, with what arrived.
+                let cut_short = code_started && sandbox_error.is_some() && block_refused.is_none();
                 let output = match (&sandbox_error, &block_refused) {
                     (_, Some(why)) => format!("not run: {why}"),
+                    (Some(msg), None) if cut_short => format!("interrupted: {msg}"),
                     (Some(msg), None) => format!("could not run: {msg}"),
                     (None, None) if cancelled => "interrupted before it finished".into(),
                     (None, None) => {
@@ -1473,7 +1477,7 @@ impl Orchestrator {
                     p.id,
                     i,
                     format!("{partial}{output}"),
-                    cancelled,
+                    cancelled || cut_short,
                     not_run,
                 )
                 .await;

@@ -75,6 +75,9 @@ pub trait SandboxBackend: Send + Sync {
     /// and the workspace travels through the launcher's stream.
     fn is_remote(&self) -> bool;
 
+    /// Where sandboxes run, for messages: "the Docker engine at tcp://build:2376".
+    fn describe(&self) -> String;
+
     /// Reaches the engine (connecting when needed); the error says how to fix the link.
     fn ready(&self) -> BoxFuture<'_, Result<(), ExecError>>;
 

@@ -18,7 +18,9 @@ pub use super::docker_backend::CALL_TIMEOUT;
 use super::docker_backend::{DockerBackend, call, remove_container};
 use super::engine_host::{self, EngineHost, EngineHostError};
 use super::image::{absent_image_fix, image_present};
-use super::launcher::{ExitReport, Frame, LaunchError, Launcher};
+use super::launcher::{
+    DEAD_AFTER, ExitReport, Frame, LaunchError, Launcher, ReattachError, Relink,
+};
 use super::output::{OutputCap, Sanitizer};
 use super::sandbox::{
     BlockFile, LABEL_OWNER, LABEL_SESSION, SandboxSpec, WORKSPACE, block_path, container_path,
@@ -45,6 +47,9 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a running block's disk use is checked (a filesystem stat; the workspace is walked
 /// only when the filesystem grew past the limit).
 const DISK_CHECK: Duration = Duration::from_millis(100);
+/// How long a launcher stream cut mid-block (dropped connection, dead link) is retried before the
+/// block is reported interrupted (the launcher keeps the block running for 60 s after a cut).
+pub const STREAM_DEADLINE: Duration = Duration::from_secs(20);
 /// The note of a cancelled block (replaced when the cancel was the workspace limit's).
 const CANCELLED_NOTE: &str =
     "[proctor: cancelled; the block and every process it started were killed]";
@@ -71,6 +76,8 @@ struct Inner {
     scratch: Mutex<HashMap<String, Arc<tempfile::TempDir>>>,
     /// Per session: the workspace change tracker.
     trackers: Mutex<HashMap<String, Arc<Mutex<HostTracker>>>>,
+    /// How long a cut launcher stream is retried before the block is reported interrupted.
+    stream_deadline: Duration,
 }
 
 /// A session's live container.
@@ -110,6 +117,11 @@ enum LauncherEnd {
     },
     /// The launcher stopped answering past the deadline.
     Unresponsive(Collector),
+    /// The stream was cut mid-block and could not be attached again before the stream deadline
+    /// (the engine is unreachable); what arrived was streamed.
+    Cut {
+        why: String,
+    },
 }
 
 impl SandboxExecutor {
@@ -135,8 +147,18 @@ impl SandboxExecutor {
                 use_launcher: std::sync::atomic::AtomicBool::new(true),
                 scratch: Mutex::new(HashMap::new()),
                 trackers: Mutex::new(HashMap::new()),
+                stream_deadline: STREAM_DEADLINE,
             }),
         }
+    }
+
+    /// Gives a cut launcher stream `deadline` to come back (instead of [`STREAM_DEADLINE`]) before
+    /// the block is reported interrupted. For tests.
+    pub fn with_stream_deadline(mut self, deadline: Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.stream_deadline = deadline;
+        }
+        self
     }
 
     /// Runs every block with its own `docker exec` instead of the in-sandbox launcher (slower; the
@@ -632,7 +654,13 @@ impl Inner {
                     .await;
             };
             if let Some(block) = synced {
-                put_block(launcher, block).await?;
+                // A cut while the file goes in: attached again, the file is sent again (once).
+                if let Err(e) = put_block(launcher, block).await {
+                    if !launcher.recover().await {
+                        return Err(e);
+                    }
+                    put_block(launcher, block).await?;
+                }
                 if block.online {
                     self.backend.set_network(&id, true).await?;
                 }
@@ -658,8 +686,10 @@ impl Inner {
                 return Err(ExecError::Other("the sandbox's launcher is gone".into()));
             };
             let t0 = Instant::now();
+            let relay = format!("{0}:{0}", sb.spec.main_uid);
             let backstop = (&*self.backend, id.as_str(), user.as_str());
-            let end = run_with_launcher(launcher, req, &argv, &cancel, out, backstop).await;
+            let link = (relay.as_str(), self.stream_deadline);
+            let end = run_with_launcher(launcher, req, &argv, &cancel, out, backstop, link).await;
             if let Some(w) = sb.disk_watch.as_mut()
                 && !w.disarm().await
             {
@@ -680,6 +710,31 @@ impl Inner {
             };
             match end {
                 LauncherEnd::Done(outcome) => return Ok(outcome),
+                LauncherEnd::Cut { why } => {
+                    // The launcher kills the block itself a minute after the cut if nobody comes
+                    // back; kill it now if the engine answers. The launcher is replaced before
+                    // the next block either way.
+                    let killed = tokio::time::timeout(
+                        Duration::from_secs(5),
+                        kill_block_processes(&*self.backend, &id, &user),
+                    )
+                    .await
+                    .unwrap_or(false);
+                    // (The transport's own words go to the log; the line says what to do.)
+                    tracing::warn!(%why, killed, "launcher stream cut");
+                    return Err(ExecError::Docker(format!(
+                        "the connection to {} was cut during this block and \
+                         did not come back within {} s; check that the engine is reachable \
+                         (`proctor doctor`). The output up to the cut is kept; the block {}",
+                        self.backend.describe(),
+                        self.stream_deadline.as_secs(),
+                        if killed {
+                            "was killed"
+                        } else {
+                            "is killed in the sandbox a minute after the cut"
+                        }
+                    )));
+                }
                 LauncherEnd::Lost {
                     collector,
                     why,
@@ -698,9 +753,10 @@ impl Inner {
                         }
                     } else if kill_block_processes(&*self.backend, &sb.id, &sb.spec.block_user())
                         .await
-                        && let Ok(l) =
+                        && let Ok(mut l) =
                             Launcher::start(&*self.backend, &sb.id, &sb.spec.block_user()).await
                     {
+                        l.set_relink(self.relink(&sb.id, &sb.spec));
                         // (Block processes die first: none may touch the new launcher before it
                         // is non-dumpable.)
                         // Replace the launcher now, so the next block pays nothing.
@@ -728,9 +784,14 @@ impl Inner {
                         "the launcher's output stream carried a frame it did not send (the block \
                          tried to forge or corrupt it); the launcher was replaced and the block's \
                          processes were killed"
+                    } else if why == super::launcher::GAP {
+                        "part of this block's output was lost while the connection to the engine \
+                         was cut (more than the launcher keeps); the launcher was replaced and the \
+                         block's processes were killed"
                     } else if alive {
-                        "the sandbox launcher died during this block (the block may have killed it); \
-                         it was replaced and the block's processes were killed"
+                        "the sandbox launcher died or stopped answering during this block (the \
+                         block may have killed or stopped it); it was replaced and the block's \
+                         processes were killed"
                     } else {
                         "the sandbox container stopped during this block; a new one will be created \
                          for the next block, on the same workspace"
@@ -816,7 +877,8 @@ impl Inner {
                 }
             } else {
                 match Launcher::start(&*self.backend, &sb.id, &spec.block_user()).await {
-                    Ok(l) => {
+                    Ok(mut l) => {
+                        l.set_relink(self.relink(&sb.id, spec));
                         sb.launcher = Some(l);
                         if spec.synced && sb.listing.is_none() {
                             push(sb, out).await?;
@@ -861,6 +923,16 @@ impl Inner {
              `proctor doctor`",
             spec.image
         )))
+    }
+
+    /// How a launcher in sandbox `id` attaches again after a cut.
+    fn relink(&self, id: &str, spec: &SandboxSpec) -> Relink {
+        Relink {
+            backend: self.backend.clone(),
+            container: id.to_owned(),
+            relay_user: format!("{0}:{0}", spec.main_uid),
+            deadline: self.stream_deadline,
+        }
     }
 
     async fn create_container(
@@ -929,7 +1001,14 @@ impl Inner {
         let note = match slot.as_mut() {
             Some(sb) => match (sb.launcher.as_mut(), sb.listing.clone()) {
                 (Some(launcher), Some(before)) => {
-                    match sync::pull_changes(launcher, &spec.workspace, &before, budget).await {
+                    let mut pulled =
+                        sync::pull_changes(launcher, &spec.workspace, &before, budget).await;
+                    // A cut while the changes come back: attached again, asked again (once).
+                    if pulled.is_err() && launcher.recover().await {
+                        pulled =
+                            sync::pull_changes(launcher, &spec.workspace, &before, budget).await;
+                    }
+                    match pulled {
                         Ok(pulled) => {
                             sb.listing = Some(pulled.listing);
                             refused_note(&pulled.refused)
@@ -1203,6 +1282,7 @@ async fn run_with_launcher(
     cancel: &CancellationToken,
     out: &Out,
     (backend, id, user): (&dyn SandboxBackend, &str, &str),
+    (relay_user, stream_deadline): (&str, Duration),
 ) -> LauncherEnd {
     let limit_kb = req.policy.output_limit();
     let timeout = req.policy.block_timeout();
@@ -1231,57 +1311,112 @@ async fn run_with_launcher(
     }
     let mut collector = Collector::new(limit_kb);
     let t0 = Instant::now();
-    if let Err(e) = launcher.send_run(command).await {
-        return LauncherEnd::Lost {
-            collector,
-            why: e.to_string(),
-            started: false,
-        };
-    }
+    // A `run` that could not be written may still have reached the launcher (or not): the
+    // reattach below finds out, and sends it again if the launcher never got it.
+    let mut unsent = launcher
+        .send_run(command)
+        .await
+        .err()
+        .map(|e| e.to_string());
     let mut give_up = t0 + timeout + BACKSTOP;
-    let host_kill = t0 + timeout + HOST_KILL_GRACE;
+    let mut host_kill = t0 + timeout + HOST_KILL_GRACE;
     let mut host_killed = false;
     let mut kill_sent = false;
     let mut started = false;
     loop {
-        tokio::select! {
+        let dead_at = launcher.last_heard() + DEAD_AFTER;
+        let cut = if let Some(why) = unsent.take() {
+            why
+        } else {
+            tokio::select! {
             biased;
             _ = tokio::time::sleep_until(host_kill.into()), if !host_killed && !kill_sent => {
                 // The launcher missed the deadline: kill every block-uid process (the launcher
                 // too) from outside; its stream then ends.
                 host_killed = true;
                 kill_block_processes(backend, id, user).await;
+                continue;
             }
             _ = cancel.cancelled(), if !kill_sent => {
                 kill_sent = true;
                 give_up = give_up.min(Instant::now() + BACKSTOP);
-                if launcher.send(&json!({"op": "kill"})).await.is_err() {
-                    return LauncherEnd::Lost { collector, why: "stdin closed".into(), started: true };
+                match launcher.send(&json!({"op": "kill"})).await {
+                    Ok(()) => continue,
+                    Err(e) => e.to_string(),
                 }
             }
             frame = launcher.next() => match frame {
                 Ok(Frame::Stdout(b)) => {
                     started = true;
                     collector.push(StreamKind::Stdout, &b, out).await;
+                    continue;
                 }
                 Ok(Frame::Stderr(b)) => {
                     started = true;
                     collector.push(StreamKind::Stderr, &b, out).await;
+                    continue;
                 }
                 Ok(Frame::Exit(report)) => {
                     collector.flush(out).await;
                     return LauncherEnd::Done(collector.finish(&report, t0.elapsed(), req));
                 }
-                Ok(Frame::Ready) | Ok(Frame::Pong) => {}
-                Err(why) => {
+                Ok(_) => continue,
+                Err(why) if host_killed || why == super::launcher::FORGED
+                    || why == super::launcher::GAP => {
                     collector.flush(out).await;
                     let why = if host_killed { HOST_KILLED.to_owned() } else { why };
                     return LauncherEnd::Lost { collector, why, started };
                 }
+                Err(why) => why,
             },
+            _ = tokio::time::sleep_until(dead_at.into()) => {
+                format!("no keepalive for {} s", DEAD_AFTER.as_secs())
+            }
             _ = tokio::time::sleep_until(give_up.into()) => {
                 collector.flush(out).await;
                 return LauncherEnd::Unresponsive(collector);
+            }
+            }
+        };
+        // The stream is cut (or silent): attach to the launcher again; it kept the block running
+        // and its frames, and sends again what did not arrive.
+        let t_cut = Instant::now();
+        tracing::info!(%cut, "launcher stream cut; reattaching");
+        match launcher
+            .reattach(backend, id, relay_user, t_cut + stream_deadline)
+            .await
+        {
+            Ok(()) => {
+                // The block's deadline is the launcher's while the link was down.
+                let outage = t_cut.elapsed();
+                // (Only the outage is added: a stream that keeps being cut still ends.)
+                host_kill += outage + Duration::from_secs(1);
+                give_up += outage;
+                if kill_sent {
+                    // The kill may have been lost in the cut; a second one is harmless.
+                    let _ = launcher.send(&json!({"op": "kill"})).await;
+                }
+            }
+            Err(ReattachError::Gone(gone)) => {
+                tracing::debug!(%gone, "nothing to reattach to");
+                collector.flush(out).await;
+                let why = if host_killed {
+                    HOST_KILLED.to_owned()
+                } else {
+                    cut
+                };
+                return LauncherEnd::Lost {
+                    collector,
+                    why,
+                    started,
+                };
+            }
+            Err(ReattachError::Unreachable(last)) => {
+                collector.flush(out).await;
+                launcher.give_up();
+                return LauncherEnd::Cut {
+                    why: format!("{cut}; last attempt: {last}"),
+                };
             }
         }
     }

@@ -138,7 +138,14 @@ impl DockerBackend {
             working_dir: process.cwd.clone(),
             ..Default::default()
         };
-        let refused = |e: bollard::errors::Error| StreamError::Refused(e.to_string());
+        // The engine answered no (the container is gone or stopped, a bad request): Refused.
+        // A transport failure (a cut link, a relay that is down) may heal: Unreachable.
+        let refused = |e: bollard::errors::Error| match e {
+            bollard::errors::Error::DockerResponseServerError { .. } => {
+                StreamError::Refused(e.to_string())
+            }
+            e => StreamError::Unreachable(e.to_string()),
+        };
         let late = || {
             StreamError::Unreachable(format!(
                 "the Docker daemon did not answer within {} s",
@@ -224,6 +231,10 @@ impl DockerBackend {
 impl SandboxBackend for DockerBackend {
     fn is_remote(&self) -> bool {
         self.engine.is_remote()
+    }
+
+    fn describe(&self) -> String {
+        format!("the Docker engine at {}", self.engine.host())
     }
 
     fn ready(&self) -> BoxFuture<'_, Result<(), ExecError>> {

@@ -2,37 +2,291 @@
 # fresh process in its own session, streams its output back in frames, enforces the deadline and the
 # output cap, and kills every process the block left behind before reporting the exit.
 #
-# Protocol. Host -> launcher (stdin): one JSON object per line:
+# Protocol. Host -> launcher (stdin, or an attach connection): one JSON object per line:
+#   {"op":"hello","key":"<64 hex>"}   the secret an attach must prove it knows (sent first)
 #   {"op":"run","nonce":"<32 hex>","argv":[...],"cwd":"/workspace","env":{...},"timeout_ms":N,"limit":BYTES,
 #    "path0":"/workspace"}   (path0, optional: a Python script's sys.path[0] instead of its directory)
 #   {"op":"kill"}      cancel the running block (ignored when idle)
+#   {"op":"ping"}      answered with P
 # Launcher -> host (stdout): frames of 1 type byte + 4-byte big-endian length + payload:
-#   R ready {"pid","v"} · 1 stdout bytes · 2 stderr bytes · X exit {"code","timed_out","cancelled",
-#   "oom","total","kept","swept","spawn_error"}
-# Every 1/2/X frame of a block starts with that block's nonce (from its `run`), so output the block
-# manages to push into this stream cannot pass for the launcher's. The bootstrap made this process
-# non-dumpable (prctl PR_SET_DUMPABLE 0) before reading the script: code of the same uid cannot open
-# /proc/<launcher>/fd/*, read its memory (the nonce) or ptrace it.
+#   R ready {"pid","v","sock"} · P pong · A attach challenge (16 random bytes, only on an attach
+#   connection) · S attached {"nonce","running","seq"} · and the tagged frames, whose payload starts
+#   with a 32-byte tag and an 8-byte big-endian sequence number: 1 stdout bytes · 2 stderr bytes ·
+#   X exit {"code","timed_out","cancelled","oom","total","kept","swept","spawn_error"} · K keepalive
+#   (empty; its sequence number is the last one sent).
+# The tag of every frame of a block is that block's nonce (from its `run`), so output the block
+# manages to push into this stream cannot pass for the launcher's. 1/2/X frames are numbered from 1
+# for the launcher's life; K, sent every KEEPALIVE seconds while the stream is up (also while a
+# block is silent or nothing runs), repeats the last number.
+# The bootstrap made this process non-dumpable (prctl PR_SET_DUMPABLE 0) before reading the script:
+# code of the same uid cannot open /proc/<launcher>/fd/*, read its memory (the nonce, the key) or
+# ptrace it.
 # The launcher runs as the same uid as the code it starts (see docs/sandbox.md); the container's main
 # process runs as another uid, so kill(-1, SIGKILL) reaches exactly the block's processes.
+#
+# A cut stream. Docker cannot reattach to an exec's stdio: when the host's connection drops, this
+# process keeps running, reads EOF on stdin and its stdout goes nowhere. If a block is running then,
+# the launcher keeps it running and keeps its frames (LOG_MAX bytes at most), and listens on an
+# abstract unix socket (its name is in R; bound at start, before any block ran, so no block can take
+# the name). The host starts a small relay exec (as the container's main uid, which blocks cannot
+# signal) that connects to it; the launcher sends a random challenge, the host answers with
+# {"op":"attach","seq":N,"proof":HMAC-SHA256(key, challenge)} and, when the proof is right, the
+# launcher makes that connection its stream, says S (with its own proof, HMAC-SHA256(key, "S" +
+# challenge)) and sends again every kept frame numbered above N. A connection that does not prove the key within ATTACH_AUTH seconds is closed. With no attach
+# within ATTACH_WINDOW seconds of the cut, the block and everything it started are killed and the
+# launcher exits.
+import collections
+import hashlib
+import hmac
 import json
 import os
-import selectors
+import select
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import time
 
-VERSION = 1
+VERSION = 2
+# Seconds between keepalives while the stream is up.
+KEEPALIVE = 1.0
+# Seconds a cut stream waits for an attach before the block is killed and the launcher exits.
+ATTACH_WINDOW = 60.0
+# Seconds an attach connection has to prove the key.
+ATTACH_AUTH = 5.0
+# Most bytes of frames kept for a reattach (the oldest go first; the host then sees a gap).
+LOG_MAX = 8 << 20
+# Stop reading a block's output while this much is waiting to go out (back-pressure).
+HIGH_WATER = 256 << 10
+# The tag of frames outside a block.
+IDLE_TAG = b"0" * 32
+
+
+class Link:
+    """The stream to the host: the exec's stdin/stdout, or after a reattach an attach connection.
+    Frames are written without blocking (what does not fit waits in `pending`); 1/2/X frames are
+    numbered and kept in `log` until the next block starts."""
+
+    def __init__(self):
+        self.in_fd, self.out_fd, self.sock = 0, 1, None
+        self.up = True
+        self.cut_at = None
+        self.inbuf = b""
+        self.pending = bytearray()
+        self.seq = 0
+        self.log = collections.deque()
+        self.log_bytes = 0
+        self.tag = IDLE_TAG
+        self.running = False
+        self.key = None
+        self.last_sent = time.monotonic()
+        self.conns = {}
+        self.listener = None
+        self.name = None
+        os.set_blocking(1, False)
+        try:
+            name = "proctor-launcher-" + os.urandom(8).hex()
+            lst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            lst.bind("\0" + name)
+            lst.listen(8)
+            lst.setblocking(False)
+            self.listener, self.name = lst, name
+        except OSError:
+            pass
+
+    def frame(self, kind, payload):
+        return struct.pack(">cI", kind, len(payload)) + payload
+
+    def send(self, kind, payload=b""):
+        """A frame for the host. 1/2/X get the current tag and the next sequence number."""
+        if kind in (b"1", b"2", b"X"):
+            self.seq += 1
+            data = self.frame(kind, self.tag + struct.pack(">Q", self.seq) + payload)
+            self.log.append((self.seq, data))
+            self.log_bytes += len(data)
+            while self.log_bytes > LOG_MAX and self.log:
+                self.log_bytes -= len(self.log.popleft()[1])
+        elif kind == b"K":
+            data = self.frame(kind, self.tag + struct.pack(">Q", self.seq))
+        else:
+            data = self.frame(kind, payload)
+        self.write(data)
+
+    def write(self, data):
+        if not self.up:
+            return
+        self.pending += data
+        self.flush()
+
+    def flush(self):
+        while self.up and self.pending:
+            try:
+                n = os.write(self.out_fd, self.pending)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.cut()
+                return
+            del self.pending[:n]
+            self.last_sent = time.monotonic()
+
+    def keepalive(self):
+        if self.up and not self.pending and time.monotonic() - self.last_sent >= KEEPALIVE:
+            self.send(b"K")
+
+    def new_block(self, nonce):
+        self.tag = nonce
+        self.running = True
+        self.log.clear()
+        self.log_bytes = 0
+
+    def cut(self):
+        """The stream is gone (EOF on its input or an error writing): frames are only kept."""
+        if not self.up:
+            return
+        self.up = False
+        self.cut_at = time.monotonic()
+        self.pending = bytearray()
+        self.inbuf = b""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def fill(self):
+        """Reads what the host sent; False at EOF (the stream is then cut)."""
+        try:
+            data = os.read(self.in_fd, 65536)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        if not data:
+            self.cut()
+            return False
+        self.inbuf += data
+        return True
+
+    def lines(self):
+        while self.up and b"\n" in self.inbuf:
+            line, self.inbuf = self.inbuf.split(b"\n", 1)
+            if line.strip():
+                c = json.loads(line)
+                if c.get("op") == "hello":
+                    self.key = bytes.fromhex(str(c.get("key", ""))) or None
+                else:
+                    yield c
+
+    def rfds(self):
+        """What to wait on for reading: the stream, the listener, attach connections."""
+        fds = list(self.conns)
+        if self.up:
+            fds.append(self.in_fd)
+        if self.listener is not None:
+            fds.append(self.listener.fileno())
+        return fds
+
+    def wfds(self):
+        return [self.out_fd] if self.up and self.pending else []
+
+    def timeout(self, wait):
+        """`wait`, shortened to the next keepalive or attach-connection deadline."""
+        now = time.monotonic()
+        # (With output waiting, the stream's writability wakes us; no keepalive is due then.)
+        if self.up and not self.pending:
+            wait = min(wait, max(0.0, self.last_sent + KEEPALIVE - now))
+        for c in self.conns.values():
+            wait = min(wait, max(0.0, c[2] - now))
+        return wait
+
+    def handle(self, fd):
+        """An event on the listener or an attach connection; True when it was one of those."""
+        if self.listener is not None and fd == self.listener.fileno():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return True
+            challenge = os.urandom(16)
+            conn.setblocking(False)
+            try:
+                conn.send(self.frame(b"A", challenge))
+            except OSError:
+                conn.close()
+                return True
+            if len(self.conns) >= 8:
+                # Never more than a few waiting: the oldest goes.
+                old = min(self.conns, key=lambda k: self.conns[k][2])
+                self.conns.pop(old)[0].close()
+            self.conns[conn.fileno()] = [conn, challenge, time.monotonic() + ATTACH_AUTH, b""]
+            return True
+        if fd not in self.conns:
+            return False
+        conn, challenge, _deadline, buf = self.conns[fd]
+        try:
+            data = conn.recv(4096)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        buf += data
+        if not data or len(buf) > 4096:
+            self.conns.pop(fd)[0].close()
+            return True
+        self.conns[fd][3] = buf
+        if b"\n" not in buf:
+            return True
+        line, rest = buf.split(b"\n", 1)
+        self.conns.pop(fd)
+        try:
+            c = json.loads(line)
+            proof = bytes.fromhex(str(c.get("proof", "")))
+            seq = int(c.get("seq", 0))
+        except (ValueError, TypeError, AttributeError):
+            conn.close()
+            return True
+        want = hmac.new(self.key, challenge, hashlib.sha256).digest() if self.key else None
+        if c.get("op") != "attach" or want is None or not hmac.compare_digest(want, proof):
+            conn.close()
+            return True
+        self.adopt(conn, seq, rest, challenge)
+        return True
+
+    def adopt(self, conn, seq, rest, challenge):
+        """Makes an authenticated attach connection the stream and sends again what the host lacks."""
+        if self.sock is not None:
+            self.sock.close()
+        # The exec's own stdio is never used again.
+        self.sock = conn
+        self.in_fd = self.out_fd = conn.fileno()
+        self.up = True
+        self.cut_at = None
+        self.inbuf = rest
+        self.pending = bytearray()
+        # The launcher proves the key too: a process that took the socket's name after the
+        # launcher died cannot pass for it (and learn a nonce from a `run` sent again).
+        proof = hmac.new(self.key, b"S" + challenge, hashlib.sha256).hexdigest()
+        status = {"nonce": self.tag.decode(), "running": self.running, "seq": self.seq,
+                  "proof": proof}
+        self.write(self.frame(b"S", json.dumps(status).encode()))
+        for n, data in self.log:
+            if n > seq:
+                self.write(data)
+
+    def expire(self):
+        now = time.monotonic()
+        for fd in [fd for fd, c in self.conns.items() if c[2] <= now]:
+            self.conns.pop(fd)[0].close()
+
+    def abandoned(self):
+        """Cut for longer than ATTACH_WINDOW."""
+        return not self.up and time.monotonic() - self.cut_at > ATTACH_WINDOW
+
+
+LINK = None
 
 
 def send(kind, payload):
-    data = struct.pack(">cI", kind, len(payload)) + payload
-    view = memoryview(data)
-    while view:
-        n = os.write(1, view)
-        view = view[n:]
+    LINK.send(kind, payload)
 
 
 def oom_kills():
@@ -90,24 +344,6 @@ def sweep(child=None):
         if time.monotonic() > end:
             return rounds, False
         time.sleep(0.001)
-
-
-class Stdin:
-    def __init__(self):
-        self.buf = b""
-        self.eof = False
-
-    def fill(self):
-        data = os.read(0, 65536)
-        if not data:
-            self.eof = True
-        self.buf += data
-
-    def lines(self):
-        while b"\n" in self.buf:
-            line, self.buf = self.buf.split(b"\n", 1)
-            if line.strip():
-                yield json.loads(line)
 
 
 # The fork server: a Python interpreter started ahead of the blocks (after every block process of
@@ -480,9 +716,11 @@ def spawn(argv, env, cwd, pass_fds=()):
 ZYGOTE_SERVER = Zygote()
 
 
-def run_block(cmd, stdin):
+def run_block(cmd):
+    link = LINK
     nonce = str(cmd.get("nonce", "")).encode()
-    out = lambda kind, payload: send(kind, nonce + payload)
+    link.new_block(nonce)
+    out = send
     limit = int(cmd.get("limit", 1 << 20))
     timeout = max(0.0, cmd.get("timeout_ms", 60000) / 1000.0)
     oom_before = oom_kills()
@@ -506,24 +744,19 @@ def run_block(cmd, stdin):
             child = spawn(argv, env, cwd)
         except OSError as e:
             out(b"X", json.dumps({"code": 127, "spawn_error": str(e)}).encode())
-            return True
+            link.running = False
+            return
     deadline = start + timeout
-    sel = selectors.DefaultSelector()
-    sel.register(child.stdout.fileno(), selectors.EVENT_READ, b"1")
-    sel.register(child.stderr.fileno(), selectors.EVENT_READ, b"2")
-    sel.register(0, selectors.EVENT_READ, b"in")
+    pipes = {child.stdout.fileno(): b"1", child.stderr.fileno(): b"2"}
     pidfd = None
     try:
         pidfd = os.pidfd_open(child.pid)
-        sel.register(pidfd, selectors.EVENT_READ, b"pid")
     except (AttributeError, OSError):
         pidfd = None
-    pipes = 2
     total = kept = 0
     timed_out = cancelled = False
     exited = killed = False
     swept = 0
-    host_gone = False
 
     def kill_all():
         nonlocal killed, swept
@@ -537,56 +770,72 @@ def run_block(cmd, stdin):
         swept += n
         killed = True
 
-    while pipes > 0 or not exited:
+    while pipes or not exited:
         now = time.monotonic()
         if not killed and now >= deadline:
             timed_out = True
             kill_all()
             continue
+        if not killed and link.abandoned():
+            # Nobody came back for this block: it dies, as when the host closes the stream.
+            cancelled = True
+            kill_all()
+            continue
+        link.expire()
+        link.keepalive()
         wait = deadline - now if not killed else 0.5
         if pidfd is None and not exited:
             wait = min(wait, 0.02)
-        for key, _ in sel.select(wait):
-            tag = key.data
-            if tag == b"in":
+        if not link.up:
+            wait = min(wait, max(0.0, link.cut_at + ATTACH_WINDOW - now) + 0.01)
+        wait = link.timeout(wait)
+        rfds = link.rfds()
+        # Back-pressure: the block's pipes wait while the stream is behind.
+        if len(link.pending) < HIGH_WATER:
+            rfds += list(pipes)
+        if pidfd is not None and pidfd >= 0:
+            rfds.append(pidfd)
+        try:
+            readable, writable, _x = select.select(rfds, link.wfds(), [], wait)
+        except InterruptedError:
+            continue
+        if writable:
+            link.flush()
+        for fd in readable:
+            if fd == pidfd:
+                os.close(pidfd)
+                pidfd = -1
+                exited = True
+            elif fd in pipes:
                 try:
-                    stdin.fill()
+                    data = os.read(fd, 65536)
                 except OSError:
-                    stdin.eof = True
-                if stdin.eof:
-                    sel.unregister(0)
-                    host_gone = True
-                    if not killed:
-                        cancelled = True
-                        kill_all()
+                    data = b""
+                if not data:
+                    del pipes[fd]
                     continue
-                for c in stdin.lines():
+                total += len(data)
+                if kept < limit:
+                    part = data[: limit - kept]
+                    kept += len(part)
+                    out(pipes[fd], part)
+            elif link.handle(fd):
+                pass
+            elif link.up and fd == link.in_fd:
+                link.fill()
+                for c in link.lines():
                     if c.get("op") == "kill" and not killed:
                         cancelled = True
                         kill_all()
                     elif c.get("op") == "run":
                         # Never dropped silently: the host learns at once that it is out of step.
                         busy = {"code": 127, "spawn_error": "the launcher is still running a block"}
-                        send(b"X", str(c.get("nonce", "")).encode() + json.dumps(busy).encode())
-            elif tag == b"pid":
-                sel.unregister(pidfd)
-                os.close(pidfd)
-                pidfd = -1
-                exited = True
-            else:
-                try:
-                    data = os.read(key.fd, 65536)
-                except OSError:
-                    data = b""
-                if not data:
-                    sel.unregister(key.fd)
-                    pipes -= 1
-                    continue
-                total += len(data)
-                if kept < limit:
-                    part = data[: limit - kept]
-                    kept += len(part)
-                    out(tag, part)
+                        saved = link.tag
+                        link.tag = str(c.get("nonce", "")).encode()
+                        send(b"X", json.dumps(busy).encode())
+                        link.tag = saved
+                    elif c.get("op") == "ping":
+                        send(b"P", b"")
         if not exited and child.poll() is not None:
             exited = True
         if exited and not killed:
@@ -602,12 +851,7 @@ def run_block(cmd, stdin):
             killed = True
     code = child.wait()
     if pidfd is not None and pidfd >= 0:
-        try:
-            sel.unregister(pidfd)
-        except (KeyError, ValueError):
-            pass
         os.close(pidfd)
-    sel.close()
     child.stdout.close()
     child.stderr.close()
     oom_after = oom_kills()
@@ -630,9 +874,9 @@ def run_block(cmd, stdin):
             }
         ).encode(),
     )
-    if zygote_key is not None and not host_gone and not ZYGOTE_SERVER.usable(zygote_key, wait=False):
+    link.running = False
+    if zygote_key is not None and link.up and not ZYGOTE_SERVER.usable(zygote_key, wait=False):
         ZYGOTE_SERVER.start(zygote_key)
-    return not host_gone
 
 
 # ---- The workspace through this stream (a remote engine: nothing of proctor's machine is mounted).
@@ -653,19 +897,40 @@ class SyncFailed(Exception):
     pass
 
 
-class PutStream:
-    """The tar bytes of a `put`, decoded from the base64 lines that follow it on stdin."""
+def wait_link(link, read):
+    """Waits until the stream can be read (`read`) or its pending output has gone out, keeping it
+    alive; a cut stream fails the transfer (the host sees the cut and reports it)."""
+    while True:
+        if not link.up:
+            raise SyncFailed("the stream to the host was cut during a transfer")
+        if read and b"\n" in link.inbuf:
+            return
+        if not read and len(link.pending) < HIGH_WATER:
+            return
+        link.keepalive()
+        try:
+            readable, writable, _x = select.select(
+                [link.in_fd] if read else [], link.wfds(), [], KEEPALIVE
+            )
+        except InterruptedError:
+            continue
+        if writable:
+            link.flush()
+        if readable:
+            link.fill()
 
-    def __init__(self, stdin):
-        self.stdin, self.buf, self.done = stdin, b"", False
+
+class PutStream:
+    """The tar bytes of a `put`, decoded from the base64 lines that follow it on the stream."""
+
+    def __init__(self, link):
+        self.link, self.buf, self.done = link, b"", False
 
     def _line(self):
         while True:
-            for c in self.stdin.lines():
+            for c in self.link.lines():
                 return c
-            if self.stdin.eof:
-                raise SyncFailed("the host closed the stream during a put")
-            self.stdin.fill()
+            wait_link(self.link, True)
 
     def read(self, n=-1):
         import base64
@@ -688,10 +953,15 @@ class PutStream:
 
 
 class FrameOut:
-    """A write-only file whose bytes go to the host in `1` frames tagged with a nonce."""
+    """A write-only file whose bytes go to the host in `1` frames (tagged with the op's nonce by
+    the link), written no faster than the stream takes them."""
 
-    def __init__(self, nonce):
-        self.nonce, self.buf = nonce, bytearray()
+    def __init__(self):
+        self.buf = bytearray()
+
+    def _send(self, data):
+        send(b"1", data)
+        wait_link(LINK, False)
 
     def write(self, data):
         self.buf += data
@@ -699,14 +969,14 @@ class FrameOut:
             view = memoryview(self.buf)
             n = len(self.buf) - len(self.buf) % SYNC_CHUNK
             for i in range(0, n, SYNC_CHUNK):
-                send(b"1", self.nonce + bytes(view[i : i + SYNC_CHUNK]))
+                self._send(bytes(view[i : i + SYNC_CHUNK]))
             view.release()
             del self.buf[:n]
         return len(data)
 
     def close(self):
         if self.buf:
-            send(b"1", self.nonce + bytes(self.buf))
+            self._send(bytes(self.buf))
         self.buf = bytearray()
 
 
@@ -764,12 +1034,12 @@ def _clear(root):
             os.unlink(e.path)
 
 
-def op_put(cmd, stdin):
+def op_put(cmd, link):
     import stat
     import tarfile
 
     root = os.path.realpath(cmd.get("root") or "/workspace")
-    data = PutStream(stdin)
+    data = PutStream(link)
     dirs = []
     known = {}
     # Files get their own modes exactly (blocks keep the launcher's umask).
@@ -841,7 +1111,7 @@ def op_list(cmd):
     import stat
 
     root = os.path.realpath(cmd.get("root") or "/workspace")
-    w = FrameOut(str(cmd.get("nonce", "")).encode())
+    w = FrameOut()
     unreadable = 0
     stack = [""]
     while stack:
@@ -876,7 +1146,7 @@ def op_pull(cmd):
     import tarfile
 
     root = os.path.realpath(cmd.get("root") or "/workspace")
-    w = FrameOut(str(cmd.get("nonce", "")).encode())
+    w = FrameOut()
     try:
         with tarfile.open(fileobj=w, mode="w|", format=tarfile.GNU_FORMAT) as tf:
             for rel in cmd.get("paths") or []:
@@ -917,11 +1187,13 @@ def op_pull(cmd):
         return str(e)
 
 
-def sync_op(c, stdin):
+def sync_op(c, link):
     op = c.get("op")
+    # The op's frames carry its nonce and are numbered like a block's.
+    link.new_block(str(c.get("nonce", "")).encode())
     try:
         if op == "put":
-            err = op_put(c, stdin)
+            err = op_put(c, link)
         elif op == "list":
             err = op_list(c)
         else:
@@ -929,28 +1201,45 @@ def sync_op(c, stdin):
     except Exception as e:  # noqa: BLE001 - reported to the host, never fatal
         err = "%s: %s" % (type(e).__name__, e)
     report = {"code": 0} if err is None else {"code": 1, "spawn_error": err}
-    send(b"X", str(c.get("nonce", "")).encode() + json.dumps(report).encode())
+    send(b"X", json.dumps(report).encode())
+    link.running = False
 
 
 def main():
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    global LINK
+    # A write to a closed stream is an error to handle (a cut), not a reason to die.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     # A previous launcher may have died mid-block: start from a clean process table.
     sweep()
-    send(b"R", json.dumps({"pid": os.getpid(), "v": VERSION}).encode())
-    stdin = Stdin()
+    LINK = link = Link()
+    send(b"R", json.dumps({"pid": os.getpid(), "v": VERSION, "sock": link.name}).encode())
     while True:
         # One command at a time: a `put` reads the lines after it itself.
-        for c in stdin.lines():
+        for c in link.lines():
             if c.get("op") == "run":
-                if not run_block(c, stdin):
-                    return
+                run_block(c)
             elif c.get("op") == "ping":
                 send(b"P", b"")
             elif c.get("op") in ("put", "list", "pull"):
-                sync_op(c, stdin)
-        if stdin.eof:
+                sync_op(c, link)
+        if not link.up and link.abandoned():
+            # Cut between blocks and nobody came back (a host that closed the stream on purpose
+            # never does; it kills this launcher before starting the next).
             return
-        stdin.fill()
+        link.expire()
+        link.keepalive()
+        wait = link.timeout(KEEPALIVE if link.up else 0.5)
+        try:
+            readable, writable, _x = select.select(link.rfds(), link.wfds(), [], wait)
+        except InterruptedError:
+            continue
+        if writable:
+            link.flush()
+        for fd in readable:
+            if link.handle(fd):
+                continue
+            if link.up and fd == link.in_fd:
+                link.fill()
 
 
 if __name__ == "__main__":

@@ -656,10 +656,9 @@ async fn request(
     lines: Option<&mut (dyn FnMut() -> Option<serde_json::Value> + Send)>,
     sink: &mut (dyn FnMut(&[u8]) + Send),
 ) -> Result<(), String> {
-    launcher
-        .send_run(command)
-        .await
-        .map_err(|e| format!("the launcher did not take the request: {e}"))?;
+    let sent = launcher.send_run(command).await;
+    launcher.forget_command();
+    sent.map_err(|e| format!("the launcher did not take the request: {e}"))?;
     if let Some(next) = lines {
         while let Some(line) = next() {
             launcher
@@ -679,7 +678,8 @@ async fn request(
             })??;
         match frame {
             Frame::Stdout(bytes) => sink(&bytes),
-            Frame::Stderr(_) | Frame::Ready | Frame::Pong => {}
+            Frame::Stderr(_) | Frame::Ready(_) | Frame::Pong | Frame::Keepalive => {}
+            Frame::Challenge(_) | Frame::Attached(_) => {}
             Frame::Exit(report) if report.code == 0 => return Ok(()),
             Frame::Exit(report) => {
                 return Err(report

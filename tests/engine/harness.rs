@@ -32,6 +32,8 @@ pub struct FakeExecutor {
     pub changes: Option<proctor::workspace::WorkspaceDelta>,
     /// Blocks end as killed for growing the workspace past its limit.
     pub fill_workspace: bool,
+    /// Blocks start, print these pieces, then fail with this sandbox error (a link cut mid-block).
+    pub cut_after: Option<(Vec<&'static str>, String)>,
 }
 
 impl Executor for FakeExecutor {
@@ -54,6 +56,17 @@ impl Executor for FakeExecutor {
                 })
             })
             .boxed();
+        }
+        if let Some((pieces, msg)) = self.cut_after.clone() {
+            let mut events: Vec<Result<ExecEvent, ExecError>> = vec![Ok(ExecEvent::Started)];
+            for p in pieces {
+                events.push(Ok(ExecEvent::Output {
+                    stream: StreamKind::Stdout,
+                    text: p.to_string(),
+                }));
+            }
+            events.push(Err(ExecError::Docker(msg)));
+            return futures::stream::iter(events).boxed();
         }
         if let Some(pieces) = self.pieces.clone() {
             let mut events: Vec<Result<ExecEvent, ExecError>> = vec![Ok(ExecEvent::Started)];

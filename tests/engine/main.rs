@@ -999,6 +999,59 @@ async fn sandbox_failure_is_reported_to_agent_and_pauses() {
 }
 
 #[tokio::test]
+async fn a_block_the_sandbox_lost_mid_run_is_interrupted_with_its_output_and_pauses() {
+    let mut b = Builder::new(PAIR).reply("coder", CODE);
+    b.exec = FakeExecutor {
+        cut_after: Some((
+            vec!["tick 0\n", "tick 1\n"],
+            "the connection to the Docker engine at tcp://127.0.0.1:1 was cut during this block"
+                .into(),
+        )),
+        ..Default::default()
+    };
+    let mut s = b.start();
+    let id = approval_id(&s.wait_for("approval", is_approval).await);
+    s.send(resolve(id, 0, Decision::Approve));
+    let p = s.wait_for("pause", is_paused).await;
+    assert!(
+        matches!(&p.kind, EventKind::Paused { kind: PauseKind::Sandbox, reason } if reason.contains("was cut during this block")),
+        "{p:?}"
+    );
+    let finished = s
+        .seen
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::ExecutionFinished {
+                output,
+                interrupted,
+                not_run,
+                exit_code,
+                ..
+            } => Some((output.clone(), *interrupted, *not_run, *exit_code)),
+            _ => None,
+        })
+        .expect("a finish");
+    let (ref output, interrupted, not_run, exit_code) = finished;
+    assert!(interrupted && !not_run && exit_code == -1, "{finished:?}");
+    assert!(
+        output.starts_with("tick 0\ntick 1\ninterrupted: the connection"),
+        "{output}"
+    );
+    let report = s
+        .seen
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::Message { agent, content, .. } if agent == "executor" => {
+                Some(content.clone())
+            }
+            _ => None,
+        })
+        .expect("a report");
+    assert!(report.contains("INTERRUPTED"), "{report}");
+    assert!(report.contains("tick 1"), "{report}");
+}
+
+#[tokio::test]
 async fn blocks_that_did_not_run_are_never_reported_as_run_and_host_paths_stay_home() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

@@ -59,12 +59,53 @@ fn wait_listening(port: u16, child: &mut Child, what: &str, log: &Path) {
 /// Kills a process started in its own process group, with everything it forked.
 fn kill_group(child: &mut Child) {
     let pid = child.id();
+    // Descendants that left the group (sshd's per-connection processes start sessions of their
+    // own) die too: they carry the open streams.
+    let tree = descendants(pid);
     let _ = Command::new("kill")
         .args(["-KILL", "--", &format!("-{pid}")])
         .stderr(Stdio::null())
         .status();
+    for p in tree {
+        let _ = Command::new("kill")
+            .args(["-KILL", &p.to_string()])
+            .stderr(Stdio::null())
+            .status();
+    }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Every live descendant of `root` (from /proc's parent links).
+fn descendants(root: u32) -> Vec<u32> {
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((pid, ppid))
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for (pid, ppid) in &parents {
+            if *ppid == p && !out.contains(pid) {
+                out.push(*pid);
+                frontier.push(*pid);
+            }
+        }
+    }
+    out
 }
 
 // ---- certificates ----------------------------------------------------------------------------
@@ -316,6 +357,24 @@ impl TlsRelay {
     pub fn kill(&mut self) {
         kill_group(&mut self.child);
     }
+
+    /// Freezes the relay and every connection it carries (SIGSTOP): a link that goes silent
+    /// without closing. [`resume`](Self::resume) thaws it.
+    pub fn pause(&self) {
+        signal_group(&self.child, "-STOP");
+    }
+
+    /// Thaws a [`pause`](Self::pause)d relay.
+    pub fn resume(&self) {
+        signal_group(&self.child, "-CONT");
+    }
+}
+
+fn signal_group(child: &Child, signal: &str) {
+    let _ = Command::new("kill")
+        .args([signal, "--", &format!("-{}", child.id())])
+        .stderr(Stdio::null())
+        .status();
 }
 
 impl Drop for TlsRelay {
