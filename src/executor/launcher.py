@@ -392,6 +392,10 @@ def _serve():
     for n in _sigs:
         _signal.signal(n, _signal.SIG_IGN)
     sock = socket.socket(fileno=int(_sys.argv[1]))
+    # The interpreter's compiler sets itself up on first use (about 3 ms, paid again in every
+    # child if the fork server never compiled): do it once here. A fresh `python3 PATH` has it
+    # set up too, from compiling PATH, before the script's first line.
+    compile(b"pass\n", "<proctor-warm-up>", "exec")
     # Everything the fork server holds now is never collected in a child: its pages stay shared.
     import gc
     gc.freeze()
