@@ -178,7 +178,8 @@ pub struct SessionState {
     /// The last agent message, while its code blocks have not been offered yet (a crash right
     /// after a message leaves it here; resume offers them).
     pub unoffered_message: Option<(String, String)>,
-    /// Agent messages since the last acknowledgement (agent, text).
+    /// The last agent messages since the last acknowledgement (agent, text), at most
+    /// `termination::LOOP_MESSAGES`.
     pub loop_messages: Vec<(String, String)>,
 }
 
@@ -190,7 +191,13 @@ pub fn code_hash(code: &str) -> String {
     use sha2::Digest;
     let normalized: String = code.trim().replace("\r\n", "\n");
     let digest = sha2::Sha256::digest(normalized.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(digest.len() * 2);
+    for b in digest {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    hex
 }
 
 /// The line of output that identifies an error: the last non-empty line.
@@ -257,6 +264,10 @@ impl SessionState {
                     self.last_speaker = Some(agent.clone());
                     self.speaking = None;
                     self.loop_messages.push((agent.clone(), content.clone()));
+                    // Loop detection reads only the last few: a long session keeps no more.
+                    if self.loop_messages.len() > crate::engine::termination::LOOP_MESSAGES {
+                        self.loop_messages.remove(0);
+                    }
                     self.unoffered_message = Some((agent.clone(), content.clone()));
                 }
             }

@@ -76,6 +76,8 @@ impl Condition {
 
 /// How many repeats make a loop.
 pub const LOOP_REPEATS: u32 = 3;
+/// Agent messages loop detection compares (two agents, twice each).
+pub const LOOP_MESSAGES: usize = 4;
 
 /// Why the session looks stuck, if it does.
 pub fn detect_loop(state: &SessionState) -> Option<String> {
@@ -105,7 +107,7 @@ pub fn detect_loop(state: &SessionState) -> Option<String> {
         }
     }
     let msgs = &state.loop_messages;
-    if msgs.len() >= 4 {
+    if msgs.len() >= LOOP_MESSAGES {
         let n = msgs.len();
         let (a1, a2, b1, b2) = (&msgs[n - 4], &msgs[n - 2], &msgs[n - 3], &msgs[n - 1]);
         if a1.0 == a2.0 && b1.0 == b2.0 && similar(&a1.1, &a2.1) && similar(&b1.1, &b2.1) {

@@ -205,29 +205,143 @@ pub(crate) fn parse_from(
     schema: Option<u32>,
     last_seq: u64,
 ) -> Result<ParsedLog, StoreError> {
-    let mut out = ParsedLog::default();
-    let mut schema = schema;
-    // First bad segment since the last good record: reported as skipped once a good one follows,
-    // or cut as the torn tail when none does.
-    let mut bad: Option<(u64, String)> = None;
-    // End of the last good record's bytes, and whether a newline follows it.
-    let mut good: Option<(usize, bool)> = None;
-    // First whole record of a type this build does not know since the last good record.
-    let mut newer: Option<(u64, String)> = None;
-    // Every whole, readable record, before the seq check.
-    let mut records: Vec<(u64, Event)> = Vec::new();
-    let mut pos = 0usize;
-    while pos < bytes.len() {
-        let rest = &bytes[pos..];
-        let len = rest
-            .iter()
-            .position(|&b| b == b'\n' || b == 0)
-            .unwrap_or(rest.len());
-        let end = pos + len;
-        let (lead, seg) = trim(&bytes[pos..end]);
+    let mut parser = LogParser::new(base, schema, last_seq);
+    parser.feed(bytes, true)?;
+    parser.finish()
+}
+
+/// Bytes read from a log at a time by [`read_log`]: the whole file is never in memory at once,
+/// only the events parsed from it and one block.
+const READ_BLOCK: usize = 4 << 20;
+
+/// Reads and parses a whole log from `reader` a block at a time (as [`parse_log`] would parse the
+/// whole file). Returns the parsed log and the number of bytes read.
+pub(crate) fn read_log(reader: &mut impl std::io::Read) -> Result<(ParsedLog, u64), ReadError> {
+    read_log_in_blocks(reader, READ_BLOCK)
+}
+
+fn read_log_in_blocks(
+    reader: &mut impl std::io::Read,
+    block: usize,
+) -> Result<(ParsedLog, u64), ReadError> {
+    use std::io::Read as _;
+    let mut parser = LogParser::new(0, None, 0);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut total = 0u64;
+    loop {
+        // Keep the unparsed rest (a record cut by the block's end) and read more after it; a
+        // record longer than a block grows the buffer. The buffer grows with what is read (a
+        // small log never costs a whole block).
+        let want = block.max(buf.len() * 2) - buf.len();
+        let n = reader
+            .by_ref()
+            .take(want as u64)
+            .read_to_end(&mut buf)
+            .map_err(ReadError::Io)?;
+        total += n as u64;
+        let at_end = n == 0;
+        let used = parser.feed(&buf, at_end).map_err(ReadError::Log)?;
+        if at_end {
+            break;
+        }
+        buf.drain(..used);
+    }
+    Ok((parser.finish().map_err(ReadError::Log)?, total))
+}
+
+/// Why [`read_log`] failed.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// Reading the file.
+    Io(std::io::Error),
+    /// The log itself (a newer schema).
+    Log(StoreError),
+}
+
+/// Where the next record boundary (`\n` or NUL) is in `bytes`: eight bytes at a time (a record is
+/// hundreds of bytes long, and every byte of the log passes here).
+fn boundary(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    const NEWLINES: u64 = 0x0a0a_0a0a_0a0a_0a0a;
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut at = 0;
+    for c in &mut chunks {
+        let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        if zero_byte(v) | zero_byte(v ^ NEWLINES) != 0 {
+            break;
+        }
+        at += 8;
+    }
+    bytes[at..]
+        .iter()
+        .position(|&b| b == b'\n' || b == 0)
+        .map(|p| at + p)
+}
+
+/// A log parser fed a block at a time: whole records are parsed as they come, the rest waits for
+/// the next block.
+struct LogParser {
+    out: ParsedLog,
+    /// File offset of the next byte fed.
+    base: u64,
+    schema: Option<u32>,
+    last_seq: u64,
+    /// First bad segment since the last good record: reported as skipped once a good one
+    /// follows, or cut as the torn tail when none does.
+    bad: Option<(u64, String)>,
+    /// File offset of the end of the last good record's bytes, and whether a newline follows it.
+    good: Option<(u64, bool)>,
+    /// First whole record of a type this build does not know since the last good record.
+    newer: Option<(u64, String)>,
+    /// File offsets of the whole, readable records in `out.events` (before the seq check).
+    offsets: Vec<u64>,
+    /// Bytes fed in all.
+    len: u64,
+}
+
+impl LogParser {
+    fn new(base: u64, schema: Option<u32>, last_seq: u64) -> Self {
+        LogParser {
+            out: ParsedLog::default(),
+            base,
+            schema,
+            last_seq,
+            bad: None,
+            good: None,
+            newer: None,
+            offsets: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// Parses every record of `bytes` that ends in a boundary (and, when `last`, the rest too).
+    /// Returns how many bytes were used: the caller feeds the others again, with more after them.
+    fn feed(&mut self, bytes: &[u8], last: bool) -> Result<usize, StoreError> {
+        let mut pos = 0usize;
+        while pos < bytes.len() {
+            let (end, boundary) = match boundary(&bytes[pos..]) {
+                Some(len) => (pos + len, Some(bytes[pos + len])),
+                None if last => (bytes.len(), None),
+                None => break,
+            };
+            self.segment(&bytes[pos..end], self.base + pos as u64, boundary)?;
+            pos = end + 1;
+        }
+        let used = pos.min(bytes.len());
+        self.base += used as u64;
+        self.len += used as u64;
+        Ok(used)
+    }
+
+    /// One segment between two boundaries, at file offset `at`, followed by `boundary`.
+    fn segment(&mut self, raw: &[u8], at: u64, boundary: Option<u8>) -> Result<(), StoreError> {
+        let (lead, seg) = trim(raw);
+        let end = at + raw.len() as u64;
         if !seg.is_empty() {
-            let offset = base + (pos + lead) as u64;
-            let known = match schema {
+            let offset = at + lead as u64;
+            let known = match self.schema {
                 Some(s) => s,
                 None => {
                     let s = schema_of(seg).unwrap_or(SCHEMA_VERSION);
@@ -240,9 +354,9 @@ pub(crate) fn parse_from(
                         ));
                     }
                     if s < SCHEMA_VERSION {
-                        out.report.migrated_from = Some(s);
+                        self.out.report.migrated_from = Some(s);
                     }
-                    schema = Some(s);
+                    self.schema = Some(s);
                     s
                 }
             };
@@ -251,74 +365,104 @@ pub(crate) fn parse_from(
             } else {
                 parse_migrated(seg, known)
             };
+            let newline = boundary == Some(b'\n');
             match parsed {
                 Ok(event) => {
-                    flush_skips(&mut out.report.skipped, &mut bad, &mut newer);
-                    records.push((offset, event));
-                    good = Some((end, end < bytes.len() && bytes[end] == b'\n'));
+                    flush_skips(&mut self.out.report.skipped, &mut self.bad, &mut self.newer);
+                    self.offsets.push(offset);
+                    self.out.events.push(event);
+                    self.good = Some((end, newline));
                 }
                 Err(e) => match whole_record(seg) {
                     Whole::NewerType(name) => {
                         // Whole, so never cut: skipped if a record this build knows follows it,
                         // and a reason to refuse the log if none does.
-                        if newer.is_none() {
-                            newer = Some((offset, name));
+                        if self.newer.is_none() {
+                            self.newer = Some((offset, name));
                         }
                     }
                     Whole::Unreadable => {
                         // Written whole, so not torn: skipped, but never cut from the log.
-                        flush_skips(&mut out.report.skipped, &mut bad, &mut newer);
-                        out.report.skipped.push((offset, e));
-                        good = Some((end, end < bytes.len() && bytes[end] == b'\n'));
+                        flush_skips(&mut self.out.report.skipped, &mut self.bad, &mut self.newer);
+                        self.out.report.skipped.push((offset, e));
+                        self.good = Some((end, newline));
                     }
                     Whole::No => {
-                        if bad.is_none() {
-                            bad = Some((offset, e));
+                        if self.bad.is_none() {
+                            self.bad = Some((offset, e));
                         }
                     }
                 },
             }
         }
-        if end < bytes.len() && bytes[end] == 0 {
-            out.report.nul_bytes += 1;
+        if boundary == Some(0) {
+            self.out.report.nul_bytes += 1;
         }
-        pos = end + 1;
+        Ok(())
     }
-    keep_in_seq_order(records, last_seq, &mut out);
-    if let Some((offset, name)) = newer {
-        // The log ends in records of a newer proctor: not a torn tail, and not ours to cut.
-        return Err(StoreError::Corrupt(newer_record_message(&name, offset)));
+
+    fn finish(self) -> Result<ParsedLog, StoreError> {
+        let LogParser {
+            mut out,
+            base,
+            schema,
+            last_seq,
+            bad,
+            good,
+            newer,
+            offsets,
+            len,
+        } = self;
+        keep_in_seq_order(&offsets, last_seq, &mut out);
+        if let Some((offset, name)) = newer {
+            // The log ends in records of a newer proctor: not a torn tail, and not ours to cut.
+            return Err(StoreError::Corrupt(newer_record_message(&name, offset)));
+        }
+        // `base` is now the file offset of the end of what was fed.
+        let start = base - len;
+        let good_len = match good {
+            Some((end, true)) => end + 1,
+            Some((end, false)) => end,
+            None => start,
+        };
+        out.needs_newline = matches!(good, Some((_, false)));
+        out.good_len = good_len;
+        out.report.truncated_bytes = base - good_len;
+        out.report.torn_tail = bad.map(|(_, e)| e);
+        out.report.schema = schema.unwrap_or(SCHEMA_VERSION);
+        Ok(out)
     }
-    let good_len = match good {
-        Some((end, true)) => end + 1,
-        Some((end, false)) => end,
-        None => 0,
-    };
-    out.needs_newline = matches!(good, Some((_, false)));
-    out.good_len = base + good_len as u64;
-    out.report.truncated_bytes = (bytes.len() - good_len) as u64;
-    out.report.torn_tail = bad.map(|(_, e)| e);
-    out.report.schema = schema.unwrap_or(SCHEMA_VERSION);
-    Ok(out)
 }
 
 /// Keeps the most records whose seqs strictly increase (after `last_seq`), in file order, and
 /// reports the others as skipped. A record whose seq was damaged into a larger number (`15` read
 /// as `115`) is the one skipped, never every record after it; a duplicate keeps its first copy.
-fn keep_in_seq_order(records: Vec<(u64, Event)>, last_seq: u64, out: &mut ParsedLog) {
+/// `out.events` holds every readable record, at `offsets` in the file.
+fn keep_in_seq_order(offsets: &[u64], last_seq: u64, out: &mut ParsedLog) {
+    let records = &out.events;
+    // The usual case: every seq is already larger than the one before.
+    let mut prev_seq = last_seq;
+    if records.iter().all(|ev| {
+        let ok = ev.seq > prev_seq;
+        prev_seq = ev.seq;
+        ok
+    }) {
+        out.report.skipped.sort_by_key(|(offset, _)| *offset);
+        return;
+    }
     // Longest strictly increasing subsequence of the seqs (patience sorting): `tails[k]` is the
     // index of the smallest last seq of a kept run of length k + 1; `prev` links the runs.
     let mut tails: Vec<usize> = Vec::new();
     let mut prev: Vec<Option<usize>> = vec![None; records.len()];
-    for (i, (_, ev)) in records.iter().enumerate() {
+    for (i, ev) in records.iter().enumerate() {
         if ev.seq <= last_seq {
             continue;
         }
-        let k = tails.partition_point(|&t| records[t].1.seq < ev.seq);
+        let k = tails.partition_point(|&t| records[t].seq < ev.seq);
         prev[i] = k.checked_sub(1).map(|j| tails[j]);
         if k == tails.len() {
             tails.push(i);
-        } else if records[tails[k]].1.seq > ev.seq {
+        } else if records[tails[k]].seq > ev.seq {
             tails[k] = i;
         }
     }
@@ -329,20 +473,24 @@ fn keep_in_seq_order(records: Vec<(u64, Event)>, last_seq: u64, out: &mut Parsed
         at = prev[i];
     }
     let mut kept_seq = last_seq;
-    for (i, (offset, ev)) in records.into_iter().enumerate() {
-        if keep[i] {
+    let mut i = 0;
+    let skipped = &mut out.report.skipped;
+    out.events.retain(|ev| {
+        let k = keep[i];
+        if k {
             kept_seq = ev.seq;
-            out.events.push(ev);
         } else {
-            out.report.skipped.push((
-                offset,
+            skipped.push((
+                offsets[i],
                 format!(
                     "record seq {} is out of order (the records around it go from seq {kept_seq} on)",
                     ev.seq
                 ),
             ));
         }
-    }
+        i += 1;
+        k
+    });
     out.report.skipped.sort_by_key(|(offset, _)| *offset);
 }
 
@@ -356,6 +504,57 @@ pub(crate) fn started(events: &[Event]) -> Option<&Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        /// Read a block at a time, any log (torn, padded with NULs, with garbage and records out
+        /// of order) parses exactly as it does whole.
+        #[test]
+        fn a_log_read_in_blocks_parses_as_it_does_whole(
+            parts in proptest::collection::vec((1u64..12, 0u8..8), 0..12),
+            cut in 0usize..400,
+            block in 1usize..64,
+        ) {
+            let mut log = String::new();
+            for (seq, damage) in parts {
+                match damage {
+                    0 => log.push_str("garbage{\n"),
+                    1 => log.push_str("\0\0"),
+                    2 => log.push_str("\n  \n"),
+                    _ => log.push_str(&line(seq, "a\u{e9}\u{202E}")),
+                }
+            }
+            let bytes = &log.as_bytes()[..cut.min(log.len())];
+            let whole = parse_log(bytes);
+            let read = read_log_in_blocks(&mut &bytes[..], block);
+            match (whole, read) {
+                (Ok(w), Ok((r, len))) => {
+                    prop_assert_eq!(len, bytes.len() as u64);
+                    prop_assert_eq!(w.events, r.events);
+                    prop_assert_eq!(w.report, r.report);
+                    prop_assert_eq!(w.good_len, r.good_len);
+                    prop_assert_eq!(w.needs_newline, r.needs_newline);
+                }
+                (Err(w), Err(ReadError::Log(r))) => prop_assert_eq!(w.to_string(), r.to_string()),
+                (w, r) => prop_assert!(false, "whole {:?}, in blocks {:?}", w.map(|p| p.events.len()), r.map(|p| p.0.events.len())),
+            }
+        }
+    }
+
+    #[test]
+    fn record_boundaries_are_found_past_a_word() {
+        for len in 0..40 {
+            for at in 0..len {
+                for b in [b'\n', 0] {
+                    let mut bytes = vec![b'x'; len];
+                    bytes[at] = b;
+                    assert_eq!(boundary(&bytes), Some(at), "{len} {at} {b}");
+                }
+            }
+            assert_eq!(boundary(&vec![b'x'; len]), None);
+        }
+    }
 
     fn line(seq: u64, text: &str) -> String {
         let ev = Event {

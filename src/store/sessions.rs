@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::protocol::{Event, EventKind, SCHEMA_VERSION};
 
 use super::lock::{LockState, SessionLock};
-use super::log::{LoadReport, parse_from, parse_log, started};
+use super::log::{LoadReport, ParsedLog, ReadError, parse_from, read_log, started};
 use super::summary::{Fold, SUMMARY_FILE, SessionSummary, SummaryFile};
 use super::writer::{SessionFiles, SessionWriter};
 use super::{StoreError, export};
@@ -52,6 +52,15 @@ pub fn resolve_data_dir(flag: Option<&Path>) -> Result<PathBuf, StoreError> {
 
 fn io_err(what: &str, path: &Path, e: std::io::Error) -> StoreError {
     StoreError::Read(format!("{what} {}: {e}", path.display()))
+}
+
+/// Reads and parses the log `file` (at `path`, of session `id`) a block at a time; returns it and
+/// its length.
+fn read_whole_log(file: &mut File, path: &Path, id: &str) -> Result<(ParsedLog, u64), StoreError> {
+    read_log(file).map_err(|e| match e {
+        ReadError::Io(e) => io_err("cannot read", path, e),
+        ReadError::Log(e) => in_session(id, e),
+    })
 }
 
 /// Makes a directory entry durable (new or renamed files in it).
@@ -307,8 +316,8 @@ impl SessionStore {
     pub fn read(&self, id: &str) -> Result<(Vec<Event>, LoadReport), StoreError> {
         let dir = self.existing_dir(id)?;
         let path = dir.join(LOG_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| io_err("cannot read", &path, e))?;
-        let parsed = parse_log(&bytes).map_err(|e| in_session(id, e))?;
+        let mut file = File::open(&path).map_err(|e| io_err("cannot open", &path, e))?;
+        let (parsed, _) = read_whole_log(&mut file, &path, id)?;
         Ok((parsed.events, parsed.report))
     }
 
@@ -328,10 +337,8 @@ impl SessionStore {
             .write(true)
             .open(&path)
             .map_err(|e| io_err("cannot open", &path, e))?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)
-            .map_err(|e| io_err("cannot read", &path, e))?;
-        let parsed = parse_log(&bytes).map_err(|e| in_session(id, e))?;
+        // A block at a time: the whole log is never in memory beside its events.
+        let (parsed, log_len) = read_whole_log(&mut file, &path, id)?;
         if started(&parsed.events).is_none() {
             return Err(StoreError::Corrupt(format!(
                 "session {id} cannot be resumed: its log {} does not begin with a readable session_started record",
@@ -340,7 +347,7 @@ impl SessionStore {
         }
         let mut report = parsed.report;
         let mut good_len = parsed.good_len;
-        if good_len < bytes.len() as u64 || parsed.needs_newline {
+        if good_len < log_len || parsed.needs_newline {
             let repaired = file.set_len(good_len).and_then(|()| {
                 if parsed.needs_newline {
                     file.seek(SeekFrom::Start(good_len))?;
@@ -461,11 +468,9 @@ impl SessionStore {
     /// Folds a whole log; caches the result when no proctor is writing the session.
     fn full_fold(&self, id: &str, file: &mut File, cache: bool) -> Result<Fold, StoreError> {
         let path = self.log_path(id);
-        let mut bytes = Vec::new();
         file.seek(SeekFrom::Start(0))
-            .and_then(|_| file.read_to_end(&mut bytes))
             .map_err(|e| io_err("cannot read", &path, e))?;
-        let parsed = parse_log(&bytes).map_err(|e| in_session(id, e))?;
+        let (parsed, _) = read_whole_log(file, &path, id)?;
         let mut fold = Fold::default();
         for ev in &parsed.events {
             fold.apply(ev);

@@ -433,7 +433,12 @@ impl App {
 
     /// Folds one engine event and updates what depends on it (focus, dialogs, the guard).
     pub fn on_event(&mut self, ev: &Event) {
-        self.view.apply(ev);
+        self.on_event_owned(ev.clone());
+    }
+
+    /// Like [`App::on_event`], keeping the event's text without copying it (the run loop).
+    pub fn on_event_owned(&mut self, ev: Event) {
+        // What the app itself keeps first: the view then takes the event's text.
         match &ev.kind {
             // A wait announced before the engine read our last op is already answered.
             EventKind::Waiting { on, ops_handled } if *ops_handled >= self.ops_sent => {
@@ -489,6 +494,7 @@ impl App {
             | EventKind::Paused { .. }
             | EventKind::Error { .. } => {}
         }
+        self.view.apply_owned(ev);
         self.after_change();
     }
 

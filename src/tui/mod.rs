@@ -232,10 +232,10 @@ pub async fn run(handle: SessionHandle, opts: TuiOptions) -> Result<TuiReport, T
             }
             ev = events.recv(), if events_open => match ev {
                 Some(ev) => {
-                    app.on_event(&ev);
+                    app.on_event_owned(ev);
                     for _ in 0..EVENT_BATCH {
                         match events.try_recv() {
-                            Ok(ev) => app.on_event(&ev),
+                            Ok(ev) => app.on_event_owned(ev),
                             Err(_) => break,
                         }
                     }

@@ -159,13 +159,18 @@ pub struct ExecView {
 impl ExecView {
     /// Appends output (merging runs on the same stream).
     pub fn push_output(&mut self, stream: StreamKind, text: &str) {
+        self.push_output_owned(stream, std::borrow::Cow::Borrowed(text));
+    }
+
+    /// Like [`ExecView::push_output`], keeping `text` itself when it starts a new run (no copy).
+    pub fn push_output_owned(&mut self, stream: StreamKind, text: std::borrow::Cow<'_, str>) {
         self.output_len += text.len();
         self.output_lines += text.bytes().filter(|&b| b == b'\n').count();
         match self.chunks.last_mut() {
-            Some(last) if last.stream == stream => last.text.push_str(text),
+            Some(last) if last.stream == stream => last.text.push_str(&text),
             _ => self.chunks.push(OutputChunk {
                 stream,
-                text: text.to_string(),
+                text: text.into_owned(),
             }),
         }
     }

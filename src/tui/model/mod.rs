@@ -94,6 +94,13 @@ pub struct WaitView {
     pub ops_handled: u64,
 }
 
+/// The event a cell comes from: its seq and time.
+#[derive(Debug, Clone, Copy)]
+struct At {
+    seq: u64,
+    ts_ms: u64,
+}
+
 /// Everything the TUI shows about one session.
 #[derive(Debug, Clone, Default)]
 pub struct SessionView {
@@ -223,12 +230,12 @@ impl SessionView {
         i
     }
 
-    fn push(&mut self, ev: &Event, kind: CellKind) -> usize {
+    fn push(&mut self, at: At, kind: CellKind) -> usize {
         self.cells.push(Cell {
             kind,
             rev: 0,
-            seq: ev.seq,
-            ts_ms: ev.ts_ms,
+            seq: at.seq,
+            ts_ms: at.ts_ms,
         });
         self.cells.len() - 1
     }
@@ -247,14 +254,27 @@ impl SessionView {
         std::mem::take(&mut self.touched)
     }
 
-    /// Folds one event into the view.
+    /// Folds one event into the view (a copy of it: see [`SessionView::apply_owned`]).
     pub fn apply(&mut self, ev: &Event) {
+        self.apply_owned(ev.clone());
+    }
+
+    /// Folds one event into the view, keeping its text without copying it (a resumed session
+    /// folds its whole log through here: no allocation per event beyond the cells).
+    pub fn apply_owned(&mut self, ev: Event) {
         self.events_seen += 1;
         self.revision += 1;
+        let Event {
+            seq,
+            session,
+            ts_ms,
+            kind,
+        } = ev;
         if self.session.is_empty() {
-            self.session = ev.session.clone();
+            self.session = session;
         }
-        match &ev.kind {
+        let at = At { seq, ts_ms };
+        match kind {
             EventKind::SessionStarted {
                 team,
                 task,
@@ -262,9 +282,7 @@ impl SessionView {
                 mode,
                 ..
             } => {
-                self.team = team.clone();
-                self.task = task.clone();
-                self.mode = *mode;
+                self.mode = mode;
                 if let Some(t) = team_config {
                     for a in &t.agents {
                         let i = self.ensure_agent(&a.name);
@@ -278,77 +296,63 @@ impl SessionView {
                     self.exec_timeout_s = t.executor.timeout_s;
                 }
                 self.push(
-                    ev,
+                    at,
                     CellKind::SessionStart {
                         team: team.clone(),
                         task: task.clone(),
                     },
                 );
+                self.team = team;
+                self.task = task;
             }
             EventKind::SpeakerSelected { agent, note } => {
                 self.speaker_requested = None;
                 self.pinned = None;
                 if let Some(note) = note {
-                    self.push(
-                        ev,
-                        CellKind::SpeakerNote {
-                            agent: agent.clone(),
-                            note: note.clone(),
-                        },
-                    );
+                    self.push(at, CellKind::SpeakerNote { agent, note });
                 }
             }
             EventKind::SpeakerRequested { candidates } => {
                 self.speaker_requested = Some(candidates.clone());
-                self.push(
-                    ev,
-                    CellKind::SpeakerRequested {
-                        candidates: candidates.clone(),
-                    },
-                );
+                self.push(at, CellKind::SpeakerRequested { candidates });
             }
             EventKind::AgentStatus { agent, state } => {
-                let i = self.ensure_agent(agent);
-                self.agents[i].activity = *state;
+                let i = self.ensure_agent(&agent);
+                self.agents[i].activity = state;
             }
-            EventKind::MessageDelta { agent, delta } => match self.streaming.get(agent) {
+            EventKind::MessageDelta { agent, delta } => match self.streaming.get(&agent) {
                 Some(&i) => {
                     if let Some(CellKind::Message { text, .. }) =
                         self.cells.get_mut(i).map(|c| &mut c.kind)
                     {
-                        text.push_str(delta);
+                        text.push_str(&delta);
                     }
                     self.touch(i);
                 }
                 None => {
-                    let usage = self.pending_usage.remove(agent);
+                    let usage = self.pending_usage.remove(&agent);
                     let i = self.push(
-                        ev,
+                        at,
                         CellKind::Message {
                             agent: agent.clone(),
                             to: None,
-                            text: delta.clone(),
+                            text: delta,
                             streaming: true,
                             usage,
                         },
                     );
-                    self.streaming.insert(agent.clone(), i);
+                    self.streaming.insert(agent, i);
                 }
             },
             EventKind::Message { agent, content, to } => {
                 if agent != HUMAN && agent != EXECUTOR {
-                    let i = self.ensure_agent(agent);
+                    let i = self.ensure_agent(&agent);
                     self.agents[i].activity = AgentActivity::Idle;
                 }
                 if agent == EXECUTOR {
-                    self.push(
-                        ev,
-                        CellKind::ExecutorReport {
-                            text: content.clone(),
-                        },
-                    );
-                } else if let Some(i) = self.streaming.remove(agent) {
-                    let usage = self.pending_usage.remove(agent);
+                    self.push(at, CellKind::ExecutorReport { text: content });
+                } else if let Some(i) = self.streaming.remove(&agent) {
+                    let usage = self.pending_usage.remove(&agent);
                     if let Some(CellKind::Message {
                         text,
                         streaming,
@@ -358,24 +362,24 @@ impl SessionView {
                     }) = self.cells.get_mut(i).map(|c| &mut c.kind)
                     {
                         // The complete message is the truth: it replaces what streamed.
-                        if text != content {
-                            *text = content.clone();
+                        if *text != content {
+                            *text = content;
                         }
                         *streaming = false;
-                        cell_to.clone_from(to);
+                        *cell_to = to;
                         if usage.is_some() {
                             *cell_usage = usage;
                         }
                     }
                     self.touch(i);
                 } else {
-                    let usage = self.pending_usage.remove(agent);
+                    let usage = self.pending_usage.remove(&agent);
                     self.push(
-                        ev,
+                        at,
                         CellKind::Message {
-                            agent: agent.clone(),
-                            to: to.clone(),
-                            text: content.clone(),
+                            agent,
+                            to,
+                            text: content,
                             streaming: false,
                             usage,
                         },
@@ -393,12 +397,12 @@ impl SessionView {
                 ..
             } => {
                 let u = UsageView {
-                    model: model.clone(),
-                    input_tokens: *input_tokens,
-                    output_tokens: *output_tokens,
-                    cached_tokens: *cached_tokens,
-                    usd: *usd,
-                    estimated: *estimated,
+                    model,
+                    input_tokens,
+                    output_tokens,
+                    cached_tokens,
+                    usd,
+                    estimated,
                 };
                 let add = |s: &mut Spend| {
                     s.add(
@@ -410,12 +414,15 @@ impl SessionView {
                     )
                 };
                 add(&mut self.spend);
-                add(self.spend_by_model.entry(model.clone()).or_default());
-                if let Some(&i) = self.agent_index.get(agent) {
+                match self.spend_by_model.get_mut(&u.model) {
+                    Some(s) => add(s),
+                    None => add(self.spend_by_model.entry(u.model.clone()).or_default()),
+                }
+                if let Some(&i) = self.agent_index.get(&agent) {
                     add(&mut self.agents[i].spend);
                 }
                 // Shown with the message it paid for: the one streaming, or the next one.
-                match self.streaming.get(agent) {
+                match self.streaming.get(&agent) {
                     Some(&i) => {
                         if let Some(CellKind::Message { usage, .. }) =
                             self.cells.get_mut(i).map(|c| &mut c.kind)
@@ -425,25 +432,19 @@ impl SessionView {
                         self.touch(i);
                     }
                     None => {
-                        self.pending_usage.insert(agent.clone(), u);
+                        self.pending_usage.insert(agent, u);
                     }
                 }
             }
             EventKind::ApprovalRequested { id, agent, blocks } => {
-                for b in blocks {
+                for b in &blocks {
                     self.proposed
-                        .insert((*id, b.index), (b.code.clone(), b.language.clone()));
+                        .insert((id, b.index), (b.code.clone(), b.language.clone()));
                 }
-                self.approvals.push_back(OpenApproval {
-                    id: *id,
-                    agent: agent.clone(),
-                    blocks: blocks.clone(),
-                    decided: vec![None; blocks.len()],
-                });
                 self.push(
-                    ev,
+                    at,
                     CellKind::Approval {
-                        id: *id,
+                        id,
                         agent: agent.clone(),
                         blocks: blocks
                             .iter()
@@ -457,6 +458,12 @@ impl SessionView {
                             .collect(),
                     },
                 );
+                self.approvals.push_back(OpenApproval {
+                    id,
+                    agent,
+                    decided: vec![None; blocks.len()],
+                    blocks,
+                });
             }
             EventKind::ApprovalResolved {
                 id,
@@ -467,84 +474,61 @@ impl SessionView {
                 by_rule,
                 allow_network,
             } => {
-                if let Some(PolicyRule::CodeOnce { hash }) = by_rule {
+                if let Some(PolicyRule::CodeOnce { hash }) = &by_rule {
                     self.rules
                         .retain(|r| !matches!(r, PolicyRule::CodeOnce { hash: h } if h == hash));
                 }
-                if let Some(pos) = self.approvals.iter().position(|a| a.id == *id) {
+                if let Some(pos) = self.approvals.iter().position(|a| a.id == id) {
                     let a = &mut self.approvals[pos];
-                    if let Some(slot) = a.decided.get_mut(*block) {
-                        *slot = Some(*decision);
+                    if let Some(slot) = a.decided.get_mut(block) {
+                        *slot = Some(decision);
                     }
                     if a.first_undecided().is_none() {
                         self.approvals.remove(pos);
                     }
                 }
-                let (original, language) = self
-                    .proposed
-                    .get(&(*id, *block))
-                    .cloned()
-                    .unwrap_or_default();
+                let (original, language) = match self.proposed.get(&(id, block)) {
+                    Some((code, language)) => (code.as_str(), language.clone()),
+                    None => ("", String::new()),
+                };
+                let original = (decision == DecisionKind::Edited).then(|| original.to_string());
                 self.push(
-                    ev,
+                    at,
                     CellKind::Decision {
-                        id: *id,
-                        block: *block,
+                        id,
+                        block,
                         language,
-                        decision: *decision,
-                        original: (*decision == DecisionKind::Edited).then_some(original),
-                        code: code.clone(),
-                        reason: reason.clone(),
-                        by_rule: by_rule.clone(),
-                        allow_network: *allow_network,
+                        decision,
+                        original,
+                        code,
+                        reason,
+                        by_rule,
+                        allow_network,
                     },
                 );
             }
             EventKind::PolicyAdded { rule } => {
-                if !self.rules.contains(rule) {
+                if !self.rules.contains(&rule) {
                     self.rules.push(rule.clone());
                 }
-                self.push(
-                    ev,
-                    CellKind::Rule {
-                        rule: rule.clone(),
-                        added: true,
-                    },
-                );
+                self.push(at, CellKind::Rule { rule, added: true });
             }
             EventKind::PolicyRevoked { rule } => {
-                self.rules.retain(|r| r != rule);
-                self.push(
-                    ev,
-                    CellKind::Rule {
-                        rule: rule.clone(),
-                        added: false,
-                    },
-                );
+                self.rules.retain(|r| *r != rule);
+                self.push(at, CellKind::Rule { rule, added: false });
             }
             EventKind::ModeChanged { mode } => {
-                self.mode = *mode;
-                self.push(ev, CellKind::ModeChanged { mode: *mode });
+                self.mode = mode;
+                self.push(at, CellKind::ModeChanged { mode });
             }
             EventKind::SpeakerPinned { agent } => {
                 self.pinned = Some(agent.clone());
-                self.push(
-                    ev,
-                    CellKind::Pinned {
-                        agent: agent.clone(),
-                    },
-                );
+                self.push(at, CellKind::Pinned { agent });
             }
             EventKind::AgentMuted { agent, muted } => {
-                let i = self.ensure_agent(agent);
-                self.agents[i].muted = *muted;
-                self.push(
-                    ev,
-                    CellKind::Muted {
-                        agent: agent.clone(),
-                        muted: *muted,
-                    },
-                );
+                let i = self.ensure_agent(&agent);
+                self.agents[i].muted = muted;
+                self.push(at, CellKind::Muted { agent, muted });
             }
             EventKind::ImagePull {
                 image,
@@ -555,12 +539,12 @@ impl SessionView {
                 layers_done,
             } => {
                 self.pull = Some(PullView {
-                    image: image.clone(),
-                    status: status.clone(),
-                    current: *current,
-                    total: *total,
-                    layers: *layers,
-                    layers_done: *layers_done,
+                    image,
+                    status,
+                    current,
+                    total,
+                    layers,
+                    layers_done,
                 });
             }
             EventKind::ExecutionStarted {
@@ -569,12 +553,12 @@ impl SessionView {
                 language,
             } => {
                 let i = self.push(
-                    ev,
+                    at,
                     CellKind::Execution(ExecView {
-                        id: *id,
-                        block: *block,
-                        language: language.clone(),
-                        started_ms: ev.ts_ms,
+                        id,
+                        block,
+                        language,
+                        started_ms: ts_ms,
                         timeout_s: self.exec_timeout_s,
                         chunks: Vec::new(),
                         output_len: 0,
@@ -583,7 +567,7 @@ impl SessionView {
                         changes: None,
                     }),
                 );
-                self.exec_cells.insert((*id, *block), i);
+                self.exec_cells.insert((id, block), i);
                 self.running = Some(i);
             }
             EventKind::ExecutionOutput {
@@ -593,10 +577,10 @@ impl SessionView {
                 text,
             } => {
                 self.pull = None;
-                if let Some(&i) = self.exec_cells.get(&(*id, *block)) {
+                if let Some(&i) = self.exec_cells.get(&(id, block)) {
                     if let Some(CellKind::Execution(x)) = self.cells.get_mut(i).map(|c| &mut c.kind)
                     {
-                        x.push_output(*stream, text);
+                        x.push_output_owned(stream, std::borrow::Cow::Owned(text));
                     }
                     self.touch(i);
                 }
@@ -615,21 +599,21 @@ impl SessionView {
                 workspace_limit_exceeded,
             } => {
                 self.pull = None;
-                let i = match self.exec_cells.get(&(*id, *block)) {
+                let i = match self.exec_cells.get(&(id, block)) {
                     Some(&i) => i,
                     None => {
                         // A finish without a start (a block refused before it ran).
                         let i = self.push(
-                            ev,
+                            at,
                             CellKind::Execution(ExecView {
-                                id: *id,
-                                block: *block,
+                                id,
+                                block,
                                 language: self
                                     .proposed
-                                    .get(&(*id, *block))
+                                    .get(&(id, block))
                                     .map(|(_, l)| l.clone())
                                     .unwrap_or_default(),
-                                started_ms: ev.ts_ms,
+                                started_ms: ts_ms,
                                 timeout_s: self.exec_timeout_s,
                                 chunks: Vec::new(),
                                 output_len: 0,
@@ -638,23 +622,23 @@ impl SessionView {
                                 changes: None,
                             }),
                         );
-                        self.exec_cells.insert((*id, *block), i);
+                        self.exec_cells.insert((id, block), i);
                         i
                     }
                 };
                 if let Some(CellKind::Execution(x)) = self.cells.get_mut(i).map(|c| &mut c.kind) {
                     x.finish(
-                        output,
+                        &output,
                         ExecEnd {
-                            exit_code: *exit_code,
-                            timed_out: *timed_out,
-                            truncated: *truncated,
-                            duration_ms: *duration_ms,
-                            oom: *oom,
-                            interrupted: *interrupted,
-                            not_run: *not_run,
-                            workspace_limit_exceeded: *workspace_limit_exceeded,
-                            finished_ms: ev.ts_ms,
+                            exit_code,
+                            timed_out,
+                            truncated,
+                            duration_ms,
+                            oom,
+                            interrupted,
+                            not_run,
+                            workspace_limit_exceeded,
+                            finished_ms: ts_ms,
                         },
                     );
                 }
@@ -672,9 +656,9 @@ impl SessionView {
                 notes,
             } => {
                 for (list, mark) in [
-                    (created, FileMark::Created),
-                    (modified, FileMark::Modified),
-                    (deleted, FileMark::Deleted),
+                    (&created, FileMark::Created),
+                    (&modified, FileMark::Modified),
+                    (&deleted, FileMark::Deleted),
                 ] {
                     for f in list {
                         let merged = match (self.workspace.get(&f.path), mark) {
@@ -695,15 +679,12 @@ impl SessionView {
                     }
                 }
                 let changes = cells::WorkspaceChange {
-                    created: created.clone(),
-                    modified: modified.clone(),
-                    deleted: deleted.clone(),
-                    notes: notes
-                        .iter()
-                        .map(|n| (n.path.clone(), n.note.clone()))
-                        .collect(),
+                    created,
+                    modified,
+                    deleted,
+                    notes: notes.into_iter().map(|n| (n.path, n.note)).collect(),
                 };
-                match self.exec_cells.get(&(*id, *block)).copied() {
+                match self.exec_cells.get(&(id, block)).copied() {
                     Some(i) => {
                         if let Some(CellKind::Execution(x)) =
                             self.cells.get_mut(i).map(|c| &mut c.kind)
@@ -713,31 +694,18 @@ impl SessionView {
                         self.touch(i);
                     }
                     None => {
-                        self.push(
-                            ev,
-                            CellKind::Workspace {
-                                id: *id,
-                                block: *block,
-                                changes,
-                            },
-                        );
+                        self.push(at, CellKind::Workspace { id, block, changes });
                     }
                 }
             }
             EventKind::BudgetWarning { spent_usd, cap_usd } => {
                 self.budget_warned = true;
-                self.push(
-                    ev,
-                    CellKind::BudgetWarning {
-                        spent_usd: *spent_usd,
-                        cap_usd: *cap_usd,
-                    },
-                );
+                self.push(at, CellKind::BudgetWarning { spent_usd, cap_usd });
             }
             EventKind::BudgetChanged { cap_usd } => {
-                self.budget_usd = Some(*cap_usd);
+                self.budget_usd = Some(cap_usd);
                 self.budget_warned = false;
-                self.push(ev, CellKind::BudgetChanged { cap_usd: *cap_usd });
+                self.push(at, CellKind::BudgetChanged { cap_usd });
             }
             EventKind::WorkspaceAttached { path, mode, .. } => {
                 let how = match mode {
@@ -747,7 +715,7 @@ impl SessionView {
                     }
                 };
                 self.push(
-                    ev,
+                    at,
                     CellKind::Notice {
                         text: format!("workspace: {path} ({how})"),
                     },
@@ -756,30 +724,19 @@ impl SessionView {
             EventKind::Notice { message } => {
                 // The engine's checkpoint record says nothing to the human.
                 if message != "still streaming" {
-                    self.push(
-                        ev,
-                        CellKind::Notice {
-                            text: message.clone(),
-                        },
-                    );
+                    self.push(at, CellKind::Notice { text: message });
                 }
             }
             EventKind::Paused { reason, kind } => {
                 self.paused = Some(PauseView {
-                    kind: *kind,
+                    kind,
                     reason: reason.clone(),
                 });
-                self.push(
-                    ev,
-                    CellKind::Paused {
-                        kind: *kind,
-                        reason: reason.clone(),
-                    },
-                );
+                self.push(at, CellKind::Paused { kind, reason });
             }
             EventKind::Resumed {} => {
                 self.paused = None;
-                self.push(ev, CellKind::Resumed);
+                self.push(at, CellKind::Resumed);
             }
             EventKind::Terminated { reason } => {
                 self.terminated = Some(reason.clone());
@@ -796,26 +753,13 @@ impl SessionView {
                         *streaming = false;
                     }
                 }
-                self.push(
-                    ev,
-                    CellKind::Terminated {
-                        reason: reason.clone(),
-                    },
-                );
+                self.push(at, CellKind::Terminated { reason });
             }
             EventKind::Waiting { on, ops_handled } => {
-                self.waiting = Some(WaitView {
-                    on: *on,
-                    ops_handled: *ops_handled,
-                });
+                self.waiting = Some(WaitView { on, ops_handled });
             }
             EventKind::Error { message } => {
-                self.push(
-                    ev,
-                    CellKind::Error {
-                        text: message.clone(),
-                    },
-                );
+                self.push(at, CellKind::Error { text: message });
             }
         }
     }

@@ -43,10 +43,23 @@ pub fn theme_names() -> Vec<String> {
 
 /// Highlights `lines` as `language` with the syntect theme `theme` (synchronous).
 pub fn highlight_now(lines: &[String], language: &str, theme: &str) -> Vec<StyledLine> {
-    highlight_raw(lines, language, theme)
-        .into_iter()
-        .map(expand_tabs)
-        .collect()
+    highlight_while(lines, language, theme, &|| true).unwrap_or_default()
+}
+
+/// Like [`highlight_now`], giving up (`None`) as soon as `keep_going` says no: the worker stops
+/// a big block's work when the screen that asked for it is gone.
+fn highlight_while(
+    lines: &[String],
+    language: &str,
+    theme: &str,
+    keep_going: &dyn Fn() -> bool,
+) -> Option<Vec<StyledLine>> {
+    Some(
+        highlight_raw(lines, language, theme, keep_going)?
+            .into_iter()
+            .map(expand_tabs)
+            .collect(),
+    )
 }
 
 /// Tabs as spaces to the next tab stop (the terminal would drop or move on a raw `\t`), as the
@@ -75,12 +88,22 @@ fn expand_tabs(pieces: StyledLine) -> StyledLine {
         .collect()
 }
 
-fn highlight_raw(lines: &[String], language: &str, theme: &str) -> Vec<StyledLine> {
+/// Lines highlighted between two looks at `keep_going`.
+const LINES_PER_CHECK: usize = 256;
+
+fn highlight_raw(
+    lines: &[String],
+    language: &str,
+    theme: &str,
+    keep_going: &dyn Fn() -> bool,
+) -> Option<Vec<StyledLine>> {
     let plain = || {
-        lines
-            .iter()
-            .map(|l| vec![(Style::new(), l.clone())])
-            .collect()
+        Some(
+            lines
+                .iter()
+                .map(|l| vec![(Style::new(), l.clone())])
+                .collect(),
+        )
     };
     let ss = syntaxes();
     let Some(theme) = themes().themes.get(theme) else {
@@ -95,7 +118,10 @@ fn highlight_raw(lines: &[String], language: &str, theme: &str) -> Vec<StyledLin
     let mut h = HighlightLines::new(syntax, theme);
     let mut out = Vec::with_capacity(lines.len());
     let mut buf = String::new();
-    for line in lines {
+    for (i, line) in lines.iter().enumerate() {
+        if i % LINES_PER_CHECK == LINES_PER_CHECK - 1 && !keep_going() {
+            return None;
+        }
         buf.clear();
         buf.push_str(line);
         buf.push('\n');
@@ -110,7 +136,7 @@ fn highlight_raw(lines: &[String], language: &str, theme: &str) -> Vec<StyledLin
             Err(_) => out.push(vec![(Style::new(), line.clone())]),
         }
     }
-    out
+    Some(out)
 }
 
 fn convert(s: syntect::highlighting::Style) -> Style {
@@ -185,13 +211,20 @@ impl Highlighter {
     pub fn background(theme: Option<String>, ready: impl Fn() + Send + 'static) -> Self {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let h = Self::with(theme, Some(tx));
-        let shared = h.shared.clone();
+        // Weak: once every handle is gone (the screen ended), the worker drops what it is doing.
+        let weak = Arc::downgrade(&h.shared);
         let spawned = std::thread::Builder::new()
             .name("proctor-highlight".into())
             .spawn(move || {
                 warm_up();
                 while let Ok(job) = rx.recv() {
-                    let out = Arc::new(highlight_now(&job.lines, &job.language, &job.theme));
+                    let alive = || weak.strong_count() > 0;
+                    let Some(out) = highlight_while(&job.lines, &job.language, &job.theme, &alive)
+                    else {
+                        break;
+                    };
+                    let out = Arc::new(out);
+                    let Some(shared) = weak.upgrade() else { break };
                     if let Ok(mut c) = shared.cache.lock() {
                         if c.len() >= CACHE_ENTRIES {
                             c.clear();
@@ -317,6 +350,40 @@ mod tests {
                     .collect();
             assert_eq!(text, "    x = 'a  b'", "{lang}");
             assert_eq!(text, plain, "{lang}");
+        }
+    }
+
+    #[test]
+    fn a_big_block_is_given_up_as_soon_as_nobody_wants_it() {
+        let lines: Vec<String> = (0..10_000).map(|i| format!("x_{i} = {i} * 2")).collect();
+        let looks = std::cell::Cell::new(0);
+        let out = highlight_while(&lines, "python", "InspiredGitHub", &|| {
+            looks.set(looks.get() + 1);
+            false
+        });
+        assert!(out.is_none());
+        assert_eq!(
+            looks.get(),
+            1,
+            "stopped at the first look, {LINES_PER_CHECK} lines in"
+        );
+        let all = highlight_while(&lines, "python", "InspiredGitHub", &|| true);
+        assert_eq!(all.map(|l| l.len()), Some(lines.len()));
+    }
+
+    #[test]
+    fn the_worker_ends_without_a_result_once_the_screen_is_gone() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let h = Highlighter::background(Some("InspiredGitHub".into()), move || {
+            let _ = tx.send(());
+        });
+        let lines: Vec<String> = (0..20_000).map(|i| format!("x_{i} = {i} * 2")).collect();
+        assert!(h.get(&lines, "python").is_none(), "handed to the worker");
+        drop(h);
+        // The worker ends (its `ready` goes with it) and never reports a result.
+        match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {}
+            other => panic!("the worker went on: {other:?}"),
         }
     }
 

@@ -54,6 +54,8 @@ fn hash_str(s: &str) -> u64 {
 pub struct Transcript {
     width: usize,
     heights: HeightIndex,
+    /// What each cell's height estimate depends on.
+    estimates: Vec<Estimate>,
     cache: HashMap<usize, Layout>,
     groups: HashMap<usize, MessageGroups>,
     cached_lines: usize,
@@ -71,6 +73,7 @@ impl Default for Transcript {
         Transcript {
             width: 80,
             heights: HeightIndex::default(),
+            estimates: Vec::new(),
             cache: HashMap::new(),
             groups: HashMap::new(),
             cached_lines: 0,
@@ -85,36 +88,66 @@ impl Default for Transcript {
     }
 }
 
-/// A height for a cell not laid out yet at `width`, from what it holds (O(1)).
-fn estimate(kind: &CellKind, width: usize) -> u32 {
-    let w = width.max(8);
-    let text = kind.text_len();
-    let est = match kind {
-        CellKind::Message { .. } => 2 + text / w + text / 80,
-        CellKind::Execution(x) => {
-            let out = x.output_lines.min(cell::FOLD_HEAD + cell::FOLD_TAIL + 1);
-            2 + out + x.changes.as_ref().map_or(0, |c| c.len())
+/// What a cell's height estimate depends on, kept per cell so that a resize re-estimates every
+/// height from a small array (no walk over the cells themselves).
+#[derive(Debug, Clone, Copy)]
+struct Estimate {
+    /// Lines whatever the width.
+    fixed: u32,
+    /// Bytes of text that wrap with the width.
+    text: u32,
+    /// A message (its Markdown adds about a line per 80 bytes).
+    message: bool,
+}
+
+impl Estimate {
+    /// What `kind`'s estimate depends on (O(1)).
+    fn of(kind: &CellKind) -> Estimate {
+        let text = kind.text_len();
+        let (fixed, text, message) = match kind {
+            CellKind::Message { .. } => (2, text, true),
+            CellKind::Execution(x) => {
+                let out = x.output_lines.min(cell::FOLD_HEAD + cell::FOLD_TAIL + 1);
+                (
+                    2 + out + x.changes.as_ref().map_or(0, |c| c.len()),
+                    0,
+                    false,
+                )
+            }
+            CellKind::Approval { blocks, .. } => (1 + blocks.len(), 0, false),
+            CellKind::ExecutorReport { .. } => (2, 0, false),
+            CellKind::SessionStart { .. }
+            | CellKind::SpeakerNote { .. }
+            | CellKind::SpeakerRequested { .. }
+            | CellKind::Decision { .. }
+            | CellKind::Workspace { .. }
+            | CellKind::Rule { .. }
+            | CellKind::ModeChanged { .. }
+            | CellKind::Pinned { .. }
+            | CellKind::Muted { .. }
+            | CellKind::BudgetWarning { .. }
+            | CellKind::BudgetChanged { .. }
+            | CellKind::Notice { .. }
+            | CellKind::Error { .. }
+            | CellKind::Paused { .. }
+            | CellKind::Resumed
+            | CellKind::Terminated { .. } => (1, text, false),
+        };
+        let clamp = |n: usize| n.min(u32::MAX as usize) as u32;
+        Estimate {
+            fixed: clamp(fixed),
+            text: clamp(text),
+            message,
         }
-        CellKind::Approval { blocks, .. } => 1 + blocks.len(),
-        CellKind::ExecutorReport { .. } => 2,
-        CellKind::SessionStart { .. }
-        | CellKind::SpeakerNote { .. }
-        | CellKind::SpeakerRequested { .. }
-        | CellKind::Decision { .. }
-        | CellKind::Workspace { .. }
-        | CellKind::Rule { .. }
-        | CellKind::ModeChanged { .. }
-        | CellKind::Pinned { .. }
-        | CellKind::Muted { .. }
-        | CellKind::BudgetWarning { .. }
-        | CellKind::BudgetChanged { .. }
-        | CellKind::Notice { .. }
-        | CellKind::Error { .. }
-        | CellKind::Paused { .. }
-        | CellKind::Resumed
-        | CellKind::Terminated { .. } => 1 + text / w,
-    };
-    est.min(u32::MAX as usize) as u32
+    }
+
+    /// The height estimate at `width` (O(1)).
+    fn at(self, width: usize) -> u32 {
+        let w = width.max(8) as u64;
+        let text = u64::from(self.text);
+        let est = u64::from(self.fixed) + text / w + if self.message { text / 80 } else { 0 };
+        est.min(u64::from(u32::MAX)) as u32
+    }
 }
 
 impl Transcript {
@@ -145,15 +178,20 @@ impl Transcript {
         let n = view.cells.len();
         while self.heights.len() < n {
             let i = self.heights.len();
-            self.heights.push(estimate(&view.cells[i].kind, self.width));
+            let e = Estimate::of(&view.cells[i].kind);
+            self.estimates.push(e);
+            self.heights.push(e.at(self.width));
             if !self.follow {
                 self.unseen += 1;
             }
         }
         for &i in touched {
-            if i < n && !self.cache.contains_key(&i) {
-                self.heights
-                    .set(i, estimate(&view.cells[i].kind, self.width));
+            if i < n {
+                let e = Estimate::of(&view.cells[i].kind);
+                self.estimates[i] = e;
+                if !self.cache.contains_key(&i) {
+                    self.heights.set(i, e.at(self.width));
+                }
             }
         }
     }
@@ -165,8 +203,11 @@ impl Transcript {
             return;
         }
         self.width = width;
-        self.heights =
-            HeightIndex::from_heights(view.cells.iter().map(|c| estimate(&c.kind, width)));
+        if self.estimates.len() != view.cells.len() {
+            self.estimates = view.cells.iter().map(|c| Estimate::of(&c.kind)).collect();
+        }
+        // From the small array of estimate inputs: a resize never walks the cells.
+        self.heights = HeightIndex::from_heights(self.estimates.iter().map(|e| e.at(width)));
         self.cache.clear();
         self.groups.clear();
         self.cached_lines = 0;

@@ -15,16 +15,32 @@ use crate::tui::render::text::{line_spans, one_line, restyle_markers};
 use crate::tui::render::wrap::{pad_to, wrap_hard};
 use crate::tui::widgets::hint_line;
 
+/// The approval shown, as its title names it.
+struct Heading {
+    id: u64,
+    agent: String,
+    n: usize,
+}
+
 /// Draws the pane.
 pub fn pane(app: &mut App, f: &mut Frame<'_>, area: Rect) {
     let theme = app.theme.clone();
     let focused = app.focus == Focus::Approval;
-    let Some(a) = app.view.open_approval().cloned() else {
+    // What the title needs, not the blocks' code (a frame never copies a big block).
+    let Some(a) = app.view.open_approval().map(|a| Heading {
+        id: a.id,
+        agent: a.agent.clone(),
+        n: a.blocks.len(),
+    }) else {
         return;
     };
-    let n = a.blocks.len();
+    let n = a.n;
     let shown_idx = app.pane_code.as_ref().map_or(0, |p| p.key.1);
-    let b = a.blocks.get(shown_idx);
+    let b = app
+        .view
+        .open_approval()
+        .and_then(|a| a.blocks.get(shown_idx))
+        .map(|b| (b.language.clone(), b.filename.clone()));
     let mut title = vec![
         Span::styled(
             format!(" approval #{} · block {}/{n} · ", a.id, shown_idx + 1),
@@ -35,12 +51,12 @@ pub fn pane(app: &mut App, f: &mut Frame<'_>, area: Rect) {
             theme.agent(app.view.agent_slot(&a.agent)),
         ),
     ];
-    if let Some(b) = b {
+    if let Some((language, filename)) = &b {
         title.push(Span::styled(
-            format!(" · {}", one_line(&b.language)),
+            format!(" · {}", one_line(language)),
             theme.warning(),
         ));
-        if let Some(file) = &b.filename {
+        if let Some(file) = filename {
             title.push(Span::styled(
                 format!(" · → {}", one_line(file)),
                 theme.warning(),
@@ -135,10 +151,15 @@ pub fn pane(app: &mut App, f: &mut Frame<'_>, area: Rect) {
             _ => 0,
         };
         let blocks = app.undecided_blocks(a.id);
+        let all: Vec<crate::protocol::CodeBlock> = app
+            .view
+            .open_approval()
+            .map(|a| a.blocks.clone())
+            .unwrap_or_default();
         let width = body.width as usize;
         let mut lines: Vec<Line<'static>> = Vec::new();
         for &i in &blocks {
-            let Some(bl) = a.blocks.get(i) else { continue };
+            let Some(bl) = all.get(i) else { continue };
             let code = crate::text_safety::code_lines(&bl.code, &bl.language);
             let hidden = crate::text_safety::hidden_count(&bl.code);
             let mut head = format!("block {}/{n} · {}", i + 1, one_line(&bl.language));
@@ -215,7 +236,12 @@ pub fn pane(app: &mut App, f: &mut Frame<'_>, area: Rect) {
         } else {
             (String::new(), 0)
         };
-        let original = b.map(|b| b.code.clone()).unwrap_or_default();
+        let original = app
+            .view
+            .open_approval()
+            .and_then(|a| a.blocks.get(shown_idx))
+            .map(|b| b.code.clone())
+            .unwrap_or_default();
         let diff = crate::store::diff::unified(&original, &code, "agent's version", "your edit");
         let lines: Vec<Line<'static>> = if diff.is_empty() {
             vec![Line::from(Span::styled(
