@@ -300,13 +300,29 @@ fn plain_code(code: &str) -> bool {
 pub fn code_lines(code: &str, language: &str) -> Vec<String> {
     if plain_code(code) {
         // Nothing to mark and no line end but `\n`: the same lines, without the walk by char.
-        let mut lines: Vec<String> = code.split('\n').map(str::to_string).collect();
-        if lines.len() > 1 && lines.last().is_some_and(String::is_empty) {
-            lines.pop();
-        }
-        return lines;
+        return plain_lines(code);
     }
     code_lines_by_char(code, language)
+}
+
+/// [`code_lines`] and [`hidden_count`] of `code` with one look at whether it is plain (the
+/// pending pane needs both when a block is first shown).
+pub fn code_lines_and_hidden(code: &str, language: &str) -> (Vec<String>, usize) {
+    if plain_code(code) {
+        return (plain_lines(code), 0);
+    }
+    (
+        code_lines_by_char(code, language),
+        hidden_count_by_char(code),
+    )
+}
+
+fn plain_lines(code: &str) -> Vec<String> {
+    let mut lines: Vec<String> = code.split('\n').map(str::to_string).collect();
+    if lines.len() > 1 && lines.last().is_some_and(String::is_empty) {
+        lines.pop();
+    }
+    lines
 }
 
 fn code_lines_by_char(code: &str, language: &str) -> Vec<String> {
@@ -352,6 +368,10 @@ mod tests {
         ) {
             prop_assert_eq!(code_lines(&code, lang), code_lines_by_char(&code, lang));
             prop_assert_eq!(hidden_count(&code), hidden_count_by_char(&code));
+            prop_assert_eq!(
+                code_lines_and_hidden(&code, lang),
+                (code_lines_by_char(&code, lang), hidden_count_by_char(&code))
+            );
         }
     }
 

@@ -18,7 +18,7 @@ use ratatui_textarea::TextArea;
 
 use crate::engine::state::code_hash;
 use crate::protocol::{Decision, Event, EventKind, Op, PauseKind, PolicyRule, WaitingOn};
-use crate::text_safety::{code_lines, hidden_count};
+use crate::text_safety::{code_lines_and_hidden, hidden_count};
 use crate::tui::keymap::{Action, Keymap, Scope};
 use crate::tui::model::SessionView;
 use crate::tui::render::highlight::Highlighter;
@@ -590,11 +590,12 @@ impl App {
             self.pane_code = None;
             return;
         };
-        let lines = Arc::new(code_lines(&b.code, &b.language));
+        let (lines, hidden) = code_lines_and_hidden(&b.code, &b.language);
+        let lines = Arc::new(lines);
         let hl_key = self.highlighter.key_for(&lines, &b.language);
         self.pane_code = Some(PaneCode {
             key,
-            hidden: hidden_count(&b.code),
+            hidden,
             lines,
             hl_key,
         });
