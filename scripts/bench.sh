@@ -258,7 +258,7 @@ run_bench() {
     not_run "$b" "cargo bench --bench $b failed"
   fi
 }
-EXTRA=$(cd benches && ls screen_*.rs tui_*.rs 2>/dev/null | sed 's/\.rs$//' || true)
+EXTRA=$(cd benches && ls screen_*.rs tui_*.rs resume_*.rs 2>/dev/null | sed 's/\.rs$//' || true)
 for b in render resume $EXTRA workspace; do run_bench "$b"; done
 
 LOAD_END="$(cut -d' ' -f1-3 /proc/loadavg)"
