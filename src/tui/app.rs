@@ -18,7 +18,7 @@ use ratatui_textarea::TextArea;
 
 use crate::engine::state::code_hash;
 use crate::protocol::{Decision, Event, EventKind, Op, PauseKind, PolicyRule, WaitingOn};
-use crate::text_safety::{code_lines_and_hidden, hidden_count};
+use crate::text_safety::{CodeLines, hidden_count};
 use crate::tui::keymap::{Action, Keymap, Scope};
 use crate::tui::model::SessionView;
 use crate::tui::render::highlight::Highlighter;
@@ -265,8 +265,9 @@ pub struct AppConfig {
 pub struct PaneCode {
     /// (approval id, block).
     pub key: (u64, usize),
-    /// Lines as the interpreter sees them (shared with the highlighter).
-    pub lines: Arc<Vec<String>>,
+    /// Lines as the interpreter sees them, made visible as they are drawn (shared with the
+    /// highlighter, which splits them itself).
+    pub lines: Arc<CodeLines>,
     /// Hidden characters shown as markers.
     pub hidden: usize,
     /// Highlighter key.
@@ -438,6 +439,7 @@ impl App {
 
     /// Like [`App::on_event`], keeping the event's text without copying it (the run loop).
     pub fn on_event_owned(&mut self, ev: Event) {
+        let _busy = self.highlighter.screen_busy();
         // What the app itself keeps first: the view then takes the event's text.
         match &ev.kind {
             // A wait announced before the engine read our last op is already answered.
@@ -590,9 +592,10 @@ impl App {
             self.pane_code = None;
             return;
         };
-        let (lines, hidden) = code_lines_and_hidden(&b.code, &b.language);
-        let lines = Arc::new(lines);
-        let hl_key = self.highlighter.key_for(&lines, &b.language);
+        // Where the lines are, not the lines: a 10,000-line block costs the UI task one pass.
+        let lines = Arc::new(CodeLines::shared(b.code.clone(), &b.language));
+        let hidden = lines.hidden();
+        let hl_key = self.highlighter.code_key();
         self.pane_code = Some(PaneCode {
             key,
             hidden,
@@ -1064,7 +1067,7 @@ impl App {
             DecisionKey::EditExternal => self.requests.push(Request::ExternalEdit {
                 id,
                 block,
-                code: b.code.clone(),
+                code: b.code.to_string(),
                 language: b.language.clone(),
             }),
         }

@@ -11,8 +11,8 @@ pub mod cells;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::protocol::{
-    AgentActivity, CodeBlock, DecisionKind, EXECUTOR, Event, EventKind, HUMAN, PauseKind,
-    PolicyRule, SessionMode, WaitingOn,
+    AgentActivity, DecisionKind, EXECUTOR, Event, EventKind, HUMAN, PauseKind, PolicyRule,
+    SessionMode, WaitingOn,
 };
 
 pub use cells::{Cell, CellKind, ExecEnd, ExecView, FileMark, OutputChunk, UsageView};
@@ -46,9 +46,23 @@ pub struct OpenApproval {
     /// Proposing agent.
     pub agent: String,
     /// The blocks, in message order.
-    pub blocks: Vec<CodeBlock>,
+    pub blocks: Vec<ProposedBlock>,
     /// The engine's decision per block, once resolved.
     pub decided: Vec<Option<DecisionKind>>,
+}
+
+/// A block of an open approval as it was proposed. Its code is shared, not copied, with the
+/// pane that shows it and the highlighter that colours it (a 10,000-line block is 300 KB).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProposedBlock {
+    /// Index within the message.
+    pub index: usize,
+    /// Language tag.
+    pub language: String,
+    /// Target file name, when the agent gave one.
+    pub filename: Option<String>,
+    /// The code.
+    pub code: std::sync::Arc<String>,
 }
 
 impl OpenApproval {
@@ -153,8 +167,9 @@ pub struct SessionView {
     streaming: HashMap<String, usize>,
     /// Execution cells by (approval id, block).
     exec_cells: HashMap<(u64, usize), usize>,
-    /// Code of each block of the approvals seen: (id, block) → code (for diffs of edits).
-    proposed: HashMap<(u64, usize), (String, String)>,
+    /// Language of each block of the approvals seen: (id, block) → language (the code itself
+    /// stays in the open approval only: a long session does not keep every block twice).
+    proposed: HashMap<(u64, usize), String>,
     /// Usage of a call whose message has not arrived yet, per agent.
     pending_usage: HashMap<String, UsageView>,
     /// Cells changed since the screen last looked (see [`SessionView::take_touched`]).
@@ -203,13 +218,6 @@ impl SessionView {
                     AgentActivity::Thinking | AgentActivity::Streaming | AgentActivity::Retrying
                 )
             })
-    }
-
-    /// The code an agent proposed for a block, with its language.
-    pub fn proposed_code(&self, id: u64, block: usize) -> Option<(&str, &str)> {
-        self.proposed
-            .get(&(id, block))
-            .map(|(c, l)| (c.as_str(), l.as_str()))
     }
 
     fn ensure_agent(&mut self, name: &str) -> usize {
@@ -438,8 +446,7 @@ impl SessionView {
             }
             EventKind::ApprovalRequested { id, agent, blocks } => {
                 for b in &blocks {
-                    self.proposed
-                        .insert((id, b.index), (b.code.clone(), b.language.clone()));
+                    self.proposed.insert((id, b.index), b.language.clone());
                 }
                 self.push(
                     at,
@@ -452,7 +459,7 @@ impl SessionView {
                                 (
                                     b.language.clone(),
                                     b.filename.clone(),
-                                    b.code.lines().count(),
+                                    crate::text_safety::line_count(&b.code),
                                 )
                             })
                             .collect(),
@@ -462,7 +469,15 @@ impl SessionView {
                     id,
                     agent,
                     decided: vec![None; blocks.len()],
-                    blocks,
+                    blocks: blocks
+                        .into_iter()
+                        .map(|b| ProposedBlock {
+                            index: b.index,
+                            language: b.language,
+                            filename: b.filename,
+                            code: std::sync::Arc::new(b.code),
+                        })
+                        .collect(),
                 });
             }
             EventKind::ApprovalResolved {
@@ -478,8 +493,14 @@ impl SessionView {
                     self.rules
                         .retain(|r| !matches!(r, PolicyRule::CodeOnce { hash: h } if h == hash));
                 }
+                let language = self.proposed.get(&(id, block)).cloned().unwrap_or_default();
+                // An edit's diff is against the code as proposed, still in the open approval.
+                let mut original = (decision == DecisionKind::Edited).then(String::new);
                 if let Some(pos) = self.approvals.iter().position(|a| a.id == id) {
                     let a = &mut self.approvals[pos];
+                    if let (Some(o), Some(b)) = (original.as_mut(), a.blocks.get(block)) {
+                        o.clone_from(&*b.code);
+                    }
                     if let Some(slot) = a.decided.get_mut(block) {
                         *slot = Some(decision);
                     }
@@ -487,11 +508,6 @@ impl SessionView {
                         self.approvals.remove(pos);
                     }
                 }
-                let (original, language) = match self.proposed.get(&(id, block)) {
-                    Some((code, language)) => (code.as_str(), language.clone()),
-                    None => ("", String::new()),
-                };
-                let original = (decision == DecisionKind::Edited).then(|| original.to_string());
                 self.push(
                     at,
                     CellKind::Decision {
@@ -611,7 +627,7 @@ impl SessionView {
                                 language: self
                                     .proposed
                                     .get(&(id, block))
-                                    .map(|(_, l)| l.clone())
+                                    .cloned()
                                     .unwrap_or_default(),
                                 started_ms: ts_ms,
                                 timeout_s: self.exec_timeout_s,

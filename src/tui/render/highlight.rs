@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use ratatui::style::{Color, Modifier, Style};
@@ -88,8 +88,20 @@ fn expand_tabs(pieces: StyledLine) -> StyledLine {
         .collect()
 }
 
-/// Lines highlighted between two looks at `keep_going`.
-const LINES_PER_CHECK: usize = 256;
+/// Lowers the calling thread's CPU priority (nice 10 on Linux, where it is per thread): it still
+/// gets every idle core, but the scheduler never lets it preempt the UI task on waking.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, 10) {
+        tracing::debug!("highlighter keeps its priority: {e}");
+    }
+}
+
+/// Lines highlighted between two looks at `keep_going` (a look is two atomic loads).
+const LINES_PER_CHECK: usize = 16;
+
+/// How long the worker waits before it looks again whether the screen is still drawing.
+const YIELD_PAUSE: std::time::Duration = std::time::Duration::from_micros(250);
 
 fn highlight_raw(
     lines: &[String],
@@ -154,19 +166,28 @@ fn convert(s: syntect::highlighting::Style) -> Style {
     style
 }
 
-/// Key of a piece of code: its lines, language and code theme.
+/// Key of a piece of code: its lines, language and code theme (always even: odd keys name a
+/// block by [`Highlighter::code_key`]).
 pub fn key(lines: &[String], language: &str, theme: &str) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     theme.hash(&mut h);
     language.hash(&mut h);
     lines.hash(&mut h);
-    h.finish()
+    h.finish() & !1
+}
+
+/// What the worker highlights.
+enum Source {
+    /// Lines already split.
+    Lines(Arc<Vec<String>>),
+    /// A block whose lines the worker makes itself (the UI task only found where they are).
+    Code(Arc<crate::text_safety::CodeLines>),
 }
 
 /// A request for the worker.
 struct Job {
     key: u64,
-    lines: Arc<Vec<String>>,
+    source: Source,
     language: String,
     theme: String,
 }
@@ -178,6 +199,20 @@ struct Shared {
     cache: Mutex<HashMap<u64, Highlighted>>,
     pending: Mutex<HashSet<u64>>,
     generation: AtomicU64,
+    /// The last key handed out by [`Highlighter::code_key`].
+    next_code_key: AtomicU64,
+    /// Frames (and event folds) in progress on the UI task: the worker waits while there are.
+    busy: AtomicUsize,
+}
+
+/// The UI task is folding events or drawing while this lives: the highlighter's worker pauses
+/// (see [`Highlighter::screen_busy`]).
+pub struct ScreenBusy(Arc<Shared>);
+
+impl Drop for ScreenBusy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Release);
+    }
 }
 
 /// Highlighting for the screen: cached results, computed inline (tests, snapshots) or by a
@@ -197,6 +232,8 @@ impl Highlighter {
                 cache: Mutex::new(HashMap::new()),
                 pending: Mutex::new(HashSet::new()),
                 generation: AtomicU64::new(0),
+                next_code_key: AtomicU64::new(0),
+                busy: AtomicUsize::new(0),
             }),
             worker,
         }
@@ -216,18 +253,57 @@ impl Highlighter {
         let spawned = std::thread::Builder::new()
             .name("proctor-highlight".into())
             .spawn(move || {
+                // The screen comes first: a worker that has just woken never takes a core from
+                // the UI task (with two cores and a busy machine it would, for milliseconds).
+                lower_priority();
                 warm_up();
                 while let Ok(job) = rx.recv() {
-                    let alive = || weak.strong_count() > 0;
-                    let Some(out) = highlight_while(&job.lines, &job.language, &job.theme, &alive)
-                    else {
-                        break;
+                    // Whether to go on: not once the screen is gone, and not while it draws
+                    // (even on another core, a busy neighbour slows a frame by a third or more on
+                    // a small machine: shared caches, the allocator, the page-table lock).
+                    let alive = || loop {
+                        let Some(shared) = weak.upgrade() else {
+                            return false;
+                        };
+                        if shared.busy.load(Ordering::Acquire) == 0 {
+                            return true;
+                        }
+                        drop(shared);
+                        std::thread::sleep(YIELD_PAUSE);
                     };
-                    let out = Arc::new(out);
+                    if !alive() {
+                        break;
+                    }
+                    let lines = match job.source {
+                        Source::Lines(lines) => lines,
+                        Source::Code(code) => Arc::new(code.to_vec()),
+                    };
+                    // A block's own key (odd) may name code already highlighted under its
+                    // content's key: that result serves both.
+                    let content =
+                        (job.key & 1 == 1).then(|| key(&lines, &job.language, &job.theme));
+                    let known = content.and_then(|k| {
+                        weak.upgrade()
+                            .and_then(|s| s.cache.lock().ok().and_then(|c| c.get(&k).cloned()))
+                    });
+                    let out = match known {
+                        Some(out) => out,
+                        None => {
+                            let Some(out) =
+                                highlight_while(&lines, &job.language, &job.theme, &alive)
+                            else {
+                                break;
+                            };
+                            Arc::new(out)
+                        }
+                    };
                     let Some(shared) = weak.upgrade() else { break };
                     if let Ok(mut c) = shared.cache.lock() {
-                        if c.len() >= CACHE_ENTRIES {
+                        if c.len() + 2 > CACHE_ENTRIES {
                             c.clear();
+                        }
+                        if let Some(k) = content {
+                            c.insert(k, out.clone());
                         }
                         c.insert(job.key, out);
                     }
@@ -247,6 +323,13 @@ impl Highlighter {
         }
     }
 
+    /// Marks the UI task busy (folding events, drawing a frame) until the guard is dropped: the
+    /// worker pauses meanwhile and goes on after, so highlighting never takes time from a frame.
+    pub fn screen_busy(&self) -> ScreenBusy {
+        self.shared.busy.fetch_add(1, Ordering::Acquire);
+        ScreenBusy(self.shared.clone())
+    }
+
     /// Whether code gets colours at all.
     pub fn enabled(&self) -> bool {
         self.theme.is_some()
@@ -261,7 +344,7 @@ impl Highlighter {
     pub fn get(&self, lines: &[String], language: &str) -> Option<Highlighted> {
         let theme = self.theme.as_ref()?;
         let key = key(lines, language, theme);
-        self.lookup(key, language, || Arc::new(lines.to_vec()))
+        self.lookup(key, language, || Source::Lines(Arc::new(lines.to_vec())))
     }
 
     /// Like [`Highlighter::get`] with the key already computed and the lines shared (a big
@@ -272,14 +355,32 @@ impl Highlighter {
         lines: &Arc<Vec<String>>,
         language: &str,
     ) -> Option<Highlighted> {
-        self.lookup(key, language, || lines.clone())
+        self.lookup(key, language, || Source::Lines(lines.clone()))
+    }
+
+    /// A key for one block's lines (O(1), unlike [`Highlighter::key_for`], which reads every
+    /// line): the pending pane asks with it for a block it shows (`None` without colours).
+    pub fn code_key(&self) -> Option<u64> {
+        self.theme.as_ref()?;
+        Some(self.shared.next_code_key.fetch_add(1, Ordering::Relaxed) * 2 + 1)
+    }
+
+    /// The highlighted lines of a block asked for with a [`Highlighter::code_key`], or `None`
+    /// (show it plain) while the worker splits and highlights it.
+    pub fn get_code(
+        &self,
+        key: u64,
+        code: &Arc<crate::text_safety::CodeLines>,
+        language: &str,
+    ) -> Option<Highlighted> {
+        self.lookup(key, language, || Source::Code(code.clone()))
     }
 
     fn lookup(
         &self,
         key: u64,
         language: &str,
-        lines: impl FnOnce() -> Arc<Vec<String>>,
+        source: impl FnOnce() -> Source,
     ) -> Option<Highlighted> {
         let theme = self.theme.as_ref()?;
         if let Some(h) = self.shared.cache.lock().ok()?.get(&key) {
@@ -287,7 +388,11 @@ impl Highlighter {
         }
         match &self.worker {
             None => {
-                let out = Arc::new(highlight_now(&lines(), language, theme));
+                let lines = match source() {
+                    Source::Lines(lines) => lines,
+                    Source::Code(code) => Arc::new(code.to_vec()),
+                };
+                let out = Arc::new(highlight_now(&lines, language, theme));
                 if let Ok(mut c) = self.shared.cache.lock() {
                     if c.len() >= CACHE_ENTRIES {
                         c.clear();
@@ -301,7 +406,7 @@ impl Highlighter {
                 if pending.insert(key) {
                     let _ = tx.send(Job {
                         key,
-                        lines: lines(),
+                        source: source(),
                         language: language.to_string(),
                         theme: theme.clone(),
                     });
@@ -385,6 +490,57 @@ mod tests {
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {}
             other => panic!("the worker went on: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_worker_waits_while_the_screen_is_busy_and_goes_on_after() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = Highlighter::background(Some("InspiredGitHub".into()), move || {
+            let _ = tx.send(());
+        });
+        let lines = vec!["echo hi".to_string()];
+        let busy = h.screen_busy();
+        assert!(h.get(&lines, "bash").is_none(), "handed to the worker");
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(500))
+                .is_err(),
+            "no highlighting while a frame is being drawn"
+        );
+        drop(busy);
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("highlighted once the frame is done");
+        assert!(h.get(&lines, "bash").is_some());
+    }
+
+    #[test]
+    fn a_block_asked_for_by_its_own_key_is_split_and_highlighted_by_the_worker() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = Highlighter::background(Some("InspiredGitHub".into()), move || {
+            let _ = tx.send(());
+        });
+        let code = Arc::new(crate::text_safety::CodeLines::new(
+            "x = 1\r# \u{202E}\nprint(x)\n",
+            "python",
+        ));
+        let key = h.code_key().expect("colours");
+        assert_ne!(Some(key), h.code_key(), "each block its own key");
+        assert!(h.get_code(key, &code, "python").is_none(), "plain first");
+        rx.recv_timeout(std::time::Duration::from_secs(60))
+            .expect("worker finished");
+        let out = h.get_code(key, &code, "python").expect("highlighted");
+        let text: Vec<String> = out
+            .iter()
+            .map(|l| l.iter().map(|(_, t)| t.as_str()).collect())
+            .collect();
+        assert_eq!(
+            text,
+            code.to_vec(),
+            "the lines as the pane shows them plain"
+        );
+        assert_eq!(text[1], "# ⟨U+202E⟩", "markers highlighted as text");
+        // The same lines by content: already known, no second job.
+        assert!(h.get(&code.to_vec(), "python").is_some());
+        assert!(Highlighter::inline(None).code_key().is_none());
     }
 
     #[test]

@@ -151,7 +151,7 @@ pub fn pane(app: &mut App, f: &mut Frame<'_>, area: Rect) {
             _ => 0,
         };
         let blocks = app.undecided_blocks(a.id);
-        let all: Vec<crate::protocol::CodeBlock> = app
+        let all: Vec<crate::tui::model::ProposedBlock> = app
             .view
             .open_approval()
             .map(|a| a.blocks.clone())
@@ -361,9 +361,33 @@ pub fn diff_line(d: &str, width: usize, theme: &crate::tui::theme::Theme) -> Vec
     )
 }
 
+/// Lines of code to draw: split already (a workspace file), or found in a block and made visible
+/// as they are drawn (the pending pane).
+#[derive(Clone, Copy)]
+enum CodeSource<'a> {
+    Lines(&'a [String]),
+    Block(&'a crate::text_safety::CodeLines),
+}
+
+impl<'a> CodeSource<'a> {
+    fn len(&self) -> usize {
+        match self {
+            CodeSource::Lines(l) => l.len(),
+            CodeSource::Block(b) => b.len(),
+        }
+    }
+
+    fn line(&self, i: usize) -> std::borrow::Cow<'a, str> {
+        match self {
+            CodeSource::Lines(l) => l.get(i).map_or("", String::as_str).into(),
+            CodeSource::Block(b) => b.line(i),
+        }
+    }
+}
+
 /// What `draw_code` needs, borrowed from the app.
 pub struct CodeView<'a> {
-    lines: &'a [String],
+    lines: CodeSource<'a>,
     colored: Option<crate::tui::render::highlight::Highlighted>,
     scroll: usize,
     theme: &'a crate::tui::theme::Theme,
@@ -380,10 +404,10 @@ fn app_code(app: &App) -> CodeView<'_> {
                 .unwrap_or_default();
             let colored = p
                 .hl_key
-                .and_then(|k| app.highlighter.get_keyed(k, &p.lines, &lang));
-            (p.lines.as_slice(), colored)
+                .and_then(|k| app.highlighter.get_code(k, &p.lines, &lang));
+            (CodeSource::Block(&p.lines), colored)
         }
-        None => (&[][..], None),
+        None => (CodeSource::Lines(&[]), None),
     };
     CodeView {
         lines,
@@ -401,7 +425,7 @@ pub fn code_view<'a>(
     theme: &'a crate::tui::theme::Theme,
 ) -> CodeView<'a> {
     CodeView {
-        lines,
+        lines: CodeSource::Lines(lines),
         colored,
         scroll,
         theme,
@@ -454,10 +478,11 @@ pub fn draw_code(v: CodeView<'_>, f: &mut Frame<'_>, area: Rect) {
     let rows = area.height as usize;
     let mut out: Vec<Line<'static>> = Vec::with_capacity(rows);
     let mut shown = 0usize;
-    for (i, l) in v.lines.iter().enumerate().skip(v.scroll) {
+    for i in v.scroll..v.lines.len() {
         if out.len() >= rows {
             break;
         }
+        let l = v.lines.line(i);
         let spans: Vec<Span<'static>> = match v.colored.as_ref().and_then(|c| c.get(i)) {
             Some(pieces) => {
                 let colored: Vec<Span<'static>> = pieces
@@ -466,7 +491,7 @@ pub fn draw_code(v: CodeView<'_>, f: &mut Frame<'_>, area: Rect) {
                     .collect();
                 restyle_markers(colored, theme.marker())
             }
-            None => line_spans(l, base, theme.marker(), 0),
+            None => line_spans(&l, base, theme.marker(), 0),
         };
         let (first, rest) = gutters(i, digits, theme);
         for mut line in wrap_hard(&spans, area.width as usize, &first, &rest) {

@@ -38,6 +38,7 @@ pub fn inner(r: Rect) -> Rect {
 
 /// Draws one frame.
 pub fn draw(app: &mut App, f: &mut Frame<'_>) {
+    let _busy = app.highlighter.screen_busy();
     let area = f.area();
     f.render_widget(Block::new().style(app.theme.base()), area);
     if area.width < 12 || area.height < 4 {
