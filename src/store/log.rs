@@ -166,6 +166,39 @@ enum Whole {
     No,
 }
 
+/// Records of a block parsed on two threads when there are at least this many (below it, a
+/// thread costs more than it saves).
+const PARALLEL_MIN_RECORDS: usize = 512;
+
+/// One segment between two boundaries, parsed (what [`LogParser::take`] needs of it).
+// Not boxed: a block's records are parsed into a Vec of these and moved out once.
+#[allow(clippy::large_enum_variant)]
+enum Pre {
+    /// Only whitespace.
+    Empty,
+    /// An event, at this many bytes into the segment.
+    Event(usize, Event),
+    /// Not an event (at this many bytes in): why, and whether it is a whole record.
+    Bad(usize, String, Whole),
+}
+
+/// Parses one segment of a log written with schema `known`.
+fn pre_parse(raw: &[u8], known: u32) -> Pre {
+    let (lead, seg) = trim(raw);
+    if seg.is_empty() {
+        return Pre::Empty;
+    }
+    let parsed = if known == SCHEMA_VERSION {
+        serde_json::from_slice::<Event>(seg).map_err(|e| e.to_string())
+    } else {
+        parse_migrated(seg, known)
+    };
+    match parsed {
+        Ok(event) => Pre::Event(lead, event),
+        Err(e) => Pre::Bad(lead, e, whole_record(seg)),
+    }
+}
+
 /// A torn record is a strict prefix of a JSON object, which is never itself a JSON object; so a
 /// segment that parses as one was written whole.
 fn whole_record(seg: &[u8]) -> Whole {
@@ -299,6 +332,8 @@ struct LogParser {
     offsets: Vec<u64>,
     /// Bytes fed in all.
     len: u64,
+    /// Records of one feed parsed on two threads from this many on.
+    parallel_min: usize,
 }
 
 impl LogParser {
@@ -313,12 +348,18 @@ impl LogParser {
             newer: None,
             offsets: Vec::new(),
             len: 0,
+            parallel_min: PARALLEL_MIN_RECORDS,
         }
     }
 
     /// Parses every record of `bytes` that ends in a boundary (and, when `last`, the rest too).
     /// Returns how many bytes were used: the caller feeds the others again, with more after them.
+    ///
+    /// Parsing a record does not depend on the ones before it (once the schema is known from the
+    /// first), so the records are parsed on two threads when there are many, then taken in log
+    /// order by [`LogParser::take`]: the result is the same as one record after another.
     fn feed(&mut self, bytes: &[u8], last: bool) -> Result<usize, StoreError> {
+        let mut segments: Vec<(usize, usize, Option<u8>)> = Vec::new();
         let mut pos = 0usize;
         while pos < bytes.len() {
             let (end, boundary) = match boundary(&bytes[pos..]) {
@@ -326,8 +367,49 @@ impl LogParser {
                 None if last => (bytes.len(), None),
                 None => break,
             };
-            self.segment(&bytes[pos..end], self.base + pos as u64, boundary)?;
+            segments.push((pos, end, boundary));
             pos = end + 1;
+        }
+        let mut rest = &segments[..];
+        // The schema comes from the first record: take records one by one until it is known.
+        while self.schema.is_none()
+            && let Some((&(start, end, b), tail)) = rest.split_first()
+        {
+            let raw = &bytes[start..end];
+            self.schema_from(trim(raw).1)?;
+            let pre = self
+                .schema
+                .map_or(Pre::Empty, |known| pre_parse(raw, known));
+            self.take(raw.len(), self.base + start as u64, b, pre);
+            rest = tail;
+        }
+        if let Some(known) = self.schema {
+            let parse = |segs: &[(usize, usize, Option<u8>)]| -> Vec<Pre> {
+                segs.iter()
+                    .map(|&(s, e, _)| pre_parse(&bytes[s..e], known))
+                    .collect()
+            };
+            let parsed = if rest.len() >= self.parallel_min.max(2) {
+                // Two halves of about the same size in bytes.
+                let from = rest.first().map_or(0, |r| r.0);
+                let to = rest.last().map_or(0, |r| r.1);
+                let mid = rest.partition_point(|r| r.0 - from < (to - from) / 2);
+                let (a, b) = rest.split_at(mid);
+                std::thread::scope(|scope| {
+                    let other = scope.spawn(|| parse(b));
+                    let mut first = parse(a);
+                    let second = other
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    first.extend(second);
+                    first
+                })
+            } else {
+                parse(rest)
+            };
+            for (&(start, end, b), pre) in rest.iter().zip(parsed) {
+                self.take(end - start, self.base + start as u64, b, pre);
+            }
         }
         let used = pos.min(bytes.len());
         self.base += used as u64;
@@ -335,45 +417,43 @@ impl LogParser {
         Ok(used)
     }
 
-    /// One segment between two boundaries, at file offset `at`, followed by `boundary`.
-    fn segment(&mut self, raw: &[u8], at: u64, boundary: Option<u8>) -> Result<(), StoreError> {
-        let (lead, seg) = trim(raw);
-        let end = at + raw.len() as u64;
-        if !seg.is_empty() {
-            let offset = at + lead as u64;
-            let known = match self.schema {
-                Some(s) => s,
-                None => {
-                    let s = schema_of(seg).unwrap_or(SCHEMA_VERSION);
-                    if s > SCHEMA_VERSION {
-                        return Err(StoreError::Corrupt(newer_schema_message(s)));
-                    }
-                    if s == 0 {
-                        return Err(StoreError::Corrupt(
-                            "log schema 0 is unknown to proctor".into(),
-                        ));
-                    }
-                    if s < SCHEMA_VERSION {
-                        self.out.report.migrated_from = Some(s);
-                    }
-                    self.schema = Some(s);
-                    s
-                }
-            };
-            let parsed = if known == SCHEMA_VERSION {
-                serde_json::from_slice::<Event>(seg).map_err(|e| e.to_string())
-            } else {
-                parse_migrated(seg, known)
-            };
-            let newline = boundary == Some(b'\n');
-            match parsed {
-                Ok(event) => {
-                    flush_skips(&mut self.out.report.skipped, &mut self.bad, &mut self.newer);
-                    self.offsets.push(offset);
-                    self.out.events.push(event);
-                    self.good = Some((end, newline));
-                }
-                Err(e) => match whole_record(seg) {
+    /// Learns the log's schema from its first non-empty segment `seg` (a newer one is an error).
+    fn schema_from(&mut self, seg: &[u8]) -> Result<(), StoreError> {
+        if self.schema.is_some() || seg.is_empty() {
+            return Ok(());
+        }
+        let s = schema_of(seg).unwrap_or(SCHEMA_VERSION);
+        if s > SCHEMA_VERSION {
+            return Err(StoreError::Corrupt(newer_schema_message(s)));
+        }
+        if s == 0 {
+            return Err(StoreError::Corrupt(
+                "log schema 0 is unknown to proctor".into(),
+            ));
+        }
+        if s < SCHEMA_VERSION {
+            self.out.report.migrated_from = Some(s);
+        }
+        self.schema = Some(s);
+        Ok(())
+    }
+
+    /// One segment of `len` bytes between two boundaries, at file offset `at`, followed by
+    /// `boundary`, already parsed (`pre`), taken in log order.
+    fn take(&mut self, len: usize, at: u64, boundary: Option<u8>, pre: Pre) {
+        let end = at + len as u64;
+        let newline = boundary == Some(b'\n');
+        match pre {
+            Pre::Empty => {}
+            Pre::Event(lead, event) => {
+                flush_skips(&mut self.out.report.skipped, &mut self.bad, &mut self.newer);
+                self.offsets.push(at + lead as u64);
+                self.out.events.push(event);
+                self.good = Some((end, newline));
+            }
+            Pre::Bad(lead, e, whole) => {
+                let offset = at + lead as u64;
+                match whole {
                     Whole::NewerType(name) => {
                         // Whole, so never cut: skipped if a record this build knows follows it,
                         // and a reason to refuse the log if none does.
@@ -392,13 +472,12 @@ impl LogParser {
                             self.bad = Some((offset, e));
                         }
                     }
-                },
+                }
             }
         }
         if boundary == Some(0) {
             self.out.report.nul_bytes += 1;
         }
-        Ok(())
     }
 
     fn finish(self) -> Result<ParsedLog, StoreError> {
@@ -412,6 +491,7 @@ impl LogParser {
             newer,
             offsets,
             len,
+            parallel_min: _,
         } = self;
         keep_in_seq_order(&offsets, last_seq, &mut out);
         if let Some((offset, name)) = newer {
@@ -538,6 +618,45 @@ mod tests {
                 }
                 (Err(w), Err(ReadError::Log(r))) => prop_assert_eq!(w.to_string(), r.to_string()),
                 (w, r) => prop_assert!(false, "whole {:?}, in blocks {:?}", w.map(|p| p.events.len()), r.map(|p| p.0.events.len())),
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        /// Parsed on two threads, any log (torn, padded, with garbage, unreadable and newer
+        /// records, seqs out of order) gives exactly what one record after another gives.
+        #[test]
+        fn a_log_parsed_on_two_threads_parses_as_it_does_on_one(
+            parts in proptest::collection::vec((1u64..40, 0u8..10), 0..40),
+            cut in 0usize..3000,
+        ) {
+            let mut log = String::new();
+            for (seq, damage) in parts {
+                match damage {
+                    0 => log.push_str("garbage{\n"),
+                    1 => log.push_str("\0\0"),
+                    2 => log.push_str("\n  \n"),
+                    3 => log.push_str(&format!("{{\"seq\":{seq},\"type\":\"from_the_future\"}}\n")),
+                    4 => log.push_str("{\"seq\":\"x\"}\n"),
+                    _ => log.push_str(&line(seq, "a\u{e9}\u{202E}")),
+                }
+            }
+            let bytes = &log.as_bytes()[..cut.min(log.len())];
+            let parse = |parallel_min: usize| {
+                let mut p = LogParser::new(0, None, 0);
+                p.parallel_min = parallel_min;
+                p.feed(bytes, true).and_then(|_| p.finish())
+            };
+            match (parse(usize::MAX), parse(2)) {
+                (Ok(one), Ok(two)) => {
+                    prop_assert_eq!(one.events, two.events);
+                    prop_assert_eq!(one.report, two.report);
+                    prop_assert_eq!(one.good_len, two.good_len);
+                    prop_assert_eq!(one.needs_newline, two.needs_newline);
+                }
+                (Err(one), Err(two)) => prop_assert_eq!(one.to_string(), two.to_string()),
+                (one, two) => prop_assert!(false, "one thread {:?}, two {:?}", one.map(|p| p.events.len()), two.map(|p| p.events.len())),
             }
         }
     }
