@@ -1193,10 +1193,14 @@ impl Orchestrator {
         if self.executable_blocks(text).is_empty() {
             return;
         }
-        let history = self.state.history.clone();
-        let with_code = history
+        // Borrowed, not copied (this runs for every such message of a long session), and
+        // counted only as far as two.
+        let with_code = self
+            .state
+            .history
             .iter()
             .filter(|h| h.agent == agent && !self.executable_blocks(&h.content).is_empty())
+            .take(2)
             .count();
         if with_code == 1 {
             self.emit(EventKind::Notice {
@@ -1266,7 +1270,10 @@ impl Orchestrator {
             .await;
         }
         if self.state.pending.is_none()
-            && let Some((agent, text)) = self.state.unoffered_message.clone()
+            && let Some((agent, text)) = self
+                .state
+                .unoffered_message()
+                .map(|(a, t)| (a.to_string(), t.to_string()))
             && self
                 .team
                 .agents

@@ -175,12 +175,12 @@ pub struct SessionState {
     pub loop_code_counts: BTreeMap<String, u32>,
     /// Last failing executions' error signatures since the last acknowledgement.
     pub loop_errors: Vec<String>,
-    /// The last agent message, while its code blocks have not been offered yet (a crash right
-    /// after a message leaves it here; resume offers them).
-    pub unoffered_message: Option<(String, String)>,
-    /// The last agent messages since the last acknowledgement (agent, text), at most
-    /// `termination::LOOP_MESSAGES`.
-    pub loop_messages: Vec<(String, String)>,
+    /// The last agent message (its place in `history`), while its code blocks have not been
+    /// offered yet (a crash right after a message leaves it here; resume offers them).
+    pub unoffered: Option<usize>,
+    /// The last agent messages since the last acknowledgement (their places in `history`), at
+    /// most `termination::LOOP_MESSAGES`: indices, so a replayed log copies each message once.
+    pub loop_messages: Vec<usize>,
 }
 
 /// Output kept per running block for an interrupted-block report.
@@ -233,7 +233,7 @@ impl SessionState {
                 }
             }
             EventKind::SpeakerSelected { agent, .. } => {
-                self.unoffered_message = None;
+                self.unoffered = None;
                 self.pinned = None;
                 self.speaking = Some(agent.clone());
                 self.speaker_requested = None;
@@ -263,12 +263,13 @@ impl SessionState {
                     self.consecutive_auto = self.consecutive_auto.max(*n);
                     self.last_speaker = Some(agent.clone());
                     self.speaking = None;
-                    self.loop_messages.push((agent.clone(), content.clone()));
+                    let at = self.history.len() - 1;
+                    self.loop_messages.push(at);
                     // Loop detection reads only the last few: a long session keeps no more.
                     if self.loop_messages.len() > crate::engine::termination::LOOP_MESSAGES {
                         self.loop_messages.remove(0);
                     }
-                    self.unoffered_message = Some((agent.clone(), content.clone()));
+                    self.unoffered = Some(at);
                 }
             }
             EventKind::Usage {
@@ -302,7 +303,7 @@ impl SessionState {
                 );
             }
             EventKind::ApprovalRequested { id, agent, blocks } => {
-                self.unoffered_message = None;
+                self.unoffered = None;
                 self.last_approval_id = self.last_approval_id.max(*id);
                 for b in blocks {
                     *self.loop_code_counts.entry(code_hash(&b.code)).or_default() += 1;
@@ -446,7 +447,7 @@ impl SessionState {
             | EventKind::WorkspaceAttached { .. } => {}
             EventKind::Paused { kind, .. } => {
                 // An interrupted or failed reply proposes nothing.
-                self.unoffered_message = None;
+                self.unoffered = None;
                 self.paused = Some(*kind);
                 if *kind == PauseKind::Loop {
                     self.reset_loop_detection();
@@ -480,6 +481,23 @@ impl SessionState {
     pub fn reset_auto_replies(&mut self) {
         self.consecutive_auto = 0;
         self.consecutive_by_agent.clear();
+    }
+
+    /// The last agent message (agent, text) while its code blocks have not been offered yet.
+    pub fn unoffered_message(&self) -> Option<(&str, &str)> {
+        self.unoffered
+            .and_then(|i| self.history.get(i))
+            .map(|h| (h.agent.as_str(), h.content.as_str()))
+    }
+
+    /// The last agent messages since the last acknowledgement (agent, text), oldest first, at
+    /// most `termination::LOOP_MESSAGES`.
+    pub fn loop_messages(&self) -> Vec<(&str, &str)> {
+        self.loop_messages
+            .iter()
+            .filter_map(|&i| self.history.get(i))
+            .map(|h| (h.agent.as_str(), h.content.as_str()))
+            .collect()
     }
 
     /// Forget what loop detection has seen (after it fired).

@@ -106,13 +106,13 @@ pub fn detect_loop(state: &SessionState) -> Option<String> {
             ));
         }
     }
-    let msgs = &state.loop_messages;
+    let msgs = state.loop_messages();
     if msgs.len() >= LOOP_MESSAGES {
         let n = msgs.len();
         let (a1, a2, b1, b2) = (&msgs[n - 4], &msgs[n - 2], &msgs[n - 3], &msgs[n - 1]);
-        if a1.0 == a2.0 && b1.0 == b2.0 && similar(&a1.1, &a2.1) && similar(&b1.1, &b2.1) {
+        if a1.0 == a2.0 && b1.0 == b2.0 && similar(a1.1, a2.1) && similar(b1.1, b2.1) {
             let who = if a1.0 == b1.0 {
-                a1.0.clone()
+                a1.0.to_string()
             } else {
                 format!("{} and {}", a1.0, b1.0)
             };
