@@ -12,20 +12,28 @@ pub struct HeightIndex {
 impl HeightIndex {
     /// An index of `heights`, built in O(n).
     pub fn from_heights(heights: impl IntoIterator<Item = u32>) -> Self {
-        let values: Vec<u32> = heights.into_iter().collect();
-        let n = values.len();
-        let mut tree = vec![0u64; n + 1];
-        for i in 1..=n {
-            tree[i] += u64::from(values[i - 1]);
-            let parent = i + (i & i.wrapping_neg());
-            if parent <= n {
-                tree[parent] += tree[i];
-            }
-        }
-        HeightIndex { tree, values }
+        let mut index = HeightIndex::default();
+        index.rebuild(heights);
+        index
     }
 
-    /// Cells indexed.
+    /// Replaces every height (a resize), reusing the index's memory: O(n), no allocation when
+    /// the number of cells has not grown.
+    pub fn rebuild(&mut self, heights: impl IntoIterator<Item = u32>) {
+        self.values.clear();
+        self.values.extend(heights);
+        let n = self.values.len();
+        self.tree.clear();
+        self.tree.resize(n + 1, 0);
+        for i in 1..=n {
+            self.tree[i] += u64::from(self.values[i - 1]);
+            let parent = i + (i & i.wrapping_neg());
+            if parent <= n {
+                self.tree[parent] += self.tree[i];
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.values.len()
     }
@@ -139,6 +147,17 @@ mod tests {
             prop_assert_eq!(idx.total(), start);
             prop_assert_eq!(idx.find(start), None);
             prop_assert_eq!(built.total(), heights.iter().map(|h| u64::from(*h)).sum::<u64>());
+            // Rebuilt in place over an index of another size (a resize), it is the same index.
+            let mut rebuilt = HeightIndex::from_heights(vec![3; 70]);
+            rebuilt.rebuild(plain.iter().copied());
+            let mut start = 0u64;
+            for (i, h) in plain.iter().enumerate() {
+                prop_assert_eq!(rebuilt.prefix(i), start);
+                prop_assert_eq!(rebuilt.get(i), *h);
+                start += u64::from(*h);
+            }
+            prop_assert_eq!(rebuilt.len(), plain.len());
+            prop_assert_eq!(rebuilt.total(), start);
         }
     }
 }

@@ -96,8 +96,6 @@ struct Estimate {
     fixed: u32,
     /// Bytes of text that wrap with the width.
     text: u32,
-    /// A message (its Markdown adds about a line per 80 bytes).
-    message: bool,
 }
 
 impl Estimate {
@@ -134,19 +132,45 @@ impl Estimate {
             | CellKind::Terminated { .. } => (1, text, false),
         };
         let clamp = |n: usize| n.min(u32::MAX as usize) as u32;
+        // A message's Markdown adds about a line per 80 bytes, whatever the width.
+        let markdown = if message { text / 80 } else { 0 };
         Estimate {
-            fixed: clamp(fixed),
+            fixed: clamp(fixed.saturating_add(markdown)),
             text: clamp(text),
-            message,
         }
     }
 
     /// The height estimate at `width` (O(1)).
     fn at(self, width: usize) -> u32 {
-        let w = width.max(8) as u64;
-        let text = u64::from(self.text);
-        let est = u64::from(self.fixed) + text / w + if self.message { text / 80 } else { 0 };
-        est.min(u64::from(u32::MAX)) as u32
+        self.at_div(Divisor::new(width))
+    }
+
+    /// The height estimate with the width's divisor made once (a resize does this for every
+    /// cell: a multiplication instead of a division each).
+    fn at_div(self, d: Divisor) -> u32 {
+        self.fixed.saturating_add(d.div(self.text))
+    }
+}
+
+/// Division of any `u32` by one width, exact, by a multiplication (Lemire, Kaser and Kurz,
+/// "Faster remainder by direct computation", 2019: with `m = ⌈2^64 / w⌉`, `n / w` is the high 64
+/// bits of `n · m` for every 32-bit `n`).
+#[derive(Debug, Clone, Copy)]
+struct Divisor {
+    m: u64,
+}
+
+impl Divisor {
+    /// For `width` columns (at least 8).
+    fn new(width: usize) -> Self {
+        let w = width.clamp(8, u32::MAX as usize) as u64;
+        Divisor {
+            m: u64::MAX / w + 1,
+        }
+    }
+
+    fn div(self, n: u32) -> u32 {
+        ((u128::from(n) * u128::from(self.m)) >> 64) as u32
     }
 }
 
@@ -207,7 +231,10 @@ impl Transcript {
             self.estimates = view.cells.iter().map(|c| Estimate::of(&c.kind)).collect();
         }
         // From the small array of estimate inputs: a resize never walks the cells.
-        self.heights = HeightIndex::from_heights(self.estimates.iter().map(|e| e.at(width)));
+        // In place: a resize of a 100,000-cell transcript allocates nothing.
+        let d = Divisor::new(width);
+        self.heights
+            .rebuild(self.estimates.iter().map(|e| e.at_div(d)));
         self.cache.clear();
         self.groups.clear();
         self.cached_lines = 0;

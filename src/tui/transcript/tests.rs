@@ -243,3 +243,25 @@ fn a_running_block_shows_its_elapsed_time_and_only_its_latest_output() {
     );
     assert!(lines.iter().any(|l| l.contains("more lines")));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+    /// A resize divides every cell's text by the width with a multiplication: exactly as `/`.
+    #[test]
+    fn the_width_divisor_divides_exactly(n in any::<u32>(), width in 0usize..100_000) {
+        prop_assert_eq!(Divisor::new(width).div(n), n / (width.max(8) as u32));
+    }
+}
+
+#[test]
+fn the_width_divisor_is_exact_at_the_edges() {
+    for width in [8usize, 9, 80, 199, 200, 65_535, 1 << 20, u32::MAX as usize] {
+        for n in [0u32, 1, 7, 8, 79, 80, 81, u32::MAX - 1, u32::MAX] {
+            assert_eq!(
+                Divisor::new(width).div(n),
+                n / width as u32,
+                "{n} / {width}"
+            );
+        }
+    }
+}
