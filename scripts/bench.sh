@@ -283,6 +283,13 @@ KNOWN = {
     "tui_stream/keys_not_on_next_frame": "= 0",
     "idle/cpu_s": "< 0.1",
     "e2e/proctor_over_autogen": "<= 0.1",
+    "render_ratio_bottom": "<= 1.5",
+    "render_ratio_middle": "<= 1.5",
+    "render_ratio_resize": "<= 1.5",
+    "pending_ratio_first_frame": "<= 2",
+    "resume_first_frame_vs_parse": "<= 1.2",
+    "resume_peak_rss_vs_file": "<= 2",
+    "tui_rss_1e5_vs_log": "<= 3",
 }
 
 def target_of(name):
@@ -294,7 +301,7 @@ def target_of(name):
     if n.startswith("tui_stream") or "stream" in n: return "3"
     if "highlight" in n or "pending" in n: return "2"
     if "resume" in n: return "4"
-    if "memory" in n or "rss" in n: return "7"
+    if "memory" in n or "rss" in n or n.startswith("tui_log"): return "7"
     if n.startswith("render"): return "1"
     return "other"
 
