@@ -142,9 +142,10 @@ fn docker(args: &[&str]) -> (bool, String) {
 /// Processes in the container other than init, its main `sleep`, the launcher and its fork
 /// server, as seen by a fresh listing of `/proc` (no `ps` needed in the image).
 fn stray_processes(container: &str) -> Vec<String> {
-    // The fork server (a `#proctor-zygote` whose parent is the launcher) is expected; its
+    // The fork server (a `#proctor-zygote` whose parent is the launcher) is expected, and so is
+    // the next block's child it forked ahead (named `proctor-spare` while it waits); its other
     // children run block code and are strays like any other.
-    let list = r#"for d in /proc/[0-9]*; do p=${d#/proc/}; [ "$p" = "$$" ] && continue; [ -r "$d/cmdline" ] || continue; pp=$(cut -d' ' -f4 "$d/stat" 2>/dev/null); if tr '\0' ' ' < "$d/cmdline" | grep -q proctor-zygote && tr '\0' ' ' < "/proc/$pp/cmdline" 2>/dev/null | grep -q proctor-launcher; then continue; fi; printf '%s ' "$p"; tr '\0\n' '  ' < "$d/cmdline"; echo; done"#;
+    let list = r#"for d in /proc/[0-9]*; do p=${d#/proc/}; [ "$p" = "$$" ] && continue; [ -r "$d/cmdline" ] || continue; pp=$(cut -d' ' -f4 "$d/stat" 2>/dev/null); if tr '\0' ' ' < "$d/cmdline" | grep -q proctor-zygote && tr '\0' ' ' < "/proc/$pp/cmdline" 2>/dev/null | grep -q proctor-launcher; then continue; fi; if [ "$(cat "$d/comm" 2>/dev/null)" = proctor-spare ] && tr '\0' ' ' < "/proc/$pp/cmdline" 2>/dev/null | grep -q proctor-zygote; then continue; fi; printf '%s ' "$p"; tr '\0\n' '  ' < "$d/cmdline"; echo; done"#;
     let (ok, out) = docker(&["exec", container, "sh", "-c", list]);
     assert!(ok, "listing processes failed: {out}");
     out.lines()
@@ -669,6 +670,68 @@ async fn a_block_that_kills_or_stops_the_fork_server_does_not_reach_the_next_blo
         assert_eq!(ran.outcome.exit_code, want, "{:?}", ran.outcome);
     }
     let id = exec.container_of(&s).unwrap();
+    assert_eq!(stray_processes(&id), Vec::<String>::new());
+    exec.shutdown(&s).await;
+}
+
+/// The `proctor-spare` processes in the container: the next Python block's child, forked ahead.
+fn spares(container: &str) -> Vec<String> {
+    let list = r#"for d in /proc/[0-9]*; do [ "$(cat "$d/comm" 2>/dev/null)" = proctor-spare ] && echo "${d#/proc/}"; done; true"#;
+    let (ok, out) = docker(&["exec", container, "sh", "-c", list]);
+    assert!(ok, "listing processes failed: {out}");
+    out.lines().map(str::to_owned).collect()
+}
+
+#[tokio::test]
+async fn the_next_python_blocks_child_waits_forked_ahead_and_nothing_else_runs_beside_it() {
+    let exec = DockerExecutor::new().unwrap();
+    let ws = tempfile::tempdir().unwrap();
+    let s = session("spare");
+    let ran = run(
+        &exec,
+        &s,
+        ws.path(),
+        "import json\nsecret = 41\nprint('first')",
+        &policy(),
+    )
+    .await;
+    assert_eq!(ran.outcome.output, "first\n");
+    let id = exec.container_of(&s).unwrap();
+    // Made once the block's processes are gone (the launcher does it after reporting the exit).
+    let mut waiting = Vec::new();
+    for _ in 0..100 {
+        waiting = spares(&id);
+        if waiting.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(waiting.len(), 1, "one child waits for the next block");
+    // The next block runs in it, as `python3 FILE` would: a fresh __main__, the interpreter's
+    // own name, its own file, none of the previous block's names or imports.
+    let probe = "import sys\nprint(sorted(k for k in globals() if not k.startswith('__')))\nprint(open('/proc/self/comm').read().strip())\nprint('json' in sys.modules, sys.argv[0].endswith('.py'))\nsys.exit(3)";
+    let ran = run(&exec, &s, ws.path(), probe, &policy()).await;
+    assert_eq!(
+        ran.outcome.output, "['sys']\npython3\nFalse True\n",
+        "{:?}",
+        ran.outcome
+    );
+    assert_eq!(ran.outcome.exit_code, 3);
+    // Anything but a Python block drops the waiting child before it starts: no block code runs
+    // beside one.
+    let mut req = request(
+        &s,
+        ws.path(),
+        "bash",
+        "for d in /proc/[0-9]*; do cat $d/comm 2>/dev/null; done | grep -c proctor-spare; true",
+        &policy(),
+    );
+    req.policy.timeout_s = 30;
+    let ran = run_req(&exec, req, CancellationToken::new()).await.unwrap();
+    assert_eq!(ran.outcome.output.trim(), "0", "{:?}", ran.outcome);
+    // And Python blocks go on as before.
+    let ran = run(&exec, &s, ws.path(), "print('after')", &policy()).await;
+    assert_eq!(ran.outcome.output, "after\n");
     assert_eq!(stray_processes(&id), Vec::<String>::new());
     exec.shutdown(&s).await;
 }

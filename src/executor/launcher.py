@@ -368,6 +368,14 @@ def sweep(child=None):
 #
 # Until it is handed a block it runs nothing from the workspace (its cwd): the current directory
 # leaves sys.path before anything is imported.
+#
+# The next block's child is forked ahead of time (a spare): once a block's processes are all dead,
+# the launcher asks for a child that does everything above but the last steps, then waits on a
+# pipe for its script's path; the next Python block then costs one write instead of a fork and
+# the set-up. Until it is handed its path the spare stays non-dumpable, ignores the fork server's
+# signals and runs nothing; no block code ever runs while a spare waits (one is made only after a
+# block's processes are gone, is used by the next Python block, and is dropped before anything
+# else runs).
 ZYGOTE = r"""#proctor-zygote
 import sys as _sys
 _base = set(_sys.modules)
@@ -402,16 +410,15 @@ def _serve():
     sock.sendall(b"R")
     while True:
         try:
-            msg, fds, _f, _a = socket.recv_fds(sock, 65536, 2)
+            msg, fds, _f, _a = socket.recv_fds(sock, 65536, 3)
         except OSError:
             _os._exit(0)
-        if not msg or len(fds) != 2:
+        if not msg or len(fds) not in (2, 3):
             _os._exit(0)
         pid = _os.fork()
         if pid == 0:
             sock.close()
-            raw, _, path0 = msg.partition(b"\0")
-            return _os.fsdecode(raw), _os.fsdecode(path0), fds
+            return msg, fds
         for fd in fds:
             _os.close(fd)
         try:
@@ -420,26 +427,56 @@ def _serve():
             sock.sendall(struct.pack(">ci", b"X", _os.waitstatus_to_exitcode(status)))
         except OSError:
             _os._exit(0)
-def _child(path, path0, fds):
+def _child(msg, fds):
     _os.dup2(fds[0], 1)
     _os.dup2(fds[1], 2)
+    # A spare (three descriptors): its path comes later, on the third.
+    go = fds[2] if len(fds) == 3 else None
     null = _os.open("/dev/null", _os.O_RDONLY)
     _os.dup2(null, 0)
     for fd in [int(n) for n in _os.listdir("/proc/self/fd")]:
-        if fd > 2:
+        if fd > 2 and fd != go:
             try:
                 _os.close(fd)
             except OSError:
                 pass
     _os.setsid()
+    for name in [m for m in _sys.modules if m not in _base]:
+        del _sys.modules[name]
+    if go is not None:
+        # Named while it waits (its `comm`, as `ps` shows it), the name it had back after.
+        try:
+            with open("/proc/self/comm", "rb") as f:
+                comm = f.read().strip()
+        except OSError:
+            comm = b""
+        _prctl(15, b"proctor-spare", 0, 0, 0)
+        parts = []
+        while True:
+            try:
+                part = _os.read(go, 65536)
+            except InterruptedError:
+                continue
+            except OSError:
+                part = b""
+            if not part:
+                break
+            parts.append(part)
+        _os.close(go)
+        msg = b"".join(parts)
+        if not msg:
+            # Dropped before any block used it.
+            _os._exit(0)
+        if comm:
+            _prctl(15, comm, 0, 0, 0)
+    raw, _, path0 = msg.partition(b"\0")
+    path, path0 = _os.fsdecode(raw), _os.fsdecode(path0)
     for n, h in _sigs.items():
         try:
             _signal.signal(n, h)
         except (ValueError, OSError, TypeError):
             pass
     _prctl(4, 1, 0, 0, 0)
-    for name in [m for m in _sys.modules if m not in _base]:
-        del _sys.modules[name]
     _sys.argv = [path]
     # An unnamed block's file lives outside the workspace but runs as if it were in it.
     _sys.path.insert(0, path0 or _os.path.dirname(_os.path.abspath(path)))
@@ -567,6 +604,8 @@ class Zygote:
         self.broken = False
         self.disabled = False
         self.buf = b""
+        # The next block's child, forked ahead: (pid, stdout, stderr, the write end of its path).
+        self.spare = None
 
     def start(self, key):
         import socket
@@ -637,11 +676,30 @@ class Zygote:
         if not self.usable(key):
             self.discard()
             return None
+        msg = os.fsencode(path) + (b"\0" + os.fsencode(path0) if path0 else b"")
+        if self.spare is not None:
+            pid, out_r, err_r, go_w = self.spare
+            self.spare = None
+            handed = _alive(pid) and not _stopped(pid)
+            if handed:
+                try:
+                    view = memoryview(msg)
+                    while view:
+                        view = view[os.write(go_w, view):]
+                except OSError:
+                    handed = False
+            os.close(go_w)
+            if handed:
+                return Forked(pid, os.fdopen(out_r, "rb", buffering=0), os.fdopen(err_r, "rb", buffering=0), self)
+            # Killed or stopped while it waited: start over with a fresh fork server.
+            os.close(out_r)
+            os.close(err_r)
+            self.discard()
+            return None
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
             self.sock.settimeout(2.0)
-            msg = os.fsencode(path) + (b"\0" + os.fsencode(path0) if path0 else b"")
             socket.send_fds(self.sock, [msg], [out_w, err_w])
             reply = self._read(5, 2.0)
         except OSError:
@@ -657,6 +715,45 @@ class Zygote:
         pid = struct.unpack(">i", reply[1:])[0]
         return Forked(pid, os.fdopen(out_r, "rb", buffering=0), os.fdopen(err_r, "rb", buffering=0), self)
 
+    def prefork(self, key):
+        """Forks the next Python block's child ahead of time, when this fork server is ready for
+        `key` and no block process is alive (the caller's word): it waits for its path."""
+        import socket
+        import struct
+
+        if self.spare is not None or not self.usable(key, wait=False):
+            return
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        go_r, go_w = os.pipe()
+        try:
+            self.sock.settimeout(2.0)
+            socket.send_fds(self.sock, [b"spare"], [out_w, err_w, go_r])
+            reply = self._read(5, 2.0)
+        except OSError:
+            reply = None
+        finally:
+            for fd in (out_w, err_w, go_r):
+                os.close(fd)
+        if reply is None or reply[:1] != b"P":
+            for fd in (out_r, err_r, go_w):
+                os.close(fd)
+            self.discard()
+            return
+        self.spare = (struct.unpack(">i", reply[1:])[0], out_r, err_r, go_w)
+
+    def drop_spare(self):
+        """Ends a waiting spare (before anything but a Python block runs); its exit is read, so
+        the fork server's next report is about the next child."""
+        if self.spare is None:
+            return
+        _pid, out_r, err_r, go_w = self.spare
+        self.spare = None
+        for fd in (go_w, out_r, err_r):
+            os.close(fd)
+        if self.read_exit(2.0) is None:
+            self.discard()
+
     def read_exit(self, timeout):
         """The exit code the fork server reports for its running child (None: no report in time)."""
         import struct
@@ -669,6 +766,10 @@ class Zygote:
         return struct.unpack(">i", frame[1:])[0]
 
     def discard(self):
+        if self.spare is not None:
+            for fd in self.spare[1:]:
+                os.close(fd)
+            self.spare = None
         if self.sock is not None:
             self.sock.close()
         if self.proc is not None:
@@ -735,6 +836,9 @@ def run_block(cmd):
     if len(argv) == 2 and argv[0] in ("python3", "python"):
         zygote_key = (argv[0], tuple(sorted(env.items())), cwd)
     path0 = cmd.get("path0")
+    if zygote_key is None or ZYGOTE_SERVER.key != zygote_key:
+        # Nothing but the Python block it was made for runs beside a spare.
+        ZYGOTE_SERVER.drop_spare()
     start = time.monotonic()
     child = None
     if zygote_key is not None:
@@ -881,6 +985,9 @@ def run_block(cmd):
     link.running = False
     if zygote_key is not None and link.up and not ZYGOTE_SERVER.usable(zygote_key, wait=False):
         ZYGOTE_SERVER.start(zygote_key)
+    elif zygote_key is not None and link.up and leftovers(ZYGOTE_SERVER.pid()) == 0:
+        # Every process of this block is gone: the next one's child can wait, set up.
+        ZYGOTE_SERVER.prefork(zygote_key)
 
 
 # ---- The workspace through this stream (a remote engine: nothing of proctor's machine is mounted).
