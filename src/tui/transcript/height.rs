@@ -1,12 +1,21 @@
-//! A height index over the transcript's cells (a Fenwick tree of prefix sums): the line where a
-//! cell starts, the cell at a line, and the total, each in O(log n), with O(log n) updates when a
-//! cell is laid out or grows. Heights not yet measured at the current width are estimates.
+//! A height index over the transcript's cells: the line where a cell starts, the cell at a line,
+//! and the total, each in O(log n + BLOCK), with O(log n) updates when a cell is laid out or grows.
+//! Heights not yet measured at the current width are estimates.
+//!
+//! Cells are summed in blocks of [`BLOCK`], and a Fenwick tree holds the blocks' prefix sums: a
+//! resize, which replaces every height, writes one sum per block instead of one tree node per cell.
+
+/// Cells per block.
+const BLOCK: usize = 64;
 
 /// Prefix sums of cell heights.
 #[derive(Debug, Clone, Default)]
 pub struct HeightIndex {
-    tree: Vec<u64>,
     values: Vec<u32>,
+    /// Each block's sum.
+    sums: Vec<u64>,
+    /// Fenwick tree over `sums` (1-based).
+    tree: Vec<u64>,
 }
 
 impl HeightIndex {
@@ -17,23 +26,30 @@ impl HeightIndex {
         index
     }
 
-    /// Replaces every height (a resize), reusing the index's memory: O(n), no allocation when
-    /// the number of cells has not grown.
+    /// Replaces every height (a resize), reusing the index's memory: one pass over the heights,
+    /// one sum per block.
     pub fn rebuild(&mut self, heights: impl IntoIterator<Item = u32>) {
         self.values.clear();
         self.values.extend(heights);
-        let n = self.values.len();
+        self.sums.clear();
+        self.sums.extend(
+            self.values
+                .chunks(BLOCK)
+                .map(|c| c.iter().map(|&h| u64::from(h)).sum::<u64>()),
+        );
+        let n = self.sums.len();
         self.tree.clear();
         self.tree.resize(n + 1, 0);
-        for i in 1..=n {
-            self.tree[i] += u64::from(self.values[i - 1]);
-            let parent = i + (i & i.wrapping_neg());
+        for k in 1..=n {
+            self.tree[k] += self.sums[k - 1];
+            let parent = k + (k & k.wrapping_neg());
             if parent <= n {
-                self.tree[parent] += self.tree[i];
+                self.tree[parent] += self.tree[k];
             }
         }
     }
 
+    /// Cells in the index.
     pub fn len(&self) -> usize {
         self.values.len()
     }
@@ -43,25 +59,31 @@ impl HeightIndex {
         self.values.is_empty()
     }
 
-    /// Height of cell `i`.
+    /// Height of cell `i` (0 past the end).
     pub fn get(&self, i: usize) -> u32 {
         self.values.get(i).copied().unwrap_or(0)
     }
 
-    /// Adds a cell at the end.
+    /// Appends a cell of height `h`.
     pub fn push(&mut self, h: u32) {
-        if self.tree.is_empty() {
-            self.tree.push(0);
-        }
-        let i = self.values.len() + 1;
-        // tree[i] covers (i - lowbit(i), i]: the new value plus the sums of the ranges before it.
-        let low = i & i.wrapping_neg();
-        let covered = self.prefix(i - 1) - self.prefix(i - low);
+        let i = self.values.len();
         self.values.push(h);
-        self.tree.push(u64::from(h) + covered);
+        if i.is_multiple_of(BLOCK) {
+            // A new block: tree[k] covers blocks (k - lowbit(k), k].
+            if self.tree.is_empty() {
+                self.tree.push(0);
+            }
+            let k = self.sums.len() + 1;
+            let low = k & k.wrapping_neg();
+            let covered = self.blocks_prefix(k - 1) - self.blocks_prefix(k - low);
+            self.sums.push(u64::from(h));
+            self.tree.push(u64::from(h) + covered);
+        } else {
+            self.add(i / BLOCK, i64::from(h));
+        }
     }
 
-    /// Sets the height of cell `i`.
+    /// Sets cell `i`'s height.
     pub fn set(&mut self, i: usize, h: u32) {
         let Some(old) = self.values.get(i).copied() else {
             return;
@@ -70,16 +92,22 @@ impl HeightIndex {
             return;
         }
         self.values[i] = h;
-        let mut k = i + 1;
+        self.add(i / BLOCK, i64::from(h) - i64::from(old));
+    }
+
+    /// Adds `delta` to block `b`'s sum.
+    fn add(&mut self, b: usize, delta: i64) {
+        self.sums[b] = self.sums[b].wrapping_add_signed(delta);
+        let mut k = b + 1;
         while k < self.tree.len() {
-            self.tree[k] = self.tree[k] + u64::from(h) - u64::from(old);
+            self.tree[k] = self.tree[k].wrapping_add_signed(delta);
             k += k & k.wrapping_neg();
         }
     }
 
-    /// Lines before cell `i` (the line where it starts).
-    pub fn prefix(&self, i: usize) -> u64 {
-        let mut k = i.min(self.values.len());
+    /// Lines in the first `b` blocks.
+    fn blocks_prefix(&self, b: usize) -> u64 {
+        let mut k = b.min(self.sums.len());
         let mut s = 0;
         while k > 0 {
             s += self.tree[k];
@@ -88,9 +116,20 @@ impl HeightIndex {
         s
     }
 
-    /// All lines.
+    /// Lines before cell `i`.
+    pub fn prefix(&self, i: usize) -> u64 {
+        let i = i.min(self.values.len());
+        let b = i / BLOCK;
+        self.blocks_prefix(b)
+            + self.values[b * BLOCK..i]
+                .iter()
+                .map(|&h| u64::from(h))
+                .sum::<u64>()
+    }
+
+    /// Lines in all.
     pub fn total(&self) -> u64 {
-        self.prefix(self.values.len())
+        self.blocks_prefix(self.sums.len())
     }
 
     /// The cell holding line `line` and the line's offset in it; `None` past the end.
@@ -99,19 +138,21 @@ impl HeightIndex {
         if line >= self.total() {
             return None;
         }
+        // The last block whose start is at or before the line.
+        let blocks = self.sums.len();
         let mut pos = 0usize;
         let mut rem = line;
-        let mut step = n.next_power_of_two();
+        let mut step = blocks.next_power_of_two();
         while step > 0 {
             let next = pos + step;
-            if next <= n && self.tree[next] <= rem {
+            if next <= blocks && self.tree[next] <= rem {
                 pos = next;
                 rem -= self.tree[next];
             }
             step >>= 1;
         }
-        // Cells of height 0 hold no line: skip them.
-        let mut i = pos;
+        // Then cell by cell; cells of height 0 hold no line: skip them.
+        let mut i = pos * BLOCK;
         while i < n && u64::from(self.values[i]) <= rem {
             rem -= u64::from(self.values[i]);
             i += 1;
@@ -128,7 +169,7 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
-        fn matches_a_plain_scan(heights in proptest::collection::vec(0u32..7, 0..60), updates in proptest::collection::vec((0usize..60, 0u32..7), 0..20)) {
+        fn matches_a_plain_scan(heights in proptest::collection::vec(0u32..7, 0..300), updates in proptest::collection::vec((0usize..300, 0u32..7), 0..40)) {
             let mut idx = HeightIndex::default();
             for h in &heights { idx.push(*h); }
             let mut plain = heights.clone();
@@ -148,7 +189,7 @@ mod tests {
             prop_assert_eq!(idx.find(start), None);
             prop_assert_eq!(built.total(), heights.iter().map(|h| u64::from(*h)).sum::<u64>());
             // Rebuilt in place over an index of another size (a resize), it is the same index.
-            let mut rebuilt = HeightIndex::from_heights(vec![3; 70]);
+            let mut rebuilt = HeightIndex::from_heights(vec![3; 170]);
             rebuilt.rebuild(plain.iter().copied());
             let mut start = 0u64;
             for (i, h) in plain.iter().enumerate() {
