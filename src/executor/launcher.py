@@ -836,8 +836,9 @@ def run_block(cmd):
     if len(argv) == 2 and argv[0] in ("python3", "python"):
         zygote_key = (argv[0], tuple(sorted(env.items())), cwd)
     path0 = cmd.get("path0")
-    if zygote_key is None or ZYGOTE_SERVER.key != zygote_key:
-        # Nothing but the Python block it was made for runs beside a spare.
+    if zygote_key is None:
+        # Nothing but a Python block runs beside a spare (one made for another interpreter or
+        # environment goes with its fork server in `fork`).
         ZYGOTE_SERVER.drop_spare()
     start = time.monotonic()
     child = None

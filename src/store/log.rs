@@ -596,15 +596,7 @@ mod tests {
             cut in 0usize..400,
             block in 1usize..64,
         ) {
-            let mut log = String::new();
-            for (seq, damage) in parts {
-                match damage {
-                    0 => log.push_str("garbage{\n"),
-                    1 => log.push_str("\0\0"),
-                    2 => log.push_str("\n  \n"),
-                    _ => log.push_str(&line(seq, "a\u{e9}\u{202E}")),
-                }
-            }
+            let log = damaged_log(&parts);
             let bytes = &log.as_bytes()[..cut.min(log.len())];
             let whole = parse_log(bytes);
             let read = read_log_in_blocks(&mut &bytes[..], block);
@@ -631,17 +623,7 @@ mod tests {
             parts in proptest::collection::vec((1u64..40, 0u8..10), 0..40),
             cut in 0usize..3000,
         ) {
-            let mut log = String::new();
-            for (seq, damage) in parts {
-                match damage {
-                    0 => log.push_str("garbage{\n"),
-                    1 => log.push_str("\0\0"),
-                    2 => log.push_str("\n  \n"),
-                    3 => log.push_str(&format!("{{\"seq\":{seq},\"type\":\"from_the_future\"}}\n")),
-                    4 => log.push_str("{\"seq\":\"x\"}\n"),
-                    _ => log.push_str(&line(seq, "a\u{e9}\u{202E}")),
-                }
-            }
+            let log = damaged_log(&parts);
             let bytes = &log.as_bytes()[..cut.min(log.len())];
             let parse = |parallel_min: usize| {
                 let mut p = LogParser::new(0, None, 0);
@@ -673,6 +655,23 @@ mod tests {
             }
             assert_eq!(boundary(&vec![b'x'; len]), None);
         }
+    }
+
+    /// A log of records (seq, kind): 0 garbage, 1 NULs, 2 blank lines, 3 a whole record of a
+    /// newer proctor, 4 a whole record this build cannot read, any other kind a good record.
+    fn damaged_log(parts: &[(u64, u8)]) -> String {
+        let mut log = String::new();
+        for &(seq, damage) in parts {
+            match damage {
+                0 => log.push_str("garbage{\n"),
+                1 => log.push_str("\0\0"),
+                2 => log.push_str("\n  \n"),
+                3 => log.push_str(&format!("{{\"seq\":{seq},\"type\":\"from_the_future\"}}\n")),
+                4 => log.push_str("{\"seq\":\"x\"}\n"),
+                _ => log.push_str(&line(seq, "a\u{e9}\u{202E}")),
+            }
+        }
+        log
     }
 
     fn line(seq: u64, text: &str) -> String {

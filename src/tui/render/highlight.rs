@@ -426,6 +426,15 @@ impl Highlighter {
 mod tests {
     use super::*;
 
+    /// A background highlighter and what its worker says after each result.
+    fn background() -> (Highlighter, std::sync::mpsc::Receiver<()>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let h = Highlighter::background(Some("InspiredGitHub".into()), move || {
+            let _ = tx.send(());
+        });
+        (h, rx)
+    }
+
     #[test]
     fn python_gets_more_than_one_colour_and_the_text_is_unchanged() {
         let lines = vec![
@@ -494,10 +503,7 @@ mod tests {
 
     #[test]
     fn the_worker_waits_while_the_screen_is_busy_and_goes_on_after() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let h = Highlighter::background(Some("InspiredGitHub".into()), move || {
-            let _ = tx.send(());
-        });
+        let (h, rx) = background();
         let lines = vec!["echo hi".to_string()];
         let busy = h.screen_busy();
         assert!(h.get(&lines, "bash").is_none(), "handed to the worker");
@@ -514,10 +520,7 @@ mod tests {
 
     #[test]
     fn a_block_asked_for_by_its_own_key_is_split_and_highlighted_by_the_worker() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let h = Highlighter::background(Some("InspiredGitHub".into()), move || {
-            let _ = tx.send(());
-        });
+        let (h, rx) = background();
         let code = Arc::new(crate::text_safety::CodeLines::new(
             "x = 1\r# \u{202E}\nprint(x)\n",
             "python",
@@ -545,10 +548,7 @@ mod tests {
 
     #[test]
     fn the_worker_highlights_in_the_background_and_says_so() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let h = Highlighter::background(Some("InspiredGitHub".into()), move || {
-            let _ = tx.send(());
-        });
+        let (h, rx) = background();
         let lines = vec!["echo hi".to_string()];
         assert!(h.get(&lines, "bash").is_none(), "first ask: plain");
         rx.recv_timeout(std::time::Duration::from_secs(60))

@@ -12,9 +12,7 @@ const BLOCK: usize = 64;
 #[derive(Debug, Clone, Default)]
 pub struct HeightIndex {
     values: Vec<u32>,
-    /// Each block's sum.
-    sums: Vec<u64>,
-    /// Fenwick tree over `sums` (1-based).
+    /// Fenwick tree over the blocks' sums (1-based: `tree[0]` is unused).
     tree: Vec<u64>,
 }
 
@@ -31,17 +29,11 @@ impl HeightIndex {
     pub fn rebuild(&mut self, heights: impl IntoIterator<Item = u32>) {
         self.values.clear();
         self.values.extend(heights);
-        self.sums.clear();
-        self.sums.extend(
-            self.values
-                .chunks(BLOCK)
-                .map(|c| c.iter().map(|&h| u64::from(h)).sum::<u64>()),
-        );
-        let n = self.sums.len();
+        let n = self.values.len().div_ceil(BLOCK);
         self.tree.clear();
         self.tree.resize(n + 1, 0);
-        for k in 1..=n {
-            self.tree[k] += self.sums[k - 1];
+        for (k, block) in (1..=n).zip(self.values.chunks(BLOCK)) {
+            self.tree[k] += block.iter().map(|&h| u64::from(h)).sum::<u64>();
             let parent = k + (k & k.wrapping_neg());
             if parent <= n {
                 self.tree[parent] += self.tree[k];
@@ -73,10 +65,9 @@ impl HeightIndex {
             if self.tree.is_empty() {
                 self.tree.push(0);
             }
-            let k = self.sums.len() + 1;
+            let k = self.tree.len();
             let low = k & k.wrapping_neg();
             let covered = self.blocks_prefix(k - 1) - self.blocks_prefix(k - low);
-            self.sums.push(u64::from(h));
             self.tree.push(u64::from(h) + covered);
         } else {
             self.add(i / BLOCK, i64::from(h));
@@ -97,7 +88,6 @@ impl HeightIndex {
 
     /// Adds `delta` to block `b`'s sum.
     fn add(&mut self, b: usize, delta: i64) {
-        self.sums[b] = self.sums[b].wrapping_add_signed(delta);
         let mut k = b + 1;
         while k < self.tree.len() {
             self.tree[k] = self.tree[k].wrapping_add_signed(delta);
@@ -105,9 +95,14 @@ impl HeightIndex {
         }
     }
 
+    /// Blocks in the index.
+    fn blocks(&self) -> usize {
+        self.tree.len().saturating_sub(1)
+    }
+
     /// Lines in the first `b` blocks.
     fn blocks_prefix(&self, b: usize) -> u64 {
-        let mut k = b.min(self.sums.len());
+        let mut k = b.min(self.blocks());
         let mut s = 0;
         while k > 0 {
             s += self.tree[k];
@@ -129,7 +124,7 @@ impl HeightIndex {
 
     /// Lines in all.
     pub fn total(&self) -> u64 {
-        self.blocks_prefix(self.sums.len())
+        self.blocks_prefix(self.blocks())
     }
 
     /// The cell holding line `line` and the line's offset in it; `None` past the end.
@@ -139,7 +134,7 @@ impl HeightIndex {
             return None;
         }
         // The last block whose start is at or before the line.
-        let blocks = self.sums.len();
+        let blocks = self.blocks();
         let mut pos = 0usize;
         let mut rem = line;
         let mut step = blocks.next_power_of_two();
